@@ -1,0 +1,5 @@
+import sys
+
+from chef_genius.cli import main
+
+sys.exit(main())

@@ -1,0 +1,147 @@
+"""The `chef-genius` command line. Bad input ends with one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from chef_genius import __version__
+from chef_genius.errors import UserError
+
+EXIT_USER_ERROR = 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except UserError as error:
+        print(f"chef-genius: error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("chef-genius: interrupted", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="chef-genius", description="Fine-tune language models to write recipes.")
+    parser.add_argument("--version", action="version", version=f"chef-genius {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    prepare = commands.add_parser("prepare", help="clean, score, deduplicate and split recipe files")
+    prepare.add_argument("sources", nargs="*", type=Path, metavar="SRC", help="recipe files (CSV, JSON, JSONL)")
+    prepare.add_argument("--sample", action="store_true", help="use the bundled Wikibooks sample as a source")
+    prepare.add_argument("--out", type=Path, required=True, help="output folder for the prepared dataset")
+    prepare.add_argument("--format", default="auto", dest="fmt",
+                         choices=("auto", "recipenlg", "foodcom", "csv", "json", "jsonl"))
+    prepare.add_argument("--columns", help="CSV column map, e.g. title=Title,ingredients=Ingredients,steps=Steps")
+    prepare.add_argument("--val-fraction", type=float, default=0.10)
+    prepare.add_argument("--test-fraction", type=float, default=0.05)
+    prepare.add_argument("--workers", type=int, default=None, help="processes (default: all cores; 0: none)")
+    prepare.add_argument("--quiet", action="store_true", help="no progress bars and no summary")
+    prepare.set_defaults(handler=_prepare)
+
+    score = commands.add_parser("score", help="recipe metrics of a recipe as text, Markdown or JSON")
+    score.add_argument("file", type=Path, help="recipe file ('-' reads standard input)")
+    score.add_argument("--json", action="store_true", help="print JSON")
+    score.set_defaults(handler=_score)
+
+    train = commands.add_parser("train", help="fine-tune a model (this version: --print-config only)")
+    train.add_argument("--config", type=Path, help="YAML config file")
+    train.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="set any config key, e.g. --set eval.patience=5 (YAML value syntax)")
+    from chef_genius.config import FLAGS
+
+    for flag, (key, kind) in FLAGS.items():
+        if isinstance(kind, bool):
+            train.add_argument(flag, dest=key, action="store_const", const=kind, default=None,
+                               help=f"sets {key} to {str(kind).lower()}")
+        else:
+            train.add_argument(flag, dest=key, type=kind, default=None, help=f"sets {key}")
+    train.set_defaults(handler=_train)
+    return parser
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from chef_genius.prepare import PrepareOptions, format_report, prepare
+    from chef_genius.sample import sample_path
+
+    sources = list(args.sources) + ([sample_path()] if args.sample else [])
+    if not sources:
+        raise UserError("prepare: give at least one recipe file, or --sample")
+    options = PrepareOptions(args.val_fraction, args.test_fraction, args.fmt, args.columns,
+                             progress=not args.quiet, workers=args.workers)
+    report = prepare(sources, args.out, options)
+    if not args.quiet:
+        print(format_report(report))
+        print(f"\nwrote {args.out}/ (train.arrow, val.arrow, test.arrow, data_report.json, rejects.jsonl)")
+    return 0
+
+
+def _score(args: argparse.Namespace) -> int:
+    from chef_genius.metrics import score_recipe, score_text
+    from chef_genius.recipe import to_dict
+    from chef_genius.sources import Rejected, recipe_from_object
+
+    text = _read_text(args.file)
+    stripped = text.lstrip()
+    if stripped.startswith(("{", "[")):
+        try:
+            obj = json.loads(text)
+        except ValueError as error:
+            raise UserError(f"{args.file}: invalid JSON: {error}") from None
+        recipe = recipe_from_object(obj[0] if isinstance(obj, list) and obj else obj)
+        if isinstance(recipe, Rejected):
+            raise UserError(f"{args.file}: not a recipe ({recipe.reason.replace('_', ' ')})")
+        scores, parsed = score_recipe(recipe), recipe
+    else:
+        from chef_genius.recipe import parse_recipe
+
+        scores, parsed = score_text(text), parse_recipe(text)
+    if args.json:
+        print(json.dumps({"recipe": to_dict(parsed), "metrics": scores.as_dict()}, indent=2, ensure_ascii=False))
+    else:
+        print(f"{parsed.title or '(no title)'}: {len(parsed.ingredients)} ingredients, {len(parsed.steps)} steps")
+        for name, value in scores.as_dict().items():
+            print(f"  {name:<22} {value:.2f}")
+    return 0
+
+
+def _read_text(path: Path) -> str:
+    if str(path) == "-":
+        return sys.stdin.read()
+    if path.is_dir():
+        raise UserError(f"{path}: is a directory, not a recipe file")
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: is not UTF-8 text") from None
+    except OSError as error:
+        raise UserError(f"{path}: cannot be read: {error.strerror}") from None
+
+
+def _train(args: argparse.Namespace) -> int:
+    import yaml
+
+    from chef_genius.config import FLAGS, build_config, to_yaml
+
+    overrides = {key: getattr(args, key) for key, _ in FLAGS.values() if getattr(args, key) is not None}
+    for assignment in args.set:
+        key, sep, value = assignment.partition("=")
+        if not sep or not key:
+            raise UserError(f"--set: '{assignment}' is not KEY=VALUE")
+        try:
+            overrides[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise UserError(f"--set {key}: cannot read value '{value}'") from None
+    config = build_config(args.config, overrides)
+    if args.print_config:
+        print(to_yaml(config), end="")
+        return 0
+    raise UserError("training is not in this version yet; `train --print-config` shows the resolved config")

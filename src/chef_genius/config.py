@@ -1,0 +1,370 @@
+"""The configuration schema: dataclasses for everything training needs.
+
+Each field is typed and carries its help text. Values are resolved in this order, later winning:
+dataclass defaults < hardware preset < YAML file < command-line flags. Unknown keys and values
+of the wrong type are errors, never silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import yaml
+
+from chef_genius.errors import UserError
+
+SEED_TEMPLATES = [
+    "Create a recipe: {text}",
+    "Generate a detailed recipe: {text}",
+    "Make a dish with: {text}",
+    "Recipe for: {text}",
+    "How to prepare: {text}",
+    "Cooking instructions: {text}",
+    "{text}",
+]
+
+
+def doc(help_text: str, default: Any = dataclasses.MISSING, factory: Any = dataclasses.MISSING) -> Any:
+    """A dataclass field with its help text (shown by ``--help`` and ``--print-config``)."""
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=factory, metadata={"help": help_text})
+    return field(default=default, metadata={"help": help_text})
+
+
+def _positive(section: str, **values: float) -> None:
+    for name, value in values.items():
+        if value is not None and value <= 0:
+            raise UserError(f"{section}.{name} must be positive, got {value}")
+
+
+def _unit_interval(section: str, **values: float) -> None:
+    for name, value in values.items():
+        if not 0.0 <= value <= 1.0:
+            raise UserError(f"{section}.{name} must be in [0, 1], got {value}")
+
+
+@dataclass
+class ModelConfig:
+    name: str = doc("Hub id or local folder of the base model; 'tiny' builds a small T5 offline.", "tiny")
+    architecture: Literal["auto", "seq2seq", "causal"] = doc(
+        "seq2seq (T5, BART) or causal (GPT-2, Llama); 'auto' reads it from the model config.", "auto")
+    max_source_tokens: int = doc("Longest prompt, in tokens; longer prompts are cut.", 128)
+    max_target_tokens: int = doc("Longest recipe target, in tokens; longer targets are cut.", 512)
+    dtype: Literal["auto", "bf16", "fp32"] = doc("Compute dtype: 'auto' is bf16 on GPU, fp32 on CPU.", "auto")
+    gradient_checkpointing: bool = doc("Recompute activations to save memory (slower).", False)
+
+    def __post_init__(self) -> None:
+        _positive("model", max_source_tokens=self.max_source_tokens, max_target_tokens=self.max_target_tokens)
+
+
+@dataclass
+class LoraSettings:
+    enabled: bool = doc("Train LoRA adapters through PEFT; false fine-tunes every weight.", True)
+    r: int = doc("LoRA rank.", 16)
+    alpha: int = doc("LoRA alpha (scale = alpha / r).", 32)
+    dropout: float = doc("Dropout on the LoRA branch.", 0.1)
+    target_modules: list[str] = doc(
+        "Modules to adapt; empty picks per architecture (T5: q, v). ['all-linear'] adapts all.", factory=list)
+
+    def __post_init__(self) -> None:
+        _positive("lora", r=self.r, alpha=self.alpha)
+        _unit_interval("lora", dropout=self.dropout)
+
+
+@dataclass
+class CurriculumStage:
+    until: float = doc("This stage lasts while training progress epoch/epochs is below this.", 1.0)
+    level: Literal["easy", "medium", "all"] = doc("Recipes admitted: easy, medium (and easy), all.", "all")
+
+
+@dataclass
+class DataConfig:
+    path: str | None = doc("Prepared dataset folder (from `prepare`); empty uses the bundled sample.", None)
+    num_workers: int = doc("DataLoader worker processes for collation.", 2)
+    curriculum: bool = doc("Order training from easy to hard recipes by epoch.", True)
+    curriculum_stages: list[CurriculumStage] = doc(
+        "Curriculum stages by training progress.",
+        factory=lambda: [CurriculumStage(0.3, "easy"), CurriculumStage(0.6, "medium"), CurriculumStage(1.0, "all")])
+    progressive_quality: bool = doc("Raise the quality threshold linearly over the epochs.", True)
+    quality_start: float = doc("Quality threshold of the first epoch.", 0.50)
+    quality_end: float = doc("Quality threshold of the last epoch.", 0.75)
+    augmentation_prob: float = doc("Probability that a training example is augmented.", 0.3)
+    mixed_templates: bool = doc("Draw one of the instruction templates per training example.", True)
+    templates: list[str] = doc("Instruction templates; the first is used for validation.",
+                               factory=lambda: list(SEED_TEMPLATES))
+
+    def __post_init__(self) -> None:
+        if self.num_workers < 0:
+            raise UserError(f"data.num_workers must be >= 0, got {self.num_workers}")
+        _unit_interval("data", quality_start=self.quality_start, quality_end=self.quality_end,
+                       augmentation_prob=self.augmentation_prob)
+        if not self.templates or any("{text}" not in t for t in self.templates):
+            raise UserError("data.templates must be non-empty and each must contain {text}")
+        bounds = [stage.until for stage in self.curriculum_stages]
+        if not bounds or bounds != sorted(bounds) or bounds[-1] < 1.0:
+            raise UserError("data.curriculum_stages must be in increasing 'until' order, the last >= 1.0")
+
+
+@dataclass
+class OptimConfig:
+    epochs: int = doc("Passes over the (selected) training data.", 5)
+    batch_size: int = doc("Examples per micro-batch (ignored when max_tokens is set).", 12)
+    max_tokens: int | None = doc("Token budget per micro-batch (source + target, padded); overrides "
+                                 "batch_size.", None)
+    gradient_accumulation_steps: int = doc("Micro-batches per optimizer step.", 4)
+    learning_rate: float = doc("Peak learning rate.", 3e-4)
+    weight_decay: float = doc("AdamW weight decay.", 0.01)
+    max_grad_norm: float = doc("Gradient clipping norm; 0 disables clipping.", 1.0)
+    label_smoothing: float = doc("Label smoothing epsilon of the training loss.", 0.1)
+
+    def __post_init__(self) -> None:
+        _positive("optim", epochs=self.epochs, batch_size=self.batch_size, max_tokens=self.max_tokens,
+                  gradient_accumulation_steps=self.gradient_accumulation_steps, learning_rate=self.learning_rate)
+        if self.label_smoothing < 0 or self.label_smoothing >= 1:
+            raise UserError(f"optim.label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.weight_decay < 0 or self.max_grad_norm < 0:
+            raise UserError("optim.weight_decay and optim.max_grad_norm must be >= 0")
+
+
+@dataclass
+class ScheduleConfig:
+    cosine: bool = doc("Warmup then cosine annealing with warm restarts; false: linear warmup and decay.",
+                       True)
+    warmup_steps: int = doc("Warmup optimizer steps (capped at warmup_max_fraction of all steps).", 1000)
+    warmup_max_fraction: float = doc("Largest share of training spent warming up.", 0.1)
+    first_cycle_steps: int = doc("T_0: optimizer steps of the first cosine cycle.", 1000)
+    cycle_mult: int = doc("T_mult: each cycle is this many times longer than the last.", 2)
+    min_learning_rate: float = doc("eta_min: learning rate at the bottom of each cycle.", 1e-6)
+
+    def __post_init__(self) -> None:
+        _positive("schedule", first_cycle_steps=self.first_cycle_steps, cycle_mult=self.cycle_mult)
+        if self.warmup_steps < 0 or self.min_learning_rate < 0:
+            raise UserError("schedule.warmup_steps and schedule.min_learning_rate must be >= 0")
+        _unit_interval("schedule", warmup_max_fraction=self.warmup_max_fraction)
+
+
+@dataclass
+class GradientNoiseConfig:
+    enabled: bool = doc("Add annealed Gaussian noise to gradients (Neelakantan et al. 2015).", True)
+    eta: float = doc("Noise variance scale: sigma^2 = eta / (1 + step)^gamma. Provisional until the "
+                     "training engine measures noise-to-gradient ratios (the seed's 0.3 swamps them).", 1e-6)
+    gamma: float = doc("Annealing exponent.", 0.55)
+
+    def __post_init__(self) -> None:
+        _positive("gradient_noise", eta=self.eta, gamma=self.gamma)
+
+
+@dataclass
+class EvalConfig:
+    eval_steps: int = doc("Validate every this many optimizer steps (and at each epoch end).", 1000)
+    max_eval_batches: int | None = doc("Validation batches per evaluation; empty means all.", 100)
+    patience: int = doc("Evaluations without improvement before early stopping; 0 disables.", 3)
+    min_delta: float = doc("Smallest val_loss decrease that counts as an improvement.", 0.0)
+    sample_prompts: list[str] = doc("Fixed prompts generated at each validation.", factory=lambda: [
+        "Create a simple pasta dish", "Make a healthy breakfast", "something with chicken, rice and lemon"])
+    decoding: Literal["greedy", "beam", "sample"] = doc("Decoding of sample recipes.", "greedy")
+    max_new_tokens: int = doc("Longest generated recipe, in tokens.", 256)
+
+    def __post_init__(self) -> None:
+        _positive("eval", eval_steps=self.eval_steps, max_eval_batches=self.max_eval_batches,
+                  max_new_tokens=self.max_new_tokens)
+        if self.patience < 0 or self.min_delta < 0:
+            raise UserError("eval.patience and eval.min_delta must be >= 0")
+
+
+@dataclass
+class LoggingConfig:
+    report_to: list[Literal["console", "jsonl", "wandb", "tensorboard"]] = doc(
+        "Metric sinks; metrics.jsonl is always written.", factory=lambda: ["console", "jsonl"])
+    log_every: int = doc("Log training metrics every this many optimizer steps.", 10)
+    wandb_project: str = doc("W&B project (the API key comes only from the environment).", "chef-genius")
+    run_name: str | None = doc("Run name; empty derives one from the time.", None)
+
+    def __post_init__(self) -> None:
+        _positive("logging", log_every=self.log_every)
+
+
+@dataclass
+class CheckpointConfig:
+    save_steps: int = doc("Write a checkpoint every this many optimizer steps (and at the end).", 1000)
+    keep_last: int = doc("Checkpoints kept besides the best one.", 2)
+    resume: str | None = doc("'auto' resumes the newest checkpoint in output_dir; or a checkpoint path.",
+                             None)
+
+    def __post_init__(self) -> None:
+        _positive("checkpoint", save_steps=self.save_steps, keep_last=self.keep_last)
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = doc("Run folder: config, metrics, checkpoints, adapter.", "runs/latest")
+    seed: int = doc("Seed of every random choice (data order, templates, augmentation, noise).", 42)
+    preset: Literal["rtx5090", "rtx4090", "rtx3090", "h100"] | None = doc(
+        "Hardware preset from the seed's best practices; file and flags override it.", None)
+    model: ModelConfig = doc("Base model.", factory=ModelConfig)
+    lora: LoraSettings = doc("LoRA adapters (improvement 5).", factory=LoraSettings)
+    data: DataConfig = doc("Data, curriculum, augmentation and templates (3, 4, 7, 9).", factory=DataConfig)
+    optim: OptimConfig = doc("Optimizer, batching and label smoothing (6).", factory=OptimConfig)
+    schedule: ScheduleConfig = doc("Learning-rate schedule (2).", factory=ScheduleConfig)
+    gradient_noise: GradientNoiseConfig = doc("Gradient noise (10).", factory=GradientNoiseConfig)
+    eval: EvalConfig = doc("Validation, early stopping and sample recipes (1, 8).", factory=EvalConfig)
+    logging: LoggingConfig = doc("Metric sinks.", factory=LoggingConfig)
+    checkpoint: CheckpointConfig = doc("Checkpoints and resume.", factory=CheckpointConfig)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # From the seed's "Best Practices" table.
+    "rtx5090": {"optim": {"epochs": 5, "batch_size": 12, "gradient_accumulation_steps": 4},
+                "lora": {"r": 16, "alpha": 32}},
+    "rtx4090": {"optim": {"batch_size": 8, "gradient_accumulation_steps": 6}, "lora": {"r": 16}},
+    "rtx3090": {"optim": {"batch_size": 6, "gradient_accumulation_steps": 8}, "lora": {"r": 8, "alpha": 16}},
+    "h100": {"optim": {"batch_size": 48, "gradient_accumulation_steps": 1}},
+}
+
+
+# The seed's flags, spelled exactly as the seed spells them, and the DESIGN's additions.
+# flag -> (dotted config key, value parser or a constant for switches)
+FLAGS: dict[str, tuple[str, Any]] = {
+    "--model": ("model.name", str),
+    "--data": ("data.path", str),
+    "--output-dir": ("output_dir", str),
+    "--epochs": ("optim.epochs", int),
+    "--batch-size": ("optim.batch_size", int),
+    "--max-tokens": ("optim.max_tokens", int),
+    "--gradient-accumulation-steps": ("optim.gradient_accumulation_steps", int),
+    "--learning-rate": ("optim.learning_rate", float),
+    "--lora-r": ("lora.r", int),
+    "--lora-alpha": ("lora.alpha", int),
+    "--label-smoothing": ("optim.label_smoothing", float),
+    "--augmentation-prob": ("data.augmentation_prob", float),
+    "--eval-steps": ("eval.eval_steps", int),
+    "--resume": ("checkpoint.resume", str),
+    "--preset": ("preset", str),
+    "--report-to": ("logging.report_to", lambda text: [s.strip() for s in text.split(",") if s.strip()]),
+    "--seed": ("seed", int),
+    "--disable-lora": ("lora.enabled", False),
+    "--disable-cosine-schedule": ("schedule.cosine", False),
+    "--disable-gradient-noise": ("gradient_noise.enabled", False),
+}
+
+
+def build_config(file: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Resolve a `TrainConfig` from defaults, preset, a YAML file and flag overrides.
+
+    Args:
+        file: a YAML file whose nested keys mirror `TrainConfig`.
+        overrides: dotted keys to values (from flags), e.g. ``{"optim.epochs": 3}``.
+
+    Raises:
+        UserError: unreadable file, unknown keys, wrong types or invalid values.
+    """
+    tree: dict[str, Any] = {}
+    if file is not None:
+        tree = _read_yaml(Path(file))
+    for key, value in (overrides or {}).items():
+        _set_dotted(tree, key, value)
+    preset = tree.get("preset")
+    if preset is not None:
+        if preset not in PRESETS:
+            raise UserError(f"preset: unknown '{preset}' (choose from {', '.join(PRESETS)})")
+        tree = _merge(PRESETS[preset], tree)
+    return _build(TrainConfig, tree, "")
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such config file") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"{path}: cannot be read: {error}") from None
+    except yaml.YAMLError as error:
+        raise UserError(f"{path}: invalid YAML: {str(error).splitlines()[0]}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise UserError(f"{path}: the top level must be a mapping of config sections")
+    return loaded
+
+
+def _set_dotted(tree: dict, key: str, value: Any) -> None:
+    *parents, last = key.split(".")
+    node = tree
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise UserError(f"{key}: '{part}' is not a section")
+    node[last] = value
+
+
+def _merge(base: dict, top: dict) -> dict:
+    merged = dict(base)
+    for key, value in top.items():
+        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(
+            merged.get(key), dict) else value
+    return merged
+
+
+def _build(cls: type, values: Any, where: str) -> Any:
+    if isinstance(values, cls):
+        return values
+    if not isinstance(values, dict):
+        raise UserError(f"{where or 'config'}: expected a mapping, got {type(values).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise UserError(f"{where or 'config'}: unknown key(s) {', '.join(unknown)} "
+                        f"(valid: {', '.join(sorted(names))})")
+    kwargs = {name: _coerce(value, hints[name], f"{where}{name}") for name, value in values.items()}
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    origin, args = get_origin(hint), get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], where)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, where + ".")
+    if origin is Literal:
+        if value not in args:
+            raise UserError(f"{where}: must be one of {', '.join(map(str, args))}, got {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise UserError(f"{where}: expected a list, got {value!r}")
+        return [_coerce(item, args[0], f"{where}[{i}]") for i, item in enumerate(value)]
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise UserError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise UserError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UserError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise UserError(f"{where}: expected text, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {hint} at {where}")  # a schema bug, not user input
+
+
+def to_dict(config: Any) -> dict:
+    """The config as plain data (for YAML, JSON and checkpoints)."""
+    return dataclasses.asdict(config)
+
+
+def to_yaml(config: TrainConfig) -> str:
+    return yaml.safe_dump(to_dict(config), sort_keys=False, allow_unicode=True)

@@ -1,0 +1,128 @@
+"""Streaming CSV reader for RecipeNLG ``full_dataset.csv``, Food.com ``RAW_recipes.csv`` and any
+CSV with a column map. The layouts differ only in which columns hold what and in cell syntax,
+which `parse_list_cell` handles, so one reader serves them all."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from tqdm import tqdm
+
+from chef_genius.errors import UserError
+from chef_genius.recipe import Recipe
+from chef_genius.sources.records import Rejected, build_recipe
+
+FIELDS = ("title", "ingredients", "steps", "ner", "source")
+REQUIRED_FIELDS = ("title", "ingredients", "steps")
+# Column names recognised without a map, lower-cased, in order of preference.
+KNOWN_COLUMNS = {
+    "title": ("title", "name", "recipe_name"),
+    "ingredients": ("ingredients", "recipeingredient"),
+    "steps": ("directions", "steps", "instructions", "method"),
+    "ner": ("ner",),
+    "source": ("source",),
+}
+
+csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+
+
+def parse_column_map(text: str) -> dict[str, str]:
+    """Parse ``title=Title,ingredients=Ingredients,steps=Instructions``.
+
+    Raises:
+        UserError: malformed text, unknown field names, or a required field missing.
+    """
+    mapping: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        field, sep, column = part.partition("=")
+        field = field.strip().lower()
+        if not sep or not column.strip():
+            raise UserError(f"--columns: '{part}' is not FIELD=COLUMN")
+        if field == "directions":
+            field = "steps"
+        if field not in FIELDS:
+            raise UserError(f"--columns: unknown field '{field}' (fields: {', '.join(FIELDS)})")
+        mapping[field] = column.strip()
+    missing = [f for f in REQUIRED_FIELDS if f not in mapping]
+    if missing:
+        raise UserError(f"--columns: no column given for {', '.join(missing)}")
+    return mapping
+
+
+def detect_columns(header: list[str]) -> dict[str, str] | None:
+    """Map recipe fields to header columns by known names; None if a required one is missing."""
+    by_lower = {name.strip().lower(): name for name in header}
+    mapping = {}
+    for field, candidates in KNOWN_COLUMNS.items():
+        for candidate in candidates:
+            if candidate in by_lower:
+                mapping[field] = by_lower[candidate]
+                break
+    return mapping if all(f in mapping for f in REQUIRED_FIELDS) else None
+
+
+class CsvRecipeReader:
+    """Stream recipes from a CSV file whose columns are given by ``column_map``."""
+
+    position_name = "line"
+
+    def __init__(self, path: Path, column_map: dict[str, str], format_name: str, progress: bool = True):
+        self.path = path
+        self.column_map = column_map
+        self.format_name = format_name
+        self.progress = progress
+
+    @staticmethod
+    def convert(payload: object) -> Recipe | Rejected:
+        if isinstance(payload, Rejected):
+            return payload
+        return build_recipe(*payload)
+
+    def raw_rows(self) -> Iterator[tuple[int, object]]:
+        """Yield ``(line, cells in FIELDS order)``, or ``(line, Rejected)`` for broken rows."""
+        size = self.path.stat().st_size
+        with (
+            open(self.path, encoding="utf-8-sig", errors="surrogateescape", newline="") as handle,
+            tqdm(total=size, unit="B", unit_scale=True, desc=self.path.name, disable=not self.progress,
+                 leave=False) as bar,
+        ):
+            reader = csv.reader(handle)
+            header = next(reader)
+            index = self._column_indexes(header)
+            width = len(header)
+            last_line, reported = reader.line_num, 0
+            while True:
+                try:
+                    cells = next(reader)
+                except StopIteration:
+                    break
+                except csv.Error as error:
+                    if reader.line_num == last_line:  # no progress: the file cannot be read on
+                        raise UserError(f"{self.path}: unreadable CSV after line {last_line}: {error}") from None
+                    yield last_line + 1, Rejected("malformed_row", str(error))
+                    last_line = reader.line_num
+                    continue
+                line = last_line + 1
+                last_line = reader.line_num
+                if line - reported >= 8192:
+                    bar.update(handle.buffer.tell() - bar.n)
+                    reported = line
+                if len(cells) != width:
+                    if not any(cell.strip() for cell in cells):
+                        continue  # blank line
+                    yield line, Rejected("malformed_row", f"{len(cells)} cells, header has {width}")
+                    continue
+                yield line, tuple(cells[i] if i is not None else None for i in index)
+            bar.update(size - bar.n)
+
+    def _column_indexes(self, header: list[str]) -> list[int | None]:
+        positions = {name: i for i, name in enumerate(header)}
+        missing = [column for column in self.column_map.values() if column not in positions]
+        if missing:
+            raise UserError(
+                f"{self.path}: missing column(s) {', '.join(missing)}; header has {', '.join(header) or '(none)'}"
+            )
+        return [positions[self.column_map[f]] if f in self.column_map else None for f in FIELDS]
