@@ -8,7 +8,10 @@ It is a single line on purpose: T5's SentencePiece turns newlines into spaces an
 of whitespace, so a format that relied on line breaks would not survive the tokenizer. Sections
 are separated by ``||`` and items by ``|``; both characters are in the T5 vocabulary, and the
 record normalizer replaces ``|`` inside any field by ``/``, so the separators are never
-ambiguous and ``parse_recipe(serialize(r)) == r`` holds for every `Recipe` r.
+ambiguous and ``parse_recipe(serialize(r)) == r`` holds for every `Recipe` r. Through a
+tokenizer, ``parse_recipe(decode(encode(serialize(r)))) == r`` holds for T5-style and byte-level
+tokenizers whenever every character is in the vocabulary (T5's own lacks ``<``, ``{`` and ``}``)
+and the text holds no literal special-token string such as ``</s>``.
 
 `parse_recipe` also reads messy model output, Markdown and plain text: it never raises, and
 returns whatever part of a recipe it can find.
@@ -151,6 +154,7 @@ _FREE_HEADER = re.compile(
     re.IGNORECASE | re.MULTILINE,
 )
 _BULLET = re.compile(r"^\s*(?:[-*•·]|\d{1,3}\s*[.)])\s+")
+_INLINE_BULLET = re.compile(r"\s[-*•]\s")
 _INLINE_NUMBER = re.compile(r"(?:^|\s)(\d{1,3})[.)]\s+")
 
 
@@ -244,6 +248,8 @@ def _split_items(body: str) -> tuple[str, ...]:
     lines = [line for line in body.splitlines() if line.strip()]
     if len(lines) > 1:
         return clean_items(_BULLET.sub("", line) for line in lines)
+    if body[:2] in ("- ", "* ", "• "):  # a bulleted list that lost its newlines (T5 output)
+        return clean_items(_INLINE_BULLET.split(body[2:]))
     return clean_items(_split_inline_numbered(_BULLET.sub("", body)))
 
 
