@@ -23,10 +23,9 @@ from chef_genius.recipe import ParsedRecipe, Recipe, parse_recipe_text, serializ
 UNICODE_FRACTIONS = "½⅓⅔¼¾⅕⅖⅗⅘⅙⅚⅛⅜⅝⅞"
 
 QUANTITY_WORDS = frozenset(
-    """a an one two three four five six seven eight nine ten eleven twelve dozen half quarter
-    third pinch pinches dash dashes handful handfuls few several some sprinkle splash drizzle
-    knob couple""".split()
-) - {"a", "an", "some", "few", "several", "couple"}
+    """one two three four five six seven eight nine ten eleven twelve dozen half quarter third
+    pinch pinches dash dashes handful handfuls sprinkle splash drizzle knob""".split()
+)
 
 UNITS = frozenset(
     """c. cup cups tbsp tbsp. tbs tbs. tbl tablespoon tablespoons tsp tsp. teaspoon teaspoons

@@ -1,0 +1,32 @@
+# Two commands set everything up on a fresh machine:
+#   make demo   create .venv, install chef-genius, run the offline demo
+#   make test   create .venv (if needed), install test tools, run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# The CPU build of PyTorch first, or pip pulls a several-GB CUDA build.
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e ".[train,test]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/chef-genius prepare --sample --out runs/demo/data
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/prepare_speed.py --rows 500000
+
+clean:
+	rm -rf runs benchmarks/_work

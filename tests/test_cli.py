@@ -1,0 +1,56 @@
+"""The command line: prepare, score, exit codes, and the console script."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from chef_genius.cli import main
+from tests.conftest import RECIPENLG
+
+
+def test_prepare_sample_prints_report_and_writes_folder(tmp_path, capsys):
+    assert main(["prepare", "--sample", "--out", str(tmp_path / "d"), "--workers", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "rows read" in out and "train recipes at each quality threshold" in out
+    report = json.loads((tmp_path / "d" / "data_report.json").read_text())
+    assert report["rows_read"] == 400 and report["kept"] == 400
+
+
+def test_prepare_bad_file_exit_2_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("foo,bar\n1,2\n")
+    assert main(["prepare", str(bad), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("chef-genius: error: ") and str(bad) in err and err.count("\n") == 1
+    assert main(["prepare", "--out", str(tmp_path / "o")]) == 2
+
+
+def test_score_text_markdown_and_json(tmp_path, capsys):
+    text = tmp_path / "r.txt"
+    text.write_text("Title: Rice || Ingredients: 1 cup rice | 2 cups water || Steps: Boil the water. | Add rice.")
+    assert main(["score", str(text), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["recipe"]["title"] == "Rice"
+    assert result["metrics"]["ingredient_coherence"] == 1.0
+    md = tmp_path / "r.md"
+    md.write_text("# Rice\n\n## Ingredients\n- 1 cup rice\n- salt\n\n## Steps\n1. Boil.\n")
+    assert main(["score", str(md)]) == 0
+    assert "ingredient_coherence   0.50" in capsys.readouterr().out
+    js = tmp_path / "r.json"
+    js.write_text(json.dumps({"name": "Rice", "recipeIngredient": ["1 cup rice"], "recipeInstructions": ["Boil."]}))
+    assert main(["score", str(js), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["metrics"]["instruction_quality"] == 1.0
+    assert main(["score", str(tmp_path / "missing.txt")]) == 2
+
+
+def test_console_entry_point_runs_as_module(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "chef_genius", "prepare", str(RECIPENLG), "--out",
+                             str(tmp_path / "p"), "--quiet"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "p" / "train.arrow").exists()
+    missing = subprocess.run([sys.executable, "-m", "chef_genius", "prepare", str(tmp_path / "nope.csv"),
+                              "--out", str(tmp_path / "q")], capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2 and missing.stderr.strip().endswith("no such file")
+    assert "Traceback" not in missing.stderr

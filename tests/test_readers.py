@@ -1,0 +1,239 @@
+"""Every reader on real rows from ../shared/data, plus hand-written bad rows and bad files."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from chef_genius.errors import UserError
+from chef_genius.recipe import Recipe
+from chef_genius.sources import Rejected, open_source, read_rows
+from tests.conftest import JUNK, RECIPENLG, WIKIBOOKS
+
+
+def recipenlg_rows(n: int) -> list[dict]:
+    with open(RECIPENLG, newline="", encoding="utf-8") as handle:
+        return [row for _, row in zip(range(n), csv.DictReader(handle), strict=False)]
+
+
+def read(path: Path, **kwargs) -> list[tuple[int, Recipe | Rejected]]:
+    return list(read_rows(open_source(path, progress=False, **kwargs)))
+
+
+def recipes_of(rows) -> list[Recipe]:
+    return [item for _, item in rows if isinstance(item, Recipe)]
+
+
+def test_recipenlg_full_layout():
+    reader = open_source(RECIPENLG, progress=False)
+    assert reader.format_name == "recipenlg"
+    rows = list(read_rows(reader))
+    assert len(rows) == 999
+    line, first = rows[0]
+    assert line == 2  # line 1 is the header
+    assert first.title == "No-Bake Nut Cookies"
+    assert first.ingredients[0] == "1 c. firmly packed brown sugar"
+    assert len(first.ingredients) == 6 and len(first.steps) == 6
+    assert first.ner[:2] == ("brown sugar", "milk")
+    assert first.source == "Gathered"
+    assert all(isinstance(item, Recipe) for _, item in rows)
+
+
+def test_recipenlg_without_index_link_and_source(tmp_path):
+    path = tmp_path / "slim.csv"
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["title", "ingredients", "directions", "NER"])
+        for row in recipenlg_rows(20):
+            writer.writerow([row["title"], row["ingredients"], row["directions"], row["NER"]])
+    recipes = recipes_of(read(path))
+    assert len(recipes) == 20
+    assert recipes[0].title == "No-Bake Nut Cookies" and recipes[0].source == ""
+
+
+def test_foodcom_layout_with_python_literal_lists(tmp_path):
+    path = tmp_path / "RAW_recipes.csv"
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["name", "id", "minutes", "contributor_id", "submitted", "tags", "nutrition",
+                         "n_steps", "steps", "description", "ingredients", "n_ingredients"])
+        for i, row in enumerate(recipenlg_rows(10)):
+            steps, ner = json.loads(row["directions"]), json.loads(row["NER"])
+            writer.writerow([row["title"].lower(), i, 30, 1, "2010-01-01", "['easy']", "[1.0]",
+                             len(steps), repr(steps), "", repr(ner), len(ner)])
+    reader = open_source(path, progress=False)
+    assert reader.format_name == "foodcom"
+    recipes = recipes_of(read_rows(reader))
+    assert len(recipes) == 10
+    assert recipes[0].title == "no-bake nut cookies"
+    assert recipes[0].ingredients == ("brown sugar", "milk", "vanilla", "nuts", "butter",
+                                      "bite size shredded rice biscuits")
+
+
+def test_python_literals_are_never_evaluated(tmp_path):
+    path = tmp_path / "evil.csv"
+    path.write_text('name,ingredients,steps\nX,"[__import__(\'os\').system(\'echo hi\')]","[\'Mix.\']"\n')
+    (_, item), = read(path)
+    assert item == Rejected("unparseable_cell", item.detail)
+
+
+def test_json_list_with_directions_as_numbered_text(tmp_path):
+    rows = recipenlg_rows(5)
+    objects = [{"title": r["title"], "ingredients": json.loads(r["ingredients"]),
+                "instructions": " ".join(f"{i}. {s}" for i, s in enumerate(json.loads(r["directions"]), 1))}
+               for r in rows]
+    path = tmp_path / "list.json"
+    path.write_text(json.dumps(objects))
+    recipes = recipes_of(read(path))
+    assert [r.title for r in recipes] == [r["title"].strip() for r in rows]
+    assert recipes[0].steps == tuple(json.loads(rows[0]["directions"]))
+
+
+def test_wikibooks_dict_keyed_by_title(wikibooks):
+    rows = read(WIKIBOOKS)
+    assert len(rows) == len(wikibooks) == 3129
+    recipes = recipes_of(rows)
+    first = recipes[0]
+    assert first.title == "'Out of Salad Dressing' Salad Dressing"
+    assert first.ingredients[0] == "1 ½ lemons, juiced"  # the unicode fraction survives
+    rejected = [item.reason for _, item in rows if isinstance(item, Rejected)]
+    assert len(recipes) + len(rejected) == 3129
+    assert set(rejected) <= {"missing_ingredients", "missing_steps", "missing_title"}
+
+
+def test_schema_org_recipe_with_howto_steps_and_sections(tmp_path, wikibooks):
+    source = wikibooks["Cookbook:20-Minute Beef Stroganoff"]
+    steps = source["steps"]
+    obj = {"@context": "https://schema.org", "@graph": [
+        {"@type": "WebPage", "name": "page"},
+        {"@type": ["Recipe"], "name": source["title"], "recipeIngredient": source["ingredients"],
+         "recipeInstructions": [{"@type": "HowToStep", "text": steps[0]},
+                                {"@type": "HowToSection", "name": "Sauce",
+                                 "itemListElement": [{"@type": "HowToStep", "text": s} for s in steps[1:]]}]},
+    ]}
+    path = tmp_path / "schema.json"
+    path.write_text(json.dumps(obj))
+    (_, recipe), = read(path)
+    assert recipe.title == "20-Minute Beef Stroganoff"
+    assert recipe.steps == tuple(Recipe(steps=steps).steps)
+    assert recipe.ingredients[1] == "1 teaspoon olive oil"
+
+
+def test_schema_org_single_object_with_string_instructions(tmp_path, wikibooks):
+    source = wikibooks["Cookbook:20-Minute Beef Stroganoff"]
+    obj = {"@type": "Recipe", "name": source["title"], "recipeIngredient": source["ingredients"],
+           "recipeInstructions": "\n".join(source["steps"])}
+    path = tmp_path / "one.json"
+    path.write_text(json.dumps(obj))
+    (_, recipe), = read(path)
+    assert len(recipe.steps) == len(source["steps"])
+
+
+def test_recipe_scrapers_output_as_jsonl(tmp_path):
+    rows = recipenlg_rows(3)
+    path = tmp_path / "scraped.jsonl"
+    path.write_text("\n".join(json.dumps({"title": r["title"], "ingredients": json.loads(r["ingredients"]),
+                                          "instructions_list": json.loads(r["directions"]),
+                                          "instructions": "ignored"}) for r in rows))
+    reader = open_source(path, progress=False)
+    assert reader.format_name == "jsonl"
+    recipes = recipes_of(read_rows(reader))
+    assert recipes[2].title == "Creamy Corn" and recipes[2].steps[0].startswith("In a slow cooker")
+
+
+def test_original_project_jsonl(tmp_path):
+    row = recipenlg_rows(1)[0]
+    ingredients, steps = json.loads(row["ingredients"]), json.loads(row["directions"])
+    output = ("Title: " + row["title"] + "\nIngredients:\n" + "\n".join(f"- {i}" for i in ingredients)
+              + "\nInstructions:\n" + "\n".join(f"{n}. {s}" for n, s in enumerate(steps, 1)))
+    path = tmp_path / "v1.jsonl"
+    path.write_text(json.dumps({"input": "Create a recipe: cookies", "output": output, "quality_score": 0.9}))
+    (_, recipe), = read(path)
+    assert recipe == Recipe(row["title"], ingredients, steps)
+
+
+@pytest.mark.parametrize("cell_style", ["json", "python", "numbered", "lines"])
+def test_mapped_csv_cells(tmp_path, cell_style):
+    row = recipenlg_rows(1)[0]
+    ingredients, steps = json.loads(row["ingredients"]), json.loads(row["directions"])
+    render = {"json": json.dumps, "python": repr,
+              "numbered": lambda items: " ".join(f"{i}. {s}" for i, s in enumerate(items, 1)),
+              "lines": "\n".join}[cell_style]
+    path = tmp_path / "mine.csv"
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["Recipe Name", "Stuff", "How"])
+        writer.writerow([row["title"], render(ingredients) if cell_style != "numbered" else json.dumps(ingredients),
+                         render(steps)])
+    with pytest.raises(UserError, match="lacks the needed columns"):
+        open_source(path)
+    (_, recipe), = read(path, columns="title=Recipe Name,ingredients=Stuff,steps=How")
+    assert recipe == Recipe(row["title"], ingredients, steps)
+
+
+def test_bad_rows_are_rejected_with_reason_and_line(tmp_path):
+    good = recipenlg_rows(2)
+    header = ",title,ingredients,directions,link,source,NER\n"
+
+    def line(idx, title, ingredients, directions):
+        return ",".join(['"' + str(x).replace('"', '""') + '"' for x in
+                         (idx, title, ingredients, directions, "l", "Gathered", "[]")]) + "\n"
+
+    text = (header + line(0, good[0]["title"], good[0]["ingredients"], good[0]["directions"])
+            + line(1, "Broken", '["1 egg", "2 cups', '["Mix."]')          # unparseable cell
+            + line(2, "", '["1 egg"]', '["Mix."]')                        # missing title
+            + line(3, "No ingredients", "[]", '["Mix."]')                  # missing ingredients
+            + line(4, "Huge", json.dumps(["x" * 1_000_000]), '["Mix."]')  # a 1 MB field
+            + line(5, good[1]["title"], good[1]["ingredients"], good[1]["directions"]))
+    path = tmp_path / "bad.csv"
+    raw = text.encode("utf-8").replace(b"No ingredients", b"No ingr\xff\xfedients")  # non-UTF-8 bytes
+    path.write_bytes(raw)
+    rows = read(path)
+    reasons = [(pos, item.reason) for pos, item in rows if isinstance(item, Rejected)]
+    assert reasons == [(3, "unparseable_cell"), (4, "missing_title"), (5, "non_utf8"), (6, "field_too_long")]
+    assert [item.title for _, item in rows if isinstance(item, Recipe)] == [good[0]["title"], good[1]["title"]]
+
+
+def test_junk_rows_are_read_not_rejected():
+    rows = read(JUNK)
+    assert len(rows) == 10 and all(isinstance(item, Recipe) for _, item in rows)
+
+
+def test_wrong_cell_count_is_a_malformed_row(tmp_path):
+    path = tmp_path / "short.csv"
+    path.write_text('title,ingredients,directions\n"A","[""1 egg""]","[""Mix.""]"\n"B","[""1 egg""]"\n')
+    reasons = [item.reason if isinstance(item, Rejected) else "ok" for _, item in read(path)]
+    assert reasons == ["ok", "malformed_row"]
+
+
+@pytest.mark.parametrize("setup, message", [
+    (lambda p: None, "no such file"),
+    (lambda p: p.mkdir(), "is a directory"),
+    (lambda p: p.write_text(""), "is empty"),
+    (lambda p: p.write_text("a,b,c\n1,2,3\n"), "lacks the needed columns"),
+])
+def test_unreadable_files_raise_one_clear_error(tmp_path, setup, message):
+    path = tmp_path / "recipes.csv"
+    setup(path)
+    with pytest.raises(UserError, match=message) as error:
+        open_source(path)
+    assert str(path) in str(error.value) and "\n" not in str(error.value)
+
+
+def test_mapped_column_missing_from_header(tmp_path):
+    path = tmp_path / "x.csv"
+    path.write_text("Name,Ingr,Steps\nA,[],[]\n")
+    with pytest.raises(UserError, match="missing column"):
+        read(path, columns="title=Name,ingredients=Ingredients,steps=Steps")
+    with pytest.raises(UserError, match="no column given for steps"):
+        open_source(path, columns="title=Name,ingredients=Ingr")
+
+
+def test_invalid_json_file_is_a_clear_error(tmp_path):
+    path = tmp_path / "broken.json"
+    path.write_text('[{"title": "A", "ingredients": ["1 egg"], "steps": ["Mix."]}, {"title": ')
+    with pytest.raises(UserError, match="invalid JSON"):
+        read(path)
