@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from chef_genius import __version__
 from chef_genius.errors import UserError
 
 EXIT_USER_ERROR = 2
+EXIT_TRAINING_STOPPED = 3
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     score.add_argument("--json", action="store_true", help="print JSON")
     score.set_defaults(handler=_score)
 
-    train = commands.add_parser("train", help="fine-tune a model (this version: --print-config only)")
+    train = commands.add_parser("train", help="fine-tune a model (no arguments: the offline demo)")
     train.add_argument("--config", type=Path, help="YAML config file")
     train.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -144,4 +146,30 @@ def _train(args: argparse.Namespace) -> int:
     if args.print_config:
         print(to_yaml(config), end="")
         return 0
-    raise UserError("training is not in this version yet; `train --print-config` shows the resolved config")
+    _quiet_libraries()
+    from chef_genius.training.trainer import TrainingStopped, run_training
+
+    try:
+        result = run_training(config)
+    except TrainingStopped as error:
+        print(f"chef-genius: training stopped: {error}", file=sys.stderr)
+        return EXIT_TRAINING_STOPPED
+    print(f"trained {result.steps} steps in {result.seconds:.0f} s; best val_loss "
+          f"{result.best_val_loss if result.best_val_loss is None else round(result.best_val_loss, 4)}"
+          f"{' (stopped early)' if result.stopped_early else ''}\nadapter/model: {result.final_dir}")
+    return 0
+
+
+def _quiet_libraries() -> None:
+    """Keep library progress bars and deprecation chatter out of the training output."""
+    import warnings
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass

@@ -202,7 +202,8 @@ class CheckpointConfig:
 
 @dataclass
 class TrainConfig:
-    output_dir: str = doc("Run folder: config, metrics, checkpoints, adapter.", "runs/latest")
+    output_dir: str | None = doc("Run folder: config, metrics, checkpoints, adapter. Empty: runs/run-<time>, "
+                                 "or with --resume auto the newest runs/run-* folder.", None)
     seed: int = doc("Seed of every random choice (data order, templates, augmentation, noise).", 42)
     preset: Literal["rtx5090", "rtx4090", "rtx3090", "h100"] | None = doc(
         "Hardware preset from the seed's best practices; file and flags override it.", None)
@@ -224,6 +225,21 @@ PRESETS: dict[str, dict[str, Any]] = {
     "rtx4090": {"optim": {"batch_size": 8, "gradient_accumulation_steps": 6}, "lora": {"r": 16}},
     "rtx3090": {"optim": {"batch_size": 6, "gradient_accumulation_steps": 8}, "lora": {"r": 8, "alpha": 16}},
     "h100": {"optim": {"batch_size": 48, "gradient_accumulation_steps": 1}},
+}
+
+
+# The `tiny` model trains on CPU in under a minute; the seed's FLAN-T5-large schedule (1000 warmup
+# steps, 1000-step cycles) would never leave warmup there. On the bundled sample: 22 steps an
+# epoch, 132 in all, warmup 6, cycles of 42 and 84 steps ending at the last step. Its base model
+# is random, so LoRA adapts every linear layer (q and v alone barely move a random model).
+# Applied under presets, files and flags.
+TINY_PROFILE: dict[str, Any] = {
+    "optim": {"epochs": 6, "batch_size": 16, "gradient_accumulation_steps": 1, "learning_rate": 1e-2},
+    "lora": {"target_modules": ["all-linear"]},
+    "schedule": {"warmup_steps": 6, "first_cycle_steps": 42},
+    "eval": {"eval_steps": 44, "max_new_tokens": 128},
+    "checkpoint": {"save_steps": 44},
+    "logging": {"log_every": 5},
 }
 
 
@@ -273,7 +289,24 @@ def build_config(file: str | Path | None = None, overrides: dict[str, Any] | Non
         if preset not in PRESETS:
             raise UserError(f"preset: unknown '{preset}' (choose from {', '.join(PRESETS)})")
         tree = _merge(PRESETS[preset], tree)
-    return _build(TrainConfig, tree, "")
+    model = tree.get("model")
+    if not isinstance(model, dict) or model.get("name", ModelConfig.name) == "tiny":
+        tree = _merge(TINY_PROFILE, tree)
+    config = _build(TrainConfig, tree, "")
+    if config.output_dir is None:
+        config.output_dir = _default_run_dir(config.checkpoint.resume == "auto")
+    return config
+
+
+def _default_run_dir(resume: bool) -> str:
+    """A new runs/run-<time> folder, or the newest existing one when resuming."""
+    import time
+
+    if resume:
+        existing = sorted(Path("runs").glob("run-*"))
+        if existing:
+            return str(existing[-1])
+    return f"runs/run-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def _read_yaml(path: Path) -> dict:

@@ -1,0 +1,142 @@
+"""Metric sinks behind one small interface: console, JSONL (always), W&B, TensorBoard.
+
+Every sink receives the same metric names (DESIGN.md section 4). A W&B API key is only ever read
+from the environment by wandb itself; nothing here takes or stores one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Protocol
+
+from chef_genius.errors import UserError
+
+
+class MetricSink(Protocol):
+    def log(self, metrics: dict[str, float], step: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class JsonlSink:
+    """Appends one JSON object per log call to ``metrics.jsonl``."""
+
+    def __init__(self, path: Path, resume_step: int | None = None):
+        self.path = path
+        if resume_step is not None and path.exists():
+            self._truncate_after(resume_step)
+        self.handle = open(path, "a", encoding="utf-8")
+
+    def _truncate_after(self, step: int) -> None:
+        """Drop records logged after the checkpoint being resumed, so no step appears twice."""
+        kept = [line for line in self.path.read_text(encoding="utf-8").splitlines()
+                if line.strip() and _step_of(line) <= step]
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        os.replace(tmp, self.path)
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        self.handle.write(json.dumps({"step": step, **metrics}) + "\n")
+        self.handle.flush()
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+def _step_of(line: str) -> int:
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return 1 << 62  # a torn last line from a crash: dropped
+
+
+class ConsoleSink:
+    """Prints evaluation results; training progress is shown by the progress bar."""
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        if "val_loss" in metrics:
+            print(f"step {step}: val_loss {metrics['val_loss']:.4f}  val_perplexity {metrics['val_perplexity']:.2f}",
+                  flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+class WandbSink:
+    """Weights & Biases; ``WANDB_MODE=offline`` works with no key and no terminal."""
+
+    def __init__(self, project: str, name: str, config: dict, folder: Path):
+        try:
+            import wandb
+        except ImportError:
+            raise UserError("--report-to wandb needs the 'wandb' package (pip install wandb)") from None
+        os.environ.setdefault("WANDB_SILENT", "true")
+        if not os.environ.get("WANDB_API_KEY") and os.environ.get("WANDB_MODE") is None:
+            os.environ["WANDB_MODE"] = "offline"  # no key: never prompt, never hang
+        self.run = wandb.init(project=project, name=name, config=config, dir=str(folder), resume="allow")
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        self.run.log(metrics, step=step)
+
+    def close(self) -> None:
+        self.run.finish()
+
+
+class TensorBoardSink:
+    def __init__(self, folder: Path):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise UserError("--report-to tensorboard needs the 'tensorboard' package") from None
+        self.writer = SummaryWriter(str(folder))
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        for name, value in metrics.items():
+            self.writer.add_scalar(name, value, step)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class Tracker:
+    """Fans each log call out to every sink."""
+
+    def __init__(self, sinks: list[MetricSink]):
+        self.sinks = sinks
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        for sink in self.sinks:
+            sink.log(metrics, step)
+
+    def close(self) -> None:
+        for sink in self.sinks:
+            sink.close()
+
+
+def build_tracker(report_to: list[str], run_dir: Path, run_name: str, project: str, config: dict,
+                  resume_step: int | None) -> Tracker:
+    sinks: list[MetricSink] = [JsonlSink(run_dir / "metrics.jsonl", resume_step)]
+    if "console" in report_to:
+        sinks.append(ConsoleSink())
+    if "wandb" in report_to:
+        sinks.append(WandbSink(project, run_name, config, run_dir))
+    if "tensorboard" in report_to:
+        sinks.append(TensorBoardSink(run_dir / "tensorboard"))
+    return Tracker(sinks)
+
+
+def system_metrics() -> dict[str, float]:
+    """GPU memory (percent of the card, peak since the last call) and utilization, when on GPU."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return {}
+    total = torch.cuda.get_device_properties(0).total_memory
+    metrics = {"system/gpu_memory_percent": 100.0 * torch.cuda.max_memory_allocated() / total}
+    try:
+        metrics["system/gpu_utilization"] = float(torch.cuda.utilization())
+    except Exception:  # needs pynvml / NVML; absent on some machines
+        pass
+    return metrics

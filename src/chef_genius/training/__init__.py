@@ -1,0 +1,1 @@
+"""The training engine: model loading, the loop, checkpoints."""

@@ -1,0 +1,176 @@
+"""Checkpoints: the full training state, written atomically.
+
+A checkpoint folder ``checkpoints/step-00000040/`` holds
+
+    adapter_model.safetensors + adapter_config.json   (LoRA)  or  model.safetensors (full)
+    optimizer.pt        optimizer state (tensors and numbers only: loads with weights_only=True)
+    rng-rank{r}.safetensors   torch CPU / CUDA / gradient-noise generator states, per rank
+    trainer_state.json  step, epoch, batches done in the epoch, best val_loss, Python and NumPy
+                        RNG states, the resolved config
+
+It is written under ``checkpoints/.tmp-*`` and renamed into place, so a folder named
+``step-*`` is always complete; a crash mid-write leaves only a temporary folder, which is
+ignored and removed on the next save.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+PREFIX = "step-"
+TMP_PREFIX = ".tmp-"
+
+
+@dataclass
+class TrainerState:
+    """Where training stands; saved with every checkpoint."""
+
+    step: int = 0
+    epoch: int = 0
+    batches_done: int = 0  # micro-batches of this epoch already trained (this rank)
+    best_val_loss: float | None = None
+    best_step: int | None = None
+    evals_without_improvement: int = 0
+    bad_steps_in_a_row: int = 0
+    skipped_steps: int = 0
+    python_rng: list = field(default_factory=list)
+    numpy_rng: list = field(default_factory=list)
+    config: dict = field(default_factory=dict)
+
+
+def capture_host_rng(state: TrainerState) -> None:
+    version, internal, gauss = random.getstate()
+    state.python_rng = [version, list(internal), gauss]
+    name, keys, position, has_gauss, cached = np.random.get_state()
+    state.numpy_rng = [name, keys.tolist(), int(position), int(has_gauss), float(cached)]
+
+
+def restore_host_rng(state: TrainerState) -> None:
+    if state.python_rng:
+        version, internal, gauss = state.python_rng
+        random.setstate((version, tuple(internal), gauss))
+    if state.numpy_rng:
+        name, keys, position, has_gauss, cached = state.numpy_rng
+        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), position, has_gauss, cached))
+
+
+def device_rng_tensors(noise_generator: torch.Generator) -> dict[str, torch.Tensor]:
+    tensors = {"torch_cpu": torch.get_rng_state(), "noise": noise_generator.get_state()}
+    if torch.cuda.is_available():
+        tensors["torch_cuda"] = torch.cuda.get_rng_state()
+    return tensors
+
+
+def restore_device_rng(tensors: dict[str, torch.Tensor], noise_generator: torch.Generator) -> None:
+    torch.set_rng_state(tensors["torch_cpu"])
+    noise_generator.set_state(tensors["noise"])
+    if "torch_cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["torch_cuda"])
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in folder.iterdir():
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+
+
+def save_checkpoint(folder: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    state: TrainerState, rng_by_rank: dict[int, dict[str, torch.Tensor]], lora: bool) -> Path:
+    """Write a checkpoint atomically and return its folder.
+
+    Raises:
+        OSError: the write failed (a full disk, say); the previous checkpoints are untouched.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob(f"{TMP_PREFIX}*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    final = folder / f"{PREFIX}{step:08d}"
+    tmp = folder / f"{TMP_PREFIX}{PREFIX}{step:08d}"
+    try:
+        tmp.mkdir()
+        save_weights(model, tmp, lora)
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        for rank, tensors in rng_by_rank.items():
+            save_file(tensors, str(tmp / f"rng-rank{rank}.safetensors"))
+        (tmp / "trainer_state.json").write_text(json.dumps(asdict(state)), encoding="utf-8")
+        _fsync_tree(tmp)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def save_weights(model: torch.nn.Module, folder: Path, lora: bool) -> None:
+    """The adapter only (LoRA) or the whole model, as safetensors in Hugging Face layout."""
+    model.save_pretrained(str(folder), safe_serialization=True)
+
+
+def load_weights(model: torch.nn.Module, folder: Path, lora: bool) -> None:
+    if lora:
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(model, load_file(str(folder / "adapter_model.safetensors")))
+        return
+    weights = {}
+    for shard in sorted(folder.glob("model*.safetensors")):
+        weights.update(load_file(str(shard)))
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    tied = {name for name in missing if "embed_tokens" in name or name.endswith("lm_head.weight")}
+    if set(missing) - tied or unexpected:
+        raise RuntimeError(f"checkpoint {folder} does not match the model: missing {sorted(set(missing) - tied)[:3]}"
+                           f", unexpected {unexpected[:3]}")
+
+
+def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, rank: int,
+                    lora: bool) -> tuple[TrainerState, dict[str, torch.Tensor]]:
+    """Restore weights and optimizer; return the trainer state and this rank's RNG tensors."""
+    load_weights(model, path, lora)
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu"))
+    state = TrainerState(**json.loads((path / "trainer_state.json").read_text(encoding="utf-8")))
+    rng_file = path / f"rng-rank{rank}.safetensors"
+    rng = load_file(str(rng_file)) if rng_file.exists() else load_file(str(path / "rng-rank0.safetensors"))
+    return state, rng
+
+
+def list_checkpoints(folder: Path) -> list[Path]:
+    """Complete checkpoints, oldest first."""
+    if not folder.exists():
+        return []
+    return sorted(p for p in folder.glob(f"{PREFIX}*") if p.is_dir())
+
+
+def find_resume_point(output_dir: Path, resume: str) -> Path | None:
+    """The checkpoint named by ``--resume``: 'auto' is the newest in the run folder (or none)."""
+    if resume == "auto":
+        found = list_checkpoints(output_dir / "checkpoints")
+        return found[-1] if found else None
+    path = Path(resume)
+    if not (path / "trainer_state.json").exists():
+        from chef_genius.errors import UserError
+
+        raise UserError(f"--resume {resume}: not a checkpoint folder (no trainer_state.json)")
+    return path
+
+
+def prune(folder: Path, keep_last: int, best_step: int | None) -> None:
+    """Delete old checkpoints, keeping the newest ``keep_last`` and the best."""
+    checkpoints = list_checkpoints(folder)
+    keep = set(checkpoints[-keep_last:])
+    if best_step is not None:
+        keep.add(folder / f"{PREFIX}{best_step:08d}")
+    for path in checkpoints:
+        if path not in keep:
+            shutil.rmtree(path, ignore_errors=True)

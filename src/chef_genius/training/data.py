@@ -1,0 +1,235 @@
+"""Training examples, length-grouped batch plans and collation.
+
+An example is a prompt (the dish and its key food names in an instruction template) and a
+target (the recipe's serialization). Token ids live in flat int32 arrays with offsets, so
+millions of examples cost a few bytes per token rather than a Python object each.
+
+A batch plan is a pure function of (seed, epoch, lengths, batch settings, rank, world size), so
+a resumed run rebuilds exactly the same batches and skips the ones already trained on.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from chef_genius.errors import UserError
+from chef_genius.losses import IGNORE_INDEX
+from chef_genius.recipe import Recipe, serialize
+
+PAD_MULTIPLE = 8
+MAX_FOOD_NAMES = 6
+
+
+@dataclass
+class RecipeTable:
+    """The columns of one prepared split that training needs."""
+
+    titles: list[str]
+    ingredients: list[list[str]]
+    steps: list[list[str]]
+    ner: list[list[str]]
+    quality: np.ndarray
+    difficulty: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.titles)
+
+    def recipe(self, i: int) -> Recipe:
+        return Recipe(self.titles[i], self.ingredients[i], self.steps[i], self.ner[i])
+
+
+def load_split(folder: Path, split: str) -> RecipeTable:
+    """Read a split of a prepared dataset (memory-mapped Arrow).
+
+    Raises:
+        UserError: the folder or the split file is missing or unreadable.
+    """
+    path = Path(folder) / f"{split}.arrow"
+    if not path.exists():
+        raise UserError(f"{folder}: not a prepared dataset (no {split}.arrow); run `chef-genius prepare` first")
+    try:
+        with pa.memory_map(str(path)) as source:
+            table = pa.ipc.open_file(source).read_all()
+    except (pa.ArrowInvalid, OSError) as error:
+        raise UserError(f"{path}: cannot be read: {error}") from None
+    columns = table.to_pydict()
+    return RecipeTable(columns["title"], columns["ingredients"], columns["steps"], columns["ner"],
+                       np.asarray(columns["quality"], dtype=np.float32),
+                       np.asarray(columns["difficulty"], dtype=np.int8))
+
+
+def request_text(title: str, food_names: list[str]) -> str:
+    """What a user would ask for: the dish, and its key food names when known."""
+    names = [n for n in food_names[:MAX_FOOD_NAMES] if n.lower() not in title.lower()]
+    return f"{title} with {', '.join(names)}" if names else title
+
+
+@dataclass
+class TokenizedExamples:
+    """Token ids of prompts and targets, flat, with offsets; ``index`` maps rows to table rows."""
+
+    source_ids: np.ndarray
+    source_offsets: np.ndarray
+    target_ids: np.ndarray
+    target_offsets: np.ndarray
+    index: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def source(self, i: int) -> np.ndarray:
+        return self.source_ids[self.source_offsets[i]:self.source_offsets[i + 1]]
+
+    def target(self, i: int) -> np.ndarray:
+        return self.target_ids[self.target_offsets[i]:self.target_offsets[i + 1]]
+
+    def lengths(self) -> np.ndarray:
+        """Tokens per example (prompt + target): the batch planner's cost."""
+        return np.diff(self.source_offsets) + np.diff(self.target_offsets)
+
+
+def _flatten(sequences: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    offsets = np.zeros(len(sequences) + 1, dtype=np.int64)
+    np.cumsum([len(s) for s in sequences], out=offsets[1:])
+    flat = np.fromiter((t for s in sequences for t in s), dtype=np.int32, count=int(offsets[-1]))
+    return flat, offsets
+
+
+def tokenize_examples(tokenizer, prompts: list[str], targets: list[str], max_source: int, max_target: int,
+                      causal: bool, index: np.ndarray | None = None) -> TokenizedExamples:
+    """Tokenize prompt/target pairs; each part ends with EOS and is cut to its token limit.
+
+    For causal models the "source" is the prompt followed by a newline and the "target" is the
+    recipe: the collator concatenates them and masks the prompt with -100.
+    """
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise UserError("the tokenizer has no end-of-sequence token")
+    if causal:
+        prompts = [p + "\n" for p in prompts]
+    src = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+    tgt = tokenizer(targets, add_special_tokens=False)["input_ids"]
+    src = [s[: max_source - 1] + [eos] if not causal else s[:max_source] for s in src]
+    tgt = [t[: max_target - 1] + [eos] for t in tgt]
+    source_ids, source_offsets = _flatten(src)
+    target_ids, target_offsets = _flatten(tgt)
+    index = np.arange(len(prompts)) if index is None else index
+    return TokenizedExamples(source_ids, source_offsets, target_ids, target_offsets, index)
+
+
+def target_text(table: RecipeTable, i: int) -> str:
+    return serialize(table.recipe(i))
+
+
+def plan_batches(lengths: np.ndarray, seed: int, epoch: int, batch_size: int, max_tokens: int | None = None,
+                 shuffle: bool = True, rank: int = 0, world: int = 1, pool_batches: int = 64) -> list[list[int]]:
+    """Length-grouped batches of example positions for one epoch, for this rank.
+
+    Examples are shuffled (seeded by seed and epoch), cut into pools of about ``pool_batches``
+    batches, sorted by length inside each pool, and packed: ``batch_size`` examples, or as many
+    as keep ``count * longest <= max_tokens`` when a token budget is given. Batch order is then
+    shuffled. With several ranks each takes every world-th batch and all get the same count.
+    """
+    rng = random.Random(f"{seed}:{epoch}")
+    order_list = list(range(len(lengths)))
+    if shuffle:
+        rng.shuffle(order_list)
+    order = np.asarray(order_list, dtype=np.int64)
+    mean_length = max(float(lengths.mean()) if len(lengths) else 1.0, 1.0)
+    per_batch = batch_size if max_tokens is None else max(1, int(max_tokens / mean_length))
+    pool = max(per_batch * pool_batches, 1)
+    batches: list[list[int]] = []
+    for start in range(0, len(order), pool):
+        chunk = order[start:start + pool]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches.extend(_pack(chunk, lengths, batch_size, max_tokens))
+    if shuffle:
+        rng.shuffle(batches)
+    if world > 1:
+        per_rank = len(batches) // world
+        batches = batches[rank::world][:per_rank]
+    return batches
+
+
+def _pack(sorted_positions: np.ndarray, lengths: np.ndarray, batch_size: int, max_tokens: int | None):
+    batch: list[int] = []
+    longest = 0
+    for position in sorted_positions.tolist():
+        length = int(lengths[position])
+        if batch and (
+            (max_tokens is None and len(batch) >= batch_size)
+            or (max_tokens is not None and (len(batch) + 1) * max(longest, length) > max_tokens)
+        ):
+            yield batch
+            batch, longest = [], 0
+        batch.append(position)
+        longest = max(longest, length)
+    if batch:
+        yield batch
+
+
+def _round_up(n: int, multiple: int = PAD_MULTIPLE) -> int:
+    return -(-n // multiple) * multiple
+
+
+class Collator:
+    """Pads a batch of example positions into model inputs (seq2seq or causal)."""
+
+    def __init__(self, examples: TokenizedExamples, pad_id: int, causal: bool):
+        self.examples = examples
+        self.pad_id = pad_id
+        self.causal = causal
+
+    def __call__(self, positions: list[int]) -> dict[str, torch.Tensor]:
+        if self.causal:
+            return self._causal(positions)
+        sources = [self.examples.source(p) for p in positions]
+        targets = [self.examples.target(p) for p in positions]
+        input_ids = self._pad(sources, self.pad_id)
+        return {"input_ids": input_ids, "attention_mask": self._mask(sources, input_ids.shape[1]),
+                "labels": self._pad(targets, IGNORE_INDEX)}
+
+    def _causal(self, positions: list[int]) -> dict[str, torch.Tensor]:
+        sequences, labels = [], []
+        for p in positions:
+            source, target = self.examples.source(p), self.examples.target(p)
+            sequences.append(np.concatenate([source, target]))
+            labels.append(np.concatenate([np.full(len(source), IGNORE_INDEX, dtype=np.int32), target]))
+        input_ids = self._pad(sequences, self.pad_id)
+        return {"input_ids": input_ids, "attention_mask": self._mask(sequences, input_ids.shape[1]),
+                "labels": self._pad(labels, IGNORE_INDEX)}
+
+    @staticmethod
+    def _pad(rows: list[np.ndarray], value: int) -> torch.Tensor:
+        width = _round_up(max(len(r) for r in rows))
+        out = np.full((len(rows), width), value, dtype=np.int64)
+        for i, row in enumerate(rows):
+            out[i, :len(row)] = row
+        return torch.from_numpy(out)
+
+    @staticmethod
+    def _mask(rows: list[np.ndarray], width: int) -> torch.Tensor:
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            mask[i, :len(row)] = 1
+        return mask
+
+
+class PlannedBatches(torch.utils.data.Dataset):
+    """A list of planned batches as a map-style dataset, so DataLoader workers collate them."""
+
+    def __init__(self, batches: list[list[int]], collator: Collator):
+        self.batches = batches
+        self.collator = collator
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return self.collator(self.batches[i])

@@ -1,0 +1,137 @@
+"""Load the base model and tokenizer, build the offline `tiny` model, apply LoRA (Hu et al. 2021)
+through PEFT.
+
+LoRA never falls back silently: if PEFT cannot adapt the model, training stops with the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from chef_genius.config import LoraSettings, ModelConfig
+from chef_genius.errors import UserError
+
+TINY = "tiny"
+TINY_VOCAB = 2000
+
+# Attention projections adapted by default, per model type (the seed's T5 choice: q and v).
+LORA_TARGETS = {
+    "t5": ["q", "v"], "mt5": ["q", "v"], "umt5": ["q", "v"],
+    "bart": ["q_proj", "v_proj"], "mbart": ["q_proj", "v_proj"],
+    "gpt2": ["c_attn"],
+    "llama": ["q_proj", "v_proj"], "mistral": ["q_proj", "v_proj"], "qwen2": ["q_proj", "v_proj"],
+    "qwen3": ["q_proj", "v_proj"], "gemma": ["q_proj", "v_proj"], "gemma2": ["q_proj", "v_proj"],
+    "phi3": ["qkv_proj"],
+}
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    tokenizer: object
+    causal: bool
+    model_type: str
+
+
+def build_tiny(texts: list[str], seed: int, folder: Path) -> Path:
+    """Train a tokenizer on ``texts``, build a small random T5, save both to ``folder``.
+
+    The saved folder is an ordinary Hugging Face model folder, so `generate` and `merge` load the
+    base model of a tiny run like any other.
+    """
+    from transformers import PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
+
+    from chef_genius.tokenizer import train_t5_style_tokenizer
+
+    raw = train_t5_style_tokenizer(texts, vocab_size=TINY_VOCAB, algorithm="bpe")
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=raw, pad_token="<pad>", eos_token="</s>",
+                                        unk_token="<unk>", model_max_length=1024)
+    config = T5Config(vocab_size=len(tokenizer), d_model=64, d_kv=16, d_ff=128, num_layers=2,
+                      num_decoder_layers=2, num_heads=4, dropout_rate=0.1, pad_token_id=0, eos_token_id=1,
+                      decoder_start_token_id=0, tie_word_embeddings=True)
+    torch.manual_seed(seed)
+    model = T5ForConditionalGeneration(config)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def load_base(name: str, architecture: str = "auto", dtype: torch.dtype = torch.float32) -> LoadedModel:
+    """Load a model and tokenizer from a hub id or a local folder.
+
+    Raises:
+        UserError: the model cannot be found or loaded (one line, with the reason).
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    try:
+        config = AutoConfig.from_pretrained(name)
+        causal = (not config.is_encoder_decoder) if architecture == "auto" else architecture == "causal"
+        loader = AutoModelForCausalLM if causal else AutoModelForSeq2SeqLM
+        model = loader.from_pretrained(name, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(name)
+    except (OSError, ValueError, KeyError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"cannot load model '{name}': {first_line}") from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return LoadedModel(model, tokenizer, causal, config.model_type)
+
+
+def apply_lora(loaded: LoadedModel, settings: LoraSettings) -> torch.nn.Module:
+    """Wrap the model with LoRA adapters.
+
+    Raises:
+        UserError: PEFT is missing or cannot adapt this model; the message names --disable-lora.
+    """
+    try:
+        from peft import LoraConfig, TaskType, get_peft_model
+    except ImportError:
+        raise UserError("LoRA needs the 'peft' package (pip install peft), or pass --disable-lora") from None
+    targets = settings.target_modules or LORA_TARGETS.get(loaded.model_type)
+    if not targets:
+        raise UserError(f"no default LoRA targets for model type '{loaded.model_type}'; "
+                        "set lora.target_modules (or ['all-linear'])")
+    target_modules = "all-linear" if targets == ["all-linear"] else targets
+    config = LoraConfig(task_type=TaskType.CAUSAL_LM if loaded.causal else TaskType.SEQ_2_SEQ_LM,
+                        r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+                        target_modules=target_modules)
+    try:
+        return get_peft_model(loaded.model, config)
+    except (ValueError, TypeError, RuntimeError) as error:
+        raise UserError(f"LoRA could not be applied ({str(error).splitlines()[0]}); "
+                        "fix lora.target_modules or train the full model with --disable-lora") from None
+
+
+def parameter_counts(model: torch.nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameters, counting shared tensors once."""
+    seen, trainable, total = set(), 0, 0
+    for param in model.parameters():
+        if id(param) in seen:
+            continue
+        seen.add(id(param))
+        total += param.numel()
+        if param.requires_grad:
+            trainable += param.numel()
+    return trainable, total
+
+
+def resolve_model(config: ModelConfig, run_dir: Path, texts: list[str], seed: int, dtype: torch.dtype) -> LoadedModel:
+    """The base model for a run: `tiny` is built (once per run folder) from the data's texts."""
+    name = config.name
+    if name == TINY:
+        folder = run_dir / "base_model"
+        if not (folder / "config.json").exists():
+            build_tiny(texts, seed, folder)
+        name = str(folder)
+    elif Path(name).expanduser().exists():
+        name = str(Path(name).expanduser())
+    elif name.startswith((".", "/", "~")):
+        raise UserError(f"cannot load model '{name}': no such folder")
+    return load_base(name, config.architecture, dtype)

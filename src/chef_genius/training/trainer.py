@@ -1,0 +1,458 @@
+"""`chef-genius train`: fine-tune a seq2seq or causal model on a prepared recipe dataset.
+
+`Trainer.setup()` builds the run (data, model, optimizer, schedule, resume state) with small
+helpers; `Trainer.train()` is the loop, where each improvement is one visible line. It runs
+unchanged on CPU, one GPU, or several under ``torchrun`` / ``accelerate launch`` (DDP: each rank
+trains on its own share of every epoch's batches).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from chef_genius.config import TrainConfig, to_dict, to_yaml
+from chef_genius.errors import UserError
+from chef_genius.losses import IGNORE_INDEX, smoothed_cross_entropy_sums
+from chef_genius.noise import add_gradient_noise
+from chef_genius.schedule import Schedule, ends_high, lr_at
+from chef_genius.tracking import Tracker, build_tracker, system_metrics
+from chef_genius.training import checkpoint as ckpt
+from chef_genius.training.data import (
+    Collator,
+    PlannedBatches,
+    load_split,
+    plan_batches,
+    request_text,
+    target_text,
+    tokenize_examples,
+)
+from chef_genius.training.models import apply_lora, parameter_counts, resolve_model
+
+MAX_BAD_STEPS_IN_A_ROW = 10
+
+
+class TrainingStopped(Exception):
+    """Training cannot go on (diverged, out of memory); the message says what to do."""
+
+
+@dataclass
+class RunResult:
+    steps: int
+    stopped_early: bool
+    best_val_loss: float | None
+    best_checkpoint: str | None
+    final_dir: str
+    seconds: float
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig):
+        self.config = config
+        self.lora = config.lora.enabled
+
+    # ----------------------------------------------------------------- setup
+    def setup(self) -> None:
+        self._setup_distributed()
+        self.run_dir = Path(self.config.output_dir)
+        resume = self._resume_point()
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.yaml").write_text(to_yaml(self.config), encoding="utf-8")
+        self._setup_data()
+        self._setup_model()
+        self._setup_optimizer()
+        self._setup_schedule()
+        self.state = ckpt.TrainerState(config=to_dict(self.config))
+        self.noise_generator = torch.Generator().manual_seed(self.config.seed + 1)
+        torch.manual_seed(self.config.seed)
+        if resume is not None:
+            self.state, rng = ckpt.load_checkpoint(resume, self.model_for_saving, self.optimizer, self.rank, self.lora)
+            ckpt.restore_host_rng(self.state)
+            ckpt.restore_device_rng(rng, self.noise_generator)
+            self._print(f"resumed from {resume} at step {self.state.step} (epoch {self.state.epoch})")
+        self.tracker = (build_tracker(self.config.logging.report_to, self.run_dir, self.run_name,
+                                      self.config.logging.wandb_project, to_dict(self.config),
+                                      self.state.step if resume is not None else None)
+                        if self.is_main else Tracker([]))
+
+    def _setup_distributed(self) -> None:
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        if torch.cuda.is_available():
+            self.device = torch.device("cuda", local_rank)
+            torch.cuda.set_device(self.device)
+        else:
+            self.device = torch.device("cpu")
+        if self.world > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        self.is_main = self.rank == 0
+        self.bf16 = self.config.model.dtype == "bf16" or (self.config.model.dtype == "auto" and self.device.type == "cuda")
+
+    def _resume_point(self) -> Path | None:
+        resume = self.config.checkpoint.resume
+        existing = ckpt.list_checkpoints(self.run_dir / "checkpoints")
+        if resume is None:
+            if existing:
+                raise UserError(f"{self.run_dir} already holds checkpoints: pass --resume auto to continue, "
+                                "or choose another --output-dir")
+            return None
+        return ckpt.find_resume_point(self.run_dir, resume)
+
+    @property
+    def run_name(self) -> str:
+        return self.config.logging.run_name or self.run_dir.name
+
+    def _setup_data(self) -> None:
+        folder = self.config.data.path
+        if folder is None:
+            folder = self.run_dir / "data"
+            if self.is_main and not (folder / "train.arrow").exists():
+                from chef_genius.prepare import PrepareOptions, prepare
+                from chef_genius.sample import sample_path
+
+                prepare([sample_path()], folder, PrepareOptions(progress=False, workers=0))
+            self._barrier()
+        self.train_table = load_split(Path(folder), "train")
+        self.val_table = load_split(Path(folder), "val")
+        if len(self.train_table) == 0:
+            raise UserError(f"{folder}: the training split is empty")
+        template = self.config.data.templates[0]
+        self.train_prompts = [template.format(text=request_text(t, n))
+                              for t, n in zip(self.train_table.titles, self.train_table.ner, strict=True)]
+        self.train_targets = [target_text(self.train_table, i) for i in range(len(self.train_table))]
+        self.val_prompts = [template.format(text=request_text(t, n))
+                            for t, n in zip(self.val_table.titles, self.val_table.ner, strict=True)]
+        self.val_targets = [target_text(self.val_table, i) for i in range(len(self.val_table))]
+
+    def _setup_model(self) -> None:
+        dtype = torch.bfloat16 if (self.bf16 and self.lora) else torch.float32
+        if self.is_main:
+            loaded = resolve_model(self.config.model, self.run_dir, self.train_prompts + self.train_targets,
+                                   self.config.seed, dtype)
+        self._barrier()
+        if not self.is_main:
+            loaded = resolve_model(self.config.model, self.run_dir, [], self.config.seed, dtype)
+        self.tokenizer, self.causal = loaded.tokenizer, loaded.causal
+        model = apply_lora(loaded, self.config.lora) if self.lora else loaded.model
+        if self.config.model.gradient_checkpointing:
+            model.gradient_checkpointing_enable()
+        model.to(self.device)
+        trainable, total = parameter_counts(model)
+        self._print(f"model {self.config.model.name}: {total:,} parameters, {trainable:,} trainable "
+                    f"({100 * trainable / total:.3f} %){' with LoRA' if self.lora else ''}")
+        self.trainable_params = [p for p in model.parameters() if p.requires_grad]
+        self.model_for_saving = model
+        self.model = (torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            if self.world > 1 else model)
+        m = self.config.model
+        self.train_examples = tokenize_examples(self.tokenizer, self.train_prompts, self.train_targets,
+                                                m.max_source_tokens, m.max_target_tokens, self.causal)
+        self.val_examples = tokenize_examples(self.tokenizer, self.val_prompts, self.val_targets,
+                                              m.max_source_tokens, m.max_target_tokens, self.causal)
+        self.pad_id = self.tokenizer.pad_token_id
+        base = getattr(loaded.model, "config", None)
+        self.decoder_start_id = getattr(base, "decoder_start_token_id", None)
+        if not self.causal and self.decoder_start_id is None:
+            self.decoder_start_id = self.pad_id
+
+    def _setup_optimizer(self) -> None:
+        decay = [p for p in self.trainable_params if p.ndim >= 2]
+        no_decay = [p for p in self.trainable_params if p.ndim < 2]
+        groups = [{"params": decay, "weight_decay": self.config.optim.weight_decay},
+                  {"params": no_decay, "weight_decay": 0.0}]
+        self.optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=self.config.optim.learning_rate,
+                                           fused=self.device.type == "cuda")
+
+    def _setup_schedule(self) -> None:
+        o, s = self.config.optim, self.config.schedule
+        self.steps_per_epoch = [math.ceil(len(self._plan(e)) / o.gradient_accumulation_steps)
+                                for e in range(o.epochs)]
+        total = sum(self.steps_per_epoch)
+        self.schedule = Schedule.build(o.learning_rate, total, s.warmup_steps, s.warmup_max_fraction,
+                                       s.first_cycle_steps, s.cycle_mult, s.min_learning_rate, s.cosine)
+        if ends_high(self.schedule):
+            warnings.warn(f"training ends at step {total}, in the upper half of a cosine cycle (high learning "
+                          "rate); adjust schedule.first_cycle_steps or the number of epochs", stacklevel=2)
+
+    def _plan(self, epoch: int) -> list[list[int]]:
+        o = self.config.optim
+        return plan_batches(self.train_examples.lengths(), self.config.seed, epoch, o.batch_size, o.max_tokens,
+                            shuffle=True, rank=self.rank, world=self.world)
+
+    # ------------------------------------------------------------------ loop
+    def train(self) -> RunResult:
+        o, state = self.config.optim, self.state
+        accumulation = o.gradient_accumulation_steps
+        collator = Collator(self.train_examples, self.pad_id, self.causal)
+        started, window = time.perf_counter(), _Window()
+        bar = tqdm(total=self.schedule.total_steps, initial=state.step, desc="train", disable=not self.is_main
+                   or not sys.stderr.isatty(), dynamic_ncols=True)
+        stopped_early = False
+        self.model.train()
+        while state.epoch < o.epochs and not stopped_early:
+            batches = self._plan(state.epoch)
+            loader = self._loader(PlannedBatches(batches[state.batches_done:], collator))
+            for first in range(state.batches_done, len(batches), accumulation):
+                micro_batches = [next(loader) for _ in batches[first:first + accumulation]]
+                step_before = state.step
+                metrics = self._optimizer_step(micro_batches)                       # loss, backward, step
+                state.batches_done = first + len(micro_batches)
+                if state.step == step_before:  # a skipped non-finite step: nothing to log or save
+                    continue
+                window.add(metrics)
+                bar.update(1)
+                bar.set_postfix(loss=f"{metrics['train/loss']:.3f}", lr=f"{metrics['train/learning_rate']:.2e}")
+                if state.step % self.config.logging.log_every == 0:
+                    self.tracker.log({**window.flush(), **system_metrics()}, state.step)
+                if state.step % self.config.eval.eval_steps == 0:
+                    stopped_early = self._evaluate_and_keep_best()                  # 1. validation
+                if state.step % self.config.checkpoint.save_steps == 0:
+                    self._save()
+                if stopped_early:
+                    break
+            if not stopped_early:
+                state.epoch, state.batches_done = state.epoch + 1, 0
+                stopped_early = self._evaluate_and_keep_best()
+        bar.close()
+        if window.steps:
+            self.tracker.log(window.flush(), state.step)
+        self._save()
+        final = self._save_final()
+        self.tracker.close()
+        best = (str(self.run_dir / "checkpoints" / f"{ckpt.PREFIX}{state.best_step:08d}")
+                if state.best_step is not None else None)
+        result = RunResult(state.step, stopped_early, state.best_val_loss, best, str(final),
+                           time.perf_counter() - started)
+        if self.is_main:
+            (self.run_dir / "run_summary.json").write_text(json.dumps(result.__dict__, indent=2) + "\n")
+        return result
+
+    def _optimizer_step(self, micro_batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
+        """One optimizer step over the accumulated micro-batches. The loss is the token mean over
+        every real target token of the step (all micro-batches, all ranks)."""
+        o, state = self.config.optim, self.state
+        tokens = self._all_reduce(torch.tensor(float(sum(int((b["labels"] != IGNORE_INDEX).sum())
+                                                             for b in micro_batches))))
+        input_tokens = sum(int(b["attention_mask"].sum()) for b in micro_batches)
+        smoothed_total = torch.zeros((), device=self.device)
+        nll_total = torch.zeros((), device=self.device)
+        tick = time.perf_counter()
+        for i, batch in enumerate(micro_batches):
+            batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+            sync = i == len(micro_batches) - 1 or self.world == 1
+            with (contextlib.nullcontext() if sync else self.model.no_sync()), self._autocast():
+                smoothed, nll, _ = self._loss(batch, o.label_smoothing)               # 6. label smoothing
+                (smoothed * self.world / tokens).backward()
+            smoothed_total += smoothed.detach()
+            nll_total += nll.detach()
+        smoothed_total, nll_total = self._all_reduce(smoothed_total), self._all_reduce(nll_total)
+        metrics = {"train/loss": float(smoothed_total / tokens), "train/nll": float(nll_total / tokens)}
+        noise_ratio = 0.0
+        if self.config.gradient_noise.enabled:                                       # 10. gradient noise
+            g = self.config.gradient_noise
+            noise_ratio = add_gradient_noise(self.trainable_params, state.step, g.eta, g.gamma, self.noise_generator)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable_params, o.max_grad_norm or float("inf"))
+        if not (math.isfinite(metrics["train/loss"]) and math.isfinite(float(grad_norm))):
+            return self._skip_bad_step(metrics)
+        state.bad_steps_in_a_row = 0
+        learning_rate = lr_at(state.step, self.schedule)                             # 2. warmup + cosine
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        state.step += 1
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - tick
+        metrics.update({"train/learning_rate": learning_rate, "train/grad_norm": float(grad_norm),
+                        "train/noise_to_grad_ratio": noise_ratio, "train/tokens": input_tokens + float(tokens),
+                        "train/seconds": seconds, "train/epoch": state.epoch})
+        return metrics
+
+    def _skip_bad_step(self, metrics: dict[str, float]) -> dict[str, float]:
+        state = self.state
+        self.optimizer.zero_grad(set_to_none=True)
+        state.skipped_steps += 1
+        state.bad_steps_in_a_row += 1
+        self._print(f"warning: non-finite loss or gradient at step {state.step}; update skipped "
+                    f"({state.bad_steps_in_a_row} in a row)")
+        if state.bad_steps_in_a_row >= MAX_BAD_STEPS_IN_A_ROW:
+            raise TrainingStopped(f"training diverged: {MAX_BAD_STEPS_IN_A_ROW} non-finite steps in a row at step "
+                                  f"{state.step}; the last good checkpoint is kept in {self.run_dir / 'checkpoints'}. "
+                                  "Lower the learning rate or check the data.")
+        return metrics
+
+    def _loss(self, batch: dict[str, torch.Tensor], eps: float) -> tuple[torch.Tensor, torch.Tensor, int]:
+        labels = batch["labels"]
+        if self.causal:
+            logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            return smoothed_cross_entropy_sums(logits[:, :-1], labels[:, 1:], eps)
+        decoder_input_ids = labels.new_full(labels.shape, self.pad_id)
+        decoder_input_ids[:, 0] = self.decoder_start_id
+        decoder_input_ids[:, 1:] = labels[:, :-1].masked_fill(labels[:, :-1] == IGNORE_INDEX, self.pad_id)
+        logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                            decoder_input_ids=decoder_input_ids).logits
+        return smoothed_cross_entropy_sums(logits, labels, eps)
+
+    # ------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def validation_loss(self) -> float | None:
+        """Token-mean cross-entropy without label smoothing on the validation split."""
+        if len(self.val_examples) == 0:
+            return None
+        o, e = self.config.optim, self.config.eval
+        batches = plan_batches(self.val_examples.lengths(), 0, 0, o.batch_size, o.max_tokens, shuffle=False,
+                               rank=self.rank, world=self.world)[: e.max_eval_batches]
+        collator = Collator(self.val_examples, self.pad_id, self.causal)
+        self.model.eval()
+        nll_sum = torch.zeros((), device=self.device)
+        count = torch.zeros((), device=self.device)
+        for positions in batches:
+            batch = {k: v.to(self.device) for k, v in collator(positions).items()}
+            with self._autocast():
+                _, nll, n = self._loss(batch, 0.0)
+            nll_sum += nll
+            count += n
+        self.model.train()
+        nll_sum, count = self._all_reduce(nll_sum), self._all_reduce(count)
+        return float(nll_sum / count) if count > 0 else None
+
+    def _evaluate_and_keep_best(self) -> bool:
+        """Validate, log, save the best checkpoint; True when early stopping says stop."""
+        state, e = self.state, self.config.eval
+        val_loss = self.validation_loss()
+        if val_loss is None:
+            return False
+        self.tracker.log({"val_loss": val_loss, "val_perplexity": math.exp(min(val_loss, 50.0))}, state.step)
+        if state.best_val_loss is None or val_loss < state.best_val_loss - e.min_delta:
+            state.best_val_loss, state.best_step = val_loss, state.step
+            state.evals_without_improvement = 0
+            self._save()
+            return False
+        state.evals_without_improvement += 1
+        return e.patience > 0 and state.evals_without_improvement >= e.patience
+
+    # ----------------------------------------------------------- persistence
+    def _save(self) -> None:
+        state = self.state
+        ckpt.capture_host_rng(state)
+        rng = ckpt.device_rng_tensors(self.noise_generator)
+        gathered = self._gather_rng(rng)
+        if self.is_main:
+            folder = self.run_dir / "checkpoints"
+            try:
+                ckpt.save_checkpoint(folder, state.step, self.model_for_saving, self.optimizer, state, gathered,
+                                     self.lora)
+            except OSError as error:
+                previous = ckpt.list_checkpoints(folder)
+                raise TrainingStopped(f"checkpoint at step {state.step} could not be written ({error.strerror}); "
+                                      f"the previous checkpoint {previous[-1] if previous else '(none)'} is intact"
+                                      ) from None
+            ckpt.prune(folder, self.config.checkpoint.keep_last, state.best_step)
+        self._barrier()
+
+    def _save_final(self) -> Path:
+        final = self.run_dir / "final"
+        if self.is_main:
+            ckpt.save_weights(self.model_for_saving, final, self.lora)
+            self.tokenizer.save_pretrained(str(final))
+            (final / "README.md").write_text(_model_card(self.config, self.state), encoding="utf-8")
+        self._barrier()
+        return final
+
+    # --------------------------------------------------------------- helpers
+    def _loader(self, dataset: PlannedBatches):
+        workers = self.config.data.num_workers
+        loader = torch.utils.data.DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers,
+                                             pin_memory=self.device.type == "cuda",
+                                             persistent_workers=False, prefetch_factor=4 if workers else None)
+        return iter(loader)
+
+    def _autocast(self):
+        if self.bf16:
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _all_reduce(self, value: torch.Tensor) -> torch.Tensor:
+        value = value.to(self.device)
+        if self.world > 1:
+            dist.all_reduce(value)
+        return value
+
+    def _gather_rng(self, rng: dict[str, torch.Tensor]) -> dict[int, dict[str, torch.Tensor]]:
+        if self.world == 1:
+            return {0: rng}
+        gathered: list = [None] * self.world
+        dist.all_gather_object(gathered, rng)
+        return dict(enumerate(gathered))
+
+    def _barrier(self) -> None:
+        if self.world > 1 and dist.is_initialized():
+            dist.barrier()
+
+    def _print(self, message: str) -> None:
+        if self.is_main:
+            print(message, flush=True)
+
+    def cleanup(self) -> None:
+        if self.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+class _Window:
+    """Averages of training metrics since the last log, and the token rate."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.steps = 0
+        self.last = {}
+
+    def add(self, metrics: dict[str, float]) -> None:
+        self.steps += 1
+        self.last = metrics
+        for key, value in metrics.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value
+
+    def flush(self) -> dict[str, float]:
+        seconds = self.sums.get("train/seconds", 0.0)
+        out = {k: v / self.steps for k, v in self.sums.items() if k not in ("train/tokens", "train/seconds")}
+        out["train/learning_rate"] = self.last["train/learning_rate"]
+        out["train/epoch"] = self.last["train/epoch"]
+        out["train/tokens_per_second"] = self.sums.get("train/tokens", 0.0) / seconds if seconds > 0 else 0.0
+        self.sums, self.steps = {}, 0
+        return out
+
+
+def _model_card(config: TrainConfig, state: ckpt.TrainerState) -> str:
+    kind = "LoRA adapter" if config.lora.enabled else "fine-tuned model"
+    return (f"# chef-genius {kind}\n\nBase model: `{config.model.name}`. Trained by chef-genius for {state.step} "
+            f"optimizer steps; best val_loss {state.best_val_loss}.\n\nTarget format: `Title: ... || Ingredients: "
+            f"a | b || Steps: x | y`; prompt template: `{config.data.templates[0]}`.\n")
+
+
+def run_training(config: TrainConfig) -> RunResult:
+    """Set up, train, clean up. Raises UserError / TrainingStopped with a one-line message."""
+    trainer = Trainer(config)
+    try:
+        trainer.setup()
+        return trainer.train()
+    except torch.cuda.OutOfMemoryError:
+        raise TrainingStopped("CUDA out of memory: lower --batch-size, or --max-tokens when set, or use a "
+                              "--preset for your card") from None
+    finally:
+        trainer.cleanup()
+

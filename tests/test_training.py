@@ -1,0 +1,231 @@
+"""The training engine on tiny models, on CPU: LoRA, overfitting, noise cadence, exact resume,
+causal models, bad steps, sinks and CLI errors."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from chef_genius.cli import main
+from chef_genius.config import build_config
+from chef_genius.prepare import PrepareOptions, prepare
+from chef_genius.sample import sample_path
+from chef_genius.training import trainer as trainer_module
+from chef_genius.training.trainer import Trainer, TrainingStopped, run_training
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory) -> Path:
+    """60 bundled recipes, prepared with a 20 % validation split."""
+    folder = tmp_path_factory.mktemp("data")
+    recipes = json.loads(sample_path().read_text(encoding="utf-8"))[:60]
+    source = folder / "recipes.json"
+    source.write_text(json.dumps(recipes))
+    prepare([source], folder / "prepared", PrepareOptions(val_fraction=0.2, test_fraction=0.0, progress=False,
+                                                          workers=0))
+    return folder / "prepared"
+
+
+def small_config(out: Path, data: Path, **overrides):
+    settings = {
+        "output_dir": str(out), "data.path": str(data), "data.num_workers": 0,
+        "model.max_target_tokens": 64, "model.max_source_tokens": 32,
+        "optim.epochs": 2, "optim.batch_size": 8, "optim.gradient_accumulation_steps": 1,
+        "eval.eval_steps": 1000, "checkpoint.save_steps": 1000, "logging.report_to": ["jsonl"],
+        "logging.log_every": 1,
+    }
+    settings.update(overrides)
+    return build_config(None, settings)
+
+
+def metrics_of(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_lora_trainable_count_is_exact(tmp_path, small_data):
+    trainer = Trainer(small_config(tmp_path / "run", small_data, **{"lora.r": 4, "lora.target_modules": ["q", "v"]}))
+    trainer.setup()
+    trainable = sum(p.numel() for p in trainer.trainable_params)
+    # 6 attention blocks (2 encoder self, 2 decoder self, 2 cross) x (q, v) x (A: r x 64 + B: 64 x r)
+    assert trainable == 6 * 2 * (4 * 64 + 64 * 4)
+    assert all("lora_" in name for name, p in trainer.model.named_parameters() if p.requires_grad)
+
+
+def test_full_fine_tuning_trains_everything(tmp_path, small_data):
+    trainer = Trainer(small_config(tmp_path / "run", small_data, **{"lora.enabled": False}))
+    trainer.setup()
+    assert all(p.requires_grad for p in trainer.model.parameters())
+
+
+def test_overfitting_one_batch_lowers_the_loss(tmp_path, small_data):
+    trainer = Trainer(small_config(tmp_path / "run", small_data, **{
+        "gradient_noise.enabled": False, "optim.learning_rate": 1e-2, "schedule.cosine": False,
+        "schedule.warmup_steps": 0}))
+    trainer.setup()
+    trainer.schedule = trainer.schedule.__class__(**{**trainer.schedule.__dict__, "total_steps": 10_000})
+    batch = trainer_module.Collator(trainer.train_examples, trainer.pad_id, False)(list(range(8)))
+    losses = [trainer._optimizer_step([batch])["train/loss"] for _ in range(40)]
+    assert losses[-1] < 0.6 * losses[0]
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_noise_is_added_once_per_optimizer_step_with_accumulation_4(tmp_path, small_data, monkeypatch, enabled):
+    calls = []
+    real = trainer_module.add_gradient_noise
+
+    def counting(params, step, *args, **kwargs):
+        calls.append(step)
+        return real(params, step, *args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "add_gradient_noise", counting)
+    config = small_config(tmp_path / "run", small_data, **{
+        "optim.gradient_accumulation_steps": 4, "optim.batch_size": 2, "gradient_noise.enabled": enabled})
+    trainer = Trainer(config)
+    trainer.setup()
+    micro_batches = [len(trainer._plan(epoch)) for epoch in range(2)]
+    result = trainer.train()
+    assert result.steps == sum(math.ceil(n / 4) for n in micro_batches) < sum(micro_batches)
+    steps = [m for m in metrics_of(tmp_path / "run") if "train/loss" in m]
+    assert len(steps) == result.steps
+    if enabled:
+        assert calls == list(range(result.steps))  # once per optimizer step, never per micro-batch
+        assert all(m["train/noise_to_grad_ratio"] > 0 for m in steps)
+    else:
+        assert calls == []
+        assert all(m["train/noise_to_grad_ratio"] == 0 for m in steps)
+
+
+class _Crash(Exception):
+    pass
+
+
+def test_resume_gives_the_same_losses_and_weights(tmp_path, small_data, monkeypatch):
+    overrides = {"checkpoint.save_steps": 3, "optim.batch_size": 4, "optim.gradient_accumulation_steps": 2}
+    uninterrupted = tmp_path / "whole"
+    run_training(small_config(uninterrupted, small_data, **overrides))
+
+    interrupted = tmp_path / "parts"
+    real_step = Trainer._optimizer_step
+
+    def crash_after_step_7(self, micro_batches):
+        if self.state.step == 7:
+            raise _Crash()
+        return real_step(self, micro_batches)
+
+    monkeypatch.setattr(Trainer, "_optimizer_step", crash_after_step_7)
+    with pytest.raises(_Crash):
+        run_training(small_config(interrupted, small_data, **overrides))
+    monkeypatch.setattr(Trainer, "_optimizer_step", real_step)
+    assert [p.name for p in (interrupted / "checkpoints").glob("step-*")][-1] == "step-00000006"
+    run_training(small_config(interrupted, small_data, **overrides, **{"checkpoint.resume": "auto"}))
+
+    def losses(run):
+        return [(m["step"], m["train/loss"], m["train/learning_rate"]) for m in metrics_of(run) if "train/loss" in m]
+
+    assert losses(interrupted) == losses(uninterrupted)  # no step lost, none logged twice
+    whole = load_file(str(uninterrupted / "final" / "adapter_model.safetensors"))
+    parts = load_file(str(interrupted / "final" / "adapter_model.safetensors"))
+    assert whole.keys() == parts.keys()
+    for name in whole:
+        torch.testing.assert_close(parts[name], whole[name], rtol=0, atol=0)
+
+
+def test_run_folder_contents_and_metric_names(tmp_path, small_data):
+    run = tmp_path / "run"
+    result = run_training(small_config(run, small_data, **{"eval.eval_steps": 4, "checkpoint.save_steps": 4}))
+    assert (run / "config.yaml").exists() and (run / "run_summary.json").exists()
+    assert (run / "final" / "adapter_model.safetensors").exists()
+    assert (run / "final" / "adapter_config.json").exists() and (run / "final" / "README.md").exists()
+    from peft import PeftModel
+    from transformers import AutoModelForSeq2SeqLM
+
+    reloaded = PeftModel.from_pretrained(AutoModelForSeq2SeqLM.from_pretrained(run / "base_model"), run / "final")
+    assert sum(p.numel() for n, p in reloaded.named_parameters() if "lora_" in n) > 0
+    names = set().union(*(m.keys() for m in metrics_of(run)))
+    assert {"train/loss", "train/nll", "train/learning_rate", "train/tokens_per_second", "train/grad_norm",
+            "train/noise_to_grad_ratio", "val_loss", "val_perplexity"} <= names
+    vals = [m for m in metrics_of(run) if "val_loss" in m]
+    assert all(m["val_perplexity"] == pytest.approx(math.exp(m["val_loss"])) for m in vals)
+    assert result.best_val_loss == min(m["val_loss"] for m in vals)
+    kept = sorted(p.name for p in (run / "checkpoints").glob("step-*"))
+    assert f"step-{result.steps:08d}" in kept and len(kept) <= 3  # last 2 plus the best
+
+
+def test_label_smoothing_is_in_the_training_loss_not_the_nll(tmp_path, small_data):
+    run = tmp_path / "run"
+    run_training(small_config(run, small_data, **{"optim.epochs": 1, "optim.label_smoothing": 0.2}))
+    first = [m for m in metrics_of(run) if "train/loss" in m][0]
+    assert first["train/loss"] != pytest.approx(first["train/nll"], rel=1e-3)
+
+
+def test_causal_model_trains_with_the_prompt_masked(tmp_path, small_data):
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    from chef_genius.tokenizer import train_byte_level_tokenizer
+
+    texts = [r["title"] + " " + " ".join(r["steps"]) for r in json.loads(sample_path().read_text())[:100]]
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=train_byte_level_tokenizer(texts, 600),
+                                        eos_token="<|endoftext|>", pad_token="<pad>")
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=2, n_positions=256,
+                                       eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id))
+    folder = tmp_path / "gpt2"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    trainer = Trainer(small_config(tmp_path / "run", small_data, **{"model.name": str(folder)}))
+    trainer.setup()
+    assert trainer.causal
+    batch = trainer_module.Collator(trainer.train_examples, trainer.pad_id, True)([0, 1])
+    prompt_length = len(trainer.train_examples.source(0))
+    assert (batch["labels"][0, :prompt_length] == -100).all()
+    assert (batch["labels"][0, prompt_length:prompt_length + 3] == batch["input_ids"][0, prompt_length:prompt_length + 3]).all()
+    result = trainer.train()
+    assert result.steps > 0 and math.isfinite(result.best_val_loss)
+    assert (tmp_path / "run" / "final" / "adapter_config.json").exists()
+
+
+def test_non_finite_losses_are_skipped_then_stop_training(tmp_path, small_data, monkeypatch):
+    real_loss = Trainer._loss
+
+    def nan_loss(self, batch, eps):
+        smoothed, nll, n = real_loss(self, batch, eps)
+        return smoothed * float("nan"), nll, n
+
+    monkeypatch.setattr(Trainer, "_loss", nan_loss)
+    trainer = Trainer(small_config(tmp_path / "run", small_data, **{"optim.batch_size": 2, "optim.epochs": 3}))
+    trainer.setup()
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+    with pytest.raises(TrainingStopped, match="10 non-finite steps in a row"):
+        trainer.train()
+    assert trainer.state.skipped_steps == 10 and trainer.state.step == 0
+    for name, param in trainer.model.named_parameters():
+        if param.requires_grad:
+            torch.testing.assert_close(param.detach(), before[name])  # no update was applied
+
+
+def test_cli_errors_are_one_line_with_exit_code_2(tmp_path, capsys, small_data):
+    assert main(["train", "--data", str(tmp_path / "nowhere"), "--output-dir", str(tmp_path / "r1")]) == 2
+    assert "not a prepared dataset" in capsys.readouterr().err
+    assert main(["train", "--data", str(small_data), "--model", str(tmp_path / "no-model"),
+                 "--output-dir", str(tmp_path / "r2")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot load model" in err and err.count("\n") == 1
+
+
+def test_existing_checkpoints_need_resume(tmp_path, small_data):
+    config = small_config(tmp_path / "run", small_data, **{"optim.epochs": 1})
+    run_training(config)
+    assert main(["train", "--data", str(small_data), "--output-dir", str(tmp_path / "run")]) == 2
+
+
+def test_wandb_offline_sink_needs_no_key(tmp_path, small_data, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    run = tmp_path / "run"
+    run_training(small_config(run, small_data, **{"optim.epochs": 1, "logging.report_to": ["jsonl", "wandb"]}))
+    assert list((run / "wandb").glob("offline-run-*"))
