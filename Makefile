@@ -1,5 +1,5 @@
 # Two commands set everything up on a fresh machine:
-#   make demo   create .venv, install chef-genius, run the offline demo
+#   make demo   create .venv, install chef-genius, train the tiny model on the bundled sample (CPU)
 #   make test   create .venv (if needed), install test tools, run the test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -17,7 +17,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/chef-genius prepare --sample --out runs/demo/data
+	rm -rf runs/demo
+	$(BIN)/chef-genius train --output-dir runs/demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

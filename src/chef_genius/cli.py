@@ -154,6 +154,8 @@ def _train(args: argparse.Namespace) -> int:
     except TrainingStopped as error:
         print(f"chef-genius: training stopped: {error}", file=sys.stderr)
         return EXIT_TRAINING_STOPPED
+    if os.environ.get("RANK", "0") != "0":
+        return 0
     print(f"trained {result.steps} steps in {result.seconds:.0f} s; best val_loss "
           f"{result.best_val_loss if result.best_val_loss is None else round(result.best_val_loss, 4)}"
           f"{' (stopped early)' if result.stopped_early else ''}\nadapter/model: {result.final_dir}")

@@ -6,6 +6,7 @@ from the environment by wandb itself; nothing here takes or stores one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -27,7 +28,7 @@ class JsonlSink:
         self.path = path
         if resume_step is not None and path.exists():
             self._truncate_after(resume_step)
-        self.handle = open(path, "a", encoding="utf-8")
+        self.handle = open(path, "a", encoding="utf-8")  # noqa: SIM115 - open for the run's lifetime
 
     def _truncate_after(self, step: int) -> None:
         """Drop records logged after the checkpoint being resumed, so no step appears twice."""
@@ -135,8 +136,6 @@ def system_metrics() -> dict[str, float]:
         return {}
     total = torch.cuda.get_device_properties(0).total_memory
     metrics = {"system/gpu_memory_percent": 100.0 * torch.cuda.max_memory_allocated() / total}
-    try:
+    with contextlib.suppress(Exception):  # needs NVML (nvidia-ml-py); absent on some machines
         metrics["system/gpu_utilization"] = float(torch.cuda.utilization())
-    except Exception:  # needs pynvml / NVML; absent on some machines
-        pass
     return metrics

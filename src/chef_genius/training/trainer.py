@@ -99,7 +99,8 @@ class Trainer:
         if self.world > 1 and not dist.is_initialized():
             dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
         self.is_main = self.rank == 0
-        self.bf16 = self.config.model.dtype == "bf16" or (self.config.model.dtype == "auto" and self.device.type == "cuda")
+        dtype = self.config.model.dtype
+        self.bf16 = dtype == "bf16" or (dtype == "auto" and self.device.type == "cuda")
 
     def _resume_point(self) -> Path | None:
         resume = self.config.checkpoint.resume
