@@ -22,4 +22,4 @@ for run in "lora-nonoise:--disable-gradient-noise" "lora-noise:${NOISE_FLAGS:-}"
     >> "$OUT/runs.log" 2>&1
   cp /tmp/run-$name/metrics.jsonl "$OUT/metrics-$name.jsonl"
 done
-python3 -m pytest tests/test_training.py tests/test_training_cores.py -q -p no:warnings -x 2>&1 | tail -15 > "$OUT/pytest-gpu.txt"
+CHEF_GENIUS_SHARED_DATA=$PWD/.devdata python3 -m pytest tests/test_training.py tests/test_training_cores.py -q -p no:warnings -x 2>&1 | tail -15 > "$OUT/pytest-gpu.txt"

@@ -19,7 +19,8 @@ except ImportError:  # the foundation tests need no torch
     pass
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
+# ../shared/data beside the checkout; CHEF_GENIUS_SHARED_DATA points elsewhere (the GPU machine).
+SHARED_DATA = Path(os.environ.get("CHEF_GENIUS_SHARED_DATA", ROOT.parent / "shared" / "data"))
 RECIPENLG = SHARED_DATA / "recipenlg_sample_1k.csv"
 JUNK = SHARED_DATA / "recipenlg_junk_rows.csv"
 WIKIBOOKS = SHARED_DATA / "wikibooks_recipes_en.json"

@@ -38,12 +38,21 @@ def test_every_seed_flag_exists():
 
 def test_yaml_then_flags_override(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump({"optim": {"epochs": 3, "batch_size": 4}, "lora": {"r": 8}}))
+    path.write_text(yaml.safe_dump({"model": {"name": "google/flan-t5-large"}, "optim": {"epochs": 3, "batch_size": 4},
+                                    "lora": {"r": 8}}))
     config = build_config(path, {"optim.epochs": 6, "lora.enabled": False})
     assert config.optim.epochs == 6  # flag beats file
     assert config.optim.batch_size == 4  # file beats default
     assert config.lora.r == 8 and config.lora.enabled is False
     assert config.optim.gradient_accumulation_steps == 4  # default
+
+
+def test_tiny_profile_applies_only_to_the_tiny_model_and_yields_to_flags():
+    tiny = build_config(None, {})
+    assert tiny.model.name == "tiny" and tiny.optim.learning_rate == 1e-2 and tiny.lora.target_modules == ["all-linear"]
+    assert build_config(None, {"optim.learning_rate": 5e-4}).optim.learning_rate == 5e-4
+    real = build_config(None, {"model.name": "google/flan-t5-large"})
+    assert real.optim.learning_rate == 3e-4 and real.lora.target_modules == [] and real.schedule.warmup_steps == 1000
 
 
 def test_preset_then_file_then_flags(tmp_path):

@@ -243,7 +243,7 @@ def test_ddp_on_cpu_with_two_processes(tmp_path, small_data):
     if torchrun is None:
         pytest.skip("torchrun not installed")
     run = tmp_path / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}  # CPU ranks, even on a GPU box
     command = [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "chef_genius", "train",
                "--data", str(small_data), "--output-dir", str(run), "--epochs", "1", "--batch-size", "4",
                "--report-to", "jsonl", "--set", "model.max_target_tokens=64", "--set", "data.num_workers=0"]

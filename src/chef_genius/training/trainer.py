@@ -92,6 +92,9 @@ class Trainer:
         self.rank = int(os.environ.get("RANK", "0"))
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         if torch.cuda.is_available():
+            if local_rank >= torch.cuda.device_count():
+                raise UserError(f"rank {self.rank} wants GPU {local_rank} but only {torch.cuda.device_count()} "
+                                "are visible; start as many processes per node as GPUs")
             self.device = torch.device("cuda", local_rank)
             torch.cuda.set_device(self.device)
         else:
