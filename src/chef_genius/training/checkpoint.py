@@ -39,6 +39,7 @@ class TrainerState:
     batches_done: int = 0  # micro-batches of this epoch already trained (this rank)
     best_val_loss: float | None = None
     best_step: int | None = None
+    last_eval_step: int | None = None
     evals_without_improvement: int = 0
     bad_steps_in_a_row: int = 0
     skipped_steps: int = 0

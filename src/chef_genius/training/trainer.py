@@ -338,6 +338,9 @@ class Trainer:
     def _evaluate_and_keep_best(self) -> bool:
         """Validate, log, save the best checkpoint; True when early stopping says stop."""
         state, e = self.state, self.config.eval
+        if state.last_eval_step == state.step:  # an epoch that ends on an evaluation step
+            return False
+        state.last_eval_step = state.step
         val_loss = self.validation_loss()
         if val_loss is None:
             return False
