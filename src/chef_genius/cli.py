@@ -54,6 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="fine-tune a model (no arguments: the offline demo)")
     train.add_argument("--config", type=Path, help="YAML config file")
     train.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    train.add_argument("--plan", action="store_true",
+                       help="print the per-epoch plan (difficulty, threshold, examples, steps) and exit")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="set any config key, e.g. --set eval.patience=5 (YAML value syntax)")
     from chef_genius.config import FLAGS
@@ -147,6 +149,8 @@ def _train(args: argparse.Namespace) -> int:
         print(to_yaml(config), end="")
         return 0
     _quiet_libraries()
+    if args.plan:
+        return _print_plan(config)
     from chef_genius.training.trainer import TrainingStopped, run_training
 
     try:
@@ -159,6 +163,27 @@ def _train(args: argparse.Namespace) -> int:
     print(f"trained {result.steps} steps in {result.seconds:.0f} s; best val_loss "
           f"{result.best_val_loss if result.best_val_loss is None else round(result.best_val_loss, 4)}"
           f"{' (stopped early)' if result.stopped_early else ''}\nadapter/model: {result.final_dir}")
+    return 0
+
+
+def _print_plan(config) -> int:
+    import tempfile
+
+    from chef_genius.training.trainer import Trainer
+
+    trainer = Trainer(config)
+    with tempfile.TemporaryDirectory() as scratch:
+        trainer.setup_plan(Path(scratch))
+    rows = trainer.plan_rows()
+    print(f"{'epoch':>5}  {'difficulty':<10} {'quality >=':>10} {'examples':>9} {'optimizer steps':>15}")
+    for row in rows:
+        note = "  (relaxed from {} >= {:.2f})".format(*row["relaxed_from"]) if row["relaxed_from"] else ""
+        print(f"{row['epoch']:>5}  {row['difficulty']:<10} {row['quality_threshold']:>10.2f} {row['examples']:>9,} "
+              f"{row['optimizer_steps']:>15,}{note}")
+    o = config.optim
+    per_step = f"{o.max_tokens:,} tokens" if o.max_tokens else f"{o.batch_size} examples"
+    print(f"total {sum(r['optimizer_steps'] for r in rows):,} optimizer steps "
+          f"({per_step} x {o.gradient_accumulation_steps} accumulation per step)")
     return 0
 
 

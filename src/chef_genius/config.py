@@ -230,16 +230,16 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 # The `tiny` model trains on CPU in under a minute; the seed's FLAN-T5-large schedule (1000 warmup
-# steps, 1000-step cycles) would never leave warmup there. On the bundled sample: 22 steps an
-# epoch, 132 in all, warmup 6, cycles of 42 and 84 steps ending at the last step. Its base model
+# steps, 1000-step cycles) would never leave warmup there. On the bundled sample the curriculum
+# gives 68 steps in all (`chef-genius train --plan`): warmup 6, then cycles of 21 and 42 steps. Its base model
 # is random, so LoRA adapts every linear layer (q and v alone barely move a random model).
 # Applied under presets, files and flags.
 TINY_PROFILE: dict[str, Any] = {
     "optim": {"epochs": 6, "batch_size": 16, "gradient_accumulation_steps": 1, "learning_rate": 1e-2},
     "lora": {"target_modules": ["all-linear"]},
-    "schedule": {"warmup_steps": 6, "first_cycle_steps": 42},
-    "eval": {"eval_steps": 44, "max_new_tokens": 128},
-    "checkpoint": {"save_steps": 44},
+    "schedule": {"warmup_steps": 6, "first_cycle_steps": 21},
+    "eval": {"eval_steps": 20, "max_new_tokens": 128},
+    "checkpoint": {"save_steps": 20},
     "logging": {"log_every": 5},
 }
 

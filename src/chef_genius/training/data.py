@@ -23,7 +23,6 @@ from chef_genius.losses import IGNORE_INDEX
 from chef_genius.recipe import Recipe, serialize
 
 PAD_MULTIPLE = 8
-MAX_FOOD_NAMES = 6
 
 
 @dataclass
@@ -64,12 +63,6 @@ def load_split(folder: Path, split: str) -> RecipeTable:
                        np.asarray(columns["difficulty"], dtype=np.int8))
 
 
-def request_text(title: str, food_names: list[str]) -> str:
-    """What a user would ask for: the dish, and its key food names when known."""
-    names = [n for n in food_names[:MAX_FOOD_NAMES] if n.lower() not in title.lower()]
-    return f"{title} with {', '.join(names)}" if names else title
-
-
 @dataclass
 class TokenizedExamples:
     """Token ids of prompts and targets, flat, with offsets; ``index`` maps rows to table rows."""
@@ -93,34 +86,55 @@ class TokenizedExamples:
         """Tokens per example (prompt + target): the batch planner's cost."""
         return np.diff(self.source_offsets) + np.diff(self.target_offsets)
 
+    @classmethod
+    def from_sequences(cls, sources: list, targets: list, index: np.ndarray) -> TokenizedExamples:
+        source_ids, source_offsets = _flatten(sources)
+        target_ids, target_offsets = _flatten(targets)
+        return cls(source_ids, source_offsets, target_ids, target_offsets, index)
 
-def _flatten(sequences: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+
+def _flatten(sequences: list) -> tuple[np.ndarray, np.ndarray]:
     offsets = np.zeros(len(sequences) + 1, dtype=np.int64)
     np.cumsum([len(s) for s in sequences], out=offsets[1:])
-    flat = np.fromiter((t for s in sequences for t in s), dtype=np.int32, count=int(offsets[-1]))
-    return flat, offsets
+    if not sequences:
+        return np.zeros(0, dtype=np.int32), offsets
+    return np.concatenate([np.asarray(s, dtype=np.int32) for s in sequences]), offsets
+
+
+def encode_sources(tokenizer, prompts: list[str], max_source: int, causal: bool) -> list[list[int]]:
+    """Prompt token ids: seq2seq prompts end with EOS; causal prompts end with a newline."""
+    if not prompts:  # the fast tokenizer fails on an empty batch
+        return []
+    if causal:
+        encoded = tokenizer([p + "\n" for p in prompts], add_special_tokens=False)["input_ids"]
+        return [ids[:max_source] for ids in encoded]
+    eos = _eos(tokenizer)
+    return [ids[: max_source - 1] + [eos] for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
+
+
+def encode_targets(tokenizer, targets: list[str], max_target: int) -> list[list[int]]:
+    """Target token ids, cut to the limit, ending with EOS."""
+    if not targets:
+        return []
+    eos = _eos(tokenizer)
+    return [ids[: max_target - 1] + [eos] for ids in tokenizer(targets, add_special_tokens=False)["input_ids"]]
+
+
+def _eos(tokenizer) -> int:
+    if tokenizer.eos_token_id is None:
+        raise UserError("the tokenizer has no end-of-sequence token")
+    return tokenizer.eos_token_id
 
 
 def tokenize_examples(tokenizer, prompts: list[str], targets: list[str], max_source: int, max_target: int,
                       causal: bool, index: np.ndarray | None = None) -> TokenizedExamples:
-    """Tokenize prompt/target pairs; each part ends with EOS and is cut to its token limit.
+    """Tokenize prompt/target pairs (see `encode_sources` and `encode_targets`).
 
-    For causal models the "source" is the prompt followed by a newline and the "target" is the
-    recipe: the collator concatenates them and masks the prompt with -100.
+    For causal models the collator concatenates prompt and target and masks the prompt with -100.
     """
-    eos = tokenizer.eos_token_id
-    if eos is None:
-        raise UserError("the tokenizer has no end-of-sequence token")
-    if causal:
-        prompts = [p + "\n" for p in prompts]
-    src = tokenizer(prompts, add_special_tokens=False)["input_ids"]
-    tgt = tokenizer(targets, add_special_tokens=False)["input_ids"]
-    src = [s[: max_source - 1] + [eos] if not causal else s[:max_source] for s in src]
-    tgt = [t[: max_target - 1] + [eos] for t in tgt]
-    source_ids, source_offsets = _flatten(src)
-    target_ids, target_offsets = _flatten(tgt)
     index = np.arange(len(prompts)) if index is None else index
-    return TokenizedExamples(source_ids, source_offsets, target_ids, target_offsets, index)
+    return TokenizedExamples.from_sequences(encode_sources(tokenizer, prompts, max_source, causal),
+                                            encode_targets(tokenizer, targets, max_target), index)
 
 
 def target_text(table: RecipeTable, i: int) -> str:

@@ -122,6 +122,26 @@ def parameter_counts(model: torch.nn.Module) -> tuple[int, int]:
     return trainable, total
 
 
+def resolve_tokenizer(config: ModelConfig, folder_for_tiny: Path, texts: list[str], seed: int):
+    """(tokenizer, causal) without loading weights, for the plan view."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    name = config.name
+    if name == TINY:
+        if not (folder_for_tiny / "config.json").exists():
+            build_tiny(texts, seed, folder_for_tiny)
+        name = str(folder_for_tiny)
+    try:
+        model_config = AutoConfig.from_pretrained(name)
+        tokenizer = AutoTokenizer.from_pretrained(name)
+    except (OSError, ValueError, KeyError) as error:
+        raise UserError(f"cannot load model '{config.name}': {str(error).strip().splitlines()[0]}") from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    causal = (not model_config.is_encoder_decoder) if config.architecture == "auto" else config.architecture == "causal"
+    return tokenizer, causal
+
+
 def resolve_model(config: ModelConfig, run_dir: Path, texts: list[str], seed: int, dtype: torch.dtype) -> LoadedModel:
     """The base model for a run: `tiny` is built (once per run folder) from the data's texts."""
     name = config.name

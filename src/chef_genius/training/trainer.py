@@ -22,6 +22,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from chef_genius.augment import canonical_prompt
 from chef_genius.config import TrainConfig, to_dict, to_yaml
 from chef_genius.errors import UserError
 from chef_genius.losses import IGNORE_INDEX, smoothed_cross_entropy_sums
@@ -32,13 +33,14 @@ from chef_genius.training import checkpoint as ckpt
 from chef_genius.training.data import (
     Collator,
     PlannedBatches,
+    encode_targets,
     load_split,
     plan_batches,
-    request_text,
     target_text,
     tokenize_examples,
 )
-from chef_genius.training.models import apply_lora, parameter_counts, resolve_model
+from chef_genius.training.epochs import EpochBuilder, EpochData, minimum_examples
+from chef_genius.training.models import apply_lora, parameter_counts, resolve_model, resolve_tokenizer
 
 MAX_BAD_STEPS_IN_A_ROW = 10
 
@@ -63,6 +65,17 @@ class Trainer:
         self.lora = config.lora.enabled
 
     # ----------------------------------------------------------------- setup
+    def setup_plan(self, scratch: Path) -> None:
+        """Only what the plan view needs: data, tokenizer (a `tiny` one is built in ``scratch``),
+        epochs and schedule; no model weights, nothing written to the run folder."""
+        self._setup_distributed()
+        self.run_dir = scratch
+        self._setup_data()
+        self.tokenizer, self.causal = resolve_tokenizer(self.config.model, scratch / "base_model",
+                                                        self.train_prompts + self.train_targets, self.config.seed)
+        self._setup_examples()
+        self._setup_schedule()
+
     def setup(self) -> None:
         self._setup_distributed()
         self.run_dir = Path(self.config.output_dir)
@@ -72,6 +85,7 @@ class Trainer:
             (self.run_dir / "config.yaml").write_text(to_yaml(self.config), encoding="utf-8")
         self._setup_data()
         self._setup_model()
+        self._setup_examples()
         self._setup_optimizer()
         self._setup_schedule()
         self.state = ckpt.TrainerState(config=to_dict(self.config))
@@ -133,11 +147,12 @@ class Trainer:
         self.val_table = load_split(Path(folder), "val")
         if len(self.train_table) == 0:
             raise UserError(f"{folder}: the training split is empty")
-        template = self.config.data.templates[0]
-        self.train_prompts = [template.format(text=request_text(t, n))
+        templates = self.config.data.templates
+        # Canonical prompts: for validation, and as the text a `tiny` tokenizer is trained on.
+        self.train_prompts = [canonical_prompt(templates, t, n)
                               for t, n in zip(self.train_table.titles, self.train_table.ner, strict=True)]
         self.train_targets = [target_text(self.train_table, i) for i in range(len(self.train_table))]
-        self.val_prompts = [template.format(text=request_text(t, n))
+        self.val_prompts = [canonical_prompt(templates, t, n)
                             for t, n in zip(self.val_table.titles, self.val_table.ner, strict=True)]
         self.val_targets = [target_text(self.val_table, i) for i in range(len(self.val_table))]
 
@@ -162,15 +177,19 @@ class Trainer:
         self.model = (torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
             if self.world > 1 else model)
-        m = self.config.model
-        self.train_examples = tokenize_examples(self.tokenizer, self.train_prompts, self.train_targets,
-                                                m.max_source_tokens, m.max_target_tokens, self.causal)
+        base = getattr(loaded.model, "config", None)
+        self.decoder_start_id = getattr(base, "decoder_start_token_id", None)
+
+    def _setup_examples(self) -> None:
+        m, o = self.config.model, self.config.optim
+        target_cache = encode_targets(self.tokenizer, self.train_targets, m.max_target_tokens)
+        self.epochs = EpochBuilder(self.train_table, target_cache, self.tokenizer, self.config, self.causal,
+                                   minimum_examples(o.batch_size, o.max_tokens, self.world))
+        self._epoch_data: EpochData | None = None
         self.val_examples = tokenize_examples(self.tokenizer, self.val_prompts, self.val_targets,
                                               m.max_source_tokens, m.max_target_tokens, self.causal)
         self.pad_id = self.tokenizer.pad_token_id
-        base = getattr(loaded.model, "config", None)
-        self.decoder_start_id = getattr(base, "decoder_start_token_id", None)
-        if not self.causal and self.decoder_start_id is None:
+        if not self.causal and getattr(self, "decoder_start_id", None) is None:
             self.decoder_start_id = self.pad_id
 
     def _setup_optimizer(self) -> None:
@@ -192,23 +211,32 @@ class Trainer:
             warnings.warn(f"training ends at step {total}, in the upper half of a cosine cycle (high learning "
                           "rate); adjust schedule.first_cycle_steps or the number of epochs", stacklevel=2)
 
+    def epoch_data(self, epoch: int) -> EpochData:
+        """The epoch's selection and tokenized examples (the last one built is kept)."""
+        if self._epoch_data is None or self._epoch_data.selection.epoch != epoch:
+            self._epoch_data = self.epochs.build(epoch)
+        return self._epoch_data
+
     def _plan(self, epoch: int) -> list[list[int]]:
         o = self.config.optim
-        return plan_batches(self.train_examples.lengths(), self.config.seed, epoch, o.batch_size, o.max_tokens,
-                            shuffle=True, rank=self.rank, world=self.world)
+        return plan_batches(self.epoch_data(epoch).examples.lengths(), self.config.seed, epoch, o.batch_size,
+                            o.max_tokens, shuffle=True, rank=self.rank, world=self.world)
 
     # ------------------------------------------------------------------ loop
     def train(self) -> RunResult:
         o, state = self.config.optim, self.state
         accumulation = o.gradient_accumulation_steps
-        collator = Collator(self.train_examples, self.pad_id, self.causal)
         started, window = time.perf_counter(), _Window()
         bar = tqdm(total=self.schedule.total_steps, initial=state.step, desc="train", disable=not self.is_main
                    or not sys.stderr.isatty(), dynamic_ncols=True)
         stopped_early = False
         self.model.train()
         while state.epoch < o.epochs and not stopped_early:
+            epoch = self.epoch_data(state.epoch)
+            if state.batches_done == 0:
+                self._log_curriculum(epoch)                                          # 3, 4, 7, 9
             batches = self._plan(state.epoch)
+            collator = Collator(epoch.examples, self.pad_id, self.causal)
             loader = self._loader(PlannedBatches(batches[state.batches_done:], collator))
             for first in range(state.batches_done, len(batches), accumulation):
                 micro_batches = [next(loader) for _ in batches[first:first + accumulation]]
@@ -286,6 +314,28 @@ class Trainer:
                         "train/noise_to_grad_ratio": noise_ratio, "train/tokens": input_tokens + float(tokens),
                         "train/seconds": seconds, "train/epoch": state.epoch})
         return metrics
+
+    def _log_curriculum(self, epoch: EpochData) -> None:
+        selection = epoch.selection
+        if selection.relaxed_from is not None:
+            level, threshold = selection.relaxed_from
+            warnings.warn(f"epoch {selection.epoch}: {level} recipes with quality >= {threshold:.2f} cannot fill a "
+                          f"batch per rank; relaxed to {selection.level} >= {selection.threshold:.2f} "
+                          f"({len(selection.indices)} recipes)", stacklevel=2)
+        self.tracker.log({"curriculum/quality_threshold": selection.threshold,
+                          "curriculum/difficulty_level": selection.level_index,
+                          "curriculum/selected_examples": len(selection.indices),
+                          "curriculum/augmented_fraction": epoch.augmented_fraction}, self.state.step)
+
+    def plan_rows(self) -> list[dict]:
+        """The per-epoch plan: difficulty, threshold, examples and optimizer steps."""
+        rows = []
+        for epoch, steps in enumerate(self.steps_per_epoch):
+            selection = self.epochs.select(epoch)
+            rows.append({"epoch": epoch, "difficulty": selection.level, "quality_threshold": selection.threshold,
+                         "examples": len(selection.indices), "optimizer_steps": steps,
+                         "relaxed_from": selection.relaxed_from})
+        return rows
 
     def _skip_bad_step(self, metrics: dict[str, float]) -> dict[str, float]:
         state = self.state
@@ -384,9 +434,12 @@ class Trainer:
     # --------------------------------------------------------------- helpers
     def _loader(self, dataset: PlannedBatches):
         workers = self.config.data.num_workers
+        # Its own generator: a DataLoader iterator otherwise draws a seed from the global torch RNG,
+        # and a resumed run creates one more iterator than an uninterrupted one.
         loader = torch.utils.data.DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers,
-                                             pin_memory=self.device.type == "cuda",
-                                             persistent_workers=False, prefetch_factor=4 if workers else None)
+                                             pin_memory=self.device.type == "cuda", persistent_workers=False,
+                                             prefetch_factor=4 if workers else None,
+                                             generator=torch.Generator().manual_seed(self.config.seed))
         return iter(loader)
 
     def _autocast(self):

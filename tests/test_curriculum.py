@@ -1,0 +1,175 @@
+"""Curriculum, progressive quality threshold, mixed templates and augmentation (improvements 3,
+4, 7, 9) on the real sample data."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+
+from chef_genius.augment import (
+    ExampleDraws,
+    canonical_prompt,
+    paraphrase_verbs,
+    request_text,
+    training_prompt,
+)
+from chef_genius.cli import main
+from chef_genius.config import SEED_TEMPLATES, DataConfig, build_config
+from chef_genius.curriculum import difficulty_level, quality_threshold, select_epoch
+from chef_genius.prepare import PrepareOptions, prepare
+from chef_genius.training.data import load_split, plan_batches
+from chef_genius.training.trainer import Trainer, run_training
+from tests.conftest import RECIPENLG
+from tests.test_training import metrics_of, small_config, small_data  # noqa: F401 - fixture
+
+
+@pytest.fixture(scope="module")
+def recipenlg(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("nlg") / "prepared"
+    report = prepare([RECIPENLG], folder, PrepareOptions(progress=False, workers=0))
+    return folder, report
+
+
+def test_seed_schedule_levels_and_thresholds():
+    config = DataConfig()
+    assert [difficulty_level(e, 6, config) for e in range(6)] == ["easy", "easy", "medium", "medium", "all", "all"]
+    assert [round(quality_threshold(e, 6, config), 2) for e in range(6)] == [0.5, 0.55, 0.6, 0.65, 0.7, 0.75]
+    off = DataConfig(curriculum=False, progressive_quality=False)
+    assert difficulty_level(0, 6, off) == "all" and quality_threshold(0, 6, off) == 0.0
+
+
+def test_six_epoch_selection_on_the_real_recipenlg_sample(recipenlg):
+    folder, report = recipenlg
+    train = load_split(folder, "train")
+    assert len(train) == 843
+    counts = [len(select_epoch(train.quality, train.difficulty, e, 6, DataConfig(), 12).indices) for e in range(6)]
+    assert counts == [159, 112, 376, 251, 160, 68]
+    # The data report's counts at each threshold say the same (medium includes easy).
+    by_threshold = {k: v["train"] for k, v in report["thresholds"].items()}
+    assert counts == [by_threshold["0.50"]["easy"], by_threshold["0.55"]["easy"],
+                      by_threshold["0.60"]["easy"] + by_threshold["0.60"]["medium"],
+                      by_threshold["0.65"]["easy"] + by_threshold["0.65"]["medium"],
+                      by_threshold["0.70"]["total"], by_threshold["0.75"]["total"]]
+
+
+def test_selection_really_filters(recipenlg):
+    folder, _ = recipenlg
+    train = load_split(folder, "train")
+    for epoch in range(6):
+        selection = select_epoch(train.quality, train.difficulty, epoch, 6, DataConfig(), 12)
+        limit = {"easy": 0, "medium": 1, "all": 2}[selection.level]
+        assert (train.difficulty[selection.indices] <= limit).all()
+        assert (train.quality[selection.indices] >= selection.threshold - 1e-6).all()
+
+
+def test_a_selection_too_small_for_a_batch_is_relaxed(recipenlg):
+    folder, _ = recipenlg
+    train = load_split(folder, "train")
+    selection = select_epoch(train.quality, train.difficulty, 5, 6, DataConfig(), minimum=200)
+    assert selection.relaxed_from == ("all", 0.75)
+    assert selection.level == "all" and selection.threshold == pytest.approx(0.65)  # 277 >= 200, 160 < 200
+    assert len(selection.indices) == 277
+    nothing = select_epoch(train.quality, train.difficulty, 0, 6, DataConfig(), minimum=10_000)
+    assert len(nothing.indices) == len(train)  # never train on nothing: everything, as a last resort
+
+
+def test_relaxation_warns_in_training(tmp_path, small_data):  # noqa: F811
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run_training(small_config(tmp_path / "run", small_data, **{"optim.batch_size": 40, "optim.epochs": 2}))
+    assert any("cannot fill a batch per rank; relaxed" in str(w.message) for w in caught)
+
+
+def test_batch_order_is_reproducible_and_changes_by_epoch():
+    lengths = np.random.default_rng(0).integers(10, 500, size=300)
+    first = plan_batches(lengths, seed=7, epoch=2, batch_size=8)
+    assert first == plan_batches(lengths, seed=7, epoch=2, batch_size=8)
+    assert first != plan_batches(lengths, seed=7, epoch=3, batch_size=8)
+    assert sorted(i for b in first for i in b) == list(range(300))
+    # Length grouping keeps padding small: within a batch the lengths are close.
+    spread = np.mean([lengths[b].max() - lengths[b].min() for b in first])
+    assert spread < 0.25 * (lengths.max() - lengths.min())
+
+
+def test_token_budget_batches_stay_under_budget():
+    lengths = np.random.default_rng(1).integers(10, 500, size=400)
+    for batch in plan_batches(lengths, seed=0, epoch=0, batch_size=1, max_tokens=2048):
+        assert len(batch) * lengths[batch].max() <= 2048 or len(batch) == 1
+
+
+def test_requests_name_the_dish_and_the_food():
+    lasagna = request_text("Lasagna", ["beef", "ricotta", "lasagna noodles"], 1)
+    assert lasagna == "Lasagna with beef, ricotta, lasagna noodles"
+    assert request_text("Lemon Chicken", ["chicken", "rice", "lemon"], 2) == "a dish with chicken, rice and lemon"
+    assert request_text("Lasagna", [], 2) == "Lasagna"
+    assert canonical_prompt(SEED_TEMPLATES, "Lasagna", ["beef"]) == "Create a recipe: Lasagna with beef"
+
+
+def test_templates_are_drawn_per_example_and_seeded():
+    draws = ExampleDraws.for_epoch(seed=3, epoch=1, examples=2000).values
+    assert np.array_equal(draws, ExampleDraws.for_epoch(3, 1, 2000).values)
+    assert not np.array_equal(draws, ExampleDraws.for_epoch(3, 2, 2000).values)
+    prompts = [training_prompt("Soup", ["leek"], d, SEED_TEMPLATES, True, 0.0).prompt for d in draws]
+    used = {t for t in SEED_TEMPLATES if any(p.startswith(t.replace("{text}", "")) for p in prompts)}
+    assert used == set(SEED_TEMPLATES)
+    single = {training_prompt("Soup", ["leek"], d, SEED_TEMPLATES, False, 0.0).prompt.split(":")[0] for d in draws}
+    assert single == {"Create a recipe"}
+
+
+def test_augmentation_rate_and_kinds():
+    draws = ExampleDraws.for_epoch(seed=0, epoch=0, examples=5000).values
+    kinds = [training_prompt("Soup", ["leek"], d, SEED_TEMPLATES, True, 0.3).augmentation for d in draws]
+    rate = sum(k is not None for k in kinds) / len(kinds)
+    assert 0.27 < rate < 0.33
+    assert {k for k in kinds if k} == {"format", "paraphrase", "tip"}
+    tip = next(training_prompt("Soup", [], d, SEED_TEMPLATES, False, 1.0) for d in draws if d[3] > 2 / 3)
+    assert tip.augmentation == "tip" and ". Tip: " in tip.prompt
+
+
+def test_verb_paraphrase_whole_words_and_case():
+    assert paraphrase_verbs("Mix the flour. CHOP onions; stir in milk") == "Combine the flour. DICE onions; mix in milk"
+    assert paraphrase_verbs("Mixture of mixed chopped things") == "Mixture of mixed chopped things"
+
+
+def test_augmentation_and_templates_never_touch_validation(tmp_path, small_data):  # noqa: F811
+    def val_sources(prob, mixed):
+        trainer = Trainer(small_config(tmp_path / f"run-{prob}-{mixed}", small_data, **{
+            "data.augmentation_prob": prob, "data.mixed_templates": mixed}))
+        trainer.setup()
+        expected = [canonical_prompt(SEED_TEMPLATES, t, n)
+                    for t, n in zip(trainer.val_table.titles, trainer.val_table.ner, strict=True)]
+        assert trainer.val_prompts == expected
+        v = trainer.val_examples
+        return v.source_ids.tolist(), v.target_ids.tolist(), trainer.epoch_data(0).augmented
+
+    plain = val_sources(0.0, False)
+    augmented = val_sources(1.0, True)
+    assert plain[:2] == augmented[:2]
+    assert plain[2] == 0 and augmented[2] > 0  # training examples were augmented meanwhile
+
+
+def test_curriculum_metrics_are_logged_each_epoch(tmp_path, small_data):  # noqa: F811
+    run = tmp_path / "run"
+    run_training(small_config(run, small_data, **{"optim.epochs": 3, "optim.batch_size": 2}))
+    logged = [m for m in metrics_of(run) if "curriculum/quality_threshold" in m]
+    assert [round(m["curriculum/quality_threshold"], 3) for m in logged] == [0.5, 0.625, 0.75]
+    assert [m["curriculum/difficulty_level"] for m in logged] == [0, 1, 2]
+    assert all(m["curriculum/selected_examples"] > 0 and 0 <= m["curriculum/augmented_fraction"] <= 1 for m in logged)
+
+
+def test_plan_view(tmp_path, small_data, capsys):  # noqa: F811
+    assert main(["train", "--data", str(small_data), "--plan", "--epochs", "6", "--batch-size", "2",
+                 "--output-dir", str(tmp_path / "never")]) == 0
+    out = capsys.readouterr().out
+    lines = out.strip().splitlines()
+    assert lines[0].split() == ["epoch", "difficulty", "quality", ">=", "examples", "optimizer", "steps"]
+    assert [line.split()[1] for line in lines[1:7]] == ["easy", "easy", "medium", "medium", "all", "all"]
+    assert lines[-1].startswith("total ")
+    assert not (tmp_path / "never").exists()  # the plan writes nothing
+    trainer = Trainer(build_config(None, {"data.path": str(small_data), "optim.epochs": 6, "optim.batch_size": 2}))
+    trainer.setup_plan(tmp_path / "scratch")
+    assert [int(line.split()[4].replace(",", "")) for line in lines[1:7]] == trainer.steps_per_epoch
+    assert json.loads(json.dumps(trainer.plan_rows()))[0]["examples"] == int(lines[1].split()[3])
