@@ -67,6 +67,36 @@ def _parser() -> argparse.ArgumentParser:
         else:
             train.add_argument(flag, dest=key, type=kind, default=None, help=f"sets {key}")
     train.set_defaults(handler=_train)
+
+    gen = commands.add_parser("generate", help="write recipes with a trained run, adapter or model")
+    gen.add_argument("run", type=Path, help="run folder, adapter folder or model folder")
+    gen.add_argument("prompt", nargs="?", help='what to cook, e.g. "pasta with tomatoes and basil"')
+    gen.add_argument("--file", type=Path, help="prompts, one per line")
+    gen.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
+    gen.add_argument("--decoding", choices=("greedy", "beam", "sample"), default="greedy")
+    gen.add_argument("--max-new-tokens", type=int, default=256)
+    gen.add_argument("--seed", type=int, default=0)
+    gen.set_defaults(handler=_generate)
+
+    evaluate = commands.add_parser("evaluate", help="measure a run or adapter on a prepared dataset")
+    evaluate.add_argument("run", type=Path)
+    evaluate.add_argument("--data", type=Path, required=True, help="prepared dataset folder")
+    evaluate.add_argument("--split", choices=("test", "val", "train"), default="test")
+    evaluate.add_argument("--max-examples", type=int, default=50)
+    evaluate.add_argument("--samples", type=int, default=3, help="samples per input (Chef Transformer protocol)")
+    evaluate.add_argument("--decoding", choices=("greedy", "beam", "sample"), default="greedy")
+    evaluate.add_argument("--max-new-tokens", type=int, default=256)
+    evaluate.add_argument("--out", type=Path, help="JSON output (default: RUN/evaluation-SPLIT.json)")
+    evaluate.set_defaults(handler=_evaluate)
+
+    merge = commands.add_parser("merge", help="write a standalone model with the LoRA adapter merged in")
+    merge.add_argument("run", type=Path)
+    merge.add_argument("--out", type=Path, required=True)
+    merge.set_defaults(handler=_merge)
+
+    report = commands.add_parser("report", help="plots and an HTML summary of a training run")
+    report.add_argument("run", type=Path)
+    report.set_defaults(handler=_report)
     return parser
 
 
@@ -160,9 +190,90 @@ def _train(args: argparse.Namespace) -> int:
         return EXIT_TRAINING_STOPPED
     if os.environ.get("RANK", "0") != "0":
         return 0
+    from chef_genius.report import write_report
+
+    write_report(config.output_dir)
     print(f"trained {result.steps} steps in {result.seconds:.0f} s; best val_loss "
           f"{result.best_val_loss if result.best_val_loss is None else round(result.best_val_loss, 4)}"
-          f"{' (stopped early)' if result.stopped_early else ''}\nadapter/model: {result.final_dir}")
+          f"{' (stopped early)' if result.stopped_early else ''}\nadapter/model: {result.final_dir}\n"
+          f"best checkpoint: {result.best_checkpoint}\nreport: {Path(config.output_dir) / 'report.html'}")
+    return 0
+
+
+def _run_templates(run: Path) -> list[str]:
+    """The templates a run trained with (its config.yaml), else the seed's."""
+    import yaml
+
+    from chef_genius.config import SEED_TEMPLATES
+
+    for candidate in (run / "config.yaml", run.parent / "config.yaml"):
+        if candidate.exists():
+            return yaml.safe_load(candidate.read_text()).get("data", {}).get("templates") or SEED_TEMPLATES
+    return SEED_TEMPLATES
+
+
+def _generate(args: argparse.Namespace) -> int:
+    _quiet_libraries()
+    from chef_genius.augment import canonical_prompt
+    from chef_genius.inference import generate, load_run
+    from chef_genius.recipe import parse_recipe, to_dict, to_markdown
+
+    requests = [args.prompt] if args.prompt else []
+    if args.file:
+        requests += [line.strip() for line in _read_text(args.file).splitlines() if line.strip()]
+    if not requests:
+        raise UserError("generate: give a prompt or --file")
+    if args.max_new_tokens <= 0:
+        raise UserError("--max-new-tokens must be positive")
+    loaded = load_run(args.run)
+    templates = _run_templates(args.run)
+    prompts = [canonical_prompt(templates, request, []) for request in requests]
+    texts = generate(loaded.model, loaded.tokenizer, prompts, loaded.causal, args.decoding, args.max_new_tokens,
+                     seed=args.seed)
+    recipes = [parse_recipe(t[0]) for t in texts]
+    if args.json:
+        print(json.dumps([{"prompt": r, **to_dict(recipe)} for r, recipe in zip(requests, recipes, strict=True)],
+                         indent=2, ensure_ascii=False))
+    else:
+        print("\n".join(to_markdown(recipe) for recipe in recipes), end="")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    _quiet_libraries()
+    from chef_genius.evaluation import evaluate_run, format_evaluation
+
+    if args.max_examples <= 0 or args.samples <= 0:
+        raise UserError("--max-examples and --samples must be positive")
+    result = evaluate_run(args.run, args.data, args.split, args.max_examples, args.samples, args.decoding,
+                          args.max_new_tokens, _run_templates(args.run))
+    out = args.out or (args.run / f"evaluation-{result['split']}.json")
+    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(format_evaluation(result))
+    print(f"wrote {out}")
+    return 0
+
+
+def _merge(args: argparse.Namespace) -> int:
+    _quiet_libraries()
+    from chef_genius.inference import load_run
+
+    loaded = load_run(args.run, device="cpu")
+    if not loaded.is_adapter:
+        raise UserError(f"{args.run}: holds a full model, not a LoRA adapter: nothing to merge")
+    merged = loaded.model.merge_and_unload()
+    args.out.mkdir(parents=True, exist_ok=True)
+    merged.save_pretrained(str(args.out), safe_serialization=True)
+    loaded.tokenizer.save_pretrained(str(args.out))
+    print(f"merged {loaded.folder} into a standalone model: {args.out}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from chef_genius.report import write_report
+
+    page = write_report(args.run)
+    print(f"wrote {page} and {args.run / 'plots'}/")
     return 0
 
 

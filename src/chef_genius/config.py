@@ -168,6 +168,9 @@ class EvalConfig:
     min_delta: float = doc("Smallest val_loss decrease that counts as an improvement.", 0.0)
     sample_prompts: list[str] = doc("Fixed prompts generated at each validation.", factory=lambda: [
         "Create a simple pasta dish", "Make a healthy breakfast", "something with chicken, rice and lemon"])
+    generate_samples: bool = doc("Generate and score sample recipes at each evaluation.", True)
+    num_validation_samples: int = doc("Validation prompts generated at each evaluation, besides the fixed ones.",
+                                      2)
     decoding: Literal["greedy", "beam", "sample"] = doc("Decoding of sample recipes.", "greedy")
     max_new_tokens: int = doc("Longest generated recipe, in tokens.", 256)
 

@@ -65,3 +65,23 @@ def smoothed_cross_entropy_sums(logits: torch.Tensor, labels: torch.Tensor, eps:
     flat_labels = labels.reshape(-1)
     smoothed, nll = _SmoothedCrossEntropySum.apply(flat_logits, flat_labels, eps, chunk_rows)
     return smoothed, nll, int((flat_labels != IGNORE_INDEX).sum())
+
+
+def batch_loss_sums(model: torch.nn.Module, batch: dict[str, torch.Tensor], eps: float, causal: bool, pad_id: int,
+                    decoder_start_id: int | None) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Forward one collated batch and return `smoothed_cross_entropy_sums` of its targets.
+
+    Causal: logits at position i predict token i + 1 (labels are -100 over the prompt).
+    Seq2seq: the decoder reads the labels shifted right behind the decoder start token; the
+    model's own loss is never computed (it would build full fp32 logits).
+    """
+    labels = batch["labels"]
+    if causal:
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        return smoothed_cross_entropy_sums(logits[:, :-1], labels[:, 1:], eps)
+    decoder_input_ids = labels.new_full(labels.shape, pad_id)
+    decoder_input_ids[:, 0] = pad_id if decoder_start_id is None else decoder_start_id
+    decoder_input_ids[:, 1:] = labels[:, :-1].masked_fill(labels[:, :-1] == IGNORE_INDEX, pad_id)
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                   decoder_input_ids=decoder_input_ids).logits
+    return smoothed_cross_entropy_sums(logits, labels, eps)

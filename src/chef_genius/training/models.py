@@ -146,12 +146,12 @@ def resolve_model(config: ModelConfig, run_dir: Path, texts: list[str], seed: in
     """The base model for a run: `tiny` is built (once per run folder) from the data's texts."""
     name = config.name
     if name == TINY:
-        folder = run_dir / "base_model"
+        folder = (run_dir / "base_model").resolve()  # absolute: the adapter config records it
         if not (folder / "config.json").exists():
             build_tiny(texts, seed, folder)
         name = str(folder)
     elif Path(name).expanduser().exists():
-        name = str(Path(name).expanduser())
+        name = str(Path(name).expanduser().resolve())
     elif name.startswith((".", "/", "~")):
         raise UserError(f"cannot load model '{name}': no such folder")
     return load_base(name, config.architecture, dtype)

@@ -25,7 +25,9 @@ from tqdm import tqdm
 from chef_genius.augment import canonical_prompt
 from chef_genius.config import TrainConfig, to_dict, to_yaml
 from chef_genius.errors import UserError
-from chef_genius.losses import IGNORE_INDEX, smoothed_cross_entropy_sums
+from chef_genius.evaluation import format_samples, sample_recipes, save_samples
+from chef_genius.losses import IGNORE_INDEX, batch_loss_sums
+from chef_genius.metrics import mean_scores
 from chef_genius.noise import add_gradient_noise
 from chef_genius.schedule import Schedule, ends_high, lr_at
 from chef_genius.tracking import Tracker, build_tracker, system_metrics
@@ -57,6 +59,7 @@ class RunResult:
     best_checkpoint: str | None
     final_dir: str
     seconds: float
+    schedule: dict | None = None  # the resolved schedule, so reports can draw its exact curve
 
 
 class Trainer:
@@ -268,7 +271,7 @@ class Trainer:
         best = (str(self.run_dir / "checkpoints" / f"{ckpt.PREFIX}{state.best_step:08d}")
                 if state.best_step is not None else None)
         result = RunResult(state.step, stopped_early, state.best_val_loss, best, str(final),
-                           time.perf_counter() - started)
+                           time.perf_counter() - started, dict(self.schedule.__dict__))
         if self.is_main:
             (self.run_dir / "run_summary.json").write_text(json.dumps(result.__dict__, indent=2) + "\n")
         return result
@@ -351,16 +354,7 @@ class Trainer:
         return metrics
 
     def _loss(self, batch: dict[str, torch.Tensor], eps: float) -> tuple[torch.Tensor, torch.Tensor, int]:
-        labels = batch["labels"]
-        if self.causal:
-            logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            return smoothed_cross_entropy_sums(logits[:, :-1], labels[:, 1:], eps)
-        decoder_input_ids = labels.new_full(labels.shape, self.pad_id)
-        decoder_input_ids[:, 0] = self.decoder_start_id
-        decoder_input_ids[:, 1:] = labels[:, :-1].masked_fill(labels[:, :-1] == IGNORE_INDEX, self.pad_id)
-        logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                            decoder_input_ids=decoder_input_ids).logits
-        return smoothed_cross_entropy_sums(logits, labels, eps)
+        return batch_loss_sums(self.model, batch, eps, self.causal, self.pad_id, self.decoder_start_id)
 
     # ------------------------------------------------------------ evaluation
     @torch.no_grad()
@@ -391,10 +385,17 @@ class Trainer:
         if state.last_eval_step == state.step:  # an epoch that ends on an evaluation step
             return False
         state.last_eval_step = state.step
+        started = time.perf_counter()
         val_loss = self.validation_loss()
         if val_loss is None:
             return False
-        self.tracker.log({"val_loss": val_loss, "val_perplexity": math.exp(min(val_loss, 50.0))}, state.step)
+        loss_seconds = time.perf_counter() - started
+        self.tracker.log({"val_loss": val_loss, "val_perplexity": math.exp(min(val_loss, 50.0)),
+                          "eval/loss_seconds": loss_seconds}, state.step)
+        if e.generate_samples:
+            started = time.perf_counter()
+            self._sample_recipes()
+            self.tracker.log({"eval/sample_seconds": time.perf_counter() - started}, state.step)
         if state.best_val_loss is None or val_loss < state.best_val_loss - e.min_delta:
             state.best_val_loss, state.best_step = val_loss, state.step
             state.evals_without_improvement = 0
@@ -402,6 +403,21 @@ class Trainer:
             return False
         state.evals_without_improvement += 1
         return e.patience > 0 and state.evals_without_improvement >= e.patience
+
+    def _sample_recipes(self) -> None:
+        """Generate, print, save and score sample recipes (rank 0; the others wait)."""
+        e = self.config.eval
+        if self.is_main:
+            prompts = list(e.sample_prompts) + self.val_prompts[: e.num_validation_samples]
+            model = self.model_for_saving
+            model.eval()
+            with self._autocast():
+                samples = sample_recipes(model, self.tokenizer, self.causal, prompts, e)
+            model.train()
+            print(format_samples(self.state.step, samples), flush=True)
+            save_samples(self.run_dir / "samples", self.state.step, samples)
+            self.tracker.log(mean_scores([s.scores for s in samples]).as_log(), self.state.step)
+        self._barrier()
 
     # ----------------------------------------------------------- persistence
     def _save(self) -> None:

@@ -1,0 +1,142 @@
+"""Validation, early stopping, samples, reference metrics, generate / merge / evaluate / report."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from chef_genius.cli import main
+from chef_genius.inference import generate, load_run
+from chef_genius.recipe import Recipe
+from chef_genius.reference_metrics import (
+    chef_transformer_protocol,
+    clean_for_protocol,
+    corpus_bleu,
+    cosim,
+    ingredient_coverage,
+    rouge,
+    word_error_rate,
+)
+from chef_genius.training.trainer import Trainer, run_training
+from tests.test_training import metrics_of, small_config, small_data  # noqa: F401 - fixture
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, small_data):  # noqa: F811
+    run = tmp_path_factory.mktemp("trained") / "run"
+    run_training(small_config(run, small_data, **{"eval.eval_steps": 5, "eval.max_new_tokens": 24,
+                                                   "optim.epochs": 2}))
+    return run
+
+
+def test_early_stopping_on_rising_val_loss_keeps_the_best(tmp_path, small_data, monkeypatch):  # noqa: F811
+    losses = iter([2.0, 2.5, 3.0, 3.5, 4.0])
+    monkeypatch.setattr(Trainer, "validation_loss", lambda self: next(losses))
+    run = tmp_path / "run"
+    result = run_training(small_config(run, small_data, **{
+        "eval.patience": 1, "eval.eval_steps": 2, "eval.generate_samples": False, "optim.batch_size": 2,
+        "checkpoint.save_steps": 1000}))
+    assert result.stopped_early and result.steps == 4  # evaluations at steps 2 (best) and 4 (worse): stop
+    assert result.best_val_loss == 2.0
+    assert result.best_checkpoint.endswith("step-00000002")
+    assert (run / "checkpoints" / "step-00000002").is_dir()
+    summary = json.loads((run / "run_summary.json").read_text())
+    assert summary["best_checkpoint"] == result.best_checkpoint and summary["stopped_early"] is True
+    assert [m["val_loss"] for m in metrics_of(run) if "val_loss" in m] == [2.0, 2.5]
+
+
+def test_min_delta_counts_small_gains_as_no_improvement(tmp_path, small_data, monkeypatch):  # noqa: F811
+    losses = iter([2.0, 1.99, 1.98, 1.0])
+    monkeypatch.setattr(Trainer, "validation_loss", lambda self: next(losses))
+    result = run_training(small_config(tmp_path / "run", small_data, **{
+        "eval.patience": 2, "eval.min_delta": 0.05, "eval.eval_steps": 2, "eval.generate_samples": False,
+        "optim.batch_size": 2}))
+    assert result.stopped_early and result.steps == 6 and result.best_val_loss == 2.0
+
+
+def test_val_loss_is_plain_cross_entropy(trained_run):
+    rows = [m for m in metrics_of(trained_run) if "val_loss" in m]
+    assert rows and all(m["val_perplexity"] == pytest.approx(math.exp(m["val_loss"])) for m in rows)
+
+
+def test_samples_are_printed_saved_and_scored(trained_run):
+    samples = sorted((trained_run / "samples").glob("step-*.md"))
+    assert samples
+    text = samples[0].read_text()
+    assert "## Prompt: Create a simple pasta dish" in text and "Metrics: ingredient coherence" in text
+    logged = [m for m in metrics_of(trained_run) if "recipe/overall_quality" in m]
+    assert len(logged) == len(samples)
+    for m in logged:
+        parts = [m[f"recipe/{k}"] for k in ("ingredient_coherence", "instruction_quality", "completeness",
+                                             "format_correctness")]
+        assert m["recipe/overall_quality"] == pytest.approx(sum(parts) / 4)
+
+
+def test_cosim_wer_coverage_bleu_rouge_hand_computed():
+    assert cosim("a a b", "a b b") == pytest.approx(4 / 5)  # (2*1 + 1*2) / (sqrt5 * sqrt5)
+    assert cosim("x", "y") == 0.0
+    assert clean_for_protocol("Mix the Flour, and the SUGAR!") == "mix flour sugar"
+    assert word_error_rate("mix flour sugar", "mix flour salt") == pytest.approx(1 / 3)
+    recipe = Recipe("Soup", ["2 leeks", "1 potato"], ["Simmer the leeks and potato in stock."])
+    assert ingredient_coverage(["leeks", "potato", "cream"], recipe) == pytest.approx(2 / 3)
+    assert corpus_bleu(["the cat sat on the mat"], ["the cat sat on the mat"]) == pytest.approx(100.0)
+    scores = rouge("the cat sat on the mat", "the cat is on the mat")
+    assert scores["rougeL"] == pytest.approx(5 / 6) and scores["rouge2"] == pytest.approx(3 / 5)
+
+
+def test_chef_transformer_protocol_takes_the_best_of_n():
+    reference = "Boil the pasta. Add tomatoes and basil."
+    result = chef_transformer_protocol([["Bake a cake with chocolate.", "Boil pasta, add tomatoes and basil."]],
+                                       [reference])
+    best = clean_for_protocol("Boil pasta, add tomatoes and basil.")
+    assert result["cosim"] == pytest.approx(cosim(best, clean_for_protocol(reference)))
+    assert result["wer"] == pytest.approx(word_error_rate(best, clean_for_protocol(reference)))
+
+
+def test_generate_after_merge_equals_generate_with_the_adapter(trained_run, tmp_path):
+    assert main(["merge", str(trained_run), "--out", str(tmp_path / "merged")]) == 0
+    adapter = load_run(trained_run)
+    merged = load_run(tmp_path / "merged")
+    assert adapter.is_adapter and not merged.is_adapter
+    prompts = ["Create a recipe: pasta with tomatoes and basil", "Create a recipe: a dish with chicken and rice"]
+    with_adapter = generate(adapter.model, adapter.tokenizer, prompts, False, "greedy", 24)
+    standalone = generate(merged.model, merged.tokenizer, prompts, False, "greedy", 24)
+    assert with_adapter == standalone
+
+
+def test_generate_cli_markdown_json_and_errors(trained_run, tmp_path, capsys):
+    assert main(["generate", str(trained_run), "pasta with tomatoes and basil", "--max-new-tokens", "16"]) == 0
+    assert capsys.readouterr().out.startswith("# ")
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("lasagna\n\nsomething with chicken, rice and lemon\n")
+    assert main(["generate", str(trained_run), "--file", str(prompts), "--json", "--max-new-tokens", "16"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert [p["prompt"] for p in printed] == ["lasagna", "something with chicken, rice and lemon"]
+    assert {"title", "ingredients", "steps"} <= set(printed[0])
+    assert main(["generate", str(tmp_path / "nothing"), "x"]) == 2
+    assert main(["merge", str(tmp_path / "merged-full"), "--out", str(tmp_path / "o")]) == 2
+
+
+def test_evaluate_cli_writes_json_with_every_metric(trained_run, small_data, capsys):  # noqa: F811
+    out = trained_run / "eval.json"
+    assert main(["evaluate", str(trained_run), "--data", str(small_data), "--split", "val", "--max-examples", "4",
+                 "--samples", "2", "--max-new-tokens", "16", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["examples"] == 4 and result["split"] == "val"
+    assert result["val_perplexity"] == pytest.approx(math.exp(result["val_loss"]))
+    assert {"recipe/overall_quality", "rougeL", "bleu", "ingredient_coverage"} <= set(result)
+    assert set(result["chef_transformer"]) == {"cosim", "wer", "rouge2", "bleu", "samples_per_input"}
+    assert "chef_transformer/cosim" in capsys.readouterr().out
+
+
+def test_report_writes_the_plots_and_html(trained_run):
+    assert main(["report", str(trained_run)]) == 0
+    names = {p.stem for p in (trained_run / "plots").glob("*.png")}
+    assert names == {"train_loss", "val_loss", "learning_rate", "curriculum", "recipe_metrics"}
+    for path in (trained_run / "plots").glob("*.png"):
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
+    page = (trained_run / "report.html").read_text()
+    assert all(f"plots/{name}.png" in page for name in names) and "best_checkpoint" in page
+    assert main(["report", str(trained_run / "nope")]) == 2
