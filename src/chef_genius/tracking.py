@@ -22,35 +22,57 @@ class MetricSink(Protocol):
 
 
 class JsonlSink:
-    """Appends one JSON object per log call to ``metrics.jsonl``."""
+    """Appends one JSON object per log call to ``metrics.jsonl``.
+
+    A fresh run starts the file anew. A resumed run keeps the records up to the checkpoint's step
+    (dropping later ones and a torn last line) and skips a record whose step and metric names
+    are already there, so a run killed and resumed any number of times logs each step once.
+    """
 
     def __init__(self, path: Path, resume_step: int | None = None):
         self.path = path
-        if resume_step is not None and path.exists():
+        self.seen: set[tuple[int, frozenset]] = set()
+        if resume_step is None:
+            path.unlink(missing_ok=True)
+        elif path.exists():
             self._truncate_after(resume_step)
         self.handle = open(path, "a", encoding="utf-8")  # noqa: SIM115 - open for the run's lifetime
 
     def _truncate_after(self, step: int) -> None:
-        """Drop records logged after the checkpoint being resumed, so no step appears twice."""
-        kept = [line for line in self.path.read_text(encoding="utf-8").splitlines()
-                if line.strip() and _step_of(line) <= step]
+        kept = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            record = _parse(line)
+            if record is not None and record["step"] <= step:
+                kept.append(line)
+                self.seen.add(_identity(record))
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
         os.replace(tmp, self.path)
 
     def log(self, metrics: dict[str, float], step: int) -> None:
-        self.handle.write(json.dumps({"step": step, **metrics}) + "\n")
+        record = {"step": step, **metrics}
+        identity = _identity(record)
+        if identity in self.seen:
+            return
+        self.seen.add(identity)
+        self.handle.write(json.dumps(record) + "\n")
         self.handle.flush()
 
     def close(self) -> None:
         self.handle.close()
 
 
-def _step_of(line: str) -> int:
+def _identity(record: dict) -> tuple[int, frozenset]:
+    return record["step"], frozenset(k for k in record if k != "step")
+
+
+def _parse(line: str) -> dict | None:
     try:
-        return int(json.loads(line)["step"])
+        record = json.loads(line)
+        int(record["step"])
+        return record
     except (ValueError, KeyError, TypeError):
-        return 1 << 62  # a torn last line from a crash: dropped
+        return None  # a torn last line from a crash
 
 
 class ConsoleSink:

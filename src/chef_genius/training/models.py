@@ -7,6 +7,8 @@ LoRA never falls back silently: if PEFT cannot adapt the model, training stops w
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,9 +57,12 @@ def build_tiny(texts: list[str], seed: int, folder: Path) -> Path:
                       decoder_start_token_id=0, tie_word_embeddings=True)
     torch.manual_seed(seed)
     model = T5ForConditionalGeneration(config)
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    # Written beside its place and renamed: a kill mid-write never leaves a half model to load.
+    staging = folder.with_name(f".{folder.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    os.replace(staging, folder)
     return folder
 
 

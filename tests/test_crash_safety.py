@@ -1,0 +1,62 @@
+"""Crash safety: SIGKILL and resume (the harness), interrupted and failed checkpoint writes."""
+
+from __future__ import annotations
+
+import errno
+import json
+
+import pytest
+import torch
+
+from chef_genius.training import checkpoint as ckpt
+from chef_genius.training.trainer import Trainer, TrainingStopped, run_training
+from tests.harness.kill_resume import run as kill_and_resume
+from tests.test_training import small_config, small_data  # noqa: F401 - fixture
+
+
+def test_sigkill_at_random_steps_then_resume_matches_an_uninterrupted_run(tmp_path, small_data):  # noqa: F811
+    result = kill_and_resume(small_data, tmp_path, kills=3, seed=1)
+    assert len(result["kills"]) >= 2
+    assert result["temporary_folders_left"] == []
+
+
+def test_a_leftover_temporary_checkpoint_is_never_used_and_is_cleaned(tmp_path, small_data):  # noqa: F811
+    run = tmp_path / "run"
+    run_training(small_config(run, small_data, **{"optim.epochs": 1, "checkpoint.save_steps": 2}))
+    folder = run / "checkpoints"
+    torn = folder / ".tmp-step-99999999"
+    torn.mkdir()
+    (torn / "trainer_state.json").write_text('{"step": 999')  # as a kill mid-write leaves it
+    assert all(p.name.startswith("step-") for p in ckpt.list_checkpoints(folder))
+    assert ckpt.find_resume_point(run, "auto").name != torn.name
+    trainer = Trainer(small_config(run, small_data, **{"optim.epochs": 2, "checkpoint.resume": "auto"}))
+    trainer.setup()
+    trainer.train()
+    assert not torn.exists()
+
+
+def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one(tmp_path, small_data, monkeypatch):  # noqa: F811
+    run = tmp_path / "run"
+    trainer = Trainer(small_config(run, small_data, **{"checkpoint.save_steps": 2, "optim.batch_size": 2}))
+    trainer.setup()
+    real_save = torch.save
+    calls = {"n": 0}
+
+    def full_disk(obj, path, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] >= 2:  # the second checkpoint write fails
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(TrainingStopped, match="No space left on device.*step-00000002 is intact"):
+        trainer.train()
+    monkeypatch.setattr(torch, "save", real_save)
+    visible = ckpt.list_checkpoints(run / "checkpoints")
+    assert [p.name for p in visible] == ["step-00000002"]
+    assert not list((run / "checkpoints").glob(".tmp-*"))
+    state = json.loads((visible[0] / "trainer_state.json").read_text())
+    assert state["step"] == 2
+    resumed = run_training(small_config(run, small_data, **{"checkpoint.save_steps": 2, "optim.batch_size": 2,
+                                                            "checkpoint.resume": "auto"}))
+    assert resumed.steps > 2
