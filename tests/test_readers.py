@@ -232,8 +232,16 @@ def test_mapped_column_missing_from_header(tmp_path):
         open_source(path, columns="title=Name,ingredients=Ingr")
 
 
-def test_invalid_json_file_is_a_clear_error(tmp_path):
+def test_truncated_json_keeps_the_recipes_before_the_break(tmp_path):
     path = tmp_path / "broken.json"
     path.write_text('[{"title": "A", "ingredients": ["1 egg"], "steps": ["Mix."]}, {"title": ')
+    rows = read(path)
+    assert [type(item).__name__ for _, item in rows] == ["Recipe", "Rejected"]
+    assert rows[1] == (2, Rejected("invalid_json", rows[1][1].detail)) and "rest of the file" in rows[1][1].detail
+
+
+def test_json_broken_from_the_start_is_a_clear_error(tmp_path):
+    path = tmp_path / "broken.json"
+    path.write_text('[{"title": }')
     with pytest.raises(UserError, match="invalid JSON"):
         read(path)

@@ -21,7 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args)
     except UserError as error:
-        print(f"chef-genius: error: {error}", file=sys.stderr)
+        message = " ".join(str(error).split("\n"))  # always one line
+        print(f"chef-genius: error: {message}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("chef-genius: interrupted", file=sys.stderr)

@@ -157,7 +157,8 @@ def system_metrics() -> dict[str, float]:
     if not torch.cuda.is_available():
         return {}
     total = torch.cuda.get_device_properties(0).total_memory
-    metrics = {"system/gpu_memory_percent": 100.0 * torch.cuda.max_memory_allocated() / total}
+    peak = torch.cuda.max_memory_allocated()
+    metrics = {"system/gpu_memory_percent": 100.0 * peak / total, "system/gpu_memory_peak_gib": peak / 2**30}
     with contextlib.suppress(Exception):  # needs NVML (nvidia-ml-py); absent on some machines
         metrics["system/gpu_utilization"] = float(torch.cuda.utilization())
     return metrics

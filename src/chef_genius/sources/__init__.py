@@ -57,12 +57,17 @@ def open_source(path: str | Path, fmt: str = "auto", columns: str | None = None,
     if not head.strip():
         raise UserError(f"{path}: is empty")
     if fmt == "auto":
-        fmt = "csv" if columns else _sniff(head)
+        fmt = "csv" if columns else _by_extension(path) or _sniff(head)
     if fmt == "json":
         return JsonRecipeReader(path, progress)
     if fmt == "jsonl":
         return JsonlRecipeReader(path, progress)
     return _csv_reader(path, head, fmt, columns, progress)
+
+
+def _by_extension(path: Path) -> str | None:
+    return {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "csv"}.get(
+        path.suffix.lower())
 
 
 def _sniff(head: bytes) -> str:
@@ -78,10 +83,19 @@ def _sniff(head: bytes) -> str:
     return "csv"
 
 
+def _delimiter(header_line: str) -> str:
+    """The header's delimiter: ',' unless ';', tab or '|' splits it into more columns."""
+    counts = {d: header_line.count(d) for d in (",", ";", "\t", "|")}
+    best = max(counts, key=lambda d: counts[d])
+    return best if counts[best] > counts[","] else ","
+
+
 def _csv_reader(path: Path, head: bytes, fmt: str, columns: str | None, progress: bool) -> CsvRecipeReader:
-    header = next(csv.reader([head.decode("utf-8-sig", "replace").split("\n", 1)[0]]), [])
+    header_line = head.decode("utf-8-sig", "replace").split("\n", 1)[0].rstrip("\r")
+    delimiter = _delimiter(header_line)
+    header = next(csv.reader([header_line], delimiter=delimiter), [])
     if columns:
-        return CsvRecipeReader(path, parse_column_map(columns), "csv", progress)
+        return CsvRecipeReader(path, parse_column_map(columns), "csv", progress, delimiter)
     mapping = detect_columns(header)
     if mapping is None:
         raise UserError(
@@ -92,4 +106,4 @@ def _csv_reader(path: Path, head: bytes, fmt: str, columns: str | None, progress
     if fmt == "auto" or fmt == "csv":
         fmt = "recipenlg" if mapping["steps"].lower() == "directions" else (
             "foodcom" if mapping["title"].lower() == "name" else "csv")
-    return CsvRecipeReader(path, mapping, fmt, progress)
+    return CsvRecipeReader(path, mapping, fmt, progress, delimiter)

@@ -42,7 +42,7 @@ def parse_list_cell(cell: object) -> list[str]:
     if isinstance(cell, list):
         return [_as_text(item) for item in cell]
     if not isinstance(cell, str):
-        return [str(cell)]
+        raise CellError(f"a {type(cell).__name__}, not a list or text")
     text = cell.strip()
     if text.startswith("["):
         return _parse_bracketed(text)

@@ -69,8 +69,10 @@ class CsvRecipeReader:
 
     position_name = "line"
 
-    def __init__(self, path: Path, column_map: dict[str, str], format_name: str, progress: bool = True):
+    def __init__(self, path: Path, column_map: dict[str, str], format_name: str, progress: bool = True,
+                 delimiter: str = ","):
         self.path = path
+        self.delimiter = delimiter
         self.column_map = column_map
         self.format_name = format_name
         self.progress = progress
@@ -82,38 +84,46 @@ class CsvRecipeReader:
         return build_recipe(*payload)
 
     def raw_rows(self) -> Iterator[tuple[int, object]]:
-        """Yield ``(line, cells in FIELDS order)``, or ``(line, Rejected)`` for broken rows."""
+        """Yield ``(line, cells in FIELDS order)``, or ``(line, Rejected)`` for broken rows.
+
+        A record that spans several physical lines but has the wrong number of cells is almost
+        always an unbalanced quote that swallowed the rows after it: only its first line is
+        rejected, and the following lines are read again, so no valid row is lost.
+        """
         size = self.path.stat().st_size
         with (
             open(self.path, encoding="utf-8-sig", errors="surrogateescape", newline="") as handle,
             tqdm(total=size, unit="B", unit_scale=True, desc=self.path.name, disable=not self.progress,
                  leave=False) as bar,
         ):
-            reader = csv.reader(handle)
+            lines = _ReplayableLines(handle)
+            reader = csv.reader(lines, delimiter=self.delimiter)
             header = next(reader)
             index = self._column_indexes(header)
             width = len(header)
-            last_line, reported = reader.line_num, 0
+            reported = 0
             while True:
+                lines.start_record()
                 try:
                     cells = next(reader)
                 except StopIteration:
                     break
                 except csv.Error as error:
-                    if reader.line_num == last_line:  # no progress: the file cannot be read on
-                        raise UserError(f"{self.path}: unreadable CSV after line {last_line}: {error}") from None
-                    yield last_line + 1, Rejected("malformed_row", str(error))
-                    last_line = reader.line_num
+                    yield lines.record_start, Rejected("malformed_row", str(error))
+                    lines.replay_after_first()
                     continue
-                line = last_line + 1
-                last_line = reader.line_num
+                line = lines.record_start
                 if line - reported >= 8192:
                     bar.update(handle.buffer.tell() - bar.n)
                     reported = line
                 if len(cells) != width:
                     if not any(cell.strip() for cell in cells):
                         continue  # blank line
-                    yield line, Rejected("malformed_row", f"{len(cells)} cells, header has {width}")
+                    if lines.record_lines > 1:
+                        lines.replay_after_first()
+                        yield line, Rejected("malformed_row", "unbalanced quote (the next lines were read again)")
+                    else:
+                        yield line, Rejected("malformed_row", f"{len(cells)} cells, header has {width}")
                     continue
                 yield line, tuple(cells[i] if i is not None else None for i in index)
             bar.update(size - bar.n)
@@ -126,3 +136,44 @@ class CsvRecipeReader:
                 f"{self.path}: missing column(s) {', '.join(missing)}; header has {', '.join(header) or '(none)'}"
             )
         return [positions[self.column_map[f]] if f in self.column_map else None for f in FIELDS]
+
+
+class _ReplayableLines:
+    """The file's lines for `csv.reader`, remembering those of the current record so that they
+    can be fed again, and counting physical lines (1-based, header included)."""
+
+    def __init__(self, handle):
+        self.handle = handle
+        self.pending: list[tuple[int, str]] = []  # lines to read again, in order
+        self.current: list[tuple[int, str]] = []
+        self.next_number = 1
+        self.record_start = 1
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        if self.pending:
+            number, line = self.pending.pop(0)
+        else:
+            line = self.handle.readline()
+            if not line:
+                raise StopIteration
+            number = self.next_number
+            self.next_number += 1
+        if not self.current:
+            self.record_start = number
+        self.current.append((number, line))
+        return line
+
+    def start_record(self) -> None:
+        self.current = []
+
+    @property
+    def record_lines(self) -> int:
+        return len(self.current)
+
+    def replay_after_first(self) -> None:
+        """Read every line of the current record but the first again."""
+        self.pending = self.current[1:] + self.pending
+        self.current = []

@@ -52,12 +52,15 @@ class JsonRecipeReader:
     @staticmethod
     def convert(payload: object) -> Recipe | Rejected:
         key, obj = payload
+        if isinstance(obj, Rejected):
+            return obj
         return recipe_from_object(obj, fallback_title=_title_from_key(key))
 
     def raw_rows(self) -> Iterator[tuple[int, object]]:
         with open(self.path, "rb") as handle:
             first = _first_char(handle)
             progress = _Progress(self.path, handle, self.progress)
+            number = 0
             try:
                 if first == b"[":
                     items = ((None, obj) for obj in ijson.items(handle, "item", use_float=True))
@@ -68,10 +71,13 @@ class JsonRecipeReader:
                 for number, pair in enumerate(items, 1):
                     progress.tick(number)
                     yield number, pair
-            except ijson.JSONError as error:
-                raise UserError(f"{self.path}: invalid JSON: {error}") from None
-            except UnicodeDecodeError:
-                raise UserError(f"{self.path}: JSON is not valid UTF-8") from None
+            except (ijson.JSONError, UnicodeDecodeError) as error:
+                first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                problem = "is not valid UTF-8" if isinstance(error, UnicodeDecodeError) else f"invalid JSON: {first_line}"
+                if number == 0:  # nothing readable at all: the file is unusable
+                    raise UserError(f"{self.path}: {problem}") from None
+                # Truncated or broken after some recipes: keep those, reject the rest.
+                yield number + 1, (None, Rejected("invalid_json", f"{problem}; the rest of the file is unreadable"))
             finally:
                 progress.close()
 
