@@ -60,7 +60,7 @@ def main() -> None:
     for preset in CARDS_GIB:
         done = subprocess.run([sys.executable, __file__, "--model", args.model, "--data", args.data,
                                "--preset", preset], capture_output=True, text=True)
-        line = next((l for l in done.stdout.splitlines() if l.startswith("RESULT ")), None)
+        line = next((out for out in done.stdout.splitlines() if out.startswith("RESULT ")), None)
         rows.append(json.loads(line[7:]) if line else {"preset": preset, "error": done.stderr.strip()[-300:]})
     print(f"{'preset':<8} {'batch x accum':>13} {'r':>3} {'peak alloc GiB':>15} {'peak reserved GiB':>18} "
           f"{'card GiB':>9} {'margin GiB':>11}")

@@ -73,7 +73,8 @@ class JsonRecipeReader:
                     yield number, pair
             except (ijson.JSONError, UnicodeDecodeError) as error:
                 first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-                problem = "is not valid UTF-8" if isinstance(error, UnicodeDecodeError) else f"invalid JSON: {first_line}"
+                problem = ("is not valid UTF-8" if isinstance(error, UnicodeDecodeError)
+                           else f"invalid JSON: {first_line}")
                 if number == 0:  # nothing readable at all: the file is unusable
                     raise UserError(f"{self.path}: {problem}") from None
                 # Truncated or broken after some recipes: keep those, reject the rest.
