@@ -52,12 +52,13 @@ def main() -> None:
     parser.add_argument("--model", required=True)
     parser.add_argument("--data", required=True)
     parser.add_argument("--preset", help="measure one preset in this process (used internally)")
+    parser.add_argument("--only", nargs="+", choices=sorted(CARDS_GIB), help="measure these presets only")
     args = parser.parse_args()
     if args.preset:
         print("RESULT " + json.dumps(measure(args.model, args.data, args.preset)))
         return
     rows = []
-    for preset in CARDS_GIB:
+    for preset in args.only or CARDS_GIB:
         done = subprocess.run([sys.executable, __file__, "--model", args.model, "--data", args.data,
                                "--preset", preset], capture_output=True, text=True)
         line = next((out for out in done.stdout.splitlines() if out.startswith("RESULT ")), None)

@@ -228,7 +228,9 @@ PRESETS: dict[str, dict[str, Any]] = {
                 "lora": {"r": 16, "alpha": 32}},
     "rtx4090": {"optim": {"batch_size": 8, "gradient_accumulation_steps": 6}, "lora": {"r": 16}},
     "rtx3090": {"optim": {"batch_size": 6, "gradient_accumulation_steps": 8}, "lora": {"r": 8, "alpha": 16}},
-    "h100": {"optim": {"batch_size": 48, "gradient_accumulation_steps": 1}},
+    # Not in the seed: sized by benchmarks/preset_memory.py (FLAN-T5-large LoRA, worst case about
+    # 2 GiB per 640-token example): 24 x 2 keeps the seed's 48 examples per step under 80 GB.
+    "h100": {"optim": {"batch_size": 24, "gradient_accumulation_steps": 2}},
 }
 
 
