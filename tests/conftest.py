@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -11,12 +12,10 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-try:
+with contextlib.suppress(ImportError):  # the data tests need no torch
     import torch
 
     torch.set_num_threads(1)
-except ImportError:  # the foundation tests need no torch
-    pass
 
 ROOT = Path(__file__).resolve().parents[1]
 # ../shared/data beside the checkout; CHEF_GENIUS_SHARED_DATA points elsewhere (the GPU machine).

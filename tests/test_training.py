@@ -101,7 +101,7 @@ def test_noise_is_added_once_per_optimizer_step_with_accumulation_4(tmp_path, sm
 
 
 class _Crash(Exception):
-    pass
+    """Stands for a process dying in the middle of training."""
 
 
 def test_resume_gives_the_same_losses_and_weights(tmp_path, small_data, monkeypatch):

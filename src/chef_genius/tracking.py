@@ -84,7 +84,7 @@ class ConsoleSink:
                   flush=True)
 
     def close(self) -> None:
-        pass
+        """Nothing to flush: printing is unbuffered."""
 
 
 class WandbSink:

@@ -86,7 +86,7 @@ def _fsync_tree(folder: Path) -> None:
 
 
 def save_checkpoint(folder: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    state: TrainerState, rng_by_rank: dict[int, dict[str, torch.Tensor]], lora: bool) -> Path:
+                    state: TrainerState, rng_by_rank: dict[int, dict[str, torch.Tensor]]) -> Path:
     """Write a checkpoint atomically and return its folder.
 
     Raises:
@@ -99,7 +99,7 @@ def save_checkpoint(folder: Path, step: int, model: torch.nn.Module, optimizer: 
     tmp = folder / f"{TMP_PREFIX}{PREFIX}{step:08d}"
     try:
         tmp.mkdir()
-        save_weights(model, tmp, lora)
+        save_weights(model, tmp)
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         for rank, tensors in rng_by_rank.items():
             save_file(tensors, str(tmp / f"rng-rank{rank}.safetensors"))
@@ -114,7 +114,7 @@ def save_checkpoint(folder: Path, step: int, model: torch.nn.Module, optimizer: 
     return final
 
 
-def save_weights(model: torch.nn.Module, folder: Path, lora: bool) -> None:
+def save_weights(model: torch.nn.Module, folder: Path) -> None:
     """The adapter only (LoRA) or the whole model, as safetensors in Hugging Face layout."""
     model.save_pretrained(str(folder), safe_serialization=True)
 

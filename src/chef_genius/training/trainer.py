@@ -428,8 +428,7 @@ class Trainer:
         if self.is_main:
             folder = self.run_dir / "checkpoints"
             try:
-                ckpt.save_checkpoint(folder, state.step, self.model_for_saving, self.optimizer, state, gathered,
-                                     self.lora)
+                ckpt.save_checkpoint(folder, state.step, self.model_for_saving, self.optimizer, state, gathered)
             except OSError as error:
                 previous = ckpt.list_checkpoints(folder)
                 raise TrainingStopped(f"checkpoint at step {state.step} could not be written ({error.strerror}); "
@@ -441,7 +440,7 @@ class Trainer:
     def _save_final(self) -> Path:
         final = self.run_dir / "final"
         if self.is_main:
-            ckpt.save_weights(self.model_for_saving, final, self.lora)
+            ckpt.save_weights(self.model_for_saving, final)
             self.tokenizer.save_pretrained(str(final))
             (final / "README.md").write_text(_model_card(self.config, self.state), encoding="utf-8")
         self._barrier()
