@@ -30,7 +30,8 @@ import time
 from pathlib import Path
 
 PEAK_FLOPS = 800e12
-CONFIGS = ("baseline", "ours-seed-batch", "ours-max-throughput", "ours-22gib", "ours-full")
+CONFIGS = ("baseline", "ours-seed-batch", "ours-max-throughput", "ours-22gib", "ours-full",
+           "ours-seed-batch-compiled", "ours-seed-batch-no-lora-dropout", "ours-max-throughput-compiled")
 
 
 def _ours(model: str, data: str, steps: int, overrides: dict) -> dict:
@@ -50,7 +51,7 @@ def _ours(model: str, data: str, steps: int, overrides: dict) -> dict:
     collator = Collator(epoch.examples, trainer.pad_id, trainer.causal)
     accumulation = trainer.config.optim.gradient_accumulation_steps
     loader = trainer._loader(trainer_module_planned(batches, collator))
-    warmup = 3
+    warmup = 8 if trainer.config.model.compile_blocks else 3  # compiled code settles on a few shapes
     torch.cuda.reset_peak_memory_stats()
     tokens = examples = 0
     started = None
@@ -153,6 +154,12 @@ def measure(name: str, model: str, data: str, steps: int, max_tokens: int, cap_t
         "ours-max-throughput": {"optim.max_tokens": max_tokens, "optim.gradient_accumulation_steps": 1},
         "ours-22gib": {"optim.max_tokens": cap_tokens, "optim.gradient_accumulation_steps": 1},
         "ours-full": {"optim.batch_size": 12, "optim.gradient_accumulation_steps": 4, "lora.enabled": False},
+        "ours-seed-batch-compiled": {"optim.batch_size": 12, "optim.gradient_accumulation_steps": 4,
+                                     "model.compile_blocks": True},
+        "ours-seed-batch-no-lora-dropout": {"optim.batch_size": 12, "optim.gradient_accumulation_steps": 4,
+                                            "lora.dropout": 0.0},
+        "ours-max-throughput-compiled": {"optim.max_tokens": max_tokens, "optim.gradient_accumulation_steps": 1,
+                                         "model.compile_blocks": True},
     }[name]
     return _ours(model, data, steps, overrides)
 

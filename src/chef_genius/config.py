@@ -57,6 +57,8 @@ class ModelConfig:
     max_target_tokens: int = doc("Longest recipe target, in tokens; longer targets are cut.", 512)
     dtype: Literal["auto", "bf16", "fp32"] = doc("Compute dtype: 'auto' is bf16 on GPU, fp32 on CPU.", "auto")
     gradient_checkpointing: bool = doc("Recompute activations to save memory (slower).", False)
+    compile_blocks: bool = doc("Compile each repeated transformer block with torch.compile (regional "
+                               "compilation, dynamic shapes); GPU only, ignored on CPU.", False)
 
     def __post_init__(self) -> None:
         _positive("model", max_source_tokens=self.max_source_tokens, max_target_tokens=self.max_target_tokens)

@@ -42,7 +42,13 @@ from chef_genius.training.data import (
     tokenize_examples,
 )
 from chef_genius.training.epochs import EpochBuilder, EpochData, minimum_examples
-from chef_genius.training.models import apply_lora, parameter_counts, resolve_model, resolve_tokenizer
+from chef_genius.training.models import (
+    apply_lora,
+    compile_blocks,
+    parameter_counts,
+    resolve_model,
+    resolve_tokenizer,
+)
 
 MAX_BAD_STEPS_IN_A_ROW = 10
 
@@ -172,6 +178,8 @@ class Trainer:
         if self.config.model.gradient_checkpointing:
             model.gradient_checkpointing_enable()
         model.to(self.device)
+        if self.config.model.compile_blocks and self.device.type == "cuda":
+            self._print(f"compiled {compile_blocks(model)} transformer blocks (torch.compile, dynamic shapes)")
         trainable, total = parameter_counts(model)
         self._print(f"model {self.config.model.name}: {total:,} parameters, {trainable:,} trainable "
                     f"({100 * trainable / total:.3f} %){' with LoRA' if self.lora else ''}")
