@@ -263,3 +263,14 @@ def test_ddp_on_cpu_with_two_processes(tmp_path, small_data):
     assert summary["steps"] == len(single._plan(0)) // 2  # half the batches per rank
     last = sorted((run / "checkpoints").glob("step-*"))[-1]
     assert (last / "rng-rank0.safetensors").exists() and (last / "rng-rank1.safetensors").exists()
+
+
+def test_regional_compile_marks_each_repeated_block_only(tmp_path, small_data):  # noqa: F811
+    from chef_genius.training.models import compile_blocks
+
+    trainer = Trainer(small_config(tmp_path / "run", small_data))
+    trainer.setup()
+    model = trainer.model_for_saving
+    assert compile_blocks(model) == 4  # 2 encoder + 2 decoder T5Blocks; their mixed sublayer lists are left
+    blocks = [m for m in model.modules() if type(m).__name__ == "T5Block"]
+    assert len(blocks) == 4 and all(getattr(b, "_compiled_call_impl", None) is not None for b in blocks)
