@@ -9,6 +9,7 @@ ROUGE-L and BLEU against the references, and the Chef Transformer protocol.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,20 +73,33 @@ def save_samples(folder: Path, step: int, samples: list[Sample]) -> Path:
 
 
 @torch.no_grad()
+def nll_sums(model, collator: Collator, batches: list[list[int]], causal: bool, pad_id: int,
+             decoder_start_id: int | None, autocast=contextlib.nullcontext) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed plain NLL and real-token count over planned batches (the model in eval mode)."""
+    device = next(model.parameters()).device
+    total = torch.zeros((), device=device)
+    count = torch.zeros((), device=device)
+    was_training = model.training
+    model.eval()
+    for positions in batches:
+        batch = {k: v.to(device) for k, v in collator(positions).items()}
+        with autocast():
+            _, nll, n = batch_loss_sums(model, batch, 0.0, causal, pad_id, decoder_start_id)
+        total += nll
+        count += n
+    model.train(was_training)
+    return total, count
+
+
 def loss_on(model, tokenizer, causal: bool, prompts: list[str], targets: list[str], batch_size: int = 16,
             max_source: int = 512, max_target: int = 512) -> float:
     """Token-mean cross-entropy (no smoothing) of the targets given the prompts."""
     examples = tokenize_examples(tokenizer, prompts, targets, max_source, max_target, causal)
     collator = Collator(examples, tokenizer.pad_token_id, causal)
-    device = next(model.parameters()).device
     start_id = getattr(getattr(model, "config", None), "decoder_start_token_id", None)
-    total = count = 0.0
-    for positions in plan_batches(examples.lengths(), 0, 0, batch_size, shuffle=False):
-        batch = {k: v.to(device) for k, v in collator(positions).items()}
-        _, nll, n = batch_loss_sums(model, batch, 0.0, causal, tokenizer.pad_token_id, start_id)
-        total += float(nll)
-        count += n
-    return total / count if count else float("nan")
+    batches = plan_batches(examples.lengths(), 0, 0, batch_size, shuffle=False)
+    total, count = nll_sums(model, collator, batches, causal, tokenizer.pad_token_id, start_id)
+    return float(total / count) if count > 0 else float("nan")
 
 
 def evaluate_run(path: str | Path, data: str | Path, split: str = "test", max_examples: int = 50,

@@ -257,7 +257,7 @@ class _Deduplicator:
 def _keep_new(scored: _ScoredChunk, dedup: _Deduplicator, tally: _Tally, writer: _SplitWriter) -> None:
     """Count the chunk's new recipes and send each to its split's file."""
     keep = {split: [False] * len(scored.exact) for split in SPLITS}
-    sources = scored.batch.column("source")
+    sources = scored.batch.column("source").to_pylist()
     for i, (exact, near, split, level, quality) in enumerate(
         zip(scored.exact, scored.near, scored.split, scored.level, scored.quality, strict=True)
     ):
@@ -265,7 +265,7 @@ def _keep_new(scored: _ScoredChunk, dedup: _Deduplicator, tally: _Tally, writer:
             continue
         keep[split][i] = True
         tally.kept += 1
-        tally.per_source[sources[i].as_py()] += 1
+        tally.per_source[sources[i]] += 1
         tally.splits[split] += 1
         tally.difficulty[Difficulty(level).label] += 1
         tally.histogram[min(int(quality * HISTOGRAM_BINS), HISTOGRAM_BINS - 1)] += 1

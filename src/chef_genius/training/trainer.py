@@ -25,7 +25,7 @@ from tqdm import tqdm
 from chef_genius.augment import canonical_prompt
 from chef_genius.config import TrainConfig, to_dict, to_yaml
 from chef_genius.errors import UserError
-from chef_genius.evaluation import format_samples, sample_recipes, save_samples
+from chef_genius.evaluation import format_samples, nll_sums, sample_recipes, save_samples
 from chef_genius.losses import IGNORE_INDEX, batch_loss_sums
 from chef_genius.metrics import mean_scores
 from chef_genius.noise import add_gradient_noise
@@ -81,7 +81,7 @@ class Trainer:
         self.run_dir = scratch
         self._setup_data()
         self.tokenizer, self.causal = resolve_tokenizer(self.config.model, scratch / "base_model",
-                                                        self.train_prompts + self.train_targets, self.config.seed)
+                                                        self._tokenizer_corpus(), self.config.seed)
         self._setup_examples()
         self._setup_schedule()
 
@@ -157,19 +157,25 @@ class Trainer:
         if len(self.train_table) == 0:
             raise UserError(f"{folder}: the training split is empty")
         templates = self.config.data.templates
-        # Canonical prompts: for validation, and as the text a `tiny` tokenizer is trained on.
-        self.train_prompts = [canonical_prompt(templates, t, n)
-                              for t, n in zip(self.train_table.titles, self.train_table.ner, strict=True)]
         self.train_targets = [target_text(self.train_table, i) for i in range(len(self.train_table))]
         self.val_prompts = [canonical_prompt(templates, t, n)
                             for t, n in zip(self.val_table.titles, self.val_table.ner, strict=True)]
         self.val_targets = [target_text(self.val_table, i) for i in range(len(self.val_table))]
 
+    def _tokenizer_corpus(self) -> list[str]:
+        """Texts a `tiny` tokenizer is trained on (canonical prompts and targets); other models
+        bring their own tokenizer, so nothing is built for them."""
+        if self.config.model.name != "tiny":
+            return []
+        templates = self.config.data.templates
+        prompts = [canonical_prompt(templates, t, n)
+                   for t, n in zip(self.train_table.titles, self.train_table.ner, strict=True)]
+        return prompts + self.train_targets
+
     def _setup_model(self) -> None:
         dtype = torch.bfloat16 if (self.bf16 and self.lora) else torch.float32
         if self.is_main:
-            loaded = resolve_model(self.config.model, self.run_dir, self.train_prompts + self.train_targets,
-                                   self.config.seed, dtype)
+            loaded = resolve_model(self.config.model, self.run_dir, self._tokenizer_corpus(), self.config.seed, dtype)
         self._barrier()
         if not self.is_main:
             loaded = resolve_model(self.config.model, self.run_dir, [], self.config.seed, dtype)
@@ -374,16 +380,8 @@ class Trainer:
         batches = plan_batches(self.val_examples.lengths(), 0, 0, o.batch_size, o.max_tokens, shuffle=False,
                                rank=self.rank, world=self.world)[: e.max_eval_batches]
         collator = Collator(self.val_examples, self.pad_id, self.causal)
-        self.model.eval()
-        nll_sum = torch.zeros((), device=self.device)
-        count = torch.zeros((), device=self.device)
-        for positions in batches:
-            batch = {k: v.to(self.device) for k, v in collator(positions).items()}
-            with self._autocast():
-                _, nll, n = self._loss(batch, 0.0)
-            nll_sum += nll
-            count += n
-        self.model.train()
+        nll_sum, count = nll_sums(self.model, collator, batches, self.causal, self.pad_id, self.decoder_start_id,
+                                  self._autocast)
         nll_sum, count = self._all_reduce(nll_sum), self._all_reduce(count)
         return float(nll_sum / count) if count > 0 else None
 
