@@ -8,13 +8,16 @@ Configurations (each in its own process, so peak memory is its own):
 - ours-22gib: the largest token budget that stays under 22 GiB (the RTX 4090 preset's cap);
 - ours-full: chef-genius full fine-tuning at batch 12 x 4 (against ours-seed-batch for LoRA).
 
-Real tokens are non-pad prompt tokens plus target tokens. Model-FLOPs utilization:
+Real tokens are non-pad prompt tokens plus target tokens. Model-FLOPs utilization counts the
+matrix products each real token passes through, against the H100's ~800 TFLOP/s (bf16, measured):
 
-    MFU = 6 * N * real_tokens_per_second / 800e12      (N: all model parameters)
+    MFU = k * (N_enc * source_tokens + N_dec * target_tokens) / seconds / 800e12
 
-the usual 6N estimate of training FLOPs per token (2N forward, 4N backward). With LoRA the weight
-gradients of frozen layers are skipped, so 6N slightly overstates the work; the same formula is
-used for every row so that they compare. Results go to benchmarks/results/throughput.json.
+N_enc: encoder parameters; N_dec: decoder and LM-head parameters (the embedding lookup is not a
+product); k = 2 forward + 2 backward (activation gradients) = 4 with LoRA, whose frozen weights
+get no gradient, and 6 for full fine-tuning. Attention-score products are left out (short
+sequences). Pad tokens count for nothing. Results go to benchmarks/results/throughput.json,
+written after each configuration.
 
     python benchmarks/throughput.py --model /tmp/flan-t5-large --data /tmp/data --steps 20
 """
@@ -30,15 +33,17 @@ import time
 from pathlib import Path
 
 PEAK_FLOPS = 800e12
-CONFIGS = ("baseline", "ours-seed-batch", "ours-max-throughput", "ours-22gib", "ours-full",
-           "ours-seed-batch-compiled", "ours-seed-batch-no-lora-dropout", "ours-max-throughput-compiled")
+CONFIGS = ("baseline", "ours-seed-batch", "ours-48x1", "ours-max-throughput", "ours-22gib", "ours-full-48x1",
+           "plain-48x1", "plain-full-48x1", "plain-seed-batch", "ours-full-seed-batch",
+           "48x1-no-graphs", "48x1-no-fused-norm", "48x1-no-shared-bias",
+           "48x1-lora-fp32-inputs", "48x1-lora-dropout-0", "48x1-compiled-no-graphs", "max-throughput-no-graphs")
 
 
 def _ours(model: str, data: str, steps: int, overrides: dict) -> dict:
     import torch
 
     from chef_genius.config import build_config
-    from chef_genius.training.data import Collator
+    from chef_genius.training.data import PlannedBatches
     from chef_genius.training.trainer import Trainer
 
     settings = {"model.name": model, "data.path": data, "output_dir": "/tmp/throughput-run", "data.curriculum": False,
@@ -46,15 +51,17 @@ def _ours(model: str, data: str, steps: int, overrides: dict) -> dict:
                 "gradient_noise.enabled": False, "model.max_source_tokens": 256}
     trainer = Trainer(build_config(None, {**settings, **overrides}))
     trainer.setup()
-    epoch = trainer.epoch_data(0)
     batches = trainer._plan(0)
-    collator = Collator(epoch.examples, trainer.pad_id, trainer.causal)
     accumulation = trainer.config.optim.gradient_accumulation_steps
-    loader = trainer._loader(trainer_module_planned(batches, collator))
-    warmup = 8 if trainer.config.model.compile_blocks else 3  # compiled code settles on a few shapes
-    torch.cuda.reset_peak_memory_stats()
-    tokens = examples = 0
+    loader = iter(trainer._loader(PlannedBatches(batches * 8, trainer.collator(trainer.epoch_data(0).examples))))
+    # Warm-up: compiled code settles on a few shapes; CUDA graphs capture each batch shape once
+    # (one pass over the epoch's batches), as the first steps of a long run do.
+    warmup = 8 if trainer.config.model.compile_blocks else 3
+    if trainer.graphed is not None:
+        warmup = -(-len(batches) // accumulation)
+    real = {"source": 0, "target": 0, "padded": 0}
     started = None
+    torch.cuda.reset_peak_memory_stats()  # peaks include warm-up and graph capture
     for step in range(warmup + steps):
         micro = [next(loader) for _ in range(accumulation)]
         if step == warmup:
@@ -62,20 +69,46 @@ def _ours(model: str, data: str, steps: int, overrides: dict) -> dict:
             started = time.perf_counter()
         trainer._optimizer_step(micro)
         if step >= warmup:
-            tokens += sum(int(b["attention_mask"].sum()) + int((b["labels"] != -100).sum()) for b in micro)
-            examples += sum(len(b["input_ids"]) for b in micro)
+            for b in micro:
+                real["source"] += int(b["attention_mask"].sum())
+                real["target"] += int((b["labels"] != -100).sum())
+                real["padded"] += b["input_ids"].numel() + b["labels"].numel()
+                real["examples"] = real.get("examples", 0) + int((b["labels"] != -100).any(1).sum())
     torch.cuda.synchronize()
     seconds = time.perf_counter() - started
-    parameters = sum(p.numel() for p in trainer.model.parameters())
-    return {"tokens_per_second": tokens / seconds, "examples_per_second": examples / seconds,
-            "peak_gib": torch.cuda.max_memory_allocated() / 2**30, "parameters": parameters,
-            "optimizer_steps": steps, "seconds": seconds}
+    tokens = real["source"] + real["target"]
+    result = {"tokens_per_second": tokens / seconds, "peak_gib": torch.cuda.max_memory_reserved() / 2**30,
+              "peak_allocated_gib": torch.cuda.max_memory_allocated() / 2**30,
+              "optimizer_steps": steps, "seconds": seconds, "padded_per_real_token": real["padded"] / tokens,
+              "source_tokens": real["source"], "target_tokens": real["target"],
+              **_parameter_split(trainer.model_for_saving), "lora": trainer.lora}
+    result["examples_per_second"] = real["examples"] / seconds
+    if trainer.graphed is not None:
+        result["cuda_graphs"] = len(trainer.graphed.graphs)
+        result["capture_seconds"] = trainer.graphed.capture_seconds
+        result["graph_failures"] = trainer.graphed.failed[:3]
+    return result
 
 
-def trainer_module_planned(batches, collator):
-    from chef_genius.training.data import PlannedBatches
+def _parameter_split(model) -> dict:
+    """Parameters in the encoder, and in the decoder with the LM head (what each token passes)."""
+    encoder = decoder = 0
+    for name, param in model.named_parameters():
+        if "lora_" in name or name.endswith("shared.weight"):
+            continue  # adapters are tiny; an embedding lookup is not a matrix product
+        if ".encoder." in f".{name}":
+            encoder += param.numel()
+        else:
+            decoder += param.numel()
+    return {"encoder_parameters": encoder, "decoder_parameters": decoder}
 
-    return PlannedBatches(batches * 4, collator)  # enough batches for warmup + steps
+
+def model_flops(result: dict) -> float:
+    """Matrix-product FLOPs of the timed steps: 2 per parameter and token forward, 2 backward
+    for the activations' gradients, and 2 more for weight gradients when every weight trains."""
+    factor = 4 if result.get("lora") else 6
+    return factor * (result["encoder_parameters"] * result["source_tokens"]
+                     + result["decoder_parameters"] * result["target_tokens"])
 
 
 def _baseline(model: str, data: str, steps: int) -> dict:
@@ -124,7 +157,6 @@ def _baseline(model: str, data: str, steps: int) -> dict:
             if state.global_step == warmup:
                 torch.cuda.synchronize()
                 timing["start"] = time.perf_counter()
-                torch.cuda.reset_peak_memory_stats()
             if state.global_step == warmup + steps:
                 torch.cuda.synchronize()
                 timing["end"] = time.perf_counter()
@@ -139,29 +171,51 @@ def _baseline(model: str, data: str, steps: int) -> dict:
     seconds = timing["end"] - timing["start"]
     examples = steps * 48
     # Real tokens: the examples trained on times the data's mean real (non-pad) tokens per example.
-    mean_real = sum(sum(r["attention_mask"]) + sum(t != -100 for t in r["labels"]) for r in rows) / len(rows)
+    mean_source = sum(sum(r["attention_mask"]) for r in rows) / len(rows)
+    mean_target = sum(sum(t != -100 for t in r["labels"]) for r in rows) / len(rows)
+    mean_real = mean_source + mean_target
     return {"tokens_per_second": examples * mean_real / seconds, "examples_per_second": examples / seconds,
-            "peak_gib": torch.cuda.max_memory_allocated() / 2**30,
-            "parameters": sum(p.numel() for p in peft_model.parameters()), "optimizer_steps": steps,
-            "seconds": seconds, "mean_real_tokens_per_example": mean_real}
+            "peak_gib": torch.cuda.max_memory_reserved() / 2**30,
+            "peak_allocated_gib": torch.cuda.max_memory_allocated() / 2**30, "optimizer_steps": steps,
+            "seconds": seconds,
+            "mean_real_tokens_per_example": mean_real, "source_tokens": examples * mean_source,
+            "target_tokens": examples * mean_target, "padded_per_real_token": 768 / mean_real,
+            **_parameter_split(peft_model), "lora": True}
+
+
+SEED_BATCH = {"optim.batch_size": 12, "optim.gradient_accumulation_steps": 4}
+ONE_BATCH = {"optim.batch_size": 48, "optim.gradient_accumulation_steps": 1}
+NO_LEVERS = {"model.cuda_graphs": False, "model.fused_norm": False, "model.shared_bias_attention": False,
+             "lora.fp32_inputs": True}
+
+
+def overrides_for(name: str, max_tokens: int, cap_tokens: int) -> dict:
+    """Each configuration's settings; an ablation turns one lever off from the defaults."""
+    budget = {"optim.max_tokens": max_tokens, "optim.gradient_accumulation_steps": 1}
+    return {
+        "ours-seed-batch": SEED_BATCH,
+        "ours-48x1": ONE_BATCH,
+        "ours-max-throughput": budget,
+        "ours-22gib": {"optim.max_tokens": cap_tokens, "optim.gradient_accumulation_steps": 1},
+        "ours-full-48x1": {**ONE_BATCH, "lora.enabled": False},
+        "plain-48x1": {**ONE_BATCH, **NO_LEVERS},
+        "plain-full-48x1": {**ONE_BATCH, **NO_LEVERS, "lora.enabled": False},
+        "plain-seed-batch": {**SEED_BATCH, **NO_LEVERS},
+        "ours-full-seed-batch": {**SEED_BATCH, "lora.enabled": False},
+        "48x1-no-graphs": {**ONE_BATCH, "model.cuda_graphs": False},
+        "48x1-no-fused-norm": {**ONE_BATCH, "model.fused_norm": False},
+        "48x1-no-shared-bias": {**ONE_BATCH, "model.shared_bias_attention": False},
+        "48x1-lora-fp32-inputs": {**ONE_BATCH, "lora.fp32_inputs": True},
+        "48x1-lora-dropout-0": {**ONE_BATCH, "lora.dropout": 0.0},
+        "48x1-compiled-no-graphs": {**ONE_BATCH, "model.cuda_graphs": False, "model.compile_blocks": True},
+        "max-throughput-no-graphs": {**budget, "model.cuda_graphs": False},
+    }[name]
 
 
 def measure(name: str, model: str, data: str, steps: int, max_tokens: int, cap_tokens: int) -> dict:
     if name == "baseline":
         return _baseline(model, data, steps)
-    overrides = {
-        "ours-seed-batch": {"optim.batch_size": 12, "optim.gradient_accumulation_steps": 4},
-        "ours-max-throughput": {"optim.max_tokens": max_tokens, "optim.gradient_accumulation_steps": 1},
-        "ours-22gib": {"optim.max_tokens": cap_tokens, "optim.gradient_accumulation_steps": 1},
-        "ours-full": {"optim.batch_size": 12, "optim.gradient_accumulation_steps": 4, "lora.enabled": False},
-        "ours-seed-batch-compiled": {"optim.batch_size": 12, "optim.gradient_accumulation_steps": 4,
-                                     "model.compile_blocks": True},
-        "ours-seed-batch-no-lora-dropout": {"optim.batch_size": 12, "optim.gradient_accumulation_steps": 4,
-                                            "lora.dropout": 0.0},
-        "ours-max-throughput-compiled": {"optim.max_tokens": max_tokens, "optim.gradient_accumulation_steps": 1,
-                                         "model.compile_blocks": True},
-    }[name]
-    return _ours(model, data, steps, overrides)
+    return _ours(model, data, steps, overrides_for(name, max_tokens, cap_tokens))
 
 
 def main() -> None:
@@ -173,36 +227,46 @@ def main() -> None:
     parser.add_argument("--cap-tokens", type=int, default=6144)
     parser.add_argument("--only", nargs="+", choices=CONFIGS)
     parser.add_argument("--config", choices=CONFIGS, help="measure one configuration (used internally)")
+    parser.add_argument("--timeout", type=int, default=240, help="seconds allowed per configuration")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "throughput.json"))
     args = parser.parse_args()
     if args.config:
         print("RESULT " + json.dumps(measure(args.config, args.model, args.data, args.steps, args.max_tokens,
                                              args.cap_tokens)))
         return
-    results = {}
-    for name in args.only or CONFIGS:
-        done = subprocess.run([sys.executable, __file__, "--model", args.model, "--data", args.data, "--steps",
-                               str(args.steps), "--max-tokens", str(args.max_tokens), "--cap-tokens",
-                               str(args.cap_tokens), "--config", name], capture_output=True, text=True)
-        line = next((out for out in done.stdout.splitlines() if out.startswith("RESULT ")), None)
-        results[name] = json.loads(line[7:]) if line else {"error": done.stderr.strip()[-400:]}
-    baseline = results.get("baseline", {}).get("tokens_per_second")
-    print(f"{'configuration':<22} {'real tok/s':>11} {'x baseline':>10} {'examples/s':>11} {'peak GiB':>9} {'MFU':>6}")
-    for name, r in results.items():
-        if "error" in r:
-            print(f"{name:<22} error: {r['error'][-200:]}")
-            continue
-        r["mfu"] = 6 * r["parameters"] * r["tokens_per_second"] / PEAK_FLOPS
-        ratio = f"{r['tokens_per_second'] / baseline:.2f}" if baseline else "-"
-        print(f"{name:<22} {r['tokens_per_second']:>11,.0f} {ratio:>10} {r['examples_per_second']:>11.1f} "
-              f"{r['peak_gib']:>9.1f} {100 * r['mfu']:>5.1f}%")
     import torch
     import transformers
 
-    out = Path(__file__).parent / "results" / "throughput.json"
-    out.write_text(json.dumps({"device": torch.cuda.get_device_name(0), "torch": torch.__version__,
-                               "transformers": transformers.__version__, "python": platform.python_version(),
-                               "command": " ".join(["python", "benchmarks/throughput.py", *sys.argv[1:]]),
-                               "results": results}, indent=2))
+    out = Path(args.out)
+    header = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__,
+              "transformers": transformers.__version__, "python": platform.python_version(),
+              "command": " ".join(["python", "benchmarks/throughput.py", *sys.argv[1:]])}
+    results: dict = {}
+    print(f"{'configuration':<26} {'real tok/s':>11} {'x base':>7} {'ex/s':>7} {'peak GiB':>9} {'MFU':>6} "
+          f"{'pad/real':>8} {'graphs':>6}", flush=True)
+    for name in args.only or CONFIGS:
+        try:
+            done = subprocess.run([sys.executable, __file__, "--model", args.model, "--data", args.data, "--steps",
+                                   str(args.steps), "--max-tokens", str(args.max_tokens), "--cap-tokens",
+                                   str(args.cap_tokens), "--config", name], capture_output=True, text=True,
+                                  timeout=args.timeout)
+            line = next((o for o in done.stdout.splitlines() if o.startswith("RESULT ")), None)
+            r = json.loads(line[7:]) if line else {"error": done.stderr.strip()[-600:]}
+        except subprocess.TimeoutExpired:
+            r = {"error": f"timed out after {args.timeout} s"}
+        results[name] = r
+        if "error" in r:
+            print(f"{name:<26} error: {r['error'][-300:]}", flush=True)
+        else:
+            baseline = results.get("baseline", {}).get("tokens_per_second")
+            r["mfu"] = model_flops(r) / r["seconds"] / PEAK_FLOPS
+            r["x_baseline"] = r["tokens_per_second"] / baseline if baseline else None
+            ratio = f"{r['x_baseline']:.2f}" if baseline else "-"
+            print(f"{name:<26} {r['tokens_per_second']:>11,.0f} {ratio:>7} {r['examples_per_second']:>7.1f} "
+                  f"{r['peak_gib']:>9.1f} {100 * r['mfu']:>5.1f}% {r['padded_per_real_token']:>8.2f} "
+                  f"{r.get('cuda_graphs', '-'):>6}", flush=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({**header, "results": results}, indent=2))  # kept after each configuration
 
 
 if __name__ == "__main__":

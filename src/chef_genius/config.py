@@ -59,6 +59,12 @@ class ModelConfig:
     gradient_checkpointing: bool = doc("Recompute activations to save memory (slower).", False)
     compile_blocks: bool = doc("Compile each repeated transformer block with torch.compile (regional "
                                "compilation, dynamic shapes); GPU only, ignored on CPU.", False)
+    cuda_graphs: bool = doc("Capture each batch shape's forward and backward in a CUDA graph and replay it "
+                            "(one GPU process; batch shapes are rounded up to multiples of 32 source / 64 "
+                            "target tokens so that few graphs are needed).", True)
+    fused_norm: bool = doc("Compute T5's RMS norm with torch's fused rms_norm (same values, fewer kernels).", True)
+    shared_bias_attention: bool = doc("T5 attention through SDPA with the position bias and mask combined once "
+                                      "per forward instead of once per layer (same values).", True)
 
     def __post_init__(self) -> None:
         _positive("model", max_source_tokens=self.max_source_tokens, max_target_tokens=self.max_target_tokens)
@@ -70,6 +76,8 @@ class LoraSettings:
     r: int = doc("LoRA rank.", 16)
     alpha: int = doc("LoRA alpha (scale = alpha / r).", 32)
     dropout: float = doc("Dropout on the LoRA branch.", 0.1)
+    fp32_inputs: bool = doc("Let PEFT copy each LoRA input to fp32 (its default); false keeps bf16 inputs "
+                            "in bf16 training (the adapter weights stay fp32 either way).", False)
     target_modules: list[str] = doc(
         "Modules to adapt; empty picks per architecture (T5: q, v). ['all-linear'] adapts all.", factory=list)
 

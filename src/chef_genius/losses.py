@@ -48,7 +48,7 @@ class _SmoothedCrossEntropySum(torch.autograd.Function):
 
 
 def smoothed_cross_entropy_sums(logits: torch.Tensor, labels: torch.Tensor, eps: float,
-                                chunk_rows: int = CHUNK_ROWS) -> tuple[torch.Tensor, torch.Tensor, int]:
+                                chunk_rows: int = CHUNK_ROWS) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Summed smoothed loss and summed plain NLL over the real target tokens.
 
     Args:
@@ -58,17 +58,19 @@ def smoothed_cross_entropy_sums(logits: torch.Tensor, labels: torch.Tensor, eps:
         chunk_rows: rows turned into fp32 at a time.
 
     Returns:
-        (smoothed loss sum, NLL sum, number of real tokens). Only the first is differentiable.
+        (smoothed loss sum, NLL sum, number of real tokens), all tensors on the logits' device
+        (nothing is read back to the host, so the step can be captured in a CUDA graph). Only
+        the first is differentiable.
         Divided by this batch's token count, the smoothed sum equals torch's reference mean.
     """
     flat_logits = logits.reshape(-1, logits.shape[-1])
     flat_labels = labels.reshape(-1)
     smoothed, nll = _SmoothedCrossEntropySum.apply(flat_logits, flat_labels, eps, chunk_rows)
-    return smoothed, nll, int((flat_labels != IGNORE_INDEX).sum())
+    return smoothed, nll, (flat_labels != IGNORE_INDEX).sum()
 
 
 def batch_loss_sums(model: torch.nn.Module, batch: dict[str, torch.Tensor], eps: float, causal: bool, pad_id: int,
-                    decoder_start_id: int | None) -> tuple[torch.Tensor, torch.Tensor, int]:
+                    decoder_start_id: int | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Forward one collated batch and return `smoothed_cross_entropy_sums` of its targets.
 
     Causal: logits at position i predict token i + 1 (labels are -100 over the prompt).

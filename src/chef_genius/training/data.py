@@ -193,21 +193,34 @@ def _round_up(n: int, multiple: int = PAD_MULTIPLE) -> int:
 
 
 class Collator:
-    """Pads a batch of example positions into model inputs (seq2seq or causal)."""
+    """Pads a batch of example positions into model inputs (seq2seq or causal).
 
-    def __init__(self, examples: TokenizedExamples, pad_id: int, causal: bool):
+    Widths are rounded up to ``source_multiple`` / ``target_multiple`` tokens (causal: the
+    target multiple) and the row count to ``row_multiple``, with filler rows that hold one
+    visible pad token and no target (they add nothing to the loss or the gradients). Coarse
+    multiples give few distinct batch shapes, which CUDA graphs need; the defaults pad little.
+    """
+
+    def __init__(self, examples: TokenizedExamples, pad_id: int, causal: bool, source_multiple: int = PAD_MULTIPLE,
+                 target_multiple: int = PAD_MULTIPLE, row_multiple: int = 1):
         self.examples = examples
         self.pad_id = pad_id
         self.causal = causal
+        self.source_multiple = source_multiple
+        self.target_multiple = target_multiple
+        self.row_multiple = row_multiple
 
     def __call__(self, positions: list[int]) -> dict[str, torch.Tensor]:
         if self.causal:
             return self._causal(positions)
         sources = [self.examples.source(p) for p in positions]
         targets = [self.examples.target(p) for p in positions]
-        input_ids = self._pad(sources, self.pad_id)
+        fillers = _round_up(len(positions), self.row_multiple) - len(positions)
+        sources += [np.array([self.pad_id], dtype=np.int32)] * fillers
+        targets += [np.zeros(0, dtype=np.int32)] * fillers
+        input_ids = self._pad(sources, self.pad_id, self.source_multiple)
         return {"input_ids": input_ids, "attention_mask": self._mask(sources, input_ids.shape[1]),
-                "labels": self._pad(targets, IGNORE_INDEX)}
+                "labels": self._pad(targets, IGNORE_INDEX, self.target_multiple)}
 
     def _causal(self, positions: list[int]) -> dict[str, torch.Tensor]:
         sequences, labels = [], []
@@ -215,13 +228,16 @@ class Collator:
             source, target = self.examples.source(p), self.examples.target(p)
             sequences.append(np.concatenate([source, target]))
             labels.append(np.concatenate([np.full(len(source), IGNORE_INDEX, dtype=np.int32), target]))
-        input_ids = self._pad(sequences, self.pad_id)
+        fillers = _round_up(len(positions), self.row_multiple) - len(positions)
+        sequences += [np.array([self.pad_id], dtype=np.int32)] * fillers
+        labels += [np.array([IGNORE_INDEX], dtype=np.int32)] * fillers
+        input_ids = self._pad(sequences, self.pad_id, self.target_multiple)
         return {"input_ids": input_ids, "attention_mask": self._mask(sequences, input_ids.shape[1]),
-                "labels": self._pad(labels, IGNORE_INDEX)}
+                "labels": self._pad(labels, IGNORE_INDEX, self.target_multiple)}
 
     @staticmethod
-    def _pad(rows: list[np.ndarray], value: int) -> torch.Tensor:
-        width = _round_up(max(len(r) for r in rows))
+    def _pad(rows: list[np.ndarray], value: int, multiple: int = PAD_MULTIPLE) -> torch.Tensor:
+        width = _round_up(max(max(len(r) for r in rows), 1), multiple)
         out = np.full((len(rows), width), value, dtype=np.int64)
         for i, row in enumerate(rows):
             out[i, :len(row)] = row

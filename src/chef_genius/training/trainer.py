@@ -32,6 +32,7 @@ from chef_genius.noise import add_gradient_noise
 from chef_genius.schedule import Schedule, ends_high, lr_at
 from chef_genius.tracking import Tracker, build_tracker, system_metrics
 from chef_genius.training import checkpoint as ckpt
+from chef_genius.training import speed
 from chef_genius.training.data import (
     Collator,
     PlannedBatches,
@@ -42,6 +43,7 @@ from chef_genius.training.data import (
     tokenize_examples,
 )
 from chef_genius.training.epochs import EpochBuilder, EpochData, minimum_examples
+from chef_genius.training.graphs import GraphedSteps, graphs_unsupported_reason
 from chef_genius.training.models import (
     apply_lora,
     compile_blocks,
@@ -51,6 +53,9 @@ from chef_genius.training.models import (
 )
 
 MAX_BAD_STEPS_IN_A_ROW = 10
+# Batch shapes when CUDA graphs are on: widths rounded up to these many tokens, rows (under a
+# token budget) to this many examples. Recipe prompts are short, targets long.
+GRAPH_SOURCE_MULTIPLE, GRAPH_TARGET_MULTIPLE, GRAPH_ROW_MULTIPLE = 32, 64, 8
 
 
 class TrainingStopped(Exception):
@@ -96,6 +101,7 @@ class Trainer:
         self._setup_model()
         self._setup_examples()
         self._setup_optimizer()
+        self._setup_graphs()
         self._setup_schedule()
         self.state = ckpt.TrainerState(config=to_dict(self.config))
         self.noise_generator = torch.Generator().manual_seed(self.config.seed + 1)
@@ -181,6 +187,7 @@ class Trainer:
             loaded = resolve_model(self.config.model, self.run_dir, [], self.config.seed, dtype)
         self.tokenizer, self.causal = loaded.tokenizer, loaded.causal
         model = apply_lora(loaded, self.config.lora) if self.lora else loaded.model
+        self._apply_speed_levers(model)
         if self.config.model.gradient_checkpointing:
             model.gradient_checkpointing_enable()
         model.to(self.device)
@@ -196,6 +203,18 @@ class Trainer:
             if self.world > 1 else model)
         base = getattr(loaded.model, "config", None)
         self.decoder_start_id = getattr(base, "decoder_start_token_id", None)
+
+    def _apply_speed_levers(self, model: torch.nn.Module) -> None:
+        m = self.config.model
+        applied = []
+        if m.fused_norm and (count := speed.fuse_norms(model)):
+            applied.append(f"fused RMS norm x{count}")
+        if m.shared_bias_attention and (count := speed.shared_bias_attention(model)):
+            applied.append(f"shared-bias SDPA attention x{count}")
+        if self.lora and self.bf16 and not self.config.lora.fp32_inputs:
+            applied.append(f"bf16 LoRA inputs x{speed.lora_inputs_in_compute_dtype(model)}")
+        if applied:
+            self._print("speed: " + ", ".join(applied))
 
     def _setup_examples(self) -> None:
         m, o = self.config.model, self.config.optim
@@ -216,6 +235,27 @@ class Trainer:
                   {"params": no_decay, "weight_decay": 0.0}]
         self.optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=self.config.optim.learning_rate,
                                            fused=self.device.type == "cuda")
+
+    def _setup_graphs(self) -> None:
+        self.graphed: GraphedSteps | None = None
+        m = self.config.model
+        if not m.cuda_graphs:
+            return
+        reason = graphs_unsupported_reason(self.world, self.device, m.gradient_checkpointing, m.compile_blocks)
+        if reason is not None:
+            if self.device.type == "cuda":
+                self._print(f"CUDA graphs off: {reason}")
+            return
+        eps = self.config.optim.label_smoothing
+        self.graphed = GraphedSteps(lambda batch: self._loss(batch, eps), self.trainable_params, self._autocast)
+
+    def collator(self, examples) -> Collator:
+        """Batches for training and validation; coarse shapes when CUDA graphs replay them."""
+        if self.graphed is None:
+            return Collator(examples, self.pad_id, self.causal)
+        o = self.config.optim
+        rows = o.batch_size if o.max_tokens is None else GRAPH_ROW_MULTIPLE
+        return Collator(examples, self.pad_id, self.causal, GRAPH_SOURCE_MULTIPLE, GRAPH_TARGET_MULTIPLE, rows)
 
     def _setup_schedule(self) -> None:
         o, s = self.config.optim, self.config.schedule
@@ -253,7 +293,7 @@ class Trainer:
             if state.batches_done == 0:
                 self._log_curriculum(epoch)                                          # 3, 4, 7, 9
             batches = self._plan(state.epoch)
-            collator = Collator(epoch.examples, self.pad_id, self.causal)
+            collator = self.collator(epoch.examples)
             loader = self._loader(PlannedBatches(batches[state.batches_done:], collator))
             for first in range(state.batches_done, len(batches), accumulation):
                 micro_batches = [next(loader) for _ in batches[first:first + accumulation]]
@@ -277,6 +317,10 @@ class Trainer:
                 state.epoch, state.batches_done = state.epoch + 1, 0
                 stopped_early = self._evaluate_and_keep_best()
         bar.close()
+        if self.graphed is not None:
+            g = self.graphed
+            self._print(f"CUDA graphs: {len(g.graphs)} batch shapes, captured in {g.capture_seconds:.1f} s"
+                        + (f"; {len(g.failed)} ran eagerly ({g.failed[0]})" if g.failed else ""))
         if window.steps:
             self.tracker.log(window.flush(), state.step)
         self._save()
@@ -302,10 +346,13 @@ class Trainer:
         tick = time.perf_counter()
         for i, batch in enumerate(micro_batches):
             batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-            sync = i == len(micro_batches) - 1 or self.world == 1
-            with (contextlib.nullcontext() if sync else self.model.no_sync()), self._autocast():
-                smoothed, nll, _ = self._loss(batch, o.label_smoothing)               # 6. label smoothing
-                (smoothed * self.world / tokens).backward()
+            if self.graphed is not None:                                             # replayed CUDA graph
+                smoothed, nll, _ = self.graphed(batch, self.world / float(tokens))
+            else:
+                sync = i == len(micro_batches) - 1 or self.world == 1
+                with (contextlib.nullcontext() if sync else self.model.no_sync()), self._autocast():
+                    smoothed, nll, _ = self._loss(batch, o.label_smoothing)           # 6. label smoothing
+                    (smoothed * self.world / tokens).backward()
             smoothed_total += smoothed.detach()
             nll_total += nll.detach()
         smoothed_total, nll_total = self._all_reduce(smoothed_total), self._all_reduce(nll_total)
@@ -322,7 +369,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate
         self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        self._zero_grad()
         state.step += 1
         if self.device.type == "cuda":
             torch.cuda.synchronize()
@@ -356,7 +403,7 @@ class Trainer:
 
     def _skip_bad_step(self, metrics: dict[str, float]) -> dict[str, float]:
         state = self.state
-        self.optimizer.zero_grad(set_to_none=True)
+        self._zero_grad()
         state.skipped_steps += 1
         state.bad_steps_in_a_row += 1
         self._print(f"warning: non-finite loss or gradient at step {state.step}; update skipped "
@@ -463,9 +510,13 @@ class Trainer:
                                              generator=torch.Generator().manual_seed(self.config.seed))
         return iter(loader)
 
-    def _autocast(self):
+    def _zero_grad(self) -> None:
+        # Replayed graphs add into fixed gradient buffers: zero them in place.
+        self.optimizer.zero_grad(set_to_none=self.graphed is None)
+
+    def _autocast(self, cache_enabled: bool = True):
         if self.bf16:
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+            return torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=cache_enabled)
         return contextlib.nullcontext()
 
     def _all_reduce(self, value: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,189 @@
+"""Same learning: the seed's stack and chef-genius trained on the same batches, loss per step.
+
+Both start from the same base model and LoRA initialisation (r16 on q, v, seed 0), see the same
+48 examples at each optimizer step (our length-grouped plan, fed to the baseline in that order
+through a sequential sampler), and use AdamW at 3e-4 with 20 warmup steps and linear decay over
+``--steps``, label smoothing 0.1, clipping at 1.0, no weight decay, no gradient noise, canonical
+prompts (no augmentation or template mixing), dropout as the model config says. The baseline is
+Seq2SeqTrainer at 12 x 4 with padding to 256 / 512; ours is 48 x 1 with CUDA graphs and the speed
+levers. Writes per-step losses to JSON and a plot.
+
+    python benchmarks/learning_curve.py --model /tmp/flan-t5-large --data /tmp/data --steps 200 --out curve.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BATCH = 48
+LR, WARMUP = 3e-4, 20
+
+
+def our_settings(model: str, data: str, steps: int) -> dict:
+    return {"model.name": model, "data.path": data, "output_dir": "/tmp/curve-run", "data.curriculum": False,
+            "data.progressive_quality": False, "data.augmentation_prob": 0.0, "data.mixed_templates": False,
+            "logging.report_to": ["jsonl"], "data.num_workers": 4, "gradient_noise.enabled": False,
+            "model.max_source_tokens": 256, "optim.batch_size": BATCH, "optim.gradient_accumulation_steps": 1,
+            "optim.weight_decay": 0.0, "optim.learning_rate": LR, "schedule.cosine": False,
+            "schedule.warmup_steps": WARMUP, "schedule.warmup_max_fraction": 1.0, "optim.epochs": 50}
+
+
+def plan(trainer, steps: int) -> list[list[int]]:
+    """``steps`` batches of table rows, epoch after epoch of our plan."""
+    batches, epoch = [], 0
+    while len(batches) < steps:
+        examples = trainer.epoch_data(epoch).examples
+        batches += [[int(examples.index[p]) for p in b] for b in trainer._plan(epoch) if len(b) == BATCH]
+        epoch += 1
+    return batches[:steps]
+
+
+def run_ours(model: str, data: str, steps: int) -> dict:
+    import torch
+
+    from chef_genius.config import build_config
+    from chef_genius.schedule import Schedule
+    from chef_genius.training.data import PlannedBatches
+    from chef_genius.training.trainer import Trainer
+
+    torch.manual_seed(0)
+    trainer = Trainer(build_config(None, our_settings(model, data, steps)))
+    trainer.setup()
+    trainer.schedule = Schedule.build(LR, steps, WARMUP, 1.0, 1, 1, 0.0, cosine=False)
+    rows = plan(trainer, steps)
+    epoch0 = trainer.epoch_data(0).examples  # no augmentation: every epoch tokenizes a row alike
+    position = {int(row): p for p, row in enumerate(epoch0.index)}
+    collator = trainer.collator(epoch0)
+    loader = iter(trainer._loader(PlannedBatches([[position[r] for r in b] for b in rows], collator)))
+    losses, started = [], time.perf_counter()
+    for _ in range(steps):
+        losses.append(trainer._optimizer_step([next(loader)])["train/loss"])
+    return {"loss": losses, "seconds": time.perf_counter() - started, "rows": rows}
+
+
+def run_baseline(model: str, data: str, steps: int, rows: list[list[int]]) -> dict:
+    import torch
+    from peft import LoraConfig, TaskType, get_peft_model
+    from transformers import (
+        AutoModelForSeq2SeqLM,
+        AutoTokenizer,
+        Seq2SeqTrainer,
+        Seq2SeqTrainingArguments,
+        TrainerCallback,
+    )
+
+    from chef_genius.augment import canonical_prompt
+    from chef_genius.config import SEED_TEMPLATES
+    from chef_genius.recipe import serialize
+    from chef_genius.training.data import load_split
+
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    table = load_split(Path(data), "train")
+    order = [r for b in rows for r in b]
+    prompts = [canonical_prompt(SEED_TEMPLATES, table.titles[i], table.ner[i]) for i in order]
+    targets = [serialize(table.recipe(i)) for i in order]
+    inputs = tokenizer(prompts, max_length=256, padding="max_length", truncation=True)
+    labels = tokenizer(targets, max_length=512, padding="max_length", truncation=True)["input_ids"]
+    pad = tokenizer.pad_token_id
+    items = [{"input_ids": i, "attention_mask": m, "labels": [t if t != pad else -100 for t in lab],
+              "decoder_input_ids": [pad, *lab[:-1]]}
+             for i, m, lab in zip(inputs["input_ids"], inputs["attention_mask"], labels, strict=True)]
+
+    class Rows(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(items)
+
+        def __getitem__(self, i):
+            return {k: torch.tensor(v) for k, v in items[i].items()}
+
+    torch.manual_seed(0)
+    base = AutoModelForSeq2SeqLM.from_pretrained(model, dtype=torch.bfloat16)
+    peft_model = get_peft_model(base, LoraConfig(task_type=TaskType.SEQ_2_SEQ_LM, r=16, lora_alpha=32,
+                                                 lora_dropout=0.1, target_modules=["q", "v"]))
+    losses: list[float] = []
+
+    class Record(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                losses.append(float(logs["loss"]))
+
+    class InOrder(Seq2SeqTrainer):
+        def _get_train_sampler(self, *args, **kwargs):
+            return torch.utils.data.SequentialSampler(self.train_dataset)
+
+    arguments = Seq2SeqTrainingArguments(output_dir="/tmp/curve-baseline", per_device_train_batch_size=12,
+                                         gradient_accumulation_steps=4, bf16=True, max_steps=steps, learning_rate=LR,
+                                         lr_scheduler_type="linear", warmup_steps=WARMUP, weight_decay=0.0,
+                                         max_grad_norm=1.0, report_to=[], save_strategy="no", logging_steps=1,
+                                         dataloader_num_workers=4, label_smoothing_factor=0.1, seed=0,
+                                         remove_unused_columns=False)
+    trainer = InOrder(model=peft_model, args=arguments, train_dataset=Rows(), callbacks=[Record()])
+    started = time.perf_counter()
+    trainer.train()
+    return {"loss": losses, "seconds": time.perf_counter() - started}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--part", choices=["ours", "baseline"], help="(internal) run one side")
+    parser.add_argument("--rows", help="(internal) the batches file")
+    args = parser.parse_args()
+    if args.part == "ours":
+        print("RESULT " + json.dumps(run_ours(args.model, args.data, args.steps)))
+        return
+    if args.part == "baseline":
+        rows = json.loads(Path(args.rows).read_text())
+        print("RESULT " + json.dumps(run_baseline(args.model, args.data, args.steps, rows)))
+        return
+    result = {}
+    for part in ("ours", "baseline"):
+        extra = ["--rows", str(Path(args.out).with_suffix(".rows.json"))] if part == "baseline" else []
+        done = subprocess.run([sys.executable, __file__, "--model", args.model, "--data", args.data, "--steps",
+                               str(args.steps), "--out", args.out, "--part", part, *extra], capture_output=True,
+                              text=True)
+        line = next((o for o in done.stdout.splitlines() if o.startswith("RESULT ")), None)
+        if line is None:
+            print(f"{part} failed: {done.stderr.strip()[-1500:]}", flush=True)
+            result[part] = {"error": done.stderr.strip()[-1500:]}
+            break
+        result[part] = json.loads(line[7:])
+        if part == "ours":
+            Path(args.out).with_suffix(".rows.json").write_text(json.dumps(result["ours"].pop("rows")))
+        print(f"{part}: {len(result[part]['loss'])} steps in {result[part]['seconds']:.0f} s, first loss "
+              f"{result[part]['loss'][0]:.3f}, last-20 mean {sum(result[part]['loss'][-20:]) / 20:.3f}", flush=True)
+    Path(args.out).write_text(json.dumps(result, indent=2))
+    if "error" not in result.get("baseline", {"error": 1}):
+        try:
+            plot(result, Path(args.out).with_suffix(".png"))
+        except ImportError:
+            print("matplotlib missing: no plot (run `plot` on the JSON elsewhere)")
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4))
+    for name, style in (("baseline", "-"), ("ours", "--")):
+        axis.plot(range(1, len(result[name]["loss"]) + 1), result[name]["loss"], style, label=name)
+    axis.set_xlabel("optimizer step (48 examples)")
+    axis.set_ylabel("training loss (label-smoothed)")
+    axis.set_title("Same batches: Seq2SeqTrainer + PEFT vs chef-genius")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    main()
