@@ -26,7 +26,10 @@ from dataclasses import dataclass
 
 import torch
 
-WARMUP_RUNS = 2  # eager runs on a side stream before the first capture (cuBLAS, allocator); 1 later
+# Eager runs on a side stream before the first capture (cuBLAS, allocator); one before each later
+# shape (capturing without one failed on the H100). Their cached blocks are released before each
+# capture, or they would sit beside the shared graph pool.
+WARMUP_RUNS = 2
 
 
 @dataclass
@@ -90,6 +93,8 @@ class GraphedSteps:
                 for _ in range(WARMUP_RUNS if not self.graphs else 1):
                     self._forward_backward(inputs, scale)
             torch.cuda.current_stream().wait_stream(side)
+            torch.cuda.synchronize()
+            torch.cuda.empty_cache()  # the warm-up's cached blocks would sit beside the graph pool
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph, pool=self.pool):
                 outputs = self._forward_backward(inputs, scale)
