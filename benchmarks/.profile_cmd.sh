@@ -1,9 +1,4 @@
-set -u
-OUT=${OUT:-/tmp/out}; mkdir -p $OUT
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
-export PYTHONPATH=$PWD/src:/tmp/site PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
-python3 benchmarks/make_model.py --arch flan-t5-large --corpus .devdata/recipenlg_sample_1k.csv .devdata/wikibooks_recipes_en.json --out /tmp/fl > /dev/null 2>&1
-python3 -m chef_genius prepare .devdata/recipenlg_sample_1k.csv .devdata/wikibooks_recipes_en.json --out /tmp/data --quiet > /dev/null 2>&1
+. benchmarks/.device_setup.sh
 P="python3 benchmarks/profile_step.py --model /tmp/fl --data /tmp/data"
 SEED="--set optim.batch_size=12 --set optim.gradient_accumulation_steps=4"
 T16="--set optim.max_tokens=16384 --set optim.gradient_accumulation_steps=1"
