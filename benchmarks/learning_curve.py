@@ -44,7 +44,7 @@ def plan(trainer, steps: int) -> list[list[int]]:
     return batches[:steps * ACCUMULATION]
 
 
-def run_ours(model: str, data: str, steps: int) -> dict:
+def run_ours(model: str, data: str, steps: int, rows_file: Path | None = None) -> dict:
     import torch
 
     from chef_genius.config import build_config
@@ -57,6 +57,9 @@ def run_ours(model: str, data: str, steps: int) -> dict:
     trainer.setup()
     trainer.schedule = Schedule.build(LR, steps, WARMUP, 1.0, 1, 1, 0.0, cosine=False)
     rows = plan(trainer, steps)
+    if rows_file is not None:  # the baseline starts as soon as it knows the batches
+        rows_file.with_suffix(".partial").write_text(json.dumps(rows))
+        rows_file.with_suffix(".partial").rename(rows_file)
     epoch0 = trainer.epoch_data(0).examples  # no augmentation: every epoch tokenizes a row alike
     position = {int(row): p for p, row in enumerate(epoch0.index)}
     collator = trainer.collator(epoch0)
@@ -139,30 +142,43 @@ def main() -> None:
     parser.add_argument("--rows", help="(internal) the batches file")
     args = parser.parse_args()
     if args.part == "ours":
-        print("RESULT " + json.dumps(run_ours(args.model, args.data, args.steps)))
+        print("RESULT " + json.dumps(run_ours(args.model, args.data, args.steps, Path(args.rows))))
         return
     if args.part == "baseline":
         rows = json.loads(Path(args.rows).read_text())
         print("RESULT " + json.dumps(run_baseline(args.model, args.data, args.steps, rows)))
         return
+    # Both sides run at once on the same GPU (losses do not depend on timing; seconds do, so they
+    # are not a speed comparison): ours writes the batch plan, then the baseline starts on it.
+    rows_file = Path(args.out).with_suffix(".rows.json")
+    rows_file.unlink(missing_ok=True)
+    common = [sys.executable, __file__, "--model", args.model, "--data", args.data, "--steps", str(args.steps),
+              "--out", args.out, "--rows", str(rows_file)]
+    procs = {"ours": subprocess.Popen([*common, "--part", "ours"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True)}
+    while not rows_file.exists() and procs["ours"].poll() is None:
+        time.sleep(1)
+    if rows_file.exists():
+        procs["baseline"] = subprocess.Popen([*common, "--part", "baseline"], stdout=subprocess.PIPE,
+                                             stderr=subprocess.PIPE, text=True)
     result = {}
     for part in ("ours", "baseline"):
-        extra = ["--rows", str(Path(args.out).with_suffix(".rows.json"))] if part == "baseline" else []
-        done = subprocess.run([sys.executable, __file__, "--model", args.model, "--data", args.data, "--steps",
-                               str(args.steps), "--out", args.out, "--part", part, *extra], capture_output=True,
-                              text=True)
-        line = next((o for o in done.stdout.splitlines() if o.startswith("RESULT ")), None)
+        if part not in procs:
+            result[part] = {"error": "not started: ours wrote no batch plan"}
+            continue
+        stdout, stderr = procs[part].communicate()
+        line = next((o for o in stdout.splitlines() if o.startswith("RESULT ")), None)
         if line is None:
-            print(f"{part} failed: {done.stderr.strip()[-1500:]}", flush=True)
-            result[part] = {"error": done.stderr.strip()[-1500:]}
-            break
+            print(f"{part} failed: {stderr.strip()[-1500:]}", flush=True)
+            result[part] = {"error": stderr.strip()[-1500:]}
+            continue
         result[part] = json.loads(line[7:])
-        if part == "ours":
-            Path(args.out).with_suffix(".rows.json").write_text(json.dumps(result["ours"].pop("rows")))
-        print(f"{part}: {len(result[part]['loss'])} steps in {result[part]['seconds']:.0f} s, first loss "
-              f"{result[part]['loss'][0]:.3f}, last-20 mean {sum(result[part]['loss'][-20:]) / 20:.3f}", flush=True)
+        result[part].pop("rows", None)
+        losses = result[part]["loss"]
+        print(f"{part}: {len(losses)} steps in {result[part]['seconds']:.0f} s, first loss {losses[0]:.3f}, "
+              f"last-20 mean {sum(losses[-20:]) / 20:.3f}", flush=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
-    if "error" not in result.get("baseline", {"error": 1}):
+    if all("error" not in result.get(part, {"error": 1}) for part in ("ours", "baseline")):
         try:
             plot(result, Path(args.out).with_suffix(".png"))
         except ImportError:

@@ -81,7 +81,7 @@ def main() -> None:
         sync()
     kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
     kernel_ms = sum(e.device_time for e in kernels) / 1e3  # device_time: microseconds
-    table = prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=args.top, max_name_column_width=60)
+    table = prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=args.top, max_name_column_width=90)
     result = {"settings": args.set, "attn": args.attn or "default", "no_dropout": args.no_dropout,
               "wall_ms_per_step": 1e3 * wall, "tokens_per_second": tokens / args.steps / wall,
               "kernel_ms_per_step": kernel_ms, "kernels_per_step": len(kernels),

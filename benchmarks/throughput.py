@@ -5,7 +5,7 @@ Configurations (each in its own process, so peak memory is its own):
   256 and targets to 512, gradient accumulation 4 (48 examples per optimizer step), as the seed;
 - ours-seed-batch: chef-genius, batch 12 x 4, length-grouped batches padded to the batch;
 - ours-max-throughput: chef-genius with a token budget per micro-batch (--max-tokens);
-- ours-22gib: the largest token budget that stays under 22 GiB (the RTX 4090 preset's cap);
+- ours-22gib: the RTX 4090 preset (8 x 6), whose card leaves about 22 GiB to training;
 - ours-full: chef-genius full fine-tuning at batch 12 x 4 (against ours-seed-batch for LoRA).
 
 Real tokens are non-pad prompt tokens plus target tokens. Model-FLOPs utilization counts the
@@ -36,7 +36,9 @@ PEAK_FLOPS = 800e12
 CONFIGS = ("baseline", "ours-seed-batch", "ours-48x1", "ours-max-throughput", "ours-22gib", "ours-full-48x1",
            "plain-48x1", "plain-full-48x1", "plain-seed-batch", "ours-full-seed-batch",
            "48x1-no-graphs", "48x1-no-fused-norm", "48x1-no-shared-bias",
-           "48x1-lora-fp32-inputs", "48x1-lora-dropout-0", "48x1-compiled-no-graphs", "max-throughput-no-graphs")
+           "48x1-lora-fp32-inputs", "48x1-lora-dropout-0", "48x1-compiled-no-graphs", "max-throughput-no-graphs",
+           "compiled-seed-batch", "compiled-max-throughput", "compiled-22gib", "compiled-full-seed-batch",
+           "hf-forward-seed-batch", "hf-forward-max-throughput", "compiled-graphs-seed-batch")
 
 
 def _ours(model: str, data: str, steps: int, overrides: dict) -> dict:
@@ -185,6 +187,7 @@ def _baseline(model: str, data: str, steps: int) -> dict:
 
 SEED_BATCH = {"optim.batch_size": 12, "optim.gradient_accumulation_steps": 4}
 ONE_BATCH = {"optim.batch_size": 48, "optim.gradient_accumulation_steps": 1}
+COMPILED = {"model.compile_blocks": True, "model.cuda_graphs": False}
 NO_LEVERS = {"model.cuda_graphs": False, "model.fused_norm": False, "model.shared_bias_attention": False,
              "lora.fp32_inputs": True}
 
@@ -196,7 +199,7 @@ def overrides_for(name: str, max_tokens: int, cap_tokens: int) -> dict:
         "ours-seed-batch": SEED_BATCH,
         "ours-48x1": ONE_BATCH,
         "ours-max-throughput": budget,
-        "ours-22gib": {"optim.max_tokens": cap_tokens, "optim.gradient_accumulation_steps": 1},
+        "ours-22gib": {"optim.batch_size": 8, "optim.gradient_accumulation_steps": 6},  # the rtx4090 preset
         "ours-full-48x1": {**ONE_BATCH, "lora.enabled": False},
         "plain-48x1": {**ONE_BATCH, **NO_LEVERS},
         "plain-full-48x1": {**ONE_BATCH, **NO_LEVERS, "lora.enabled": False},
@@ -209,6 +212,13 @@ def overrides_for(name: str, max_tokens: int, cap_tokens: int) -> dict:
         "48x1-lora-dropout-0": {**ONE_BATCH, "lora.dropout": 0.0},
         "48x1-compiled-no-graphs": {**ONE_BATCH, "model.cuda_graphs": False, "model.compile_blocks": True},
         "max-throughput-no-graphs": {**budget, "model.cuda_graphs": False},
+        "compiled-seed-batch": {**SEED_BATCH, **COMPILED},
+        "compiled-max-throughput": {**budget, **COMPILED},
+        "compiled-22gib": {"optim.max_tokens": cap_tokens, "optim.gradient_accumulation_steps": 1, **COMPILED},
+        "compiled-full-seed-batch": {**SEED_BATCH, **COMPILED, "lora.enabled": False},
+        "hf-forward-seed-batch": {**SEED_BATCH, "model.fast_forward": False},
+        "hf-forward-max-throughput": {**budget, "model.fast_forward": False},
+        "compiled-graphs-seed-batch": {**SEED_BATCH, **COMPILED, "model.cuda_graphs": True},
     }[name]
 
 

@@ -17,6 +17,9 @@ EXIT_TRAINING_STOPPED = 3
 
 
 def main(argv: list[str] | None = None) -> int:
+    from chef_genius.training.speed import configure_allocator
+
+    configure_allocator()
     parser = _parser()
     args = parser.parse_args(argv)
     try:

@@ -57,13 +57,18 @@ class ModelConfig:
     max_target_tokens: int = doc("Longest recipe target, in tokens; longer targets are cut.", 512)
     dtype: Literal["auto", "bf16", "fp32"] = doc("Compute dtype: 'auto' is bf16 on GPU, fp32 on CPU.", "auto")
     gradient_checkpointing: bool = doc("Recompute activations to save memory (slower).", False)
-    compile_blocks: bool = doc("Compile each repeated transformer block with torch.compile (regional "
-                               "compilation, dynamic shapes); GPU only, ignored on CPU.", False)
+    compile_blocks: bool = doc("Compile the training forward's layers with torch.compile (with fast_forward: one "
+                               "graph per kind of T5 layer, shared by every layer; otherwise each repeated "
+                               "block). GPU only, ignored on CPU; the first steps take about a minute longer.",
+                               True)
     cuda_graphs: bool = doc("Capture each batch shape's forward and backward in a CUDA graph and replay it "
                             "(one GPU process; batch shapes are rounded up to multiples of 32 source / 64 "
-                            "target tokens so that few graphs are needed). Opt-in: 6.9x the seed's stack at "
-                            "12 x 4 on an H100, but the graph pool grows with the number of shapes (larger "
-                            "batches ran out of memory).", False)
+                            "target tokens so that few graphs are needed). Removes the per-kernel launch cost "
+                            "that bounds small batches.", True)
+    fast_forward: bool = doc("Train T5-family models through chef-genius' lean forward (one plain function per "
+                             "layer, position bias and mask built once per stack; same values as Transformers'). "
+                             "With compile_blocks, each kind of layer is compiled once and shared by all layers.",
+                             True)
     fused_norm: bool = doc("Compute T5's RMS norm with torch's fused rms_norm (same values, fewer kernels).", True)
     shared_bias_attention: bool = doc("T5 attention through SDPA with the position bias and mask combined once "
                                       "per forward instead of once per layer (same values).", True)

@@ -32,7 +32,7 @@ from chef_genius.noise import add_gradient_noise
 from chef_genius.schedule import Schedule, ends_high, lr_at
 from chef_genius.tracking import Tracker, build_tracker, system_metrics
 from chef_genius.training import checkpoint as ckpt
-from chef_genius.training import speed
+from chef_genius.training import fast_t5, speed
 from chef_genius.training.data import (
     Collator,
     PlannedBatches,
@@ -191,18 +191,37 @@ class Trainer:
         if self.config.model.gradient_checkpointing:
             model.gradient_checkpointing_enable()
         model.to(self.device)
-        if self.config.model.compile_blocks and self.device.type == "cuda":
+        compile_on = self.config.model.compile_blocks and self.device.type == "cuda"
+        forward = self._fast_forward(model, compile_on)
+        self.fast = isinstance(forward, fast_t5.FastT5)
+        if compile_on and forward is model:
             self._print(f"compiled {compile_blocks(model)} transformer blocks (torch.compile, dynamic shapes)")
         trainable, total = parameter_counts(model)
         self._print(f"model {self.config.model.name}: {total:,} parameters, {trainable:,} trainable "
                     f"({100 * trainable / total:.3f} %){' with LoRA' if self.lora else ''}")
         self.trainable_params = [p for p in model.parameters() if p.requires_grad]
         self.model_for_saving = model
+        # Training mode from setup on (Transformers loads models in eval mode): dropout is part of
+        # the training step, also for callers of `_optimizer_step` that never call `train()`.
+        forward.train()
         self.model = (torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-            if self.world > 1 else model)
+            forward, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            if self.world > 1 else forward)
         base = getattr(loaded.model, "config", None)
         self.decoder_start_id = getattr(base, "decoder_start_token_id", None)
+
+    def _fast_forward(self, model: torch.nn.Module, compile_layers: bool) -> torch.nn.Module:
+        """The module the training and validation loss run through: `fast_t5.FastT5` around a
+        T5-family model when enabled, else the model itself (generation always uses the model)."""
+        if not self.config.model.fast_forward:
+            return model
+        reason = fast_t5.unsupported_reason(model)
+        if reason is not None:
+            if reason != "not a T5-family encoder-decoder":
+                self._print(f"speed: Transformers' forward ({reason})")
+            return model
+        self._print("speed: fast T5 forward" + (" with compiled layers" if compile_layers else ""))
+        return fast_t5.FastT5(model, compile_layers=compile_layers)
 
     def _apply_speed_levers(self, model: torch.nn.Module) -> None:
         m = self.config.model
@@ -241,7 +260,13 @@ class Trainer:
         m = self.config.model
         if not m.cuda_graphs:
             return
-        reason = graphs_unsupported_reason(self.world, self.device, m.gradient_checkpointing, m.compile_blocks)
+        # Compiled fast-forward layers are plain Triton and cuBLAS launches: capturable.
+        reason = graphs_unsupported_reason(self.world, self.device, m.gradient_checkpointing,
+                                           m.compile_blocks and not self.fast)
+        if reason is None and self.config.optim.max_tokens is not None:
+            # Measured on an H100: budgeted batches are large enough to hide launch cost, and the
+            # pool of one graph per batch shape ran out of memory at a 32k-token budget.
+            reason = "a token budget (--max-tokens) makes batches large; graphs pay off for fixed batch sizes"
         if reason is not None:
             if self.device.type == "cuda":
                 self._print(f"CUDA graphs off: {reason}")
