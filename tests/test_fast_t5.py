@@ -5,9 +5,11 @@ heads, with and without LoRA, with activation checkpointing), and it reaches tra
 from __future__ import annotations
 
 import copy
+import os
 
 import pytest
 import torch
+from test_training import small_config, small_data  # noqa: F401  (small_data is a fixture)
 
 from chef_genius.losses import batch_loss_sums
 from chef_genius.training import fast_t5
@@ -134,3 +136,49 @@ def test_unsupported_models_are_named():
     half = copy.deepcopy(t5()).half()
     assert "fp16" in fast_t5.unsupported_reason(half)
     assert fast_t5.unsupported_reason(with_lora(t5())) is None
+
+
+def _trainer(tmp_path, small_data, fast: bool):  # noqa: F811
+    from chef_genius.training.trainer import Trainer
+
+    trainer = Trainer(small_config(tmp_path / f"run-{fast}", small_data, **{
+        "gradient_noise.enabled": False, "lora.dropout": 0.0, "model.fast_forward": fast}))
+    trainer.setup()
+    base = trainer.model_for_saving.get_base_model()
+    base.config.dropout_rate = 0.0  # nothing random: both paths must give the same numbers
+    for module in trainer.model_for_saving.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        elif isinstance(getattr(module, "dropout", None), float):  # T5Attention's attention-prob dropout
+            module.dropout = 0.0
+    return trainer
+
+
+def test_the_trainer_trains_through_it_with_the_same_losses_and_weights(tmp_path, small_data):  # noqa: F811
+    from chef_genius.training.data import Collator
+
+    runs = {}
+    for fast in (True, False):
+        trainer = _trainer(tmp_path, small_data, fast)
+        assert isinstance(trainer.model, fast_t5.FastT5) is fast
+        # Training mode from setup on (Transformers loads models in eval mode, which once turned
+        # dropout off in benchmarks that call _optimizer_step directly).
+        assert trainer.model.training and trainer.model_for_saving.get_base_model().training
+        collate = Collator(trainer.epoch_data(0).examples, trainer.pad_id, False)
+        losses = [trainer._optimizer_step([collate(list(range(i, i + 4)))])["train/loss"] for i in (0, 4, 8)]
+        weights = {n: p.detach().clone() for n, p in trainer.model_for_saving.named_parameters() if p.requires_grad}
+        runs[fast] = losses, weights
+    assert runs[True][0] == pytest.approx(runs[False][0], rel=1e-5)
+    for name, value in runs[True][1].items():
+        torch.testing.assert_close(value, runs[False][1][name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_allocator_setting_keeps_the_users_choice(monkeypatch):
+    from chef_genius.training import speed
+
+    monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF", raising=False)
+    speed.configure_allocator()
+    assert os.environ["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True"
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "max_split_size_mb:128")
+    speed.configure_allocator()
+    assert os.environ["PYTORCH_CUDA_ALLOC_CONF"] == "max_split_size_mb:128"
