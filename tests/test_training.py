@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 
 from chef_genius.cli import main
 from chef_genius.config import build_config
+from chef_genius.errors import UserError
 from chef_genius.prepare import PrepareOptions, prepare
 from chef_genius.sample import sample_path
 from chef_genius.training import trainer as trainer_module
@@ -278,3 +279,46 @@ def test_regional_compile_marks_each_repeated_block_only(tmp_path, small_data): 
     assert compile_blocks(model) == 4  # 2 encoder + 2 decoder T5Blocks; their mixed sublayer lists are left
     blocks = [m for m in model.modules() if type(m).__name__ == "T5Block"]
     assert len(blocks) == 4 and all(getattr(b, "_compiled_call_impl", None) is not None for b in blocks)
+
+
+def _torchrun(run: Path, data: Path, *extra: str) -> None:
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
+    if torchrun is None:
+        pytest.skip("torchrun not installed")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}  # CPU ranks, even on a GPU box
+    command = [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "chef_genius", "train",
+               "--data", str(data), "--output-dir", str(run), "--batch-size", "4", "--disable-lora",
+               "--report-to", "jsonl", "--set", "model.max_target_tokens=48", "--set", "data.num_workers=0",
+               "--set", "checkpoint.save_steps=3", "--set", "eval.generate_samples=false", *extra]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=400, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_fsdp_trains_like_ddp_and_resumes(tmp_path, small_data):
+    """Full fine-tuning sharded over 2 CPU ranks (gloo) ends with the weights of the same run
+    under DDP (gradient noise on, accumulation 2), writes checkpoints in the unsharded layout,
+    and resumes from them."""
+    ddp, fsdp = tmp_path / "ddp", tmp_path / "fsdp"
+    common = ("--epochs", "1", "--gradient-accumulation-steps", "2")
+    _torchrun(ddp, small_data, *common)
+    _torchrun(fsdp, small_data, *common, "--fsdp")
+    a, b = load_file(str(ddp / "final" / "model.safetensors")), load_file(str(fsdp / "final" / "model.safetensors"))
+    assert a.keys() == b.keys() and len(a) > 10
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=1e-4, atol=1e-5, msg=name)
+    first = json.loads((fsdp / "run_summary.json").read_text())["steps"]
+    _torchrun(fsdp, small_data, "--epochs", "2", "--gradient-accumulation-steps", "2", "--fsdp", "--resume", "auto")
+    assert json.loads((fsdp / "run_summary.json").read_text())["steps"] == 2 * first
+    steps = [m["step"] for m in metrics_of(fsdp) if "train/loss" in m]
+    assert steps == sorted(set(steps))  # no step logged twice across the resume
+
+
+def test_fsdp_refuses_lora(tmp_path, small_data):
+    trainer = Trainer(small_config(tmp_path / "run", small_data, **{"model.fsdp": True}))
+    with pytest.raises(UserError, match="--disable-lora"):
+        trainer.setup()

@@ -65,6 +65,9 @@ class ModelConfig:
                             "(one GPU process; batch shapes are rounded up to multiples of 32 source / 64 "
                             "target tokens so that few graphs are needed). Removes the per-kernel launch cost "
                             "that bounds small batches.", True)
+    fsdp: bool = doc("Shard parameters, gradients and optimizer state across processes with FSDP (torch's "
+                     "fully_shard, one unit per transformer block): full fine-tuning of models too large for "
+                     "one GPU under torchrun / accelerate launch. Needs --disable-lora.", False)
     fast_forward: bool = doc("Train T5-family models through chef-genius' lean forward (one plain function per "
                              "layer, position bias and mask built once per stack; same values as Transformers'). "
                              "With compile_blocks, each kind of layer is compiled once and shared by all layers.",
@@ -289,6 +292,7 @@ FLAGS: dict[str, tuple[str, Any]] = {
     "--disable-lora": ("lora.enabled", False),
     "--disable-cosine-schedule": ("schedule.cosine", False),
     "--disable-gradient-noise": ("gradient_noise.enabled", False),
+    "--fsdp": ("model.fsdp", True),
 }
 
 

@@ -12,6 +12,8 @@ from collections.abc import Iterable
 
 import torch
 
+from chef_genius.training.sharding import noise_like
+
 
 def noise_std(step: int, eta: float, gamma: float) -> float:
     """sigma_t = sqrt(eta / (1 + t)^gamma)."""
@@ -33,13 +35,23 @@ def add_gradient_noise(params: Iterable[torch.nn.Parameter], step: int, eta: flo
         The ratio of the noise norm to the gradient norm before noise (0 if the gradient is 0).
     """
     std = noise_std(step, eta, gamma)
-    grad_sq = noise_sq = 0.0
+    parts = []  # per tensor: squared norms of its gradient and of its noise, kept on the device
+    sharded = False
     for param in params:
         if param.grad is None:
             continue
+        # Drawn in the full shape on every rank, so a sharded run adds the same noise as any other.
         noise = torch.randn(param.grad.shape, generator=generator, dtype=torch.float32)
         noise = noise.to(param.grad.device, param.grad.dtype).mul_(std)
-        grad_sq += float(param.grad.float().pow(2).sum())
-        noise_sq += float(noise.float().pow(2).sum())
-        param.grad.add_(noise)
+        grad, noise = param.grad, noise_like(param.grad, noise)
+        sharded = sharded or hasattr(grad, "to_local")
+        local_grad, local_noise = (grad.to_local(), noise.to_local()) if hasattr(grad, "to_local") else (grad, noise)
+        parts.append(torch.stack([local_grad.float().pow(2).sum(), local_noise.float().pow(2).sum()]))
+        grad.add_(noise)
+    if not parts:
+        return 0.0
+    sums = torch.stack(parts).sum(0)
+    if sharded:  # each rank summed its own shards
+        torch.distributed.all_reduce(sums)
+    grad_sq, noise_sq = sums.tolist()  # one read back to the host per step
     return math.sqrt(noise_sq / grad_sq) if grad_sq > 0 else 0.0

@@ -86,8 +86,10 @@ def _fsync_tree(folder: Path) -> None:
 
 
 def save_checkpoint(folder: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    state: TrainerState, rng_by_rank: dict[int, dict[str, torch.Tensor]]) -> Path:
-    """Write a checkpoint atomically and return its folder.
+                    state: TrainerState, rng_by_rank: dict[int, dict[str, torch.Tensor]],
+                    gathered: tuple[dict, dict] | None = None) -> Path:
+    """Write a checkpoint atomically and return its folder. ``gathered``: the full model and
+    optimizer states of a sharded run (`sharding.full_model_state` / `full_optimizer_state`).
 
     Raises:
         OSError: the write failed (a full disk, say); the previous checkpoints are untouched.
@@ -99,8 +101,8 @@ def save_checkpoint(folder: Path, step: int, model: torch.nn.Module, optimizer: 
     tmp = folder / f"{TMP_PREFIX}{PREFIX}{step:08d}"
     try:
         tmp.mkdir()
-        save_weights(model, tmp)
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        save_weights(model, tmp, gathered[0] if gathered else None)
+        torch.save(gathered[1] if gathered else optimizer.state_dict(), tmp / "optimizer.pt")
         for rank, tensors in rng_by_rank.items():
             save_file(tensors, str(tmp / f"rng-rank{rank}.safetensors"))
         (tmp / "trainer_state.json").write_text(json.dumps(asdict(state)), encoding="utf-8")
@@ -114,9 +116,20 @@ def save_checkpoint(folder: Path, step: int, model: torch.nn.Module, optimizer: 
     return final
 
 
-def save_weights(model: torch.nn.Module, folder: Path) -> None:
-    """The adapter only (LoRA) or the whole model, as safetensors in Hugging Face layout."""
-    model.save_pretrained(str(folder), safe_serialization=True)
+def save_weights(model: torch.nn.Module, folder: Path, state_dict: dict | None = None) -> None:
+    """The adapter only (LoRA) or the whole model, as safetensors in Hugging Face layout
+    (``state_dict``: the gathered weights of a sharded model)."""
+    if state_dict is None:
+        model.save_pretrained(str(folder), safe_serialization=True)
+    else:
+        model.save_pretrained(str(folder), safe_serialization=True, state_dict=state_dict)
+
+
+def read_weights(folder: Path) -> dict[str, torch.Tensor]:
+    weights = {}
+    for shard in sorted(folder.glob("model*.safetensors")):
+        weights.update(load_file(str(shard)))
+    return weights
 
 
 def load_weights(model: torch.nn.Module, folder: Path, lora: bool) -> None:
@@ -125,10 +138,7 @@ def load_weights(model: torch.nn.Module, folder: Path, lora: bool) -> None:
 
         set_peft_model_state_dict(model, load_file(str(folder / "adapter_model.safetensors")))
         return
-    weights = {}
-    for shard in sorted(folder.glob("model*.safetensors")):
-        weights.update(load_file(str(shard)))
-    missing, unexpected = model.load_state_dict(weights, strict=False)
+    missing, unexpected = model.load_state_dict(read_weights(folder), strict=False)
     tied = {name for name in missing if "embed_tokens" in name or name.endswith("lm_head.weight")}
     if set(missing) - tied or unexpected:
         raise RuntimeError(f"checkpoint {folder} does not match the model: missing {sorted(set(missing) - tied)[:3]}"
@@ -136,10 +146,19 @@ def load_weights(model: torch.nn.Module, folder: Path, lora: bool) -> None:
 
 
 def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, rank: int,
-                    lora: bool) -> tuple[TrainerState, dict[str, torch.Tensor]]:
-    """Restore weights and optimizer; return the trainer state and this rank's RNG tensors."""
-    load_weights(model, path, lora)
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu"))
+                    lora: bool, sharded: bool = False) -> tuple[TrainerState, dict[str, torch.Tensor]]:
+    """Restore weights and optimizer (into the shards of a sharded model: every rank reads the
+    full files); return the trainer state and this rank's RNG tensors."""
+    optimizer_state = torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu")
+    if sharded:
+        from chef_genius.training.sharding import load_full_state
+
+        missing = load_full_state(model, optimizer, read_weights(path), optimizer_state)
+        if missing:
+            raise RuntimeError(f"checkpoint {path} does not match the model: missing {missing[:3]}")
+    else:
+        load_weights(model, path, lora)
+        optimizer.load_state_dict(optimizer_state)
     state = TrainerState(**json.loads((path / "trainer_state.json").read_text(encoding="utf-8")))
     rng_file = path / f"rng-rank{rank}.safetensors"
     rng = load_file(str(rng_file)) if rng_file.exists() else load_file(str(path / "rng-rank0.safetensors"))

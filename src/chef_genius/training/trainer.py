@@ -32,7 +32,7 @@ from chef_genius.noise import add_gradient_noise
 from chef_genius.schedule import Schedule, ends_high, lr_at
 from chef_genius.tracking import Tracker, build_tracker, system_metrics
 from chef_genius.training import checkpoint as ckpt
-from chef_genius.training import fast_t5, speed
+from chef_genius.training import fast_t5, sharding, speed
 from chef_genius.training.data import (
     Collator,
     PlannedBatches,
@@ -107,7 +107,8 @@ class Trainer:
         self.noise_generator = torch.Generator().manual_seed(self.config.seed + 1)
         torch.manual_seed(self.config.seed)
         if resume is not None:
-            self.state, rng = ckpt.load_checkpoint(resume, self.model_for_saving, self.optimizer, self.rank, self.lora)
+            self.state, rng = ckpt.load_checkpoint(resume, self.model_for_saving, self.optimizer, self.rank, self.lora,
+                                                   self.sharded)
             ckpt.restore_host_rng(self.state)
             ckpt.restore_device_rng(rng, self.noise_generator)
             self._print(f"resumed from {resume} at step {self.state.step} (epoch {self.state.epoch})")
@@ -191,8 +192,10 @@ class Trainer:
         if self.config.model.gradient_checkpointing:
             model.gradient_checkpointing_enable()
         model.to(self.device)
-        compile_on = self.config.model.compile_blocks and self.device.type == "cuda"
-        forward = self._fast_forward(model, compile_on)
+        self.sharded = self._shard(model)
+        compile_on = self.config.model.compile_blocks and self.device.type == "cuda" and not self.sharded
+        # Sharded blocks gather their weights in their own forward hooks: the Transformers forward.
+        forward = model if self.sharded else self._fast_forward(model, compile_on)
         self.fast = isinstance(forward, fast_t5.FastT5)
         if compile_on and forward is model:
             self._print(f"compiled {compile_blocks(model)} transformer blocks (torch.compile, dynamic shapes)")
@@ -206,9 +209,22 @@ class Trainer:
         forward.train()
         self.model = (torch.nn.parallel.DistributedDataParallel(
             forward, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-            if self.world > 1 else forward)
+            if self.world > 1 and not self.sharded else forward)
         base = getattr(loaded.model, "config", None)
         self.decoder_start_id = getattr(base, "decoder_start_token_id", None)
+
+    def _shard(self, model: torch.nn.Module) -> bool:
+        """FSDP when asked for and there are several processes; True when the model is sharded."""
+        if not self.config.model.fsdp:
+            return False
+        if self.lora:
+            raise UserError("--fsdp shards full fine-tuning; LoRA adapters are small and train with DDP: "
+                            "add --disable-lora or drop --fsdp")
+        if self.world == 1:
+            self._print("FSDP off: one process (start several with torchrun or accelerate launch)")
+            return False
+        self._print(f"FSDP: {sharding.shard(model)} units sharded over {self.world} processes")
+        return True
 
     def _fast_forward(self, model: torch.nn.Module, compile_layers: bool) -> torch.nn.Module:
         """The module the training and validation loss run through: `fast_t5.FastT5` around a
@@ -375,7 +391,7 @@ class Trainer:
                 smoothed, nll, _ = self.graphed(batch, self.world / float(tokens))
             else:
                 sync = i == len(micro_batches) - 1 or self.world == 1
-                with (contextlib.nullcontext() if sync else self.model.no_sync()), self._autocast():
+                with self._gradient_sync(sync), self._autocast():
                     smoothed, nll, _ = self._loss(batch, o.label_smoothing)           # 6. label smoothing
                     (smoothed * self.world / tokens).backward()
             smoothed_total += smoothed.detach()
@@ -386,7 +402,8 @@ class Trainer:
         if self.config.gradient_noise.enabled:                                       # 10. gradient noise
             g = self.config.gradient_noise
             noise_ratio = add_gradient_noise(self.trainable_params, state.step, g.eta, g.gamma, self.noise_generator)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable_params, o.max_grad_norm or float("inf"))
+        grad_norm = sharding.full(torch.nn.utils.clip_grad_norm_(self.trainable_params,
+                                                                 o.max_grad_norm or float("inf")))
         if not (math.isfinite(metrics["train/loss"]) and math.isfinite(float(grad_norm))):
             return self._skip_bad_step(metrics)
         state.bad_steps_in_a_row = 0
@@ -485,6 +502,8 @@ class Trainer:
     def _sample_recipes(self) -> None:
         """Generate, print, save and score sample recipes (rank 0; the others wait)."""
         e = self.config.eval
+        if self.sharded:  # rank 0 cannot run a sharded model alone; `generate` on the saved model can
+            return
         if self.is_main:
             prompts = list(e.sample_prompts) + self.val_prompts[: e.num_validation_samples]
             model = self.model_for_saving
@@ -503,10 +522,12 @@ class Trainer:
         ckpt.capture_host_rng(state)
         rng = ckpt.device_rng_tensors(self.noise_generator)
         gathered = self._gather_rng(rng)
+        full = ((sharding.full_model_state(self.model), sharding.full_optimizer_state(self.model, self.optimizer))
+                if self.sharded else None)  # collective: every rank gathers, rank 0 holds the result
         if self.is_main:
             folder = self.run_dir / "checkpoints"
             try:
-                ckpt.save_checkpoint(folder, state.step, self.model_for_saving, self.optimizer, state, gathered)
+                ckpt.save_checkpoint(folder, state.step, self.model_for_saving, self.optimizer, state, gathered, full)
             except OSError as error:
                 previous = ckpt.list_checkpoints(folder)
                 raise TrainingStopped(f"checkpoint at step {state.step} could not be written ({error.strerror}); "
@@ -517,8 +538,9 @@ class Trainer:
 
     def _save_final(self) -> Path:
         final = self.run_dir / "final"
+        weights = sharding.full_model_state(self.model) if self.sharded else None
         if self.is_main:
-            ckpt.save_weights(self.model_for_saving, final)
+            ckpt.save_weights(self.model_for_saving, final, weights)
             self.tokenizer.save_pretrained(str(final))
             (final / "README.md").write_text(_model_card(self.config, self.state), encoding="utf-8")
         self._barrier()
@@ -534,6 +556,11 @@ class Trainer:
                                              prefetch_factor=4 if workers else None,
                                              generator=torch.Generator().manual_seed(self.config.seed))
         return iter(loader)
+
+    def _gradient_sync(self, sync: bool):
+        if sync:
+            return contextlib.nullcontext()
+        return sharding.gradient_sync(self.model, False) if self.sharded else self.model.no_sync()
 
     def _zero_grad(self) -> None:
         # Replayed graphs add into fixed gradient buffers: zero them in place.
