@@ -64,7 +64,8 @@ class ModelConfig:
     cuda_graphs: bool = doc("Capture each batch shape's forward and backward in a CUDA graph and replay it "
                             "(one GPU process; batch shapes are rounded up to multiples of 32 source / 64 "
                             "target tokens so that few graphs are needed). Removes the per-kernel launch cost "
-                            "that bounds small batches.", True)
+                            "that bounds small batches; stays off under a token budget (--max-tokens), whose "
+                            "large batches hide that cost and whose many shapes would each hold a graph.", True)
     fsdp: bool = doc("Shard parameters, gradients and optimizer state across processes with FSDP (torch's "
                      "fully_shard, one unit per transformer block): full fine-tuning of models too large for "
                      "one GPU under torchrun / accelerate launch. Needs --disable-lora.", False)

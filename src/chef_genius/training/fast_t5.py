@@ -10,10 +10,10 @@ layer:
   weights passed as tensors, so ``torch.compile`` builds one graph per kind of layer and every
   layer reuses it (the norms, residual adds, dropout, the gated activation and the LoRA branch
   become a few fused kernels);
-- the relative position bias is computed once per stack and combined with the mask once: the
-  encoder's as [batch, heads, q, k], the decoder's self-attention as [1, heads, q, k] (its only
-  mask is causal: targets are right-padded and a real position never sees a later one), and
-  cross-attention takes the boolean padding mask alone (T5 gives it no position bias);
+- the relative position bias is computed once per stack and combined with the mask once, as
+  full [batch, heads, q, k] tensors: the encoder's with the padding mask, the decoder's
+  self-attention with the causal mask alone (targets are right-padded and a real position never
+  sees a later one), cross-attention the padding mask alone (T5 gives it no position bias);
 - attention is ``scaled_dot_product_attention`` with T5's scale of 1;
 - a LoRA projection is ``x W^T + dropout(x) A^T B^T * scale``, as PEFT computes it.
 
