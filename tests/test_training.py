@@ -318,7 +318,9 @@ def test_fsdp_trains_like_ddp_and_resumes(tmp_path, small_data):
     assert steps == sorted(set(steps))  # no step logged twice across the resume
 
 
-def test_fsdp_refuses_lora(tmp_path, small_data):
-    trainer = Trainer(small_config(tmp_path / "run", small_data, **{"model.fsdp": True}))
+def test_fsdp_refuses_lora(tmp_path, small_data, capsys):
     with pytest.raises(UserError, match="--disable-lora"):
-        trainer.setup()
+        small_config(tmp_path / "run", small_data, **{"model.fsdp": True})
+    assert main(["train", "--fsdp", "--data", str(small_data), "--output-dir", str(tmp_path / "cli")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1  # one line, before any model is loaded
+    assert not (tmp_path / "cli").exists()

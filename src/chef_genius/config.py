@@ -321,6 +321,9 @@ def build_config(file: str | Path | None = None, overrides: dict[str, Any] | Non
     if not isinstance(model, dict) or model.get("name", ModelConfig.name) == "tiny":
         tree = _merge(TINY_PROFILE, tree)
     config = _build(TrainConfig, tree, "")
+    if config.model.fsdp and config.lora.enabled:
+        raise UserError("--fsdp shards full fine-tuning; LoRA adapters are small and train with DDP: "
+                        "add --disable-lora or drop --fsdp")
     if config.output_dir is None:
         config.output_dir = _default_run_dir(config.checkpoint.resume == "auto")
     return config
