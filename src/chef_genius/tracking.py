@@ -162,3 +162,27 @@ def system_metrics() -> dict[str, float]:
     with contextlib.suppress(Exception):  # needs NVML (nvidia-ml-py); absent on some machines
         metrics["system/gpu_utilization"] = float(torch.cuda.utilization())
     return metrics
+
+
+class MetricWindow:
+    """Averages of training metrics since the last log, and the token rate."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.steps = 0
+        self.last = {}
+
+    def add(self, metrics: dict[str, float]) -> None:
+        self.steps += 1
+        self.last = metrics
+        for key, value in metrics.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value
+
+    def flush(self) -> dict[str, float]:
+        seconds = self.sums.get("train/seconds", 0.0)
+        out = {k: v / self.steps for k, v in self.sums.items() if k not in ("train/tokens", "train/seconds")}
+        out["train/learning_rate"] = self.last["train/learning_rate"]
+        out["train/epoch"] = self.last["train/epoch"]
+        out["train/tokens_per_second"] = self.sums.get("train/tokens", 0.0) / seconds if seconds > 0 else 0.0
+        self.sums, self.steps = {}, 0
+        return out

@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from chef_genius.config import TrainConfig
+
 PREFIX = "step-"
 TMP_PREFIX = ".tmp-"
 
@@ -194,3 +196,11 @@ def prune(folder: Path, keep_last: int, best_step: int | None) -> None:
     for path in checkpoints:
         if path not in keep:
             shutil.rmtree(path, ignore_errors=True)
+
+
+def model_card(config: TrainConfig, state: TrainerState) -> str:
+    """The README.md of a final folder: what was trained, on what, and the target format."""
+    kind = "LoRA adapter" if config.lora.enabled else "fine-tuned model"
+    return (f"# chef-genius {kind}\n\nBase model: `{config.model.name}`. Trained by chef-genius for {state.step} "
+            f"optimizer steps; best val_loss {state.best_val_loss}.\n\nTarget format: `Title: ... || Ingredients: "
+            f"a | b || Steps: x | y`; prompt template: `{config.data.templates[0]}`.\n")

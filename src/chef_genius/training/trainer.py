@@ -30,9 +30,9 @@ from chef_genius.losses import IGNORE_INDEX, batch_loss_sums
 from chef_genius.metrics import mean_scores
 from chef_genius.noise import add_gradient_noise
 from chef_genius.schedule import Schedule, ends_high, lr_at
-from chef_genius.tracking import Tracker, build_tracker, system_metrics
+from chef_genius.tracking import MetricWindow, Tracker, build_tracker, system_metrics
 from chef_genius.training import checkpoint as ckpt
-from chef_genius.training import fast_t5, sharding, speed
+from chef_genius.training import sharding
 from chef_genius.training.data import (
     Collator,
     PlannedBatches,
@@ -44,13 +44,8 @@ from chef_genius.training.data import (
 )
 from chef_genius.training.epochs import EpochBuilder, EpochData, minimum_examples
 from chef_genius.training.graphs import GraphedSteps, graphs_unsupported_reason
-from chef_genius.training.models import (
-    apply_lora,
-    compile_blocks,
-    parameter_counts,
-    resolve_model,
-    resolve_tokenizer,
-)
+from chef_genius.training.models import resolve_model, resolve_tokenizer
+from chef_genius.training.placement import place_model
 
 MAX_BAD_STEPS_IN_A_ROW = 10
 # Batch shapes when CUDA graphs are on: widths rounded up to these many tokens, rows (under a
@@ -187,69 +182,11 @@ class Trainer:
         if not self.is_main:
             loaded = resolve_model(self.config.model, self.run_dir, [], self.config.seed, dtype)
         self.tokenizer, self.causal = loaded.tokenizer, loaded.causal
-        model = apply_lora(loaded, self.config.lora) if self.lora else loaded.model
-        self._apply_speed_levers(model)
-        if self.config.model.gradient_checkpointing:
-            model.gradient_checkpointing_enable()
-        model.to(self.device)
-        self.sharded = self._shard(model)
-        compile_on = self.config.model.compile_blocks and self.device.type == "cuda" and not self.sharded
-        # Sharded blocks gather their weights in their own forward hooks: the Transformers forward.
-        forward = model if self.sharded else self._fast_forward(model, compile_on)
-        self.fast = isinstance(forward, fast_t5.FastT5)
-        if compile_on and forward is model:
-            self._print(f"compiled {compile_blocks(model)} transformer blocks (torch.compile, dynamic shapes)")
-        trainable, total = parameter_counts(model)
-        self._print(f"model {self.config.model.name}: {total:,} parameters, {trainable:,} trainable "
-                    f"({100 * trainable / total:.3f} %){' with LoRA' if self.lora else ''}")
-        self.trainable_params = [p for p in model.parameters() if p.requires_grad]
-        self.model_for_saving = model
-        # Training mode from setup on (Transformers loads models in eval mode): dropout is part of
-        # the training step, also for callers of `_optimizer_step` that never call `train()`.
-        forward.train()
-        self.model = (torch.nn.parallel.DistributedDataParallel(
-            forward, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-            if self.world > 1 and not self.sharded else forward)
+        placed = place_model(loaded, self.config, self.device, self.world, self.bf16, self._print)
+        self.model_for_saving, self.model, self.trainable_params = placed.saved, placed.forward, placed.trainable
+        self.sharded, self.fast = placed.sharded, placed.fast
         base = getattr(loaded.model, "config", None)
         self.decoder_start_id = getattr(base, "decoder_start_token_id", None)
-
-    def _shard(self, model: torch.nn.Module) -> bool:
-        """FSDP when asked for and there are several processes; True when the model is sharded."""
-        if not self.config.model.fsdp:
-            return False
-        if self.lora:
-            raise UserError("--fsdp shards full fine-tuning; LoRA adapters are small and train with DDP: "
-                            "add --disable-lora or drop --fsdp")
-        if self.world == 1:
-            self._print("FSDP off: one process (start several with torchrun or accelerate launch)")
-            return False
-        self._print(f"FSDP: {sharding.shard(model)} units sharded over {self.world} processes")
-        return True
-
-    def _fast_forward(self, model: torch.nn.Module, compile_layers: bool) -> torch.nn.Module:
-        """The module the training and validation loss run through: `fast_t5.FastT5` around a
-        T5-family model when enabled, else the model itself (generation always uses the model)."""
-        if not self.config.model.fast_forward:
-            return model
-        reason = fast_t5.unsupported_reason(model)
-        if reason is not None:
-            if reason != "not a T5-family encoder-decoder":
-                self._print(f"speed: Transformers' forward ({reason})")
-            return model
-        self._print("speed: fast T5 forward" + (" with compiled layers" if compile_layers else ""))
-        return fast_t5.FastT5(model, compile_layers=compile_layers)
-
-    def _apply_speed_levers(self, model: torch.nn.Module) -> None:
-        m = self.config.model
-        applied = []
-        if m.fused_norm and (count := speed.fuse_norms(model)):
-            applied.append(f"fused RMS norm x{count}")
-        if m.shared_bias_attention and (count := speed.shared_bias_attention(model)):
-            applied.append(f"shared-bias SDPA attention x{count}")
-        if self.lora and self.bf16 and not self.config.lora.fp32_inputs:
-            applied.append(f"bf16 LoRA inputs x{speed.lora_inputs_in_compute_dtype(model)}")
-        if applied:
-            self._print("speed: " + ", ".join(applied))
 
     def _setup_examples(self) -> None:
         m, o = self.config.model, self.config.optim
@@ -324,7 +261,7 @@ class Trainer:
     def train(self) -> RunResult:
         o, state = self.config.optim, self.state
         accumulation = o.gradient_accumulation_steps
-        started, window = time.perf_counter(), _Window()
+        started, window = time.perf_counter(), MetricWindow()
         bar = tqdm(total=self.schedule.total_steps, initial=state.step, desc="train", disable=not self.is_main
                    or not sys.stderr.isatty(), dynamic_ncols=True)
         stopped_early = False
@@ -542,7 +479,7 @@ class Trainer:
         if self.is_main:
             ckpt.save_weights(self.model_for_saving, final, weights)
             self.tokenizer.save_pretrained(str(final))
-            (final / "README.md").write_text(_model_card(self.config, self.state), encoding="utf-8")
+            (final / "README.md").write_text(ckpt.model_card(self.config, self.state), encoding="utf-8")
         self._barrier()
         return final
 
@@ -595,37 +532,6 @@ class Trainer:
     def cleanup(self) -> None:
         if self.world > 1 and dist.is_initialized():
             dist.destroy_process_group()
-
-
-class _Window:
-    """Averages of training metrics since the last log, and the token rate."""
-
-    def __init__(self) -> None:
-        self.sums: dict[str, float] = {}
-        self.steps = 0
-        self.last = {}
-
-    def add(self, metrics: dict[str, float]) -> None:
-        self.steps += 1
-        self.last = metrics
-        for key, value in metrics.items():
-            self.sums[key] = self.sums.get(key, 0.0) + value
-
-    def flush(self) -> dict[str, float]:
-        seconds = self.sums.get("train/seconds", 0.0)
-        out = {k: v / self.steps for k, v in self.sums.items() if k not in ("train/tokens", "train/seconds")}
-        out["train/learning_rate"] = self.last["train/learning_rate"]
-        out["train/epoch"] = self.last["train/epoch"]
-        out["train/tokens_per_second"] = self.sums.get("train/tokens", 0.0) / seconds if seconds > 0 else 0.0
-        self.sums, self.steps = {}, 0
-        return out
-
-
-def _model_card(config: TrainConfig, state: ckpt.TrainerState) -> str:
-    kind = "LoRA adapter" if config.lora.enabled else "fine-tuned model"
-    return (f"# chef-genius {kind}\n\nBase model: `{config.model.name}`. Trained by chef-genius for {state.step} "
-            f"optimizer steps; best val_loss {state.best_val_loss}.\n\nTarget format: `Title: ... || Ingredients: "
-            f"a | b || Steps: x | y`; prompt template: `{config.data.templates[0]}`.\n")
 
 
 def run_training(config: TrainConfig) -> RunResult:
