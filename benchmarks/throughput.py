@@ -37,8 +37,8 @@ CONFIGS = ("baseline", "ours-seed-batch", "ours-48x1", "ours-max-throughput", "o
            "plain-48x1", "plain-full-48x1", "plain-seed-batch", "ours-full-seed-batch",
            "48x1-no-graphs", "48x1-no-fused-norm", "48x1-no-shared-bias",
            "48x1-lora-fp32-inputs", "48x1-lora-dropout-0", "48x1-compiled-no-graphs", "max-throughput-no-graphs",
-           "compiled-seed-batch", "compiled-max-throughput", "compiled-22gib", "compiled-full-seed-batch",
-           "hf-forward-seed-batch", "hf-forward-max-throughput", "compiled-graphs-seed-batch")
+           "seed-batch-no-graphs", "seed-batch-not-compiled", "max-throughput-not-compiled", "22gib-token-budget",
+           "hf-forward-seed-batch", "hf-forward-max-throughput")
 
 
 def _ours(model: str, data: str, steps: int, overrides: dict) -> dict:
@@ -187,9 +187,8 @@ def _baseline(model: str, data: str, steps: int) -> dict:
 
 SEED_BATCH = {"optim.batch_size": 12, "optim.gradient_accumulation_steps": 4}
 ONE_BATCH = {"optim.batch_size": 48, "optim.gradient_accumulation_steps": 1}
-COMPILED = {"model.compile_blocks": True, "model.cuda_graphs": False}
 NO_LEVERS = {"model.cuda_graphs": False, "model.fused_norm": False, "model.shared_bias_attention": False,
-             "lora.fp32_inputs": True}
+             "lora.fp32_inputs": True, "model.compile_blocks": False, "model.fast_forward": False}
 
 
 def overrides_for(name: str, max_tokens: int, cap_tokens: int) -> dict:
@@ -212,13 +211,12 @@ def overrides_for(name: str, max_tokens: int, cap_tokens: int) -> dict:
         "48x1-lora-dropout-0": {**ONE_BATCH, "lora.dropout": 0.0},
         "48x1-compiled-no-graphs": {**ONE_BATCH, "model.cuda_graphs": False, "model.compile_blocks": True},
         "max-throughput-no-graphs": {**budget, "model.cuda_graphs": False},
-        "compiled-seed-batch": {**SEED_BATCH, **COMPILED},
-        "compiled-max-throughput": {**budget, **COMPILED},
-        "compiled-22gib": {"optim.max_tokens": cap_tokens, "optim.gradient_accumulation_steps": 1, **COMPILED},
-        "compiled-full-seed-batch": {**SEED_BATCH, **COMPILED, "lora.enabled": False},
+        "seed-batch-no-graphs": {**SEED_BATCH, "model.cuda_graphs": False},
+        "seed-batch-not-compiled": {**SEED_BATCH, "model.compile_blocks": False},
+        "max-throughput-not-compiled": {**budget, "model.compile_blocks": False},
+        "22gib-token-budget": {"optim.max_tokens": cap_tokens, "optim.gradient_accumulation_steps": 1},
         "hf-forward-seed-batch": {**SEED_BATCH, "model.fast_forward": False},
         "hf-forward-max-throughput": {**budget, "model.fast_forward": False},
-        "compiled-graphs-seed-batch": {**SEED_BATCH, **COMPILED, "model.cuda_graphs": True},
     }[name]
 
 

@@ -120,3 +120,15 @@ def test_non_t5_models_are_left_alone():
     model = GPT2LMHeadModel(GPT2Config(vocab_size=50, n_embd=16, n_layer=1, n_head=2, n_positions=32))
     assert speed.fuse_norms(model) == 0
     assert speed.shared_bias_attention(model) == 0
+
+
+def test_cuda_graph_policy_names_each_reason():
+    from chef_genius.training.graphs import graphs_unsupported_reason
+
+    gpu = torch.device("cuda", 0)  # a device object only: nothing runs on it
+    assert graphs_unsupported_reason(1, gpu, False, False) is None  # fixed batch sizes: graphs on
+    assert "token budget" in graphs_unsupported_reason(1, gpu, False, False, token_budget=True)
+    assert graphs_unsupported_reason(1, torch.device("cpu"), False, False) == "not on a GPU"
+    assert "several processes" in graphs_unsupported_reason(2, gpu, False, False)
+    assert "checkpointing" in graphs_unsupported_reason(1, gpu, True, False)
+    assert "compiled blocks" in graphs_unsupported_reason(1, gpu, False, True)

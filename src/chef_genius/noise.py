@@ -44,8 +44,9 @@ def add_gradient_noise(params: Iterable[torch.nn.Parameter], step: int, eta: flo
         noise = torch.randn(param.grad.shape, generator=generator, dtype=torch.float32)
         noise = noise.to(param.grad.device, param.grad.dtype).mul_(std)
         grad, noise = param.grad, noise_like(param.grad, noise)
-        sharded = sharded or hasattr(grad, "to_local")
-        local_grad, local_noise = (grad.to_local(), noise.to_local()) if hasattr(grad, "to_local") else (grad, noise)
+        local_grad, local_noise = grad, noise
+        if hasattr(grad, "to_local"):  # a DTensor shard (FSDP): this rank's part only
+            sharded, local_grad, local_noise = True, grad.to_local(), noise.to_local()
         parts.append(torch.stack([local_grad.float().pow(2).sum(), local_noise.float().pow(2).sum()]))
         grad.add_(noise)
     if not parts:

@@ -257,7 +257,7 @@ class FastT5(torch.nn.Module):
             x = self._call(self.encoder_layer, checkpointing, x, mask, w, s)
         memory = F.dropout(_norm(x, encoder.final_layer_norm.weight, s.eps), s.dropout, s.training)
 
-        # Decoder: causal bias [1, H, T, T], once; cross-attention sees the padding mask alone.
+        # Decoder: causal bias, once; cross-attention sees the padding mask alone.
         decoder = base.decoder
         y = F.dropout(decoder.embed_tokens(decoder_input_ids), s.dropout, s.training)
         length = decoder_input_ids.shape[1]

@@ -119,8 +119,11 @@ class GraphedSteps:
 
 
 def graphs_unsupported_reason(world: int, device: torch.device, gradient_checkpointing: bool,
-                              compile_blocks: bool) -> str | None:
-    """Why CUDA graphs cannot be used in this run, or None when they can."""
+                              compile_blocks: bool, token_budget: bool = False) -> str | None:
+    """Why CUDA graphs cannot (or should not) be used in this run, or None when they can.
+
+    ``compile_blocks``: Transformers blocks compiled regionally (compiled fast-forward layers are
+    plain Triton and cuBLAS launches, capturable: pass False for them)."""
     if device.type != "cuda":
         return "not on a GPU"
     if world > 1:
@@ -129,4 +132,8 @@ def graphs_unsupported_reason(world: int, device: torch.device, gradient_checkpo
         return "activation checkpointing is on"
     if compile_blocks:
         return "compiled blocks are on"
+    if token_budget:
+        # Measured on an H100: budgeted batches are large enough to hide launch cost, and the
+        # pool of one graph per batch shape ran out of memory at a 32k-token budget.
+        return "a token budget (--max-tokens) makes batches large; graphs pay off for fixed batch sizes"
     return None

@@ -114,19 +114,22 @@ def apply_lora(loaded: LoadedModel, settings: LoraSettings) -> torch.nn.Module:
                         "fix lora.target_modules or train the full model with --disable-lora") from None
 
 
+def repeated_blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """Every block of each stack of identical blocks (T5Block, GPT2Block, LlamaDecoderLayer...):
+    the units of regional compilation and of FSDP sharding. A T5Block's own list of mixed
+    sublayers is not a stack."""
+    return [child for module in model.modules()
+            if isinstance(module, torch.nn.ModuleList) and len(module) > 1 and len({type(c) for c in module}) == 1
+            for child in module]
+
+
 def compile_blocks(model: torch.nn.Module) -> int:
-    """Regional compilation: compile every block of each stack of identical blocks (T5Block,
-    GPT2Block, LlamaDecoderLayer...), with dynamic shapes so varying batch lengths reuse the
-    compiled code. Returns the number of blocks compiled."""
-    compiled = 0
-    for module in model.modules():
-        if isinstance(module, torch.nn.ModuleList) and len(module) > 1:
-            kinds = {type(child) for child in module}
-            if len(kinds) == 1:
-                for child in module:
-                    child.compile(dynamic=True)
-                    compiled += 1
-    return compiled
+    """Regional compilation: compile each of the `repeated_blocks`, with dynamic shapes so
+    varying batch lengths reuse the compiled code. Returns the number of blocks compiled."""
+    blocks = repeated_blocks(model)
+    for block in blocks:
+        block.compile(dynamic=True)
+    return len(blocks)
 
 
 def parameter_counts(model: torch.nn.Module) -> tuple[int, int]:

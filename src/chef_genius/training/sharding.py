@@ -23,7 +23,9 @@ from torch.distributed.checkpoint.state_dict import (
     set_model_state_dict,
     set_optimizer_state_dict,
 )
-from torch.distributed.tensor import DTensor
+from torch.distributed.tensor import DTensor, Replicate
+
+from chef_genius.training.models import repeated_blocks
 
 FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
 
@@ -33,26 +35,17 @@ def shard(model: torch.nn.Module) -> int:
     returns the number of units."""
     from torch.distributed.fsdp import fully_shard
 
-    units = 0
-    for module in list(model.modules()):
-        if isinstance(module, torch.nn.ModuleList) and len(module) > 1 and len({type(c) for c in module}) == 1:
-            for block in module:
-                fully_shard(block)
-                units += 1
+    blocks = repeated_blocks(model)
+    for block in blocks:
+        fully_shard(block)
     fully_shard(model)
-    return units + 1
-
-
-def gradient_sync(model: torch.nn.Module, sync: bool):
-    """Context for one micro-batch: without sync, gradients accumulate locally (unsharded)
-    and are reduce-scattered on the step's last micro-batch."""
-    if sync:
-        return contextlib.nullcontext()
-    return _no_sync(model)
+    return len(blocks) + 1
 
 
 @contextlib.contextmanager
-def _no_sync(model: torch.nn.Module):
+def no_gradient_sync(model: torch.nn.Module):
+    """For a micro-batch before the step's last: its gradients accumulate locally (unsharded)
+    and are reduce-scattered with the last one's."""
     model.set_requires_gradient_sync(False)
     try:
         yield
@@ -93,6 +86,6 @@ def load_full_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, we
 def noise_like(grad: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     """This rank's part of a full-shape noise tensor drawn alike on every rank."""
     if isinstance(grad, DTensor):
-        return DTensor.from_local(noise, grad.device_mesh, [torch.distributed.tensor.Replicate()],
+        return DTensor.from_local(noise, grad.device_mesh, [Replicate()],
                                   run_check=False).redistribute(grad.device_mesh, grad.placements)
     return noise

@@ -213,13 +213,8 @@ class Trainer:
         m = self.config.model
         if not m.cuda_graphs:
             return
-        # Compiled fast-forward layers are plain Triton and cuBLAS launches: capturable.
         reason = graphs_unsupported_reason(self.world, self.device, m.gradient_checkpointing,
-                                           m.compile_blocks and not self.fast)
-        if reason is None and self.config.optim.max_tokens is not None:
-            # Measured on an H100: budgeted batches are large enough to hide launch cost, and the
-            # pool of one graph per batch shape ran out of memory at a 32k-token budget.
-            reason = "a token budget (--max-tokens) makes batches large; graphs pay off for fixed batch sizes"
+                                           m.compile_blocks and not self.fast, self.config.optim.max_tokens is not None)
         if reason is not None:
             if self.device.type == "cuda":
                 self._print(f"CUDA graphs off: {reason}")
@@ -497,7 +492,7 @@ class Trainer:
     def _gradient_sync(self, sync: bool):
         if sync:
             return contextlib.nullcontext()
-        return sharding.gradient_sync(self.model, False) if self.sharded else self.model.no_sync()
+        return sharding.no_gradient_sync(self.model) if self.sharded else self.model.no_sync()
 
     def _zero_grad(self) -> None:
         # Replayed graphs add into fixed gradient buffers: zero them in place.
