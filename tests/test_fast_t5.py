@@ -138,11 +138,11 @@ def test_unsupported_models_are_named():
     assert fast_t5.unsupported_reason(with_lora(t5())) is None
 
 
-def _trainer(tmp_path, small_data, fast: bool):  # noqa: F811
+def _trainer(tmp_path, small_data, fast: bool, **overrides):  # noqa: F811
     from chef_genius.training.trainer import Trainer
 
     trainer = Trainer(small_config(tmp_path / f"run-{fast}", small_data, **{
-        "gradient_noise.enabled": False, "lora.dropout": 0.0, "model.fast_forward": fast}))
+        "gradient_noise.enabled": False, "lora.dropout": 0.0, "model.fast_forward": fast, **overrides}))
     trainer.setup()
     base = trainer.model_for_saving.get_base_model()
     base.config.dropout_rate = 0.0  # nothing random: both paths must give the same numbers

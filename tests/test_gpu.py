@@ -1,0 +1,86 @@
+"""What only a GPU exercises: the compiled layers of the fast T5 forward, the CUDA-graph step and
+the trainer with both on. Skipped without CUDA (CI has none); run on the device machine:
+
+    CHEF_GENIUS_SHARED_DATA=$PWD/.devdata python3 -m pytest tests/test_gpu.py -m gpu
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_fast_t5 import _trainer, batch, t5, with_lora
+from test_training import small_data  # noqa: F401  (a fixture)
+
+from chef_genius.losses import batch_loss_sums
+from chef_genius.training import fast_t5
+
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+
+
+def _on_cuda(b: dict) -> dict:
+    return {name: t.cuda() for name, t in b.items()}
+
+
+def _loss_and_grads(model, forward, b):
+    model.zero_grad(set_to_none=True)
+    smoothed, nll, count = batch_loss_sums(forward, b, 0.1, False, 0, 0)
+    (smoothed / count).backward()
+    return smoothed.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_compiled_layers_compute_transformers_loss_and_gradients(lora):
+    model = t5(gated=True)
+    model = (with_lora(model) if lora else model).cuda().train()
+    b = _on_cuda(batch())
+    expected, grads_hf = _loss_and_grads(model, model, b)
+    compiled = fast_t5.FastT5(model, compile_layers=True)
+    for _ in range(2):  # the second call reuses the compiled graphs
+        got, grads = _loss_and_grads(model, compiled, b)
+        # fp32, but Inductor fuses and reorders reductions: a few ulps, not bit equality.
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+        assert grads.keys() == grads_hf.keys() and grads
+        for name, grad in grads.items():
+            torch.testing.assert_close(grad, grads_hf[name], rtol=1e-3, atol=1e-5, msg=name)
+
+
+def test_compiled_layers_in_bf16_stay_near_fp32():
+    model = with_lora(t5(gated=True)).cuda().train()
+    b = _on_cuda(batch())
+    reference, _ = _loss_and_grads(model, model, b)
+    compiled = fast_t5.FastT5(model, compile_layers=True)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        got, _ = _loss_and_grads(model, compiled, b)
+    assert got.item() == pytest.approx(reference.item(), rel=2e-2)
+
+
+def test_graph_replay_gives_the_eager_losses_and_weights(tmp_path, small_data):  # noqa: F811
+    """The trainer on CUDA, compiled layers + CUDA graphs against plain eager: the same losses over
+    4 steps (the 4th replays the 1st one's graph with new inputs) and the same adapter, up to
+    rounding: Inductor reorders fp32 reductions, and Adam turns a few-ulp gradient difference on a
+    near-zero gradient into a visible step, so weights are compared against how far they moved."""
+    from chef_genius.training.data import Collator
+
+    runs = {}
+    for graphs in (True, False):
+        trainer = _trainer(tmp_path / str(graphs), small_data, True, **{
+            "model.cuda_graphs": graphs, "model.compile_blocks": graphs, "model.dtype": "fp32"})
+        assert (trainer.graphed is not None) is graphs
+        trainable = dict((n, p) for n, p in trainer.model_for_saving.named_parameters() if p.requires_grad)
+        start = {n: p.detach().clone() for n, p in trainable.items()}
+        collate = Collator(trainer.epoch_data(0).examples, trainer.pad_id, False)
+        losses = [trainer._optimizer_step([collate(list(range(i, i + 4)))])["train/loss"] for i in (0, 4, 8, 0)]
+        runs[graphs] = losses, {n: p.detach().clone() for n, p in trainable.items()}, start
+        if graphs:
+            assert len(trainer.graphed.graphs) <= 3 and not trainer.graphed.failed  # 4 steps: a replay
+    assert runs[True][0] == pytest.approx(runs[False][0], rel=1e-4)
+    assert runs[True][2].keys() == runs[False][2].keys()
+    for name, start in runs[False][2].items():
+        torch.testing.assert_close(runs[True][2][name], start)  # the same starting adapter
+    ratios = {}
+    for name, eager in runs[False][1].items():
+        moved = (eager - runs[False][2][name]).abs().max().item()
+        ratios[name] = (runs[True][1][name] - eager).abs().max().item() / max(moved, 1e-8)
+    worst = max(ratios, key=ratios.get)
+    assert ratios[worst] < 0.02, f"{worst}: graphed and eager weights differ by {ratios[worst]:.3%} of the update"
