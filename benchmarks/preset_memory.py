@@ -23,7 +23,7 @@ from pathlib import Path
 CARDS_GIB = {"rtx3090": 24, "rtx4090": 24, "rtx5090": 32, "h100": 80}
 
 
-def measure(model: str, data: str, preset: str) -> dict:
+def measure(model: str, data: str, preset: str, descending: bool = False) -> dict:
     """Peaks after (1) two optimizer steps of full-length micro-batches, (2) one micro-batch of
     every other batch shape a run can meet (with CUDA graphs each is captured; all share one pool),
     (3) a validation pass and sample generation, as a run does at every evaluation."""
@@ -56,7 +56,7 @@ def measure(model: str, data: str, preset: str) -> dict:
     widths = [(s, t) for s in range(GRAPH_SOURCE_MULTIPLE, m.max_source_tokens + GRAPH_SOURCE_MULTIPLE,
                                     GRAPH_SOURCE_MULTIPLE)
               for t in range(GRAPH_TARGET_MULTIPLE, m.max_target_tokens + GRAPH_TARGET_MULTIPLE, GRAPH_TARGET_MULTIPLE)]
-    for source_width, target_width in widths:
+    for source_width, target_width in sorted(widths, key=lambda w: w[0] * w[1], reverse=descending):
         trainer._optimizer_step([batch(min(source_width, m.max_source_tokens), min(target_width, m.max_target_tokens))])
     all_shapes = peaks()
     trainer.validation_loss()
@@ -69,6 +69,8 @@ def measure(model: str, data: str, preset: str) -> dict:
             "one_shape_reserved_gib": one_shape[1], "all_shapes_reserved_gib": all_shapes[1],
             "batch_shapes": len(trainer.graphed.graphs) if trainer.graphed else len(widths),
             "card_gib": card, "margin_gib": round(card - with_eval[1], 2),
+            "shape_order": "descending" if descending else "ascending",
+            "inactive_split_gib": round(torch.cuda.memory_stats()["inactive_split_bytes.all.current"] / 2**30, 2),
             "compiled_layers": m.compile_blocks, "cuda_graphs": trainer.graphed is not None,
             "graph_capture_s": round(trainer.graphed.capture_seconds, 1) if trainer.graphed else None}
 
@@ -79,17 +81,19 @@ def main() -> None:
     parser.add_argument("--data", required=True)
     parser.add_argument("--preset", help="measure one preset in this process (used internally)")
     parser.add_argument("--only", nargs="+", choices=sorted(CARDS_GIB), help="measure these presets only")
+    parser.add_argument("--descending", action="store_true", help="meet the other batch shapes largest first")
     parser.add_argument("--timeout", type=float, default=400, help="seconds allowed per preset")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "preset_memory.json")
     args = parser.parse_args()
     if args.preset:
-        print("RESULT " + json.dumps(measure(args.model, args.data, args.preset)))
+        print("RESULT " + json.dumps(measure(args.model, args.data, args.preset, args.descending)))
         return
     rows = []
     for preset in args.only or CARDS_GIB:
         try:
             done = subprocess.run([sys.executable, __file__, "--model", args.model, "--data", args.data,
-                                   "--preset", preset], capture_output=True, text=True, timeout=args.timeout)
+                                   "--preset", preset] + ["--descending"] * args.descending,
+                                  capture_output=True, text=True, timeout=args.timeout)
             line = next((out for out in done.stdout.splitlines() if out.startswith("RESULT ")), None)
             rows.append(json.loads(line[7:]) if line else {"preset": preset, "error": done.stderr.strip()[-300:]})
         except subprocess.TimeoutExpired:
