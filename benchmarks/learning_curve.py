@@ -72,43 +72,12 @@ def run_ours(model: str, data: str, steps: int, rows_file: Path | None = None) -
 
 def run_baseline(model: str, data: str, steps: int, rows: list[list[int]]) -> dict:
     import torch
-    from peft import LoraConfig, TaskType, get_peft_model
-    from transformers import (
-        AutoModelForSeq2SeqLM,
-        AutoTokenizer,
-        Seq2SeqTrainer,
-        Seq2SeqTrainingArguments,
-        TrainerCallback,
-    )
+    from seed_stack import rows_dataset, seed_lora_model, seed_rows
+    from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback
 
-    from chef_genius.augment import canonical_prompt
-    from chef_genius.config import SEED_TEMPLATES
-    from chef_genius.recipe import serialize
-    from chef_genius.training.data import load_split
-
-    tokenizer = AutoTokenizer.from_pretrained(model)
-    table = load_split(Path(data), "train")
-    order = [r for b in rows for r in b]
-    prompts = [canonical_prompt(SEED_TEMPLATES, table.titles[i], table.ner[i]) for i in order]
-    targets = [serialize(table.recipe(i)) for i in order]
-    inputs = tokenizer(prompts, max_length=256, padding="max_length", truncation=True)
-    labels = tokenizer(targets, max_length=512, padding="max_length", truncation=True)["input_ids"]
-    pad = tokenizer.pad_token_id
-    items = [{"input_ids": i, "attention_mask": m, "labels": [t if t != pad else -100 for t in lab],
-              "decoder_input_ids": [pad, *lab[:-1]]}
-             for i, m, lab in zip(inputs["input_ids"], inputs["attention_mask"], labels, strict=True)]
-
-    class Rows(torch.utils.data.Dataset):
-        def __len__(self):
-            return len(items)
-
-        def __getitem__(self, i):
-            return {k: torch.tensor(v) for k, v in items[i].items()}
-
+    dataset = rows_dataset(seed_rows(model, data, [r for b in rows for r in b]))
     torch.manual_seed(0)
-    base = AutoModelForSeq2SeqLM.from_pretrained(model, dtype=torch.bfloat16)
-    peft_model = get_peft_model(base, LoraConfig(task_type=TaskType.SEQ_2_SEQ_LM, r=16, lora_alpha=32,
-                                                 lora_dropout=0.1, target_modules=["q", "v"]))
+    peft_model = seed_lora_model(model)
     losses: list[float] = []
 
     class Record(TrainerCallback):
@@ -126,7 +95,7 @@ def run_baseline(model: str, data: str, steps: int, rows: list[list[int]]) -> di
                                          max_grad_norm=1.0, report_to=[], save_strategy="no", logging_steps=1,
                                          dataloader_num_workers=4, label_smoothing_factor=0.1, seed=0,
                                          remove_unused_columns=False)
-    trainer = InOrder(model=peft_model, args=arguments, train_dataset=Rows(), callbacks=[Record()])
+    trainer = InOrder(model=peft_model, args=arguments, train_dataset=dataset, callbacks=[Record()])
     started = time.perf_counter()
     trainer.train()
     return {"loss": losses, "seconds": time.perf_counter() - started}

@@ -115,42 +115,11 @@ def model_flops(result: dict) -> float:
 
 def _baseline(model: str, data: str, steps: int) -> dict:
     import torch
-    from peft import LoraConfig, TaskType, get_peft_model
-    from transformers import (
-        AutoModelForSeq2SeqLM,
-        AutoTokenizer,
-        Seq2SeqTrainer,
-        Seq2SeqTrainingArguments,
-        TrainerCallback,
-    )
+    from seed_stack import SOURCE_PAD, TARGET_PAD, rows_dataset, seed_lora_model, seed_rows
+    from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback
 
-    from chef_genius.augment import canonical_prompt
-    from chef_genius.config import SEED_TEMPLATES
-    from chef_genius.recipe import serialize
-    from chef_genius.training.data import load_split
-
-    tokenizer = AutoTokenizer.from_pretrained(model)
-    table = load_split(Path(data), "train")
-    prompts = [canonical_prompt(SEED_TEMPLATES, t, n) for t, n in zip(table.titles, table.ner, strict=True)]
-    targets = [serialize(table.recipe(i)) for i in range(len(table))]
-    inputs = tokenizer(prompts, max_length=256, padding="max_length", truncation=True)
-    labels = tokenizer(targets, max_length=512, padding="max_length", truncation=True)["input_ids"]
-    pad = tokenizer.pad_token_id
-    # decoder_input_ids as DataCollatorForSeq2Seq makes them (the Trainer pops labels when smoothing).
-    rows = [{"input_ids": i, "attention_mask": m, "labels": [t if t != pad else -100 for t in lab],
-             "decoder_input_ids": [pad, *lab[:-1]]}
-            for i, m, lab in zip(inputs["input_ids"], inputs["attention_mask"], labels, strict=True)]
-
-    class Rows(torch.utils.data.Dataset):
-        def __len__(self):
-            return len(rows)
-
-        def __getitem__(self, i):
-            return {k: torch.tensor(v) for k, v in rows[i].items()}
-
-    base = AutoModelForSeq2SeqLM.from_pretrained(model, dtype=torch.bfloat16)
-    peft_model = get_peft_model(base, LoraConfig(task_type=TaskType.SEQ_2_SEQ_LM, r=16, lora_alpha=32,
-                                                 lora_dropout=0.1, target_modules=["q", "v"]))
+    rows = seed_rows(model, data)
+    peft_model = seed_lora_model(model)
     warmup = 3
     timing: dict = {}
 
@@ -168,7 +137,7 @@ def _baseline(model: str, data: str, steps: int) -> dict:
                                          learning_rate=3e-4, report_to=[], save_strategy="no", logging_steps=1000,
                                          dataloader_num_workers=4, label_smoothing_factor=0.1, seed=0,
                                          remove_unused_columns=False)  # PeftModel.forward hides its arguments
-    trainer = Seq2SeqTrainer(model=peft_model, args=arguments, train_dataset=Rows(), callbacks=[Clock()])
+    trainer = Seq2SeqTrainer(model=peft_model, args=arguments, train_dataset=rows_dataset(rows), callbacks=[Clock()])
     trainer.train()
     seconds = timing["end"] - timing["start"]
     examples = steps * 48
@@ -181,7 +150,7 @@ def _baseline(model: str, data: str, steps: int) -> dict:
             "peak_allocated_gib": torch.cuda.max_memory_allocated() / 2**30, "optimizer_steps": steps,
             "seconds": seconds,
             "mean_real_tokens_per_example": mean_real, "source_tokens": examples * mean_source,
-            "target_tokens": examples * mean_target, "padded_per_real_token": 768 / mean_real,
+            "target_tokens": examples * mean_target, "padded_per_real_token": (SOURCE_PAD + TARGET_PAD) / mean_real,
             **_parameter_split(peft_model), "lora": True}
 
 

@@ -56,6 +56,23 @@ def test_min_delta_counts_small_gains_as_no_improvement(tmp_path, small_data, mo
     assert result.stopped_early and result.steps == 6 and result.best_val_loss == 2.0
 
 
+def test_record_validation_keeps_the_best_and_counts_patience():
+    from chef_genius.training.checkpoint import TrainerState
+    from chef_genius.training.validation import record_validation
+
+    state = TrainerState()
+    verdicts = []
+    for step, loss in [(2, 3.0), (4, 2.0), (6, 1.97), (8, 2.5), (10, 1.9), (12, 1.95), (14, 1.93)]:
+        state.step = step
+        verdicts.append(record_validation(state, loss, min_delta=0.05, patience=2))
+    # 1.97 is not better than 2.0 by more than 0.05; 1.9 is; then two evaluations without gain stop.
+    assert [(v.best, v.stop) for v in verdicts] == [(True, False), (True, False), (False, False), (False, True),
+                                                   (True, False), (False, False), (False, True)]
+    assert (state.best_val_loss, state.best_step, state.evals_without_improvement) == (1.9, 10, 2)
+    state = TrainerState(best_val_loss=1.0, best_step=2)
+    assert not any(record_validation(state, 5.0, 0.0, patience=0).stop for _ in range(20))  # 0: never stops
+
+
 def test_val_loss_is_plain_cross_entropy(trained_run):
     rows = [m for m in metrics_of(trained_run) if "val_loss" in m]
     assert rows and all(m["val_perplexity"] == pytest.approx(math.exp(m["val_loss"])) for m in rows)

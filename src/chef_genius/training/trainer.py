@@ -3,7 +3,10 @@
 `Trainer.setup()` builds the run (data, model, optimizer, schedule, resume state) with small
 helpers; `Trainer.train()` is the loop, where each improvement is one visible line. It runs
 unchanged on CPU, one GPU, or several under ``torchrun`` / ``accelerate launch`` (DDP: each rank
-trains on its own share of every epoch's batches).
+trains on its own share of every epoch's batches). Composed parts: `ranks.Ranks` (processes and
+collectives), `placement.place_model` (LoRA, levers, DDP/FSDP, compilation),
+`persistence.RunCheckpoints` (checkpoints, resume, the final folder), `validation` (loss, early
+stopping, samples), `graphs.GraphedSteps` (CUDA graphs).
 """
 
 from __future__ import annotations
@@ -11,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import sys
 import time
 import warnings
@@ -19,15 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 from tqdm import tqdm
 
 from chef_genius.augment import canonical_prompt
 from chef_genius.config import TrainConfig, to_dict, to_yaml
 from chef_genius.errors import UserError
-from chef_genius.evaluation import format_samples, nll_sums, sample_recipes, save_samples
 from chef_genius.losses import IGNORE_INDEX, batch_loss_sums
-from chef_genius.metrics import mean_scores
 from chef_genius.noise import add_gradient_noise
 from chef_genius.schedule import Schedule, ends_high, lr_at
 from chef_genius.tracking import MetricWindow, Tracker, build_tracker, system_metrics
@@ -45,16 +44,15 @@ from chef_genius.training.data import (
 from chef_genius.training.epochs import EpochBuilder, EpochData, minimum_examples
 from chef_genius.training.graphs import GraphedSteps, graphs_unsupported_reason
 from chef_genius.training.models import resolve_model, resolve_tokenizer
+from chef_genius.training.persistence import RunCheckpoints, TrainingStopped
 from chef_genius.training.placement import place_model
+from chef_genius.training.ranks import Ranks
+from chef_genius.training.validation import record_validation, sample_and_log, validation_loss
 
 MAX_BAD_STEPS_IN_A_ROW = 10
 # Batch shapes when CUDA graphs are on: widths rounded up to these many tokens, rows (under a
 # token budget) to this many examples. Recipe prompts are short, targets long.
 GRAPH_SOURCE_MULTIPLE, GRAPH_TARGET_MULTIPLE, GRAPH_ROW_MULTIPLE = 32, 64, 8
-
-
-class TrainingStopped(Exception):
-    """Training cannot go on (diverged, out of memory); the message says what to do."""
 
 
 @dataclass
@@ -88,7 +86,8 @@ class Trainer:
     def setup(self) -> None:
         self._setup_distributed()
         self.run_dir = Path(self.config.output_dir)
-        resume = self._resume_point()
+        self.checkpoints = RunCheckpoints(self.run_dir, self.config, self.ranks)
+        resume = self.checkpoints.resume_point()
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.yaml").write_text(to_yaml(self.config), encoding="utf-8")
@@ -102,43 +101,20 @@ class Trainer:
         self.noise_generator = torch.Generator().manual_seed(self.config.seed + 1)
         torch.manual_seed(self.config.seed)
         if resume is not None:
-            self.state, rng = ckpt.load_checkpoint(resume, self.model_for_saving, self.optimizer, self.rank, self.lora,
-                                                   self.sharded)
-            ckpt.restore_host_rng(self.state)
-            ckpt.restore_device_rng(rng, self.noise_generator)
-            self._print(f"resumed from {resume} at step {self.state.step} (epoch {self.state.epoch})")
+            self.state = self.checkpoints.restore(resume, self.model_for_saving, self.optimizer, self.sharded,
+                                                  self.noise_generator)
+            self.ranks.print(f"resumed from {resume} at step {self.state.step} (epoch {self.state.epoch})")
         self.tracker = (build_tracker(self.config.logging.report_to, self.run_dir, self.run_name,
                                       self.config.logging.wandb_project, to_dict(self.config),
                                       self.state.step if resume is not None else None)
                         if self.is_main else Tracker([]))
 
     def _setup_distributed(self) -> None:
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        if torch.cuda.is_available():
-            if local_rank >= torch.cuda.device_count():
-                raise UserError(f"rank {self.rank} wants GPU {local_rank} but only {torch.cuda.device_count()} "
-                                "are visible; start as many processes per node as GPUs")
-            self.device = torch.device("cuda", local_rank)
-            torch.cuda.set_device(self.device)
-        else:
-            self.device = torch.device("cpu")
-        if self.world > 1 and not dist.is_initialized():
-            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
-        self.is_main = self.rank == 0
+        self.ranks = Ranks.start()
+        self.world, self.rank, self.device, self.is_main = (self.ranks.world, self.ranks.rank, self.ranks.device,
+                                                            self.ranks.is_main)
         dtype = self.config.model.dtype
         self.bf16 = dtype == "bf16" or (dtype == "auto" and self.device.type == "cuda")
-
-    def _resume_point(self) -> Path | None:
-        resume = self.config.checkpoint.resume
-        existing = ckpt.list_checkpoints(self.run_dir / "checkpoints")
-        if resume is None:
-            if existing:
-                raise UserError(f"{self.run_dir} already holds checkpoints: pass --resume auto to continue, "
-                                "or choose another --output-dir")
-            return None
-        return ckpt.find_resume_point(self.run_dir, resume)
 
     @property
     def run_name(self) -> str:
@@ -153,7 +129,7 @@ class Trainer:
                 from chef_genius.sample import sample_path
 
                 prepare([sample_path()], folder, PrepareOptions(progress=False, workers=0))
-            self._barrier()
+            self.ranks.barrier()
         self.train_table = load_split(Path(folder), "train")
         self.val_table = load_split(Path(folder), "val")
         if len(self.train_table) == 0:
@@ -178,11 +154,11 @@ class Trainer:
         dtype = torch.bfloat16 if (self.bf16 and self.lora) else torch.float32
         if self.is_main:
             loaded = resolve_model(self.config.model, self.run_dir, self._tokenizer_corpus(), self.config.seed, dtype)
-        self._barrier()
+        self.ranks.barrier()
         if not self.is_main:
             loaded = resolve_model(self.config.model, self.run_dir, [], self.config.seed, dtype)
         self.tokenizer, self.causal = loaded.tokenizer, loaded.causal
-        placed = place_model(loaded, self.config, self.device, self.world, self.bf16, self._print)
+        placed = place_model(loaded, self.config, self.device, self.world, self.bf16, self.ranks.print)
         self.model_for_saving, self.model, self.trainable_params = placed.saved, placed.forward, placed.trainable
         self.sharded, self.fast = placed.sharded, placed.fast
         base = getattr(loaded.model, "config", None)
@@ -217,7 +193,7 @@ class Trainer:
                                            m.compile_blocks and not self.fast, self.config.optim.max_tokens is not None)
         if reason is not None:
             if self.device.type == "cuda":
-                self._print(f"CUDA graphs off: {reason}")
+                self.ranks.print(f"CUDA graphs off: {reason}")
             return
         eps = self.config.optim.label_smoothing
         self.graphed = GraphedSteps(lambda batch: self._loss(batch, eps), self.trainable_params, self._autocast)
@@ -292,16 +268,14 @@ class Trainer:
         bar.close()
         if self.graphed is not None:
             g = self.graphed
-            self._print(f"CUDA graphs: {len(g.graphs)} batch shapes, captured in {g.capture_seconds:.1f} s"
+            self.ranks.print(f"CUDA graphs: {len(g.graphs)} batch shapes, captured in {g.capture_seconds:.1f} s"
                         + (f"; {len(g.failed)} ran eagerly ({g.failed[0]})" if g.failed else ""))
         if window.steps:
             self.tracker.log(window.flush(), state.step)
         self._save()
-        final = self._save_final()
+        final = self.checkpoints.save_final(state, self.model, self.model_for_saving, self.sharded, self.tokenizer)
         self.tracker.close()
-        best = (str(self.run_dir / "checkpoints" / f"{ckpt.PREFIX}{state.best_step:08d}")
-                if state.best_step is not None else None)
-        result = RunResult(state.step, stopped_early, state.best_val_loss, best, str(final),
+        result = RunResult(state.step, stopped_early, state.best_val_loss, self.checkpoints.best(state), str(final),
                            time.perf_counter() - started, dict(self.schedule.__dict__))
         if self.is_main:
             (self.run_dir / "run_summary.json").write_text(json.dumps(result.__dict__, indent=2) + "\n")
@@ -311,7 +285,7 @@ class Trainer:
         """One optimizer step over the accumulated micro-batches. The loss is the token mean over
         every real target token of the step (all micro-batches, all ranks)."""
         o, state = self.config.optim, self.state
-        tokens = self._all_reduce(torch.tensor(float(sum(int((b["labels"] != IGNORE_INDEX).sum())
+        tokens = self.ranks.all_reduce(torch.tensor(float(sum(int((b["labels"] != IGNORE_INDEX).sum())
                                                              for b in micro_batches))))
         input_tokens = sum(int(b["attention_mask"].sum()) for b in micro_batches)
         smoothed_total = torch.zeros((), device=self.device)
@@ -328,7 +302,7 @@ class Trainer:
                     (smoothed * self.world / tokens).backward()
             smoothed_total += smoothed.detach()
             nll_total += nll.detach()
-        smoothed_total, nll_total = self._all_reduce(smoothed_total), self._all_reduce(nll_total)
+        smoothed_total, nll_total = self.ranks.all_reduce(smoothed_total), self.ranks.all_reduce(nll_total)
         metrics = {"train/loss": float(smoothed_total / tokens), "train/nll": float(nll_total / tokens)}
         noise_ratio = 0.0
         if self.config.gradient_noise.enabled:                                       # 10. gradient noise
@@ -380,7 +354,7 @@ class Trainer:
         self._zero_grad()
         state.skipped_steps += 1
         state.bad_steps_in_a_row += 1
-        self._print(f"warning: non-finite loss or gradient at step {state.step}; update skipped "
+        self.ranks.print(f"warning: non-finite loss or gradient at step {state.step}; update skipped "
                     f"({state.bad_steps_in_a_row} in a row)")
         if state.bad_steps_in_a_row >= MAX_BAD_STEPS_IN_A_ROW:
             raise TrainingStopped(f"training diverged: {MAX_BAD_STEPS_IN_A_ROW} non-finite steps in a row at step "
@@ -395,16 +369,8 @@ class Trainer:
     @torch.no_grad()
     def validation_loss(self) -> float | None:
         """Token-mean cross-entropy without label smoothing on the validation split."""
-        if len(self.val_examples) == 0:
-            return None
-        o, e = self.config.optim, self.config.eval
-        batches = plan_batches(self.val_examples.lengths(), 0, 0, o.batch_size, o.max_tokens, shuffle=False,
-                               rank=self.rank, world=self.world)[: e.max_eval_batches]
-        collator = Collator(self.val_examples, self.pad_id, self.causal)
-        nll_sum, count = nll_sums(self.model, collator, batches, self.causal, self.pad_id, self.decoder_start_id,
-                                  self._autocast)
-        nll_sum, count = self._all_reduce(nll_sum), self._all_reduce(count)
-        return float(nll_sum / count) if count > 0 else None
+        return validation_loss(self.model, self.val_examples, self.config, self.ranks, self.pad_id, self.causal,
+                               self.decoder_start_id, self._autocast)
 
     def _evaluate_and_keep_best(self) -> bool:
         """Validate, log, save the best checkpoint; True when early stopping says stop."""
@@ -416,67 +382,30 @@ class Trainer:
         val_loss = self.validation_loss()
         if val_loss is None:
             return False
-        loss_seconds = time.perf_counter() - started
         self.tracker.log({"val_loss": val_loss, "val_perplexity": math.exp(min(val_loss, 50.0)),
-                          "eval/loss_seconds": loss_seconds}, state.step)
+                          "eval/loss_seconds": time.perf_counter() - started}, state.step)
         if e.generate_samples:
             started = time.perf_counter()
             self._sample_recipes()
             self.tracker.log({"eval/sample_seconds": time.perf_counter() - started}, state.step)
-        if state.best_val_loss is None or val_loss < state.best_val_loss - e.min_delta:
-            state.best_val_loss, state.best_step = val_loss, state.step
-            state.evals_without_improvement = 0
+        verdict = record_validation(state, val_loss, e.min_delta, e.patience)
+        if verdict.best:
             self._save()
-            return False
-        state.evals_without_improvement += 1
-        return e.patience > 0 and state.evals_without_improvement >= e.patience
+        return verdict.stop
 
     def _sample_recipes(self) -> None:
-        """Generate, print, save and score sample recipes (rank 0; the others wait)."""
-        e = self.config.eval
-        if self.sharded:  # rank 0 cannot run a sharded model alone; `generate` on the saved model can
-            return
-        if self.is_main:
+        """Sample recipes on rank 0 (the others wait); not under FSDP, where rank 0 cannot run
+        the sharded model alone (`generate` on the saved model can)."""
+        if not self.sharded and self.is_main:
+            e = self.config.eval
             prompts = list(e.sample_prompts) + self.val_prompts[: e.num_validation_samples]
-            model = self.model_for_saving
-            model.eval()
-            with self._autocast():
-                samples = sample_recipes(model, self.tokenizer, self.causal, prompts, e)
-            model.train()
-            print(format_samples(self.state.step, samples), flush=True)
-            save_samples(self.run_dir / "samples", self.state.step, samples)
-            self.tracker.log(mean_scores([s.scores for s in samples]).as_log(), self.state.step)
-        self._barrier()
+            sample_and_log(self.model_for_saving, self.tokenizer, self.causal, prompts, e, self.state.step,
+                           self.run_dir, self.tracker, self._autocast)
+        self.ranks.barrier()
 
-    # ----------------------------------------------------------- persistence
     def _save(self) -> None:
-        state = self.state
-        ckpt.capture_host_rng(state)
-        rng = ckpt.device_rng_tensors(self.noise_generator)
-        gathered = self._gather_rng(rng)
-        full = ((sharding.full_model_state(self.model), sharding.full_optimizer_state(self.model, self.optimizer))
-                if self.sharded else None)  # collective: every rank gathers, rank 0 holds the result
-        if self.is_main:
-            folder = self.run_dir / "checkpoints"
-            try:
-                ckpt.save_checkpoint(folder, state.step, self.model_for_saving, self.optimizer, state, gathered, full)
-            except OSError as error:
-                previous = ckpt.list_checkpoints(folder)
-                raise TrainingStopped(f"checkpoint at step {state.step} could not be written ({error.strerror}); "
-                                      f"the previous checkpoint {previous[-1] if previous else '(none)'} is intact"
-                                      ) from None
-            ckpt.prune(folder, self.config.checkpoint.keep_last, state.best_step)
-        self._barrier()
-
-    def _save_final(self) -> Path:
-        final = self.run_dir / "final"
-        weights = sharding.full_model_state(self.model) if self.sharded else None
-        if self.is_main:
-            ckpt.save_weights(self.model_for_saving, final, weights)
-            self.tokenizer.save_pretrained(str(final))
-            (final / "README.md").write_text(ckpt.model_card(self.config, self.state), encoding="utf-8")
-        self._barrier()
-        return final
+        self.checkpoints.save(self.state, self.model, self.model_for_saving, self.optimizer, self.sharded,
+                              self.noise_generator)
 
     # --------------------------------------------------------------- helpers
     def _loader(self, dataset: PlannedBatches):
@@ -503,30 +432,9 @@ class Trainer:
             return torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=cache_enabled)
         return contextlib.nullcontext()
 
-    def _all_reduce(self, value: torch.Tensor) -> torch.Tensor:
-        value = value.to(self.device)
-        if self.world > 1:
-            dist.all_reduce(value)
-        return value
-
-    def _gather_rng(self, rng: dict[str, torch.Tensor]) -> dict[int, dict[str, torch.Tensor]]:
-        if self.world == 1:
-            return {0: rng}
-        gathered: list = [None] * self.world
-        dist.all_gather_object(gathered, rng)
-        return dict(enumerate(gathered))
-
-    def _barrier(self) -> None:
-        if self.world > 1 and dist.is_initialized():
-            dist.barrier()
-
-    def _print(self, message: str) -> None:
-        if self.is_main:
-            print(message, flush=True)
-
     def cleanup(self) -> None:
-        if self.world > 1 and dist.is_initialized():
-            dist.destroy_process_group()
+        if hasattr(self, "ranks"):
+            self.ranks.stop()
 
 
 def run_training(config: TrainConfig) -> RunResult:

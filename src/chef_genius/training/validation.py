@@ -1,0 +1,69 @@
+"""Improvement 1 during training: validation loss, early stopping, sample recipes.
+
+`validation_loss` is the token-mean cross-entropy without label smoothing on the validation
+split, summed over ranks; `record_validation` decides, from it and the run's state, whether this
+is the best model so far and whether early stopping ends the run; `sample_and_log` generates,
+prints, saves and scores sample recipes (improvement 8's metrics).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from chef_genius.config import EvalConfig, TrainConfig
+from chef_genius.evaluation import format_samples, nll_sums, sample_recipes, save_samples
+from chef_genius.metrics import mean_scores
+from chef_genius.tracking import Tracker
+from chef_genius.training.checkpoint import TrainerState
+from chef_genius.training.data import Collator, TokenizedExamples, plan_batches
+from chef_genius.training.ranks import Ranks
+
+
+def validation_loss(model: torch.nn.Module, examples: TokenizedExamples, config: TrainConfig, ranks: Ranks,
+                    pad_id: int, causal: bool, decoder_start_id: int | None, autocast: Callable) -> float | None:
+    """Each rank takes its share of the first ``eval.max_eval_batches`` batches; None without data."""
+    if len(examples) == 0:
+        return None
+    o, e = config.optim, config.eval
+    batches = plan_batches(examples.lengths(), 0, 0, o.batch_size, o.max_tokens, shuffle=False,
+                           rank=ranks.rank, world=ranks.world)[: e.max_eval_batches]
+    nll_sum, count = nll_sums(model, Collator(examples, pad_id, causal), batches, causal, pad_id, decoder_start_id,
+                              autocast)
+    nll_sum, count = ranks.all_reduce(nll_sum), ranks.all_reduce(count)
+    return float(nll_sum / count) if count > 0 else None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    best: bool  # the best validation loss so far: keep this checkpoint
+    stop: bool  # early stopping: `patience` evaluations in a row without improvement
+
+
+def record_validation(state: TrainerState, val_loss: float, min_delta: float, patience: int) -> Verdict:
+    """Update the best loss and the count of evaluations without improvement (by more than
+    ``min_delta``); ``patience`` 0 never stops."""
+    if state.best_val_loss is None or val_loss < state.best_val_loss - min_delta:
+        state.best_val_loss, state.best_step = val_loss, state.step
+        state.evals_without_improvement = 0
+        return Verdict(best=True, stop=False)
+    state.evals_without_improvement += 1
+    return Verdict(best=False, stop=patience > 0 and state.evals_without_improvement >= patience)
+
+
+def sample_and_log(model: torch.nn.Module, tokenizer, causal: bool, prompts: list[str], config: EvalConfig,
+                   step: int, run_dir: Path, tracker: Tracker, autocast: Callable) -> None:
+    """Generate a recipe per prompt (the model in eval mode, back to training after), print them,
+    save them under ``run_dir/samples`` and log their mean recipe scores."""
+    model.eval()
+    try:
+        with autocast():
+            samples = sample_recipes(model, tokenizer, causal, prompts, config)
+    finally:
+        model.train()
+    print(format_samples(step, samples), flush=True)
+    save_samples(run_dir / "samples", step, samples)
+    tracker.log(mean_scores([s.scores for s in samples]).as_log(), step)
