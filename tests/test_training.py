@@ -17,6 +17,7 @@ from chef_genius.errors import UserError
 from chef_genius.prepare import PrepareOptions, prepare
 from chef_genius.sample import sample_path
 from chef_genius.training import trainer as trainer_module
+from chef_genius.training.data import plan_batches
 from chef_genius.training.trainer import Trainer, TrainingStopped, run_training
 
 
@@ -258,7 +259,8 @@ def test_ddp_on_cpu_with_two_processes(tmp_path, small_data):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}  # CPU ranks, even on a GPU box
     command = [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "chef_genius", "train",
                "--data", str(small_data), "--output-dir", str(run), "--epochs", "1", "--batch-size", "4",
-               "--report-to", "jsonl", "--set", "model.max_target_tokens=64", "--set", "data.num_workers=0"]
+               "--report-to", "jsonl", "--set", "model.max_target_tokens=64", "--set", "data.num_workers=0",
+               "--set", "logging.log_every=1"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.count("trained ") == 1  # only rank 0 reports
@@ -266,6 +268,13 @@ def test_ddp_on_cpu_with_two_processes(tmp_path, small_data):
     single = Trainer(small_config(tmp_path / "single", small_data, **{"optim.epochs": 1, "optim.batch_size": 4}))
     single.setup()
     assert summary["steps"] == len(single._plan(0)) // 2  # half the batches per rank
+    # The logged token counts are those of both ranks' batches (the throughput of the whole run).
+    lengths = single.epoch_data(0).examples.lengths()
+    expected = sum(int(lengths[i]) for rank in (0, 1)
+                   for batch in plan_batches(lengths, single.config.seed, 0, 4, None, shuffle=True, rank=rank, world=2)
+                   for i in batch)
+    logged = [m["train/tokens_per_step"] for m in metrics_of(run) if "train/tokens_per_step" in m]
+    assert len(logged) == summary["steps"] and sum(logged) == expected
     last = sorted((run / "checkpoints").glob("step-*"))[-1]
     assert (last / "rng-rank0.safetensors").exists() and (last / "rng-rank1.safetensors").exists()
 

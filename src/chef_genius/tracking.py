@@ -183,6 +183,8 @@ class MetricWindow:
         out = {k: v / self.steps for k, v in self.sums.items() if k not in ("train/tokens", "train/seconds")}
         out["train/learning_rate"] = self.last["train/learning_rate"]
         out["train/epoch"] = self.last["train/epoch"]
+        # Tokens (prompt + target, real ones, all ranks): per step, and per second of step time.
+        out["train/tokens_per_step"] = self.sums.get("train/tokens", 0.0) / self.steps
         out["train/tokens_per_second"] = self.sums.get("train/tokens", 0.0) / seconds if seconds > 0 else 0.0
         self.sums, self.steps = {}, 0
         return out

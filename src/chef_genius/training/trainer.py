@@ -285,9 +285,11 @@ class Trainer:
         """One optimizer step over the accumulated micro-batches. The loss is the token mean over
         every real target token of the step (all micro-batches, all ranks)."""
         o, state = self.config.optim, self.state
-        tokens = self.ranks.all_reduce(torch.tensor(float(sum(int((b["labels"] != IGNORE_INDEX).sum())
-                                                             for b in micro_batches))))
-        input_tokens = sum(int(b["attention_mask"].sum()) for b in micro_batches)
+        # Target tokens (the loss's divisor) and prompt tokens of the step, over all ranks.
+        targets = sum(int((b["labels"] != IGNORE_INDEX).sum()) for b in micro_batches)
+        prompts = sum(int(b["attention_mask"].sum()) for b in micro_batches)
+        counts = self.ranks.all_reduce(torch.tensor([float(targets), float(prompts)]))
+        tokens, input_tokens = counts[0], float(counts[1])
         smoothed_total = torch.zeros((), device=self.device)
         nll_total = torch.zeros((), device=self.device)
         tick = time.perf_counter()
