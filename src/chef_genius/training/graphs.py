@@ -127,7 +127,7 @@ def graphs_unsupported_reason(world: int, device: torch.device, gradient_checkpo
     if device.type != "cuda":
         return "not on a GPU"
     if world > 1:
-        return "several processes (DDP reduces gradients during backward)"
+        return "several processes (DDP and FSDP reduce gradients during backward)"
     if gradient_checkpointing:
         return "activation checkpointing is on"
     if compile_blocks:

@@ -37,7 +37,11 @@ class Ranks:
         else:
             device = torch.device("cpu")
         if world > 1 and not dist.is_initialized():
-            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+            # device_id binds NCCL to this rank's GPU (NCCL otherwise guesses it from the rank).
+            if device.type == "cuda":
+                dist.init_process_group("nccl", device_id=device)
+            else:
+                dist.init_process_group("gloo")
         return cls(world, rank, device)
 
     @property

@@ -213,7 +213,7 @@ class Trainer:
         total = sum(self.steps_per_epoch)
         self.schedule = Schedule.build(o.learning_rate, total, s.warmup_steps, s.warmup_max_fraction,
                                        s.first_cycle_steps, s.cycle_mult, s.min_learning_rate, s.cosine)
-        if ends_high(self.schedule):
+        if ends_high(self.schedule) and self.is_main:
             warnings.warn(f"training ends at step {total}, in the upper half of a cosine cycle (high learning "
                           "rate); adjust schedule.first_cycle_steps or the number of epochs", stacklevel=2)
 
