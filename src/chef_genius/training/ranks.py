@@ -49,10 +49,12 @@ class Ranks:
         return self.rank == 0
 
     def all_reduce(self, value: torch.Tensor) -> torch.Tensor:
-        """The sum over ranks, on this rank's device."""
+        """The sum over ranks, on this rank's device; alone, ``value`` itself, where it is (host
+        counts stay on the host: reading them back would wait for the GPU)."""
+        if self.world == 1:
+            return value
         value = value.to(self.device)
-        if self.world > 1:
-            dist.all_reduce(value)
+        dist.all_reduce(value)
         return value
 
     def gather(self, value: Any) -> dict[int, Any]:

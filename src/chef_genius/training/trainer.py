@@ -111,10 +111,25 @@ class Trainer:
 
     def _setup_distributed(self) -> None:
         self.ranks = Ranks.start()
-        self.world, self.rank, self.device, self.is_main = (self.ranks.world, self.ranks.rank, self.ranks.device,
-                                                            self.ranks.is_main)
         dtype = self.config.model.dtype
         self.bf16 = dtype == "bf16" or (dtype == "auto" and self.device.type == "cuda")
+
+    # This process's place among the run's processes (`Ranks` holds it).
+    @property
+    def world(self) -> int:
+        return self.ranks.world
+
+    @property
+    def rank(self) -> int:
+        return self.ranks.rank
+
+    @property
+    def device(self) -> torch.device:
+        return self.ranks.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.ranks.is_main
 
     @property
     def run_name(self) -> str:
@@ -269,7 +284,7 @@ class Trainer:
         if self.graphed is not None:
             g = self.graphed
             self.ranks.print(f"CUDA graphs: {len(g.graphs)} batch shapes, captured in {g.capture_seconds:.1f} s"
-                        + (f"; {len(g.failed)} ran eagerly ({g.failed[0]})" if g.failed else ""))
+                             + (f"; {len(g.failed)} ran eagerly ({g.failed[0]})" if g.failed else ""))
         if window.steps:
             self.tracker.log(window.flush(), state.step)
         self._save()
@@ -357,7 +372,7 @@ class Trainer:
         state.skipped_steps += 1
         state.bad_steps_in_a_row += 1
         self.ranks.print(f"warning: non-finite loss or gradient at step {state.step}; update skipped "
-                    f"({state.bad_steps_in_a_row} in a row)")
+                         f"({state.bad_steps_in_a_row} in a row)")
         if state.bad_steps_in_a_row >= MAX_BAD_STEPS_IN_A_ROW:
             raise TrainingStopped(f"training diverged: {MAX_BAD_STEPS_IN_A_ROW} non-finite steps in a row at step "
                                   f"{state.step}; the last good checkpoint is kept in {self.run_dir / 'checkpoints'}. "
