@@ -186,7 +186,8 @@ def _train(args: argparse.Namespace) -> int:
     _quiet_libraries()
     if args.plan:
         return _print_plan(config)
-    from chef_genius.training.trainer import TrainingStopped, run_training
+    from chef_genius.errors import TrainingStopped
+    from chef_genius.training.trainer import run_training
 
     try:
         result = run_training(config)

@@ -10,15 +10,10 @@ from pathlib import Path
 import torch
 
 from chef_genius.config import TrainConfig
-from chef_genius.errors import UserError
+from chef_genius.errors import TrainingStopped, UserError
 from chef_genius.training import checkpoint as ckpt
 from chef_genius.training import sharding
 from chef_genius.training.ranks import Ranks
-
-
-class TrainingStopped(Exception):
-    """Training cannot go on (diverged, out of memory, a checkpoint not written); the message
-    says what to do."""
 
 
 class RunCheckpoints:

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from chef_genius.augment import canonical_prompt
 from chef_genius.config import TrainConfig, to_dict, to_yaml
-from chef_genius.errors import UserError
+from chef_genius.errors import TrainingStopped, UserError
 from chef_genius.losses import IGNORE_INDEX, batch_loss_sums
 from chef_genius.noise import add_gradient_noise
 from chef_genius.schedule import Schedule, ends_high, lr_at
@@ -44,10 +44,12 @@ from chef_genius.training.data import (
 from chef_genius.training.epochs import EpochBuilder, EpochData, minimum_examples
 from chef_genius.training.graphs import GraphedSteps, graphs_unsupported_reason
 from chef_genius.training.models import resolve_model, resolve_tokenizer
-from chef_genius.training.persistence import RunCheckpoints, TrainingStopped
+from chef_genius.training.persistence import RunCheckpoints
 from chef_genius.training.placement import place_model
 from chef_genius.training.ranks import Ranks
 from chef_genius.training.validation import record_validation, sample_and_log, validation_loss
+
+__all__ = ["RunResult", "Trainer", "TrainingStopped", "run_training"]
 
 MAX_BAD_STEPS_IN_A_ROW = 10
 # Batch shapes when CUDA graphs are on: widths rounded up to these many tokens, rows (under a
