@@ -129,9 +129,14 @@ def test_augmentation_rate_and_kinds():
     assert tip.augmentation == "tip" and ". Tip: " in tip.prompt
 
 
-def test_verb_paraphrase_whole_words_and_case():
-    assert paraphrase_verbs("Mix the flour. CHOP onions; stir in milk") == "Combine the flour. DICE onions; mix in milk"
+def test_verb_paraphrase_only_swaps_the_verb_that_opens_a_sentence():
+    assert paraphrase_verbs("Mix the flour. CHOP onions; stir in milk") == "Combine the flour. CHOP onions; mix in milk"
     assert paraphrase_verbs("Mixture of mixed chopped things") == "Mixture of mixed chopped things"
+    # The old context-free swaps broke these; a verb inside a sentence is never touched.
+    for text in ("Bring to a boil.", "Cook over medium heat.", "Add the taco mix.", "Stir in in a bowl."):
+        assert paraphrase_verbs(text) == text.replace("Stir in", "Mix in")
+    assert paraphrase_verbs("Mix in the chips") == "Stir in the chips"  # not "Combine in"
+    assert paraphrase_verbs("Mix.") == "Mix."  # a verb alone is not an imperative with an object
 
 
 def test_augmentation_and_templates_never_touch_validation(tmp_path, small_data):  # noqa: F811

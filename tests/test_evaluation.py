@@ -143,8 +143,12 @@ def test_evaluate_cli_writes_json_with_every_metric(trained_run, small_data, cap
     result = json.loads(out.read_text())
     assert result["examples"] == 4 and result["split"] == "val"
     assert result["val_perplexity"] == pytest.approx(math.exp(result["val_loss"]))
-    assert {"recipe/overall_quality", "rougeL", "bleu", "ingredient_coverage"} <= set(result)
-    assert set(result["chef_transformer"]) == {"cosim", "wer", "rouge2", "bleu", "samples_per_input"}
+    assert {"recipe/overall_quality", "rougeL", "bleu", "ingredient_coverage", "recipe/usable_rate",
+            "recipe/repetition", "recipe/stopped_rate", "recipe/ingredients_used"} <= set(result)
+    assert set(result["chef_transformer"]) == {"cosim", "wer", "rouge2", "bleu", "samples_per_input", "examples"}
+    # 16 tokens cannot hold a recipe: nothing stopped, so nothing is usable.
+    assert result["recipe/stopped_rate"] == 0.0 and result["recipe/usable_rate"] == 0.0
+    assert len(result["samples"]) == 4 and all(not s["stopped"] for s in result["samples"])
     assert "chef_transformer/cosim" in capsys.readouterr().out
 
 

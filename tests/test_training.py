@@ -259,7 +259,8 @@ def test_ddp_on_cpu_with_two_processes(tmp_path, small_data):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}  # CPU ranks, even on a GPU box
     command = [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "chef_genius", "train",
                "--data", str(small_data), "--output-dir", str(run), "--epochs", "1", "--batch-size", "4",
-               "--report-to", "jsonl", "--set", "model.max_target_tokens=64", "--set", "data.num_workers=0",
+               "--report-to", "jsonl", "--set", "model.max_target_tokens=64", "--set", "model.max_source_tokens=32",
+               "--set", "data.num_workers=0",
                "--set", "logging.log_every=1"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-2000:]

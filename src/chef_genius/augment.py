@@ -12,8 +12,9 @@ type: "Lasagna", "Lasagna with beef, ricotta", "a dish with chicken, rice and le
 
 Augmentation, with probability ``augmentation_prob``, applies one of:
 - instruction-format variation: the request is phrased another way ("I'd like to cook ...");
-- verb paraphrase: cooking verbs in the recipe's steps become synonyms (mix -> combine,
-  chop -> dice), whole words only, keeping capitals;
+- verb paraphrase: the imperative verb that opens a sentence of the steps becomes a synonym
+  from a short list of swaps that stay correct (Mix -> Combine, Whisk -> Beat); nothing else in
+  the target changes;
 - cooking tip: a tip is added to the prompt, as in the seed's example.
 """
 
@@ -43,17 +44,18 @@ COOKING_TIPS = (
     "Prepare and measure everything first.",
     "Let the pan heat before adding food.",
 )
+# Swaps that stay correct English and the same cooking in every context we found, applied only to
+# the imperative verb that opens a sentence ("Mix the flour" -> "Combine the flour"). Context-free
+# swaps of every verb taught broken text ("Bring to a bring to a boil", "over medium warm",
+# "stir in in"): 22 % of paraphrased recipes had such a phrase.
 VERB_PARAPHRASES = {
-    "mix": "combine", "combine": "mix", "chop": "dice", "dice": "chop", "stir": "mix",
-    "whisk": "beat", "beat": "whisk", "bake": "cook", "boil": "bring to a boil", "simmer": "cook gently",
-    "saute": "fry", "sauté": "fry", "fry": "saute", "slice": "cut", "cut": "slice", "place": "put",
-    "put": "place", "add": "stir in", "pour": "add", "heat": "warm", "warm": "heat", "serve": "present",
-    "sprinkle": "scatter", "remove": "take", "chill": "refrigerate", "refrigerate": "chill",
-    "blend": "mix", "cover": "top", "drain": "strain", "mince": "chop finely", "grate": "shred",
-    "shred": "grate", "toss": "mix", "season": "flavor",
+    "mix in": "stir in", "stir in": "mix in", "mix": "combine", "combine": "mix", "whisk": "beat", "beat": "whisk",
+    "place": "put", "put": "place", "chill": "refrigerate", "refrigerate": "chill",
+    "grate": "shred", "shred": "grate", "slice": "cut",
 }
-_VERB_PATTERN = re.compile(r"\b(" + "|".join(sorted(map(re.escape, VERB_PARAPHRASES), key=len, reverse=True))
-                           + r")\b", re.IGNORECASE)
+# A verb at the start of the text or of a sentence, followed by a space (not "Mixing", "Mix.").
+_VERB_PATTERN = re.compile(r"(?:^|(?<=[.!?;] ))(" + "|".join(sorted(VERB_PARAPHRASES, key=len, reverse=True))
+                           + r")(?= )", re.IGNORECASE)
 
 
 def request_text(title: str, food_names: list[str] | tuple[str, ...], form: int = 1) -> str:
@@ -74,7 +76,8 @@ def canonical_prompt(templates: list[str], title: str, food_names) -> str:
 
 
 def paraphrase_verbs(text: str) -> str:
-    """Replace cooking verbs by synonyms, whole words only, keeping the first letter's case."""
+    """Replace the verb that opens each sentence by a synonym (`VERB_PARAPHRASES`), keeping its
+    case; nothing else in the text changes."""
 
     def swap(match: re.Match) -> str:
         word = match.group(0)

@@ -63,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="print the per-epoch plan (difficulty, threshold, examples, steps) and exit")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="set any config key, e.g. --set eval.patience=5 (YAML value syntax)")
-    from chef_genius.config import FLAGS
+    from chef_genius.config import DECODING_NAMES, FLAGS, EvalConfig
 
     for flag, (key, kind) in FLAGS.items():
         if isinstance(kind, bool):
@@ -78,8 +78,9 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("prompt", nargs="?", help='what to cook, e.g. "pasta with tomatoes and basil"')
     gen.add_argument("--file", type=Path, help="prompts, one per line")
     gen.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
-    gen.add_argument("--decoding", choices=("greedy", "beam", "sample"), default="greedy")
-    gen.add_argument("--max-new-tokens", type=int, default=256)
+    gen.add_argument("--decoding", choices=DECODING_NAMES, default=EvalConfig.decoding,
+                         help="decoding preset (default: %(default)s)")
+    gen.add_argument("--max-new-tokens", type=int, default=EvalConfig.max_new_tokens)
     gen.add_argument("--seed", type=int, default=0)
     gen.set_defaults(handler=_generate)
 
@@ -89,8 +90,9 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", choices=("test", "val", "train"), default="test")
     evaluate.add_argument("--max-examples", type=int, default=50)
     evaluate.add_argument("--samples", type=int, default=3, help="samples per input (Chef Transformer protocol)")
-    evaluate.add_argument("--decoding", choices=("greedy", "beam", "sample"), default="greedy")
-    evaluate.add_argument("--max-new-tokens", type=int, default=256)
+    evaluate.add_argument("--decoding", choices=DECODING_NAMES, default=EvalConfig.decoding,
+                         help="decoding preset (default: %(default)s)")
+    evaluate.add_argument("--max-new-tokens", type=int, default=EvalConfig.max_new_tokens)
     evaluate.add_argument("--out", type=Path, help="JSON output (default: RUN/evaluation-SPLIT.json)")
     evaluate.set_defaults(handler=_evaluate)
 
@@ -165,6 +167,12 @@ def _read_text(path: Path) -> str:
         raise UserError(f"{path}: cannot be read: {error.strerror}") from None
 
 
+TINY_NOTE = """Note: the `tiny` model starts from random weights and trains for a minute on the CPU: the
+recipes above show every part of chef-genius working, not a recipe model. For a real one, see the
+README's "Quality" section: SmolLM2-135M-Instruct fine-tuned with
+  chef-genius train --model SmolLM2-135M-Instruct.Q4_1.gguf --data prepared/"""
+
+
 def _train(args: argparse.Namespace) -> int:
     import yaml
 
@@ -199,6 +207,8 @@ def _train(args: argparse.Namespace) -> int:
     from chef_genius.report import write_report
 
     write_report(config.output_dir)
+    if config.model.name == "tiny" and result.last_samples:
+        print(result.last_samples + "\n\n" + TINY_NOTE)
     print(f"trained {result.steps} steps in {result.seconds:.0f} s; best val_loss "
           f"{result.best_val_loss if result.best_val_loss is None else round(result.best_val_loss, 4)}"
           f"{' (stopped early)' if result.stopped_early else ''}\nadapter/model: {result.final_dir}\n"

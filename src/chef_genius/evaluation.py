@@ -1,27 +1,22 @@
-"""Validation samples and the `evaluate` command (improvements 1 and 8).
-
-During training, every evaluation generates recipes for the fixed prompts of the config and a few
-validation prompts, prints them as the seed document shows, saves them as Markdown in the run
-folder, and logs their mean recipe metrics (``recipe/...``). `evaluate_run` measures a finished
-run or adapter on a prepared split: loss and perplexity, recipe metrics, ingredient coverage,
-ROUGE-L and BLEU against the references, and the Chef Transformer protocol.
+"""The `evaluate` command (improvements 1 and 8): a finished run, adapter or model measured on a
+fixed random subset of a prepared split: loss and perplexity, the seed's recipe metrics, the
+usability checks, requested food names covered, ROUGE-L and BLEU against the references, and the
+Chef Transformer protocol. Samples and their scores come from `chef_genius.sampling`, shared with
+training's validation samples.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
-import torch
+import numpy as np
 
-from chef_genius.augment import canonical_prompt
+from chef_genius.augment import canonical_prompt, request_text
 from chef_genius.config import SEED_TEMPLATES, EvalConfig
 from chef_genius.inference import generate, load_run
-from chef_genius.losses import batch_loss_sums
-from chef_genius.metrics import RecipeScores, mean_scores, score_text
-from chef_genius.recipe import Recipe, parse_recipe, serialize, to_markdown
+from chef_genius.losses import nll_sums
+from chef_genius.recipe import Recipe, parse_recipe, serialize
 from chef_genius.reference_metrics import (
     chef_transformer_protocol,
     corpus_bleu,
@@ -29,66 +24,9 @@ from chef_genius.reference_metrics import (
     recipe_text,
     rouge,
 )
+from chef_genius.sampling import sample_metrics, sample_recipes
 from chef_genius.training.data import Collator, load_split, plan_batches, tokenize_examples
-
-
-@dataclass
-class Sample:
-    prompt: str
-    text: str
-    recipe: Recipe
-    scores: RecipeScores
-
-
-def sample_recipes(model, tokenizer, causal: bool, prompts: list[str], config: EvalConfig) -> list[Sample]:
-    """Generate one recipe per prompt and score it."""
-    texts = generate(model, tokenizer, prompts, causal, config.decoding, config.max_new_tokens)
-    return [Sample(p, t[0], parse_recipe(t[0]), score_text(t[0])) for p, t in zip(prompts, texts, strict=True)]
-
-
-def format_samples(step: int, samples: list[Sample]) -> str:
-    """The console block of the seed document."""
-    lines = ["🍳 Generating sample recipes..."]
-    for sample in samples:
-        short = sample.text if len(sample.text) <= 160 else sample.text[:157] + "..."
-        lines += [f"   Prompt: {sample.prompt}", f"   Recipe: {short}",
-                  f"   Quality: {sample.scores.overall_quality:.2f}", ""]
-    return "\n".join(lines)
-
-
-def samples_markdown(step: int, samples: list[Sample]) -> str:
-    parts = [f"# Sample recipes at step {step}\n"]
-    for sample in samples:
-        metrics = ", ".join(f"{k.replace('_', ' ')} {v:.2f}" for k, v in sample.scores.as_dict().items())
-        parts += [f"## Prompt: {sample.prompt}\n", f"Metrics: {metrics}\n",
-                  to_markdown(sample.recipe).replace("# ", "### ", 1), f"Raw output: `{sample.text}`\n"]
-    return "\n".join(parts)
-
-
-def save_samples(folder: Path, step: int, samples: list[Sample]) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"step-{step:08d}.md"
-    path.write_text(samples_markdown(step, samples), encoding="utf-8")
-    return path
-
-
-@torch.no_grad()
-def nll_sums(model, collator: Collator, batches: list[list[int]], causal: bool, pad_id: int,
-             decoder_start_id: int | None, autocast=contextlib.nullcontext) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed plain NLL and real-token count over planned batches (the model in eval mode)."""
-    device = next(model.parameters()).device
-    total = torch.zeros((), device=device)
-    count = torch.zeros((), device=device)
-    was_training = model.training
-    model.eval()
-    for positions in batches:
-        batch = {k: v.to(device) for k, v in collator(positions).items()}
-        with autocast():
-            _, nll, n = batch_loss_sums(model, batch, 0.0, causal, pad_id, decoder_start_id)
-        total += nll
-        count += n
-    model.train(was_training)
-    return total, count
+from chef_genius.usability import food_names
 
 
 def loss_on(model, tokenizer, causal: bool, prompts: list[str], targets: list[str], batch_size: int = 16,
@@ -102,48 +40,80 @@ def loss_on(model, tokenizer, causal: bool, prompts: list[str], targets: list[st
     return float(total / count) if count > 0 else float("nan")
 
 
+def held_out_rows(size: int, n: int, seed: int = 0) -> list[int]:
+    """A fixed random subset of a split (the same rows for every model and setting compared),
+    in row order; the first rows would favour whichever source the file lists first."""
+    if n >= size:
+        return list(range(size))
+    return sorted(np.random.default_rng(seed).choice(size, n, replace=False).tolist())
+
+
+def requested_names(recipe: Recipe) -> list[str]:
+    """Food names a request names: the NER column, else the ingredients' food words (`load_split`
+    fills these in already; recipes from elsewhere may lack them)."""
+    return list(recipe.ner) or food_names(recipe)
+
+
+def evaluate_loaded(model, tokenizer, causal: bool, recipes: list[Recipe], templates: list[str],
+                    decoding: str, max_new_tokens: int, samples_per_input: int = 3,
+                    protocol_examples: int | None = None, seed: int = 0, batch_size: int = 32,
+                    keep_samples: int = 10) -> dict:
+    """Every number of `evaluate_run` for a loaded model on reference recipes."""
+    names = [requested_names(r) for r in recipes]
+    prompts = [canonical_prompt(templates, r.title, n) for r, n in zip(recipes, names, strict=True)]
+    references = [serialize(r) for r in recipes]
+    val_loss = loss_on(model, tokenizer, causal, prompts, references)
+    config = EvalConfig(decoding=decoding, max_new_tokens=max_new_tokens)
+    samples = sample_recipes(model, tokenizer, causal, prompts, config, seed=seed, batch_size=batch_size)
+    with_names = [(n, s.recipe) for n, s in zip(names, samples, strict=True) if n]
+    reference_texts = [recipe_text(r) for r in recipes]
+    hypothesis_texts = [recipe_text(s.recipe) for s in samples]
+    # Chef Transformer protocol: food names in ("a dish with ..."), several samples per input drawn
+    # with its decoding, the best by COSIM kept.
+    k = len(recipes) if protocol_examples is None else min(protocol_examples, len(recipes))
+    food_prompts = [templates[0].format(text=request_text(r.title, n, form=2)) for r, n in zip(recipes[:k], names[:k],
+                                                                                            strict=True)]
+    sampled = generate(model, tokenizer, food_prompts, causal, "chef", max_new_tokens,
+                       num_return_sequences=samples_per_input, seed=seed, batch_size=max(1, batch_size // 2))
+    protocol = chef_transformer_protocol([[recipe_text(parse_recipe(t)) for t in s] for s in sampled],
+                                         reference_texts[:k])
+    n = len(recipes)
+    return {
+        "examples": n, "decoding": decoding, "max_new_tokens": max_new_tokens,
+        "val_loss": val_loss, "val_perplexity": math.exp(min(val_loss, 50.0)),
+        **sample_metrics(samples),
+        "ingredient_coverage": (sum(ingredient_coverage(w, r) for w, r in with_names) / len(with_names)
+                                if with_names else None),
+        "rougeL": sum(rouge(h, r)["rougeL"]
+                      for h, r in zip(hypothesis_texts, reference_texts, strict=True)) / max(n, 1),
+        "bleu": corpus_bleu(hypothesis_texts, reference_texts),
+        "chef_transformer": {**protocol, "samples_per_input": samples_per_input, "examples": k},
+        "samples": [{"prompt": s.prompt, "text": s.text, "usable": s.checks.usable, "stopped": s.checks.stopped}
+                    for s in samples[:keep_samples]],
+    }
+
+
 def evaluate_run(path: str | Path, data: str | Path, split: str = "test", max_examples: int = 50,
-                 samples_per_input: int = 3, decoding: str = "greedy", max_new_tokens: int = 256,
+                 samples_per_input: int = 3, decoding: str = "guarded", max_new_tokens: int = 512,
                  templates: list[str] | None = None, seed: int = 0) -> dict:
-    """All evaluation numbers for a run or adapter on a prepared split (see the module docstring)."""
+    """All evaluation numbers for a run, adapter or model on a fixed random subset of a prepared
+    split: loss and perplexity, the seed's recipe metrics, usability (usable rate, repetition,
+    ingredients used, stopped), requested names covered, ROUGE-L and BLEU against the references,
+    and the Chef Transformer protocol."""
     templates = templates or SEED_TEMPLATES
     loaded = load_run(path)
     table = load_split(Path(data), split)
     if len(table) == 0 and split == "test":
         split, table = "val", load_split(Path(data), "val")
-    n = min(max_examples, len(table))
-    rows = range(n)
-    recipes = [table.recipe(i) for i in rows]
-    prompts = [canonical_prompt(templates, r.title, r.ner) for r in recipes]
-    references = [serialize(r) for r in recipes]
-    val_loss = loss_on(loaded.model, loaded.tokenizer, loaded.causal, prompts, references)
-    generated = [t[0] for t in generate(loaded.model, loaded.tokenizer, prompts, loaded.causal, decoding,
-                                        max_new_tokens, seed=seed)]
-    parsed = [parse_recipe(t) for t in generated]
-    scores = mean_scores([score_text(t) for t in generated])
-    with_names = [(r, p) for r, p in zip(recipes, parsed, strict=True) if r.ner]
-    reference_texts = [recipe_text(r) for r in recipes]
-    hypothesis_texts = [recipe_text(p) for p in parsed]
-    # Chef Transformer protocol: food names in, several sampled recipes per input, best by COSIM.
-    food_prompts = [", ".join(r.ner) if r.ner else r.title for r in recipes]
-    sampled = generate(loaded.model, loaded.tokenizer, [canonical_prompt(templates, f, []) for f in food_prompts],
-                       loaded.causal, "sample", max_new_tokens, num_return_sequences=samples_per_input, seed=seed)
-    protocol = chef_transformer_protocol([[recipe_text(parse_recipe(t)) for t in s] for s in sampled], reference_texts)
-    return {
-        "run": str(path), "data": str(data), "split": split, "examples": n,
-        "val_loss": val_loss, "val_perplexity": math.exp(min(val_loss, 50.0)),
-        **scores.as_log(),
-        "ingredient_coverage": (sum(ingredient_coverage(r.ner, p) for r, p in with_names) / len(with_names)
-                                if with_names else None),
-        "rougeL": sum(rouge(h, r)["rougeL"]
-                      for h, r in zip(hypothesis_texts, reference_texts, strict=True)) / max(n, 1),
-        "bleu": corpus_bleu(hypothesis_texts, reference_texts),
-        "chef_transformer": {**protocol, "samples_per_input": samples_per_input},
-    }
+    recipes = [table.recipe(i) for i in held_out_rows(len(table), max_examples, seed)]
+    result = evaluate_loaded(loaded.model, loaded.tokenizer, loaded.causal, recipes, templates, decoding,
+                             max_new_tokens, samples_per_input, seed=seed)
+    return {"run": str(path), "data": str(data), "split": split, **result}
 
 
 def format_evaluation(result: dict) -> str:
-    rows = [(k, v) for k, v in result.items() if isinstance(v, (int, float)) and k != "examples"]
+    rows = [(k, v) for k, v in result.items() if isinstance(v, (int, float)) and k not in ("examples",
+                                                                                          "max_new_tokens")]
     rows += [(f"chef_transformer/{k}", v) for k, v in result["chef_transformer"].items()]
     width = max(len(k) for k, _ in rows)
     lines = [f"{result['run']} on {result['data']} ({result['split']}, {result['examples']} recipes)"]

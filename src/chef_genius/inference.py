@@ -5,6 +5,7 @@ Used by validation samples, `generate`, `evaluate` and `merge`; one generation p
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,10 @@ DECODING = {
     "greedy": {"do_sample": False, "num_beams": 1},
     "beam": {"do_sample": False, "num_beams": 4},
     "sample": {"do_sample": True, "top_p": 0.95, "temperature": 0.8},
+    # Greedy that cannot loop: no 8-word run twice (a repeated ingredient line or step is one).
+    "guarded": {"do_sample": False, "num_beams": 1, "no_repeat_ngram_size": 8},
+    # Chef Transformer's decoding (t5-base on RecipeNLG): top-k 60, top-p 0.95, no repeated 3-grams.
+    "chef": {"do_sample": True, "top_k": 60, "top_p": 0.95, "no_repeat_ngram_size": 3},
 }
 
 
@@ -70,24 +75,58 @@ def load_run(path: str | Path, device: str | None = None) -> LoadedRun:
     return LoadedRun(model, tokenizer, causal, folder, adapter)
 
 
-@torch.no_grad()
-def generate(model: torch.nn.Module, tokenizer, prompts: list[str], causal: bool, decoding: str = "greedy",
-             max_new_tokens: int = 256, num_return_sequences: int = 1, batch_size: int = 16, seed: int = 0,
-             max_source_tokens: int = 512) -> list[list[str]]:
-    """Recipes for each prompt (``num_return_sequences`` each), decoded to text.
+@dataclass(frozen=True)
+class Generation:
+    text: str
+    stopped: bool  # ended with an end token, not cut by the token limit
+    tokens: int
 
-    Prompts are encoded exactly as in training (`encode_sources`); causal prompts are left-padded
-    and their tokens cut from the output. Sampling is seeded, and the caller's RNG states (CPU
-    and CUDA) are restored afterwards, so generating during training never changes training.
+
+def generate(model: torch.nn.Module, tokenizer, prompts: list[str], causal: bool, decoding: str = "greedy",
+             max_new_tokens: int = 512, num_return_sequences: int = 1, batch_size: int = 16, seed: int = 0,
+             max_source_tokens: int = 512) -> list[list[str]]:
+    """Recipe texts for each prompt (``num_return_sequences`` each); see `generate_details`."""
+    details = generate_details(model, tokenizer, prompts, causal, decoding, max_new_tokens, num_return_sequences,
+                               batch_size, seed, max_source_tokens)
+    return [[g.text for g in row] for row in details]
+
+
+@torch.no_grad()
+def generate_details(model: torch.nn.Module, tokenizer, prompts: list[str], causal: bool, decoding: str = "greedy",
+                     max_new_tokens: int = 512, num_return_sequences: int = 1, batch_size: int = 16, seed: int = 0,
+                     max_source_tokens: int = 512) -> list[list[Generation]]:
+    """Recipes for each prompt (``num_return_sequences`` each): text, whether it stopped at an end
+    token, and its length.
+
+    Prompts are encoded exactly as in training (`chef_genius.encoding`); causal prompts are
+    left-padded and their tokens cut from the output; generation stops at the end of turn or EOS.
+    Sampling is seeded, and the caller's RNG states (CPU and CUDA) are restored afterwards, so
+    generating during training never changes training. Compiled blocks run eagerly here: the
+    growing KV cache would recompile them at every step.
     """
-    from chef_genius.training.data import encode_sources
+    if decoding not in DECODING:
+        raise UserError(f"unknown decoding '{decoding}' (choose from {', '.join(DECODING)})")
+    with _eager():
+        return _generate(model, tokenizer, prompts, causal, decoding, max_new_tokens, num_return_sequences,
+                         batch_size, seed, max_source_tokens)
+
+
+def _eager():
+    set_stance = getattr(torch.compiler, "set_stance", None)
+    return set_stance("force_eager") if set_stance is not None else contextlib.nullcontext()
+
+
+def _generate(model, tokenizer, prompts, causal, decoding, max_new_tokens, num_return_sequences, batch_size, seed,
+              max_source_tokens) -> list[list[Generation]]:
+    from chef_genius.encoding import encode_sources, stop_ids
 
     device = next(model.parameters()).device
+    stops = stop_ids(tokenizer, causal)
     settings = dict(DECODING[decoding])
     if num_return_sequences > 1 and not settings["do_sample"]:
         settings["num_beams"] = max(settings["num_beams"], num_return_sequences)
     pad_id = tokenizer.pad_token_id
-    outputs: list[list[str]] = []
+    outputs: list[list[Generation]] = []
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         for start in range(0, len(prompts), batch_size):
@@ -98,14 +137,25 @@ def generate(model: torch.nn.Module, tokenizer, prompts: list[str], causal: bool
                                                                                   limit - input_ids.shape[1]))
             generated = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
                                        max_new_tokens=new_tokens, pad_token_id=pad_id,
-                                       eos_token_id=tokenizer.eos_token_id,
+                                       eos_token_id=stops if len(stops) > 1 else stops[0],
                                        num_return_sequences=num_return_sequences, **settings)
-            if causal:
-                generated = generated[:, input_ids.shape[1]:]
+            # Causal: the prompt's tokens; seq2seq: the decoder start token.
+            generated = generated[:, input_ids.shape[1]:] if causal else generated[:, 1:]
             texts = tokenizer.batch_decode(generated, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+            rows = generated.tolist()
+            done = [_stopped(row, stops, pad_id) for row in rows]
             for i in range(len(sources)):
-                outputs.append(texts[i * num_return_sequences:(i + 1) * num_return_sequences])
+                span = range(i * num_return_sequences, (i + 1) * num_return_sequences)
+                outputs.append([Generation(texts[j], done[j][0], done[j][1]) for j in span])
     return outputs
+
+
+def _stopped(row: list[int], stops: list[int], pad_id: int) -> tuple[bool, int]:
+    """(ended with a stop token, tokens before it). Padding only follows a finished sequence."""
+    for position, token in enumerate(row):
+        if token in stops:
+            return True, position
+    return False, sum(1 for t in row if t != pad_id)
 
 
 def _position_limit(model: torch.nn.Module) -> int | None:

@@ -9,6 +9,8 @@ in the logits' dtype, so autograd never holds fp32 logits for the whole batch.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 IGNORE_INDEX = -100
@@ -87,3 +89,23 @@ def batch_loss_sums(model: torch.nn.Module, batch: dict[str, torch.Tensor], eps:
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                    decoder_input_ids=decoder_input_ids).logits
     return smoothed_cross_entropy_sums(logits, labels, eps)
+
+
+@torch.no_grad()
+def nll_sums(model, collator, batches: list[list[int]], causal: bool, pad_id: int,
+             decoder_start_id: int | None, autocast=contextlib.nullcontext) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed plain NLL and real-token count over planned batches (``collator`` turns a batch's
+    positions into model inputs); the model runs in eval mode and is put back as it was."""
+    device = next(model.parameters()).device
+    total = torch.zeros((), device=device)
+    count = torch.zeros((), device=device)
+    was_training = model.training
+    model.eval()
+    for positions in batches:
+        batch = {k: v.to(device) for k, v in collator(positions).items()}
+        with autocast():
+            _, nll, n = batch_loss_sums(model, batch, 0.0, causal, pad_id, decoder_start_id)
+        total += nll
+        count += n
+    model.train(was_training)
+    return total, count

@@ -18,9 +18,11 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from chef_genius.encoding import encode_sources, encode_targets
 from chef_genius.errors import UserError
 from chef_genius.losses import IGNORE_INDEX
 from chef_genius.recipe import Recipe, serialize
+from chef_genius.usability import food_names_of
 
 PAD_MULTIPLE = 8
 
@@ -58,7 +60,11 @@ def load_split(folder: Path, split: str) -> RecipeTable:
     except (pa.ArrowInvalid, OSError) as error:
         raise UserError(f"{path}: cannot be read: {error}") from None
     columns = table.to_pydict()
-    return RecipeTable(columns["title"], columns["ingredients"], columns["steps"], columns["ner"],
+    # Sources without food names (openrecipes, Wikibooks): the ingredients' food words, so that
+    # requests can name foods ("a dish with chicken, rice and lemon") for every recipe.
+    ner = [names or food_names_of(ingredients) for names, ingredients in zip(columns["ner"], columns["ingredients"],
+                                                                            strict=True)]
+    return RecipeTable(columns["title"], columns["ingredients"], columns["steps"], ner,
                        np.asarray(columns["quality"], dtype=np.float32),
                        np.asarray(columns["difficulty"], dtype=np.int8))
 
@@ -101,40 +107,15 @@ def _flatten(sequences: list) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([np.asarray(s, dtype=np.int32) for s in sequences]), offsets
 
 
-def encode_sources(tokenizer, prompts: list[str], max_source: int, causal: bool) -> list[list[int]]:
-    """Prompt token ids: seq2seq prompts end with EOS; causal prompts end with a newline."""
-    if not prompts:  # the fast tokenizer fails on an empty batch
-        return []
-    if causal:
-        encoded = tokenizer([p + "\n" for p in prompts], add_special_tokens=False)["input_ids"]
-        return [ids[:max_source] for ids in encoded]
-    eos = _eos(tokenizer)
-    return [ids[: max_source - 1] + [eos] for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
-
-
-def encode_targets(tokenizer, targets: list[str], max_target: int) -> list[list[int]]:
-    """Target token ids, cut to the limit, ending with EOS."""
-    if not targets:
-        return []
-    eos = _eos(tokenizer)
-    return [ids[: max_target - 1] + [eos] for ids in tokenizer(targets, add_special_tokens=False)["input_ids"]]
-
-
-def _eos(tokenizer) -> int:
-    if tokenizer.eos_token_id is None:
-        raise UserError("the tokenizer has no end-of-sequence token")
-    return tokenizer.eos_token_id
-
-
 def tokenize_examples(tokenizer, prompts: list[str], targets: list[str], max_source: int, max_target: int,
                       causal: bool, index: np.ndarray | None = None) -> TokenizedExamples:
-    """Tokenize prompt/target pairs (see `encode_sources` and `encode_targets`).
+    """Tokenize prompt/target pairs (`chef_genius.encoding`).
 
     For causal models the collator concatenates prompt and target and masks the prompt with -100.
     """
     index = np.arange(len(prompts)) if index is None else index
     return TokenizedExamples.from_sequences(encode_sources(tokenizer, prompts, max_source, causal),
-                                            encode_targets(tokenizer, targets, max_target), index)
+                                            encode_targets(tokenizer, targets, max_target, causal), index)
 
 
 def target_text(table: RecipeTable, i: int) -> str:

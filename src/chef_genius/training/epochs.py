@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from chef_genius.augment import ExampleDraws, paraphrase_recipe, training_prompt
 from chef_genius.config import TrainConfig
 from chef_genius.curriculum import EpochSelection, select_epoch
+from chef_genius.encoding import encode_sources, encode_targets
 from chef_genius.recipe import serialize
-from chef_genius.training.data import RecipeTable, TokenizedExamples, encode_sources, encode_targets
+from chef_genius.training.data import RecipeTable, TokenizedExamples
 
 
 @dataclass
@@ -59,8 +60,8 @@ class EpochBuilder:
                 rewritten_texts.append(serialize(paraphrase_recipe(self.table.recipe(row))))
         sources = encode_sources(self.tokenizer, prompts, model.max_source_tokens, self.causal)
         targets = [self.target_cache[row] for row in selection.indices.tolist()]
-        for position, ids in zip(rewritten, encode_targets(self.tokenizer, rewritten_texts, model.max_target_tokens),
-                                 strict=True):
+        rewritten_ids = encode_targets(self.tokenizer, rewritten_texts, model.max_target_tokens, self.causal)
+        for position, ids in zip(rewritten, rewritten_ids, strict=True):
             targets[position] = ids
         return EpochData(selection, TokenizedExamples.from_sequences(sources, targets, selection.indices), augmented)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from chef_genius.config import LoraSettings, ModelConfig
+from chef_genius.encoding import drop_chat_template
 from chef_genius.errors import UserError
 
 TINY = "tiny"
@@ -64,6 +65,78 @@ def build_tiny(texts: list[str], seed: int, folder: Path) -> Path:
     tokenizer.save_pretrained(staging)
     os.replace(staging, folder)
     return folder
+
+
+def cache_dir() -> Path:
+    """Where converted models are kept: $CHEF_GENIUS_CACHE, else ~/.cache/chef-genius."""
+    return Path(os.environ.get("CHEF_GENIUS_CACHE") or Path.home() / ".cache" / "chef-genius").expanduser()
+
+
+def gguf_folder(path: Path) -> Path:
+    """A model folder (safetensors in fp32, tokenizer with its chat template) converted once from a
+    GGUF file with transformers' ``gguf_file=`` loader, which dequantizes every tensor; cached by
+    the file's name, size and modification time, so later runs, `generate` and `merge` load the
+    folder like any other.
+
+    Raises:
+        UserError: the file is missing, the `gguf` package is absent, or transformers cannot read it.
+    """
+    path = path.expanduser().resolve()
+    if not path.is_file():
+        raise UserError(f"cannot load model '{path}': no such GGUF file")
+    stat = path.stat()
+    folder = cache_dir() / "gguf" / f"{path.stem}-{stat.st_size}-{stat.st_mtime_ns}"
+    if (folder / "config.json").exists():
+        return folder
+    try:
+        import gguf  # noqa: F401  (transformers needs it to read GGUF)
+    except ImportError:
+        raise UserError("a GGUF model needs the 'gguf' package: pip install gguf") from None
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    print(f"converting {path.name} to a model folder (once): {folder}", flush=True)
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+        model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+    except (OSError, ValueError, KeyError, RuntimeError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"cannot load GGUF model '{path}': {first_line}") from None
+    # The weights are plain dequantized tensors now; what marks the model as GGUF-quantized only
+    # stops save_pretrained.
+    model.hf_quantizer = None
+    for holder in (model, model.config):
+        if hasattr(holder, "quantization_config"):
+            delattr(holder, "quantization_config")
+    staging = folder.with_name(f".{folder.name}.partial-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        model.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+        (staging / "SOURCE.txt").write_text(f"converted from {path} ({stat.st_size} bytes)\n", encoding="utf-8")
+        os.replace(staging, folder)
+    except OSError as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        if (folder / "config.json").exists():  # another process converted it first
+            return folder
+        raise UserError(f"cannot write the converted model to {folder}: {error.strerror or error}") from None
+    return folder
+
+
+def local_model_name(name: str) -> str:
+    """A GGUF file becomes its converted folder; an existing path becomes absolute (an adapter's
+    config records it); hub ids pass through.
+
+    Raises:
+        UserError: a path that does not exist.
+    """
+    if name.lower().endswith(".gguf"):
+        return str(gguf_folder(Path(name)))
+    if Path(name).expanduser().exists():
+        return str(Path(name).expanduser().resolve())
+    if name.startswith((".", "/", "~")):
+        raise UserError(f"cannot load model '{name}': no such folder")
+    return name
 
 
 def load_base(name: str, architecture: str = "auto", dtype: torch.dtype = torch.float32) -> LoadedModel:
@@ -154,6 +227,8 @@ def resolve_tokenizer(config: ModelConfig, folder_for_tiny: Path, texts: list[st
         if not (folder_for_tiny / "config.json").exists():
             build_tiny(texts, seed, folder_for_tiny)
         name = str(folder_for_tiny)
+    else:
+        name = local_model_name(name)
     try:
         model_config = AutoConfig.from_pretrained(name)
         tokenizer = AutoTokenizer.from_pretrained(name)
@@ -162,6 +237,8 @@ def resolve_tokenizer(config: ModelConfig, folder_for_tiny: Path, texts: list[st
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     causal = (not model_config.is_encoder_decoder) if config.architecture == "auto" else config.architecture == "causal"
+    if not (causal and config.chat_template):
+        drop_chat_template(tokenizer)
     return tokenizer, causal
 
 
@@ -173,8 +250,9 @@ def resolve_model(config: ModelConfig, run_dir: Path, texts: list[str], seed: in
         if not (folder / "config.json").exists():
             build_tiny(texts, seed, folder)
         name = str(folder)
-    elif Path(name).expanduser().exists():
-        name = str(Path(name).expanduser().resolve())
-    elif name.startswith((".", "/", "~")):
-        raise UserError(f"cannot load model '{name}': no such folder")
-    return load_base(name, config.architecture, dtype)
+    else:
+        name = local_model_name(name)
+    loaded = load_base(name, config.architecture, dtype)
+    if not (loaded.causal and config.chat_template):
+        drop_chat_template(loaded.tokenizer)
+    return loaded

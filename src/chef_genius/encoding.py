@@ -1,0 +1,115 @@
+"""Prompts and recipe targets as token ids, the way each model was pretrained.
+
+One encoding for training, validation, `generate` and `evaluate`:
+
+- seq2seq (T5, FLAN-T5, BART): the tokenizer's own special tokens on both sides (T5: ``... </s>``;
+  BART: ``<s> ... </s>``); a prompt cut to the limit keeps its last special token;
+- causal with a chat template (SmolLM2-Instruct, Llama-3-Instruct, Qwen...): the prompt is a user
+  turn rendered by ``apply_chat_template`` with the generation prompt (the assistant header); the
+  target is the assistant's reply ending with the template's end-of-turn token (``<|im_end|>``,
+  ``<|eot_id|>``); only the reply is in the loss;
+- causal without one (GPT-2, base Llama): the prompt with the tokenizer's special tokens (a BOS
+  where the model uses one) and a newline; the target ends with EOS.
+
+A target cut to ``max_target`` tokens gets no end token: a recipe cut mid-step must not teach the
+model to stop there. Whether a run uses the chat template is carried by its tokenizer: a run that
+switches templates off (``model.chat_template: false``) trains and saves a tokenizer without one
+(`drop_chat_template`), so its saved model is prompted as it was trained.
+"""
+
+from __future__ import annotations
+
+from chef_genius.errors import UserError
+
+_SENTINEL = "\u2063CHEFGENIUS\u2063"
+
+
+def has_chat_template(tokenizer) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def drop_chat_template(tokenizer) -> None:
+    """Train (and save) this tokenizer without its chat template."""
+    tokenizer.chat_template = None
+
+
+def _eos(tokenizer) -> int:
+    if tokenizer.eos_token_id is None:
+        raise UserError("the tokenizer has no end-of-sequence token")
+    return tokenizer.eos_token_id
+
+
+def _render_user(tokenizer, content: str) -> str:
+    return tokenizer.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
+                                         tokenize=False)
+
+
+def _prompt_tail_tokens(tokenizer) -> int:
+    """Tokens the template puts after the user's words (end of turn, assistant header): kept when
+    a long prompt is cut."""
+    rendered = _render_user(tokenizer, _SENTINEL)
+    tail = rendered.split(_SENTINEL, 1)[1] if _SENTINEL in rendered else ""
+    return len(tokenizer(tail, add_special_tokens=False)["input_ids"]) if tail else 0
+
+
+def end_of_turn_id(tokenizer) -> int:
+    """The token that ends a target: the chat template's end of the assistant turn, else EOS."""
+    if not has_chat_template(tokenizer):
+        return _eos(tokenizer)
+    turn = [{"role": "user", "content": "x"}, {"role": "assistant", "content": _SENTINEL}]
+    rendered = tokenizer.apply_chat_template(turn, tokenize=False)
+    after = rendered.split(_SENTINEL, 1)[1] if _SENTINEL in rendered else ""
+    ids = tokenizer(after, add_special_tokens=False)["input_ids"] if after.strip() else []
+    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    for token in ids:
+        if token in special:
+            return token
+    return _eos(tokenizer)
+
+
+def stop_ids(tokenizer, causal: bool) -> list[int]:
+    """Token ids that end generation: the end of turn and EOS (one id when they agree)."""
+    ids = [end_of_turn_id(tokenizer)] if causal else []
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids.append(tokenizer.eos_token_id)
+    return ids
+
+
+def encode_sources(tokenizer, prompts: list[str], max_source: int, causal: bool) -> list[list[int]]:
+    """Prompt token ids (see the module docstring), at most ``max_source`` each."""
+    if not prompts:  # the fast tokenizer fails on an empty batch
+        return []
+    if causal and has_chat_template(tokenizer):
+        rendered = [_render_user(tokenizer, p) for p in prompts]
+        encoded = tokenizer(rendered, add_special_tokens=False)["input_ids"]
+        tail = min(_prompt_tail_tokens(tokenizer), max_source - 1) if any(len(i) > max_source for i in encoded) else 0
+        return [ids if len(ids) <= max_source else ids[:max_source - tail] + ids[len(ids) - tail:] for ids in encoded]
+    if causal:
+        eos = tokenizer.eos_token_id
+        encoded = tokenizer([p + "\n" for p in prompts], add_special_tokens=True)["input_ids"]
+        # Some causal tokenizers append EOS to every text: a prompt must not end the sequence.
+        return [(ids[:-1] if ids and ids[-1] == eos else ids)[:max_source] for ids in encoded]
+    eos = _eos(tokenizer)
+    out = []
+    for ids in tokenizer(prompts, add_special_tokens=True)["input_ids"]:
+        if not ids or ids[-1] != eos:
+            ids = ids + [eos]
+        out.append(ids if len(ids) <= max_source else ids[:max_source - 1] + [ids[-1]])
+    return out
+
+
+def encode_targets(tokenizer, targets: list[str], max_target: int, causal: bool) -> list[list[int]]:
+    """Target token ids ending with the end token, or cut to ``max_target`` without it."""
+    if not targets:
+        return []
+    if causal:
+        end = end_of_turn_id(tokenizer)
+        encoded = tokenizer(targets, add_special_tokens=False)["input_ids"]
+        return [ids + [end] if len(ids) < max_target else ids[:max_target] for ids in encoded]
+    eos = _eos(tokenizer)
+    out = []
+    for ids in tokenizer(targets, add_special_tokens=True)["input_ids"]:
+        if not ids or ids[-1] != eos:
+            ids = ids + [eos]
+        out.append(ids if len(ids) <= max_target else ids[:max_target])
+    return out
