@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from chef_genius.errors import UserError
-from chef_genius.prepare import THRESHOLDS, PrepareOptions, format_report, prepare
+from chef_genius.prepare import OUTPUT_FILES, THRESHOLDS, PrepareOptions, format_report, prepare
 from tests.conftest import JUNK, RECIPENLG, SHARED_RECIPENLG, WIKIBOOKS, needs_shared
 
 QUIET = PrepareOptions(progress=False, workers=0)
@@ -141,7 +141,7 @@ def test_a_bad_source_stops_before_writing_anything(tmp_path):
     out = tmp_path / "out"
     with pytest.raises(UserError, match="lacks the needed columns"):
         prepare([RECIPENLG, bad], out, QUIET)
-    assert not out.exists() and not list(tmp_path.glob(".out.partial"))
+    assert not out.exists() and not list(tmp_path.glob(".out.partial*"))
 
 
 def test_failure_midway_leaves_the_previous_dataset_intact(tmp_path, monkeypatch):
@@ -157,7 +157,8 @@ def test_failure_midway_leaves_the_previous_dataset_intact(tmp_path, monkeypatch
     with pytest.raises(RuntimeError):
         prepare([WIKIBOOKS], out, QUIET)
     assert (out / "data_report.json").read_text() == before
-    assert not (tmp_path / ".out.partial").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUT_FILES)
 
 
 def test_format_report_mentions_the_key_numbers(prepared):
