@@ -192,7 +192,7 @@ def _nothing_kept(tally: _Tally, out: Path) -> str:
     top = tally.rejected.most_common()
     reasons = ", ".join(f"{reason} {count:,}" for reason, count in top[:3]) + (", ..." if len(top) > 3 else "")
     rows = f"{tally.rows_read:,} row{'s' if tally.rows_read != 1 else ''}"
-    return (f"prepare: no recipe kept of {rows} read (rejected: {reasons}); "
+    return (f"prepare: no recipe kept ({rows} read; rejected: {reasons}); "
             f"nothing written, {out} left as it was")
 
 
