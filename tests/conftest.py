@@ -1,4 +1,9 @@
-"""Shared fixtures: real data paths and tokenizers trained in memory."""
+"""Shared fixtures: data paths and tokenizers trained in memory.
+
+The tests read the Wikibooks-derived files in tests/data/ (CC BY-SA 4.0, see its ATTRIBUTION.md),
+so `make test` needs nothing beside the checkout. The few tests about the real RecipeNLG sample
+in ../shared/data (not shippable) are marked `needs_shared` and skipped where it is absent.
+"""
 
 from __future__ import annotations
 
@@ -18,22 +23,23 @@ with contextlib.suppress(ImportError):  # the data tests need no torch
     torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
-# ../shared/data beside the checkout; CHEF_GENIUS_SHARED_DATA points elsewhere (the GPU machine).
+TEST_DATA = ROOT / "tests" / "data"  # built by tests/data/make_test_data.py
+RECIPENLG = TEST_DATA / "recipenlg_layout.csv"  # Wikibooks recipes in RecipeNLG's full_dataset.csv layout
+JUNK = TEST_DATA / "junk_rows.csv"  # the same layout, noisy on purpose
+WIKIBOOKS = TEST_DATA / "wikibooks_recipes.json"  # the Wikibooks dump's layout
+
+# The real files in ../shared/data beside the checkout; CHEF_GENIUS_SHARED_DATA points elsewhere.
 SHARED_DATA = Path(os.environ.get("CHEF_GENIUS_SHARED_DATA", ROOT.parent / "shared" / "data"))
-RECIPENLG = SHARED_DATA / "recipenlg_sample_1k.csv"
-JUNK = SHARED_DATA / "recipenlg_junk_rows.csv"
-WIKIBOOKS = SHARED_DATA / "wikibooks_recipes_en.json"
+SHARED_RECIPENLG = SHARED_DATA / "recipenlg_sample_1k.csv"
+SHARED_WIKIBOOKS = SHARED_DATA / "wikibooks_recipes_en.json"
+needs_shared = pytest.mark.skipif(not SHARED_RECIPENLG.is_file(),
+                                  reason=f"needs the real RecipeNLG sample at {SHARED_RECIPENLG}")
 
 # Characters the round-trip property draws from: what recipes are written in.
 RECIPE_ALPHABET = (
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
     " .,;:!?'\"()-/&%°#*+=[]_$@~^<>{}\\`éèêàçñüöäîôœ½¼¾⅓⅔⅛–—’“”…"
 )
-
-
-def pytest_collection_modifyitems(config, items):
-    if not SHARED_DATA.exists():
-        pytest.exit(f"tests need the shared data folder at {SHARED_DATA}", returncode=2)
 
 
 @pytest.fixture(scope="session")

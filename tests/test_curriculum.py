@@ -1,5 +1,5 @@
 """Curriculum, progressive quality threshold, mixed templates and augmentation (improvements 3,
-4, 7, 9) on the real sample data."""
+4, 7, 9) on the test data (and on the real RecipeNLG sample where ../shared/data has it)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from chef_genius.curriculum import difficulty_level, quality_threshold, select_e
 from chef_genius.prepare import PrepareOptions, prepare
 from chef_genius.training.data import load_split, plan_batches
 from chef_genius.training.trainer import Trainer, run_training
-from tests.conftest import RECIPENLG
+from tests.conftest import RECIPENLG, SHARED_RECIPENLG, needs_shared
 from tests.test_training import metrics_of, small_config, small_data  # noqa: F401 - fixture
 
 
@@ -41,18 +41,32 @@ def test_seed_schedule_levels_and_thresholds():
     assert difficulty_level(0, 6, off) == "all" and quality_threshold(0, 6, off) == 0.0
 
 
-def test_six_epoch_selection_on_the_real_recipenlg_sample(recipenlg):
-    folder, report = recipenlg
+def six_epoch_counts(folder, report) -> list[int]:
     train = load_split(folder, "train")
-    assert len(train) == 843
+    assert len(train) == report["splits"]["train"]
     counts = [len(select_epoch(train.quality, train.difficulty, e, 6, DataConfig(), 12).indices) for e in range(6)]
-    assert counts == [159, 112, 376, 251, 160, 68]
     # The data report's counts at each threshold say the same (medium includes easy).
     by_threshold = {k: v["train"] for k, v in report["thresholds"].items()}
     assert counts == [by_threshold["0.50"]["easy"], by_threshold["0.55"]["easy"],
                       by_threshold["0.60"]["easy"] + by_threshold["0.60"]["medium"],
                       by_threshold["0.65"]["easy"] + by_threshold["0.65"]["medium"],
                       by_threshold["0.70"]["total"], by_threshold["0.75"]["total"]]
+    return counts
+
+
+def test_six_epoch_selection(recipenlg):
+    counts = six_epoch_counts(*recipenlg)
+    # Easy recipes first, then medium ones join, then all; each step raises the quality bar.
+    assert counts[0] > counts[1] > 0 and counts[2] > counts[0] and counts[4] > counts[5] > 0
+    assert counts[2] > counts[3]
+
+
+@needs_shared
+def test_six_epoch_selection_on_the_real_recipenlg_sample(tmp_path):
+    folder = tmp_path / "prepared"
+    report = prepare([SHARED_RECIPENLG], folder, PrepareOptions(progress=False, workers=0))
+    assert report["splits"]["train"] == 843
+    assert six_epoch_counts(folder, report) == [159, 112, 376, 251, 160, 68]
 
 
 def test_selection_really_filters(recipenlg):
@@ -66,12 +80,15 @@ def test_selection_really_filters(recipenlg):
 
 
 def test_a_selection_too_small_for_a_batch_is_relaxed(recipenlg):
-    folder, _ = recipenlg
+    folder, report = recipenlg
     train = load_split(folder, "train")
-    selection = select_epoch(train.quality, train.difficulty, 5, 6, DataConfig(), minimum=200)
+    totals = {k: v["train"]["total"] for k, v in report["thresholds"].items()}
+    assert totals["0.75"] < totals["0.70"] < totals["0.65"]
+    # Epoch 5 wants quality >= 0.75; a minimum above what 0.75 and 0.70 give relaxes it to 0.65.
+    selection = select_epoch(train.quality, train.difficulty, 5, 6, DataConfig(), minimum=totals["0.65"])
     assert selection.relaxed_from == ("all", 0.75)
-    assert selection.level == "all" and selection.threshold == pytest.approx(0.65)  # 277 >= 200, 160 < 200
-    assert len(selection.indices) == 277
+    assert selection.level == "all" and selection.threshold == pytest.approx(0.65)
+    assert len(selection.indices) == totals["0.65"]
     nothing = select_epoch(train.quality, train.difficulty, 0, 6, DataConfig(), minimum=10_000)
     assert len(nothing.indices) == len(train)  # never train on nothing: everything, as a last resort
 

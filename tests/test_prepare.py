@@ -1,4 +1,4 @@
-"""`prepare`: counts on real data, deterministic splits, deduplication, report, atomic output."""
+"""`prepare`: counts, deterministic splits, deduplication, report, atomic output."""
 
 from __future__ import annotations
 
@@ -10,10 +10,15 @@ import pyarrow as pa
 import pytest
 
 from chef_genius.errors import UserError
-from chef_genius.prepare import THRESHOLDS, PrepareOptions, format_report, prepare
-from tests.conftest import JUNK, RECIPENLG, WIKIBOOKS
+from chef_genius.prepare import OUTPUT_FILES, THRESHOLDS, PrepareOptions, format_report, prepare
+from tests.conftest import JUNK, RECIPENLG, SHARED_RECIPENLG, WIKIBOOKS, needs_shared
 
 QUIET = PrepareOptions(progress=False, workers=0)
+
+
+def csv_rows(path: Path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
 
 
 def table(folder: Path, split: str) -> pa.Table:
@@ -31,16 +36,23 @@ def prepared(tmp_path_factory) -> tuple[Path, dict]:
     return out, prepare([RECIPENLG, JUNK, WIKIBOOKS], out, QUIET)
 
 
-def test_counts_on_the_real_sample(prepared):
+def test_counts(prepared):
     out, report = prepared
-    assert report["rows_read"] == 999 + 10 + 3129
+    nlg, junk = csv_rows(RECIPENLG), csv_rows(JUNK)
+    wikibooks = json.loads(WIKIBOOKS.read_text(encoding="utf-8"))
+    assert report["rows_read"] == len(nlg) + len(junk) + len(wikibooks)
+    # The CSV repeats some Wikibooks recipes word for word: the later copies are exact duplicates.
+    titles = {v["title"] for v in wikibooks.values()}
+    repeated = sum(row["title"] in titles for row in nlg)
+    assert repeated > 0 and report["duplicates"] == {"exact": repeated, "near": 0}
+    assert report["rejected_total"] == 0 and report["kept"] == report["rows_read"] - repeated
     assert report["rejected_total"] == sum(report["rejected"].values())
     assert report["kept"] + report["rejected_total"] + sum(report["duplicates"].values()) == report["rows_read"]
     assert report["kept"] == sum(report["splits"].values()) == sum(report["difficulty"].values())
     assert sum(report["quality_histogram"]["counts"]) == report["kept"]
     assert sum(len(table(out, s)) for s in ("train", "val", "test")) == report["kept"]
-    assert report["per_source"]["Gathered"] > 900
-    assert report["per_source"]["wikibooks_recipes_en.json"] > 3000
+    assert report["per_source"] == {"Wikibooks": len(nlg) + len(junk), WIKIBOOKS.name: len(wikibooks) - repeated}
+    assert [f["rows_read"] for f in report["files"]] == [len(nlg), len(junk), len(wikibooks)]
     # About 10 % validation and 5 % test, by hash.
     assert 0.07 < report["splits"]["val"] / report["kept"] < 0.13
     assert 0.03 < report["splits"]["test"] / report["kept"] < 0.07
@@ -61,8 +73,17 @@ def test_threshold_counts_agree_with_the_written_rows(prepared):
     assert totals == sorted(totals, reverse=True) and totals[0] > totals[-1]
 
 
+@needs_shared
+def test_counts_on_the_real_recipenlg_sample(tmp_path):
+    report = prepare([SHARED_RECIPENLG], tmp_path / "nlg", QUIET)
+    assert report["rows_read"] == 999
+    assert report["kept"] + report["rejected_total"] + sum(report["duplicates"].values()) == 999
+    assert report["per_source"]["Gathered"] > 900
+
+
+@needs_shared
 def test_quality_spreads_real_recipenlg_rows_over_the_threshold_range(tmp_path):
-    report = prepare([RECIPENLG], tmp_path / "nlg", QUIET)
+    report = prepare([SHARED_RECIPENLG], tmp_path / "nlg", QUIET)
     kept = report["kept"]
     shares = [sum(report["thresholds"][f"{t:.2f}"][s]["total"] for s in ("train", "val", "test")) / kept
               for t in THRESHOLDS]
@@ -109,7 +130,7 @@ def test_exact_and_near_duplicates_are_dropped_across_sources(tmp_path):
         csv.writer(handle).writerows([header, first, near, first])
     report = prepare([RECIPENLG, copy_path], tmp_path / "out", QUIET)
     assert report["duplicates"] == {"exact": 2, "near": 1}
-    assert report["kept"] == 999
+    assert report["kept"] == len(rows) - 1
     assert report["files"][1] == {"path": str(copy_path), "format": "recipenlg", "rows_read": 3, "kept": 0,
                                   "rejected": 0, "duplicates": 3}
 
@@ -120,7 +141,7 @@ def test_a_bad_source_stops_before_writing_anything(tmp_path):
     out = tmp_path / "out"
     with pytest.raises(UserError, match="lacks the needed columns"):
         prepare([RECIPENLG, bad], out, QUIET)
-    assert not out.exists() and not list(tmp_path.glob(".out.partial"))
+    assert not out.exists() and not list(tmp_path.glob(".out.partial*"))
 
 
 def test_failure_midway_leaves_the_previous_dataset_intact(tmp_path, monkeypatch):
@@ -136,7 +157,8 @@ def test_failure_midway_leaves_the_previous_dataset_intact(tmp_path, monkeypatch
     with pytest.raises(RuntimeError):
         prepare([WIKIBOOKS], out, QUIET)
     assert (out / "data_report.json").read_text() == before
-    assert not (tmp_path / ".out.partial").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUT_FILES)
 
 
 def test_format_report_mentions_the_key_numbers(prepared):

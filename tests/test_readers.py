@@ -1,4 +1,5 @@
-"""Every reader on real rows from ../shared/data, plus hand-written bad rows and bad files."""
+"""Every reader on the Wikibooks rows of tests/data (in their own and RecipeNLG's layout), plus
+hand-written bad rows and bad files."""
 
 from __future__ import annotations
 
@@ -9,9 +10,19 @@ from pathlib import Path
 import pytest
 
 from chef_genius.errors import UserError
+from chef_genius.quality import hygiene_problems, quality_score
 from chef_genius.recipe import Recipe
 from chef_genius.sources import Rejected, open_source, read_rows
-from tests.conftest import JUNK, RECIPENLG, WIKIBOOKS
+from tests.conftest import (
+    JUNK,
+    RECIPENLG,
+    SHARED_DATA,
+    SHARED_RECIPENLG,
+    SHARED_WIKIBOOKS,
+    TEST_DATA,
+    WIKIBOOKS,
+    needs_shared,
+)
 
 
 def recipenlg_rows(n: int) -> list[dict]:
@@ -31,9 +42,26 @@ def test_recipenlg_full_layout():
     reader = open_source(RECIPENLG, progress=False)
     assert reader.format_name == "recipenlg"
     rows = list(read_rows(reader))
-    assert len(rows) == 999
+    expected = recipenlg_rows(10_000)
+    assert len(rows) == len(expected) > 200
     line, first = rows[0]
     assert line == 2  # line 1 is the header
+    raw = expected[0]
+    assert first.title == raw["title"]
+    assert first.ingredients == tuple(json.loads(raw["ingredients"]))
+    assert first.steps == tuple(json.loads(raw["directions"]))
+    assert first.ner == tuple(json.loads(raw["NER"])) and first.ner
+    assert first.source == raw["source"] == "Wikibooks"
+    assert all(isinstance(item, Recipe) for _, item in rows)
+    assert [item.title for _, item in rows] == [r["title"] for r in expected]
+
+
+@needs_shared
+def test_recipenlg_full_layout_on_the_real_sample():
+    rows = list(read_rows(open_source(SHARED_RECIPENLG, progress=False)))
+    assert len(rows) == 999
+    line, first = rows[0]
+    assert line == 2
     assert first.title == "No-Bake Nut Cookies"
     assert first.ingredients[0] == "1 c. firmly packed brown sugar"
     assert len(first.ingredients) == 6 and len(first.steps) == 6
@@ -51,7 +79,7 @@ def test_recipenlg_without_index_link_and_source(tmp_path):
             writer.writerow([row["title"], row["ingredients"], row["directions"], row["NER"]])
     recipes = recipes_of(read(path))
     assert len(recipes) == 20
-    assert recipes[0].title == "No-Bake Nut Cookies" and recipes[0].source == ""
+    assert recipes[0].title == recipenlg_rows(1)[0]["title"] and recipes[0].source == ""
 
 
 def test_foodcom_layout_with_python_literal_lists(tmp_path):
@@ -68,9 +96,10 @@ def test_foodcom_layout_with_python_literal_lists(tmp_path):
     assert reader.format_name == "foodcom"
     recipes = recipes_of(read_rows(reader))
     assert len(recipes) == 10
-    assert recipes[0].title == "no-bake nut cookies"
-    assert recipes[0].ingredients == ("brown sugar", "milk", "vanilla", "nuts", "butter",
-                                      "bite size shredded rice biscuits")
+    first = recipenlg_rows(1)[0]
+    assert recipes[0].title == first["title"].lower()
+    assert recipes[0].ingredients == tuple(json.loads(first["NER"]))  # Food.com lists the food alone
+    assert recipes[0].steps == tuple(json.loads(first["directions"]))
 
 
 def test_python_literals_are_never_evaluated(tmp_path):
@@ -94,13 +123,14 @@ def test_json_list_with_directions_as_numbered_text(tmp_path):
 
 def test_wikibooks_dict_keyed_by_title(wikibooks):
     rows = read(WIKIBOOKS)
-    assert len(rows) == len(wikibooks) == 3129
+    assert len(rows) == len(wikibooks) == 250
     recipes = recipes_of(rows)
     first = recipes[0]
     assert first.title == "'Out of Salad Dressing' Salad Dressing"
     assert first.ingredients[0] == "1 ½ lemons, juiced"  # the unicode fraction survives
     rejected = [item.reason for _, item in rows if isinstance(item, Rejected)]
-    assert len(recipes) + len(rejected) == 3129
+    assert len(recipes) + len(rejected) == len(wikibooks)
+    assert [r.title for r in recipes] == [v["title"] for v in wikibooks.values()]
     assert set(rejected) <= {"missing_ingredients", "missing_steps", "missing_title"}
 
 
@@ -141,7 +171,7 @@ def test_recipe_scrapers_output_as_jsonl(tmp_path):
     reader = open_source(path, progress=False)
     assert reader.format_name == "jsonl"
     recipes = recipes_of(read_rows(reader))
-    assert recipes[2].title == "Creamy Corn" and recipes[2].steps[0].startswith("In a slow cooker")
+    assert recipes[2].title == rows[2]["title"] and recipes[2].steps == tuple(json.loads(rows[2]["directions"]))
 
 
 def test_original_project_jsonl(tmp_path):
@@ -197,8 +227,21 @@ def test_bad_rows_are_rejected_with_reason_and_line(tmp_path):
     assert [item.title for _, item in rows if isinstance(item, Recipe)] == [good[0]["title"], good[1]["title"]]
 
 
-def test_junk_rows_are_read_not_rejected():
+def test_junk_rows_are_read_not_rejected_and_their_noise_is_seen():
     rows = read(JUNK)
+    assert len(rows) == 10 and all(isinstance(item, Recipe) for _, item in rows)
+    junk = recipes_of(rows)
+    for recipe in junk:
+        prose = " ".join((recipe.title, *recipe.steps))
+        if "!!" in prose:
+            assert "repeated_punctuation" in hygiene_problems(recipe), recipe.title
+    clean = recipes_of(read(RECIPENLG))
+    assert sum(map(quality_score, junk)) / len(junk) < sum(map(quality_score, clean)) / len(clean) - 0.05
+
+
+@needs_shared
+def test_the_real_junk_rows_are_read_not_rejected():
+    rows = read(SHARED_DATA / "recipenlg_junk_rows.csv")
     assert len(rows) == 10 and all(isinstance(item, Recipe) for _, item in rows)
 
 
@@ -245,3 +288,17 @@ def test_json_broken_from_the_start_is_a_clear_error(tmp_path):
     path.write_text('[{"title": }')
     with pytest.raises(UserError, match="invalid JSON"):
         read(path)
+
+
+@pytest.mark.skipif(not SHARED_WIKIBOOKS.is_file(), reason=f"needs the Wikibooks dump at {SHARED_WIKIBOOKS}")
+def test_the_test_data_is_rebuilt_byte_for_byte_from_wikibooks():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_test_data", TEST_DATA / "make_test_data.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    built = module.build(SHARED_WIKIBOOKS)
+    assert sorted(built) == sorted(p.name for p in (RECIPENLG, JUNK, WIKIBOOKS))
+    for name, text in built.items():
+        assert (TEST_DATA / name).read_text(encoding="utf-8") == text, name
+    assert sum(len(t.encode()) for t in built.values()) < 1_000_000

@@ -41,7 +41,10 @@ def _parser() -> argparse.ArgumentParser:
     prepare = commands.add_parser("prepare", help="clean, score, deduplicate and split recipe files")
     prepare.add_argument("sources", nargs="*", type=Path, metavar="SRC", help="recipe files (CSV, JSON, JSONL)")
     prepare.add_argument("--sample", action="store_true", help="use the bundled Wikibooks sample as a source")
-    prepare.add_argument("--out", type=Path, required=True, help="output folder for the prepared dataset")
+    prepare.add_argument("--out", type=Path, required=True,
+                         help="output folder for the prepared dataset (new, empty, or an earlier dataset)")
+    prepare.add_argument("--overwrite", action="store_true",
+                         help="write into a non-empty folder that holds no dataset (its other files are kept)")
     prepare.add_argument("--format", default="auto", dest="fmt",
                          choices=("auto", "recipenlg", "foodcom", "csv", "json", "jsonl"))
     prepare.add_argument("--columns", help="CSV column map, e.g. title=Title,ingredients=Ingredients,steps=Steps")
@@ -98,7 +101,10 @@ def _parser() -> argparse.ArgumentParser:
 
     merge = commands.add_parser("merge", help="write a standalone model with the LoRA adapter merged in")
     merge.add_argument("run", type=Path)
-    merge.add_argument("--out", type=Path, required=True)
+    merge.add_argument("--out", type=Path, required=True,
+                       help="output folder for the merged model (new, empty, or an earlier merge)")
+    merge.add_argument("--overwrite", action="store_true",
+                       help="write into a non-empty folder that holds no merged model (its other files are kept)")
     merge.set_defaults(handler=_merge)
 
     report = commands.add_parser("report", help="plots and an HTML summary of a training run")
@@ -108,18 +114,19 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    from chef_genius.prepare import PrepareOptions, format_report, prepare
+    from chef_genius.prepare import MARKER, PrepareOptions, format_report, prepare
     from chef_genius.sample import sample_path
 
     sources = list(args.sources) + ([sample_path()] if args.sample else [])
     if not sources:
         raise UserError("prepare: give at least one recipe file, or --sample")
     options = PrepareOptions(args.val_fraction, args.test_fraction, args.fmt, args.columns,
-                             progress=not args.quiet, workers=args.workers)
+                             progress=not args.quiet, workers=args.workers, overwrite=args.overwrite)
     report = prepare(sources, args.out, options)
     if not args.quiet:
         print(format_report(report))
-        print(f"\nwrote {args.out}/ (train.arrow, val.arrow, test.arrow, data_report.json, rejects.jsonl)")
+        print(f"\nwrote {args.out}/ (train.arrow, val.arrow, test.arrow, data_report.json, rejects.jsonl, "
+              f"{MARKER})")
     return 0
 
 
@@ -270,17 +277,38 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _merge(args: argparse.Namespace) -> int:
-    _quiet_libraries()
-    from chef_genius.inference import load_run
+MERGE_MARKER = ".chef-genius-model"
 
+
+def _merge(args: argparse.Namespace) -> int:
+    """Written like `prepare`'s dataset (`chef_genius.outputs`): a foreign folder needs --overwrite,
+    and no file that merge did not write is removed or replaced."""
+    _quiet_libraries()
+    from chef_genius.inference import load_run, model_folder
+    from chef_genius.outputs import OutputFolder
+
+    destination = OutputFolder(args.out, MERGE_MARKER, "merged model", args.overwrite)
+    destination.check()
+    folder = model_folder(args.run)
+    if destination.path in (Path(os.path.abspath(folder)), Path(os.path.abspath(args.run))):
+        raise UserError(f"{args.out}: is the folder merge reads from; choose another --out")
     loaded = load_run(args.run, device="cpu")
     if not loaded.is_adapter:
         raise UserError(f"{args.run}: holds a full model, not a LoRA adapter: nothing to merge")
+    base = Path(json.loads((loaded.folder / "adapter_config.json").read_text())["base_model_name_or_path"])
+    inputs = [p for d in (loaded.folder, base) if d.is_dir() for p in d.iterdir() if p.is_file()]
     merged = loaded.model.merge_and_unload()
-    args.out.mkdir(parents=True, exist_ok=True)
-    merged.save_pretrained(str(args.out), safe_serialization=True)
-    loaded.tokenizer.save_pretrained(str(args.out))
+    staging = destination.stage()
+    try:
+        merged.save_pretrained(str(staging), safe_serialization=True)
+        loaded.tokenizer.save_pretrained(str(staging))
+    except OSError as error:
+        destination.discard(staging)
+        raise UserError(f"{args.out}: cannot write the merged model: {error.strerror or error}") from None
+    except BaseException:
+        destination.discard(staging)
+        raise
+    destination.install(staging, inputs)
     print(f"merged {loaded.folder} into a standalone model: {args.out}")
     return 0
 

@@ -5,9 +5,14 @@ Output folder::
     train.arrow val.arrow test.arrow   Arrow IPC files, memory-mappable, one row per recipe
     data_report.json                   counts, rejects by reason, quality histogram, thresholds
     rejects.jsonl                      every rejected row: file, line/item, reason, detail
+    .chef-genius-dataset               marker: chef-genius wrote this folder (JSON, files listed)
 
-The folder is written beside its destination and renamed into place at the end, so an
-interrupted run never leaves a half-written dataset where training would find it.
+The dataset is written into a staging folder and moved into place at the end (`outputs`), so an
+interrupted or failed run never leaves a half-written dataset where training would find it, and
+never deletes or overwrites a file prepare did not write: a new folder is renamed into place; into
+an empty folder, or one holding the marker, prepare's files are moved one by one, other files
+stay; a non-empty folder without the marker needs ``overwrite`` (its files stay too). A run that
+keeps no recipe fails and leaves the destination as it was.
 """
 
 from __future__ import annotations
@@ -15,7 +20,6 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
-import shutil
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -25,6 +29,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from chef_genius.errors import UserError
+from chef_genius.outputs import OutputFolder
 from chef_genius.quality import Difficulty, difficulty, exact_key, near_duplicate_key, quality_score, split_of
 from chef_genius.sources import Rejected, open_source
 
@@ -33,6 +38,8 @@ THRESHOLDS = (0.50, 0.55, 0.60, 0.65, 0.70, 0.75)
 HISTOGRAM_BINS = 20
 CHUNK_ROWS = 2000
 PARALLEL_MIN_BYTES = 8 * 2**20  # below this, starting workers costs more than it saves
+MARKER = ".chef-genius-dataset"
+OUTPUT_FILES = tuple(f"{s}.arrow" for s in SPLITS) + ("data_report.json", "rejects.jsonl", MARKER)
 
 SCHEMA = pa.schema(
     [
@@ -60,6 +67,8 @@ class PrepareOptions:
         progress: show progress bars.
         workers: processes for conversion and scoring; None uses every available core, 0 or 1
             keeps the work in this process.
+        overwrite: write into a non-empty folder that holds no chef-genius dataset (its other
+            files are kept).
     """
 
     val_fraction: float = 0.10
@@ -68,6 +77,7 @@ class PrepareOptions:
     columns: str | None = None
     progress: bool = True
     workers: int | None = None
+    overwrite: bool = False
 
     def __post_init__(self) -> None:
         for name in ("val_fraction", "test_fraction"):
@@ -118,29 +128,31 @@ def prepare(sources: list[Path], out: Path, options: PrepareOptions | None = Non
 
     Args:
         sources: recipe files (any supported format).
-        out: output folder; replaced atomically if it exists.
+        out: output folder (see the module docstring for what happens to an existing one).
         options: see `PrepareOptions`.
 
     Returns:
         The data report (also written to ``out/data_report.json``).
 
     Raises:
-        UserError: a source cannot be read at all or lacks the needed columns.
+        UserError: a source cannot be read at all or lacks the needed columns; no recipe was
+            kept; ``out`` is a file, cannot be written, or is a non-empty folder that holds no
+            dataset (without ``options.overwrite``); an output file would replace a source.
     """
     options = options or PrepareOptions()
+    sources = [Path(path) for path in sources]
     readers = [open_source(path, options.fmt, options.columns, options.progress) for path in sources]
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out}: exists and is not a folder")
-    staging = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    destination = OutputFolder(Path(out), MARKER, "dataset", options.overwrite)
+    if destination.check() != "absent":
+        destination.check_outputs(OUTPUT_FILES, sources)
+    staging = destination.stage()
     started = time.perf_counter()
     tally = _Tally()
     dedup = _Deduplicator()
-    writer = _SplitWriter(staging)
-    pool = _pool(options.workers, sum(Path(p).stat().st_size for p in sources))
+    pool = None
     try:
+        writer = _SplitWriter(staging)
+        pool = _pool(options.workers, sum(Path(p).stat().st_size for p in sources))
         with open(staging / "rejects.jsonl", "w", encoding="utf-8") as rejects:
             for path, reader in zip(sources, readers, strict=True):
                 before = (tally.rows_read, tally.kept, sum(tally.rejected.values()))
@@ -160,18 +172,28 @@ def prepare(sources: list[Path], out: Path, options: PrepareOptions | None = Non
                 tally.files.append({"path": str(path), "format": reader.format_name, "rows_read": rows,
                                     "kept": kept, "rejected": rejected, "duplicates": rows - kept - rejected})
         writer.close()
+        if tally.kept == 0:
+            raise UserError(_nothing_kept(tally, destination.path))
         report = _report(tally, options, time.perf_counter() - started)
         (staging / "data_report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        destination.discard(staging)
         raise
     finally:
         if pool:
             pool.terminate()
-    if out.exists():
-        shutil.rmtree(out)
-    staging.rename(out)
+    destination.install(staging, sources)
     return report
+
+
+def _nothing_kept(tally: _Tally, out: Path) -> str:
+    if tally.rows_read == 0:
+        return f"prepare: the sources hold no rows; nothing written, {out} left as it was"
+    top = tally.rejected.most_common()
+    reasons = ", ".join(f"{reason} {count:,}" for reason, count in top[:3]) + (", ..." if len(top) > 3 else "")
+    rows = f"{tally.rows_read:,} row{'s' if tally.rows_read != 1 else ''}"
+    return (f"prepare: no recipe kept ({rows} read; rejected: {reasons}); "
+            f"nothing written, {out} left as it was")
 
 
 @dataclass

@@ -90,6 +90,8 @@ class Trainer:
     def setup(self) -> None:
         self._setup_distributed()
         self.run_dir = Path(self.config.output_dir)
+        self._demo_data_needs_prepare()  # every rank refuses a foreign RUN/data before anything is written,
+        self.ranks.barrier()  # and checks before the main rank starts preparing there
         self.checkpoints = RunCheckpoints(self.run_dir, self.config, self.ranks)
         resume = self.checkpoints.resume_point()
         if self.is_main:
@@ -139,11 +141,33 @@ class Trainer:
     def run_name(self) -> str:
         return self.config.logging.run_name or self.run_dir.name
 
+    def _demo_data_needs_prepare(self) -> bool:
+        """Without ``data.path`` the bundled sample is prepared into RUN/data: when that folder is
+        absent, empty or a chef-genius dataset without train.arrow. A folder with train.arrow is
+        used as it is (runs prepared before datasets had a marker); any other folder is the
+        user's, and is refused.
+
+        Raises:
+            UserError: RUN/data exists and is not a chef-genius dataset.
+        """
+        if self.config.data.path is not None:
+            return False
+        from chef_genius.outputs import OutputFolder
+        from chef_genius.prepare import MARKER
+
+        folder = self.run_dir / "data"
+        if (folder / "train.arrow").is_file():
+            return False
+        if OutputFolder(folder, MARKER, "dataset").state() == "foreign":
+            raise UserError(f"{folder}: is not a chef-genius dataset (no train.arrow, no {MARKER}), and the demo "
+                            f"prepares its sample there; pass --data PREPARED_FOLDER, or another --output-dir")
+        return True
+
     def _setup_data(self) -> None:
         folder = self.config.data.path
         if folder is None:
             folder = self.run_dir / "data"
-            if self.is_main and not (folder / "train.arrow").exists():
+            if self.is_main and self._demo_data_needs_prepare():
                 from chef_genius.prepare import PrepareOptions, prepare
                 from chef_genius.sample import sample_path
 
