@@ -27,6 +27,7 @@ import sys
 import time
 from pathlib import Path
 
+CHEF = [sys.executable, "-m", "chef_genius"]
 RESULTS = Path(__file__).resolve().parent / "results" / "quality.json"
 SOURCES = ("openrecipes_54k.jsonl", "recipenlg_sample_1k.csv", "wikibooks_recipes_en.json")
 PUBLISHED = {
@@ -47,7 +48,7 @@ def run(command: list[str], log: Path) -> float:
 def prepare(args) -> None:
     shared = Path(args.shared)
     sources = [str(shared / name) for name in SOURCES]
-    seconds = run(["chef-genius", "prepare", *sources, "--out", str(args.work / "data")], args.work / "prepare.log")
+    seconds = run([*CHEF, "prepare", *sources, "--out", str(args.work / "data")], args.work / "prepare.log")
     report = json.loads((args.work / "data" / "data_report.json").read_text())
     (args.work / "part-prepare.json").write_text(json.dumps({"seconds": seconds, "report": report}, indent=2))
     print(f"prepared in {seconds:.0f} s: {report.get('splits', report.get('kept'))}")
@@ -55,7 +56,7 @@ def prepare(args) -> None:
 
 def train(args) -> None:
     out = args.work / args.name
-    command = ["chef-genius", "train", "--model", args.gguf, "--data", str(args.work / "data"),
+    command = [*CHEF, "train", "--model", args.gguf, "--data", str(args.work / "data"),
                "--output-dir", str(out), "--resume", "auto", "--report-to", "jsonl", *args.extra]
     seconds = run(command, args.work / f"train-{args.name}.log")
     summary = json.loads((out / "run_summary.json").read_text())
@@ -88,12 +89,10 @@ def evaluate(args) -> None:
     for number, decoding in enumerate(args.decodings.split(",")):
         started = time.perf_counter()
         # The Chef Transformer protocol samples with its own decoding: once per model is enough.
-        protocol = args.protocol_examples if number == 0 else 1
+        protocol = args.protocol_examples if number == 0 else 0
         result = evaluate_loaded(loaded.model, loaded.tokenizer, loaded.causal, recipes, SEED_TEMPLATES, decoding,
                                  args.max_new_tokens, samples_per_input=3, protocol_examples=protocol,
                                  batch_size=args.batch_size, keep_samples=10)
-        if number > 0:
-            result.pop("chef_transformer")
         result["seconds"] = time.perf_counter() - started
         results[decoding] = result
         print(f"{args.name} {decoding}: usable {result['recipe/usable_rate']:.3f} repetition "
@@ -101,7 +100,7 @@ def evaluate(args) -> None:
               flush=True)
     part = {"model": str(path), "examples": len(recipes), "test_split": len(table), "decodings": results,
             "device": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor()}
-    (args.work / f"part-eval-{args.name}.json").write_text(json.dumps(part, indent=2))
+    (args.work / f"part-eval-{args.name}{args.suffix}.json").write_text(json.dumps(part, indent=2))
 
 
 def report(args) -> None:
@@ -137,6 +136,7 @@ def main() -> None:
     parser.add_argument("--decodings", default="guarded")
     parser.add_argument("--max-new-tokens", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--suffix", default="", help="evaluate: appended to the result part's name")
     argv = sys.argv[1:]
     cut = argv.index("--") if "--" in argv else len(argv)
     args = parser.parse_args(argv[:cut])

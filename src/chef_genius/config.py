@@ -19,7 +19,7 @@ import yaml
 from chef_genius.errors import UserError
 
 # Decoding presets (their settings: chef_genius.inference.DECODING).
-DecodingName = Literal["greedy", "beam", "sample", "guarded", "chef"]
+DecodingName = Literal["greedy", "beam", "sample", "guarded", "careful", "chef"]
 DECODING_NAMES: tuple[str, ...] = get_args(DecodingName)
 
 SEED_TEMPLATES = [
@@ -205,7 +205,7 @@ class EvalConfig:
                                       2)
     decoding: DecodingName = doc(
         "Decoding of sample recipes (presets in chef_genius.inference.DECODING; README 'Quality' says how the "
-        "default was chosen).", "guarded")
+        "default was chosen).", "careful")
     max_new_tokens: int = doc("Longest generated recipe, in tokens (512 covers the 95th-percentile recipe of "
                               "the openrecipes corpus, 452 SmolLM2 tokens).", 512)
 

@@ -69,14 +69,17 @@ def evaluate_loaded(model, tokenizer, causal: bool, recipes: list[Recipe], templ
     reference_texts = [recipe_text(r) for r in recipes]
     hypothesis_texts = [recipe_text(s.recipe) for s in samples]
     # Chef Transformer protocol: food names in ("a dish with ..."), several samples per input drawn
-    # with its decoding, the best by COSIM kept.
+    # with its decoding, the best by COSIM kept; protocol_examples=0 leaves it out.
     k = len(recipes) if protocol_examples is None else min(protocol_examples, len(recipes))
-    food_prompts = [templates[0].format(text=request_text(r.title, n, form=2)) for r, n in zip(recipes[:k], names[:k],
-                                                                                            strict=True)]
-    sampled = generate(model, tokenizer, food_prompts, causal, "chef", max_new_tokens,
-                       num_return_sequences=samples_per_input, seed=seed, batch_size=max(1, batch_size // 2))
-    protocol = chef_transformer_protocol([[recipe_text(parse_recipe(t)) for t in s] for s in sampled],
-                                         reference_texts[:k])
+    protocol = None
+    if k > 0:
+        food_prompts = [templates[0].format(text=request_text(r.title, n, form=2))
+                        for r, n in zip(recipes[:k], names[:k], strict=True)]
+        sampled = generate(model, tokenizer, food_prompts, causal, "chef", max_new_tokens,
+                           num_return_sequences=samples_per_input, seed=seed, batch_size=max(1, batch_size // 2))
+        protocol = {**chef_transformer_protocol([[recipe_text(parse_recipe(t)) for t in s] for s in sampled],
+                                                reference_texts[:k]),
+                    "samples_per_input": samples_per_input, "examples": k}
     n = len(recipes)
     return {
         "examples": n, "decoding": decoding, "max_new_tokens": max_new_tokens,
@@ -87,7 +90,7 @@ def evaluate_loaded(model, tokenizer, causal: bool, recipes: list[Recipe], templ
         "rougeL": sum(rouge(h, r)["rougeL"]
                       for h, r in zip(hypothesis_texts, reference_texts, strict=True)) / max(n, 1),
         "bleu": corpus_bleu(hypothesis_texts, reference_texts),
-        "chef_transformer": {**protocol, "samples_per_input": samples_per_input, "examples": k},
+        "chef_transformer": protocol,
         "samples": [{"prompt": s.prompt, "text": s.text, "usable": s.checks.usable, "stopped": s.checks.stopped}
                     for s in samples[:keep_samples]],
     }
@@ -114,7 +117,7 @@ def evaluate_run(path: str | Path, data: str | Path, split: str = "test", max_ex
 def format_evaluation(result: dict) -> str:
     rows = [(k, v) for k, v in result.items() if isinstance(v, (int, float)) and k not in ("examples",
                                                                                           "max_new_tokens")]
-    rows += [(f"chef_transformer/{k}", v) for k, v in result["chef_transformer"].items()]
+    rows += [(f"chef_transformer/{k}", v) for k, v in (result["chef_transformer"] or {}).items()]
     width = max(len(k) for k, _ in rows)
     lines = [f"{result['run']} on {result['data']} ({result['split']}, {result['examples']} recipes)"]
     lines += [f"  {k:<{width}}  {v:.4f}" if isinstance(v, float) else f"  {k:<{width}}  {v}" for k, v in rows]

@@ -20,6 +20,8 @@ DECODING = {
     "sample": {"do_sample": True, "top_p": 0.95, "temperature": 0.8},
     # Greedy that cannot loop: no 8-word run twice (a repeated ingredient line or step is one).
     "guarded": {"do_sample": False, "num_beams": 1, "no_repeat_ngram_size": 8},
+    # Sampling that cannot loop: cooler sampling, no 10-token run twice.
+    "careful": {"do_sample": True, "temperature": 0.7, "top_p": 0.9, "no_repeat_ngram_size": 10},
     # Chef Transformer's decoding (t5-base on RecipeNLG): top-k 60, top-p 0.95, no repeated 3-grams.
     "chef": {"do_sample": True, "top_k": 60, "top_p": 0.95, "no_repeat_ngram_size": 3},
 }

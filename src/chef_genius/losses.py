@@ -81,7 +81,9 @@ def batch_loss_sums(model: torch.nn.Module, batch: dict[str, torch.Tensor], eps:
     """
     labels = batch["labels"]
     if causal:
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        # No KV cache: a training forward needs none, and building one inside compiled blocks
+        # recompiles them as the cache fills (torch.compile's recompile limit was hit on an H200).
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
         return smoothed_cross_entropy_sums(logits[:, :-1], labels[:, 1:], eps)
     decoder_input_ids = labels.new_full(labels.shape, pad_id)
     decoder_input_ids[:, 0] = pad_id if decoder_start_id is None else decoder_start_id

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The quality run on the device machine (benchmarks/quality.py), in stages that fit its calls:
+#   setup  DIR  install the carried wheels (.whl/), stash a GGUF part from DIR in /tmp/cg
+#   launch DIR  join the GGUF parts, unpack DIR/shared.tar.gz, prepare, convert the GGUF, then start
+#               in the background (setsid): the LoRA fine-tune, the full fine-tune, the base model's
+#               evaluation
+#   wait S      sleep up to S seconds while training runs, then show progress
+#   evaluate    evaluate the two fine-tunes (the LoRA one with several decodings), in the background
+#   collect     copy results and logs to $OUT
+# Code runs from a copy in /tmp/cg/code, so a later call's tree does not change a running job.
+set -uo pipefail
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT" /tmp/cg
+export PYTHONPATH=/tmp/cg/code/src:/tmp/site PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+export CHEF_GENIUS_CACHE=/tmp/cg/cache HF_HUB_OFFLINE=1
+W=/tmp/cg/work; G=/tmp/cg/SmolLM2-135M-Instruct.Q4_1.gguf
+Q="python3 /tmp/cg/code/benchmarks/quality.py --work $W --gguf $G"
+TRAIN="--epochs 3 --max-tokens 16384 --gradient-accumulation-steps 1 --eval-steps 400 \
+  --set schedule.first_cycle_steps=430 --set eval.max_eval_batches=40 --set logging.log_every=20"
+bg() { setsid nohup bash -c "$1" > "$W/$2.out" 2>&1 < /dev/null & }
+case "$1" in
+  setup)
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+    cp "$2"/*.part* /tmp/cg/ && ls -la /tmp/cg
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+    python3 -c "import torch, transformers, peft, gguf; print(torch.__version__, transformers.__version__, peft.__version__)" ;;
+  launch)
+    cp "$2"/*.part* /tmp/cg/ && cat /tmp/cg/gguf.part1 /tmp/cg/gguf.part2 > $G && ls -la $G
+    rm -rf /tmp/cg/code && mkdir -p /tmp/cg/code $W /tmp/cg/shared && cp -r src benchmarks /tmp/cg/code/
+    tar -xzf "$2/shared.tar.gz" -C /tmp/cg/shared
+    $Q prepare --shared /tmp/cg/shared || exit 1
+    python3 -c "from pathlib import Path; from chef_genius.training.models import gguf_folder; print(gguf_folder(Path('$G')))" || exit 1
+    bg "$Q train --name lora -- $TRAIN" train-lora
+    bg "$Q train --name full -- $TRAIN --disable-lora --learning-rate 5e-5" train-full
+    bg "$Q evaluate --name base --examples 500" eval-base
+    sleep 60; tail -n 3 $W/*.out; tail -n 2 $W/train-*.log; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv ;;
+  wait)
+    for _ in $(seq 1 $(( $2 / 15 ))); do
+      [ -f $W/part-train-lora.json ] && [ -f $W/part-train-full.json ] && break; sleep 15; done
+    tail -n 3 $W/*.out; for r in lora full; do tail -c 400 $W/$r/metrics.jsonl; echo; done ;;
+  evaluate)
+    bg "$Q evaluate --name lora --examples 500 --decodings guarded,greedy,sample,chef" eval-lora
+    bg "$Q evaluate --name full --examples 500" eval-full
+    sleep 30; tail -n 3 $W/*.out ;;
+  collect)
+    cp $W/part-*.json "$OUT"/ 2>/dev/null
+    (cd $W && tar -czf "$OUT/runs.tar.gz" --ignore-failed-read *.out *.log lora/samples full/samples \
+      lora/metrics.jsonl full/metrics.jsonl lora/final/adapter_config.json lora/final/adapter_model.safetensors)
+    ls -la "$OUT" ;;
+esac
