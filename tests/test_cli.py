@@ -54,3 +54,19 @@ def test_console_entry_point_runs_as_module(tmp_path):
                               "--out", str(tmp_path / "q")], capture_output=True, text=True, timeout=120)
     assert missing.returncode == 2 and missing.stderr.strip().endswith("no such file")
     assert "Traceback" not in missing.stderr
+
+
+def test_the_demo_prints_one_set_of_samples_and_says_what_the_tiny_model_is(tmp_path, capsys):
+    assert main(["train", "--output-dir", str(tmp_path / "demo"), "--epochs", "1", "--eval-steps", "3",
+                 "--set", "data.num_workers=0"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("Sample recipes at step") == 1  # the last evaluation's, not one block per evaluation
+    assert "starts from random weights" in out and "Quality" in out and "--model SmolLM2" in out
+    assert len(list((tmp_path / "demo" / "samples").glob("step-*.md"))) >= 2  # every evaluation is still saved
+
+
+def test_decoding_presets_are_one_list():
+    from chef_genius.config import DECODING_NAMES
+    from chef_genius.inference import DECODING
+
+    assert set(DECODING) == set(DECODING_NAMES)
