@@ -18,7 +18,7 @@ DECODING = {
     "greedy": {"do_sample": False, "num_beams": 1},
     "beam": {"do_sample": False, "num_beams": 4},
     "sample": {"do_sample": True, "top_p": 0.95, "temperature": 0.8},
-    # Greedy that cannot loop: no 8-word run twice (a repeated ingredient line or step is one).
+    # Greedy that cannot loop exactly: no 8-token run twice (a repeated ingredient line or step is one).
     "guarded": {"do_sample": False, "num_beams": 1, "no_repeat_ngram_size": 8},
     # Sampling that cannot loop: cooler sampling, no 10-token run twice.
     "careful": {"do_sample": True, "temperature": 0.7, "top_p": 0.9, "no_repeat_ngram_size": 10},

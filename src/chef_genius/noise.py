@@ -2,7 +2,9 @@
 Learning for Very Deep Networks").
 
 Once per optimizer step t, after gradient accumulation and before clipping, every trainable
-gradient gets N(0, sigma_t^2) noise with sigma_t^2 = eta / (1 + t)^gamma.
+gradient gets N(0, sigma_t^2) noise with sigma_t^2 = eta / (1 + t)^gamma. The noise is drawn on
+the device by a seeded generator: drawing it on the host cost full fine-tuning of SmolLM2-135M on
+an H200 about 0.8 s a step (30k instead of 180k tokens/s).
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ def add_gradient_noise(params: Iterable[torch.nn.Parameter], step: int, eta: flo
         params: trainable parameters (those without a gradient are skipped).
         step: optimizer step t.
         eta, gamma: the schedule's constants.
-        generator: RNG for the noise (a CPU generator keeps it reproducible on any device).
+        generator: RNG for the noise, on the gradients' device (seeded once per run, its state
+            saved in checkpoints): noise is drawn where it is added, with no host random numbers
+            or copies. None draws from the global RNG of the gradients' device.
 
     Returns:
         The ratio of the noise norm to the gradient norm before noise (0 if the gradient is 0).
@@ -41,7 +45,8 @@ def add_gradient_noise(params: Iterable[torch.nn.Parameter], step: int, eta: flo
         if param.grad is None:
             continue
         # Drawn in the full shape on every rank, so a sharded run adds the same noise as any other.
-        noise = torch.randn(param.grad.shape, generator=generator, dtype=torch.float32)
+        device = generator.device if generator is not None else param.grad.device
+        noise = torch.randn(param.grad.shape, generator=generator, dtype=torch.float32, device=device)
         noise = noise.to(param.grad.device, param.grad.dtype).mul_(std)
         grad, noise = param.grad, noise_like(param.grad, noise)
         local_grad, local_noise = grad, noise

@@ -75,7 +75,11 @@ def device_rng_tensors(noise_generator: torch.Generator) -> dict[str, torch.Tens
 
 def restore_device_rng(tensors: dict[str, torch.Tensor], noise_generator: torch.Generator) -> None:
     torch.set_rng_state(tensors["torch_cpu"])
-    noise_generator.set_state(tensors["noise"])
+    try:
+        noise_generator.set_state(tensors["noise"])
+    except RuntimeError:  # a checkpoint whose noise was drawn on another device (or by an older version)
+        print("warning: the checkpoint's gradient-noise generator is for another device; its noise is reseeded",
+              flush=True)
     if "torch_cuda" in tensors and torch.cuda.is_available():
         torch.cuda.set_rng_state(tensors["torch_cuda"])
 

@@ -104,7 +104,7 @@ class Trainer:
         self._setup_graphs()
         self._setup_schedule()
         self.state = ckpt.TrainerState(config=to_dict(self.config))
-        self.noise_generator = torch.Generator().manual_seed(self.config.seed + 1)
+        self.noise_generator = torch.Generator(device=self.device).manual_seed(self.config.seed + 1)
         torch.manual_seed(self.config.seed)
         if resume is not None:
             self.state = self.checkpoints.restore(resume, self.model_for_saving, self.optimizer, self.sharded,
