@@ -84,3 +84,40 @@ def test_graph_replay_gives_the_eager_losses_and_weights(tmp_path, small_data): 
         ratios[name] = (runs[True][1][name] - eager).abs().max().item() / max(moved, 1e-8)
     worst = max(ratios, key=ratios.get)
     assert ratios[worst] < 0.02, f"{worst}: graphed and eager weights differ by {ratios[worst]:.3%} of the update"
+
+
+def test_gradient_noise_is_drawn_on_the_device_and_resumes_exactly():
+    from chef_genius.noise import add_gradient_noise
+
+    def noisy(generator):
+        param = torch.nn.Parameter(torch.zeros(1000, 100, device="cuda"))
+        param.grad = torch.ones_like(param)
+        add_gradient_noise([param], 3, 1e-2, 0.55, generator)
+        return param.grad.clone()
+
+    generator = torch.Generator(device="cuda").manual_seed(7)
+    state = generator.get_state()
+    first = noisy(generator)
+    assert first.device.type == "cuda" and (first - 1).std().item() == pytest.approx(0.1 / 4 ** 0.275, rel=0.05)
+    generator.set_state(state)  # what a resumed run restores from its checkpoint
+    assert torch.equal(noisy(generator), first)
+
+
+def test_generation_with_compiled_blocks_runs_eagerly_and_matches():
+    import torch._dynamo
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from chef_genius.inference import generate_details
+    from chef_genius.training.models import compile_blocks
+    from tests.harness.tiny_causal import chat_tokenizer
+
+    tokenizer = chat_tokenizer(["Title: Soup || Ingredients: water || Steps: Boil."] * 20)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
+                                         num_hidden_layers=2, num_attention_heads=4)).cuda().eval()
+    eager = generate_details(model, tokenizer, ["soup", "a dish with rice"], True, "greedy", 24)
+    compile_blocks(model)
+    torch._dynamo.utils.counters.clear()
+    compiled = generate_details(model, tokenizer, ["soup", "a dish with rice"], True, "greedy", 24)
+    assert [g[0].text for g in compiled] == [g[0].text for g in eager]
+    assert sum(torch._dynamo.utils.counters["stats"].values()) == 0  # nothing compiled during generation
