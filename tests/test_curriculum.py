@@ -195,3 +195,14 @@ def test_plan_view(tmp_path, small_data, capsys):  # noqa: F811
     trainer.setup_plan(tmp_path / "scratch")
     assert [int(line.split()[4].replace(",", "")) for line in lines[1:7]] == trainer.steps_per_epoch
     assert json.loads(json.dumps(trainer.plan_rows()))[0]["examples"] == int(lines[1].split()[3])
+
+
+def test_a_run_too_short_for_the_curriculum_is_warned_about():
+    from chef_genius.config import DataConfig
+    from chef_genius.curriculum import unreached_levels
+
+    data = DataConfig()
+    assert "easy recipes" in unreached_levels(1, data) and "--epochs 3" in unreached_levels(1, data)
+    assert "easy then medium" in unreached_levels(2, data)
+    assert unreached_levels(3, data) is None and unreached_levels(5, data) is None
+    assert unreached_levels(1, DataConfig(curriculum=False)) is None

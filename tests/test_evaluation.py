@@ -161,3 +161,27 @@ def test_report_writes_the_plots_and_html(trained_run):
     page = (trained_run / "report.html").read_text()
     assert all(f"plots/{name}.png" in page for name in names) and "best_checkpoint" in page
     assert main(["report", str(trained_run / "nope")]) == 2
+
+
+def test_validation_uses_a_fixed_random_subset_not_the_shortest_recipes():
+    import numpy as np
+
+    from chef_genius.config import build_config
+    from chef_genius.training.data import TokenizedExamples
+    from chef_genius.training.validation import validation_batches
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(20, 600, size=2000)
+    examples = TokenizedExamples.from_sequences([[1]] * 2000, [[2] * (n - 1) for n in lengths], np.arange(2000))
+    config = build_config(None, {"optim.batch_size": 10, "eval.max_eval_batches": 20})
+    chosen = [i for batch in validation_batches(examples, config) for i in batch]
+    assert len(chosen) == 200 and chosen == [i for b in validation_batches(examples, config) for i in b]  # fixed
+    # The first 20 batches of an unshuffled plan: the shortest recipes of the first pool.
+    from chef_genius.training.data import plan_batches
+
+    shortest = [i for b in plan_batches(examples.lengths(), 0, 0, 10, shuffle=False)[:20] for i in b]
+    whole = examples.lengths().mean()
+    assert abs(examples.lengths()[chosen].mean() - whole) < 0.25 * whole  # 20 batches: about 2 standard errors
+    assert examples.lengths()[shortest].mean() < 0.5 * whole
+    halves = [validation_batches(examples, config, rank, 2) for rank in (0, 1)]
+    assert sorted(i for h in halves for b in h for i in b) == sorted(chosen)  # ranks split the same subset

@@ -106,7 +106,8 @@ def _steps_of_every_corpus() -> list[str]:
     openrecipes = SHARED_DATA / "openrecipes_54k.jsonl"
     if openrecipes.exists():
         with openrecipes.open() as lines:
-            steps += [s for i, line in enumerate(lines) if i % 10 == 0 for s in json.loads(line).get("directions") or []]
+            steps += [s for i, line in enumerate(lines) if i % 10 == 0
+                      for s in json.loads(line).get("directions") or []]
     return steps
 
 

@@ -82,3 +82,17 @@ def select_epoch(quality: np.ndarray, difficulty: np.ndarray, epoch: int, epochs
             threshold = max(0.0, round(threshold - THRESHOLD_STEP, 6))
         indices = matching(quality, difficulty, level, threshold)
     return EpochSelection(epoch, level, threshold, indices, relaxed_from=asked)
+
+
+def unreached_levels(epochs: int, config: DataConfig) -> str | None:
+    """A warning when the curriculum's stages by epoch never reach its last level ('all') in a run
+    of ``epochs`` epochs: recipes of the harder levels would never be trained on."""
+    if not config.curriculum:
+        return None
+    last = config.curriculum_stages[-1].level
+    if any(difficulty_level(e, epochs, config) == last for e in range(epochs)):
+        return None
+    needed = next(n for n in range(epochs + 1, 1000) if difficulty_level(n - 1, n, config) == last)
+    seen = sorted({difficulty_level(e, epochs, config) for e in range(epochs)}, key=LEVELS.index)
+    return (f"with {epochs} epoch(s) the curriculum stays at {' then '.join(seen)} recipes: the harder ones are "
+            f"never trained on; use --epochs {needed} or more, or --set data.curriculum=false")

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from chef_genius.augment import canonical_prompt
 from chef_genius.config import TrainConfig, to_dict, to_yaml
+from chef_genius.curriculum import unreached_levels
 from chef_genius.encoding import encode_targets
 from chef_genius.errors import TrainingStopped, UserError
 from chef_genius.losses import IGNORE_INDEX, batch_loss_sums
@@ -256,6 +257,9 @@ class Trainer:
         total = sum(self.steps_per_epoch) if o.max_steps is None else min(sum(self.steps_per_epoch), o.max_steps)
         self.schedule = Schedule.build(o.learning_rate, total, s.warmup_steps, s.warmup_max_fraction,
                                        s.first_cycle_steps, s.cycle_mult, s.min_learning_rate, s.cosine)
+        unreached = unreached_levels(o.epochs, self.config.data)
+        if unreached and self.is_main:
+            warnings.warn(unreached, stacklevel=2)
         if ends_high(self.schedule) and self.is_main:
             warnings.warn(f"training ends at step {total}, in the upper half of a cosine cycle (high learning "
                           "rate); adjust schedule.first_cycle_steps or the number of epochs", stacklevel=2)

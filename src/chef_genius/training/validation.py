@@ -25,16 +25,28 @@ from chef_genius.training.ranks import Ranks
 
 def validation_loss(model: torch.nn.Module, examples: TokenizedExamples, config: TrainConfig, ranks: Ranks,
                     pad_id: int, causal: bool, decoder_start_id: int | None, autocast: Callable) -> float | None:
-    """Each rank takes its share of the first ``eval.max_eval_batches`` batches; None without data."""
+    """Each rank takes its share of ``eval.max_eval_batches`` batches; None without data."""
     if len(examples) == 0:
         return None
-    o, e = config.optim, config.eval
-    batches = plan_batches(examples.lengths(), 0, 0, o.batch_size, o.max_tokens, shuffle=False,
-                           rank=ranks.rank, world=ranks.world)[: e.max_eval_batches]
+    batches = validation_batches(examples, config, ranks.rank, ranks.world)
     nll_sum, count = nll_sums(model, Collator(examples, pad_id, causal), batches, causal, pad_id, decoder_start_id,
                               autocast)
     nll_sum, count = ranks.all_reduce(nll_sum), ranks.all_reduce(count)
     return float(nll_sum / count) if count > 0 else None
+
+
+VALIDATION_SEED = 0  # the same subset for every run and setting compared
+
+
+def validation_batches(examples: TokenizedExamples, config: TrainConfig, rank: int = 0,
+                       world: int = 1) -> list[list[int]]:
+    """A fixed random subset of the validation split, in length-grouped batches: the planner's
+    batches drawn in a seeded random order and the first ``eval.max_eval_batches`` kept (taking
+    the first batches of an unshuffled plan measured the shortest recipes, an optimistic loss)."""
+    o, e = config.optim, config.eval
+    batches = plan_batches(examples.lengths(), VALIDATION_SEED, 0, o.batch_size, o.max_tokens, shuffle=True,
+                           rank=0, world=1)[: e.max_eval_batches]
+    return batches[rank::world][: len(batches) // world] if world > 1 else batches
 
 
 @dataclass(frozen=True)
