@@ -8,6 +8,9 @@
 #   evaluate    evaluate the two fine-tunes (the LoRA one with several decodings), in the background
 #   collect     copy results and logs to $OUT
 # Code runs from a copy in /tmp/cg/code, so a later call's tree does not change a running job.
+# The README's run was made of these stages, with the full fine-tune restarted once (its first
+# try drew gradient noise on the host, since moved to the GPU) and the `careful` / `sample`
+# decodings of both fine-tunes evaluated in a second evaluate call (--suffix=-more).
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT" /tmp/cg
 export PYTHONPATH=/tmp/cg/code/src:/tmp/site PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
@@ -30,16 +33,16 @@ case "$1" in
     $Q prepare --shared /tmp/cg/shared || exit 1
     python3 -c "from pathlib import Path; from chef_genius.training.models import gguf_folder; print(gguf_folder(Path('$G')))" || exit 1
     bg "$Q train --name lora -- $TRAIN" train-lora
-    bg "$Q train --name full -- $TRAIN --disable-lora --learning-rate 5e-5" train-full
-    bg "$Q evaluate --name base --examples 500" eval-base
+    bg "$Q train --name full -- $TRAIN --disable-lora --learning-rate 5e-5 --disable-gradient-noise" train-full
+    bg "$Q evaluate --name base --examples 500 --decodings guarded,careful" eval-base
     sleep 60; tail -n 3 $W/*.out; tail -n 2 $W/train-*.log; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv ;;
   wait)
     for _ in $(seq 1 $(( $2 / 15 ))); do
       [ -f $W/part-train-lora.json ] && [ -f $W/part-train-full.json ] && break; sleep 15; done
     tail -n 3 $W/*.out; for r in lora full; do tail -c 400 $W/$r/metrics.jsonl; echo; done ;;
   evaluate)
-    bg "$Q evaluate --name lora --examples 500 --decodings guarded,greedy,sample,chef" eval-lora
-    bg "$Q evaluate --name full --examples 500" eval-full
+    bg "$Q evaluate --name lora --examples 500 --decodings guarded,greedy,sample,chef,careful" eval-lora
+    bg "$Q evaluate --name full --examples 500 --decodings guarded,greedy,sample,careful" eval-full
     sleep 30; tail -n 3 $W/*.out ;;
   collect)
     cp $W/part-*.json "$OUT"/ 2>/dev/null

@@ -147,13 +147,15 @@ def test_augmentation_rate_and_kinds():
 
 
 def test_verb_paraphrase_only_swaps_the_verb_that_opens_a_sentence():
-    assert paraphrase_verbs("Mix the flour. CHOP onions; stir in milk") == "Combine the flour. CHOP onions; mix in milk"
+    assert paraphrase_verbs("Combine the flour. CHOP onions; stir in milk") == "Mix the flour. CHOP onions; mix in milk"
     assert paraphrase_verbs("Mixture of mixed chopped things") == "Mixture of mixed chopped things"
     # The old context-free swaps broke these; a verb inside a sentence is never touched.
     for text in ("Bring to a boil.", "Cook over medium heat.", "Add the taco mix.", "Stir in in a bowl."):
         assert paraphrase_verbs(text) == text.replace("Stir in", "Mix in")
     assert paraphrase_verbs("Mix in the chips") == "Stir in the chips"  # not "Combine in"
     assert paraphrase_verbs("Mix.") == "Mix."  # a verb alone is not an imperative with an object
+    kept = "Mix well. Grate the cheese. Beat the eggs."  # swaps that were wrong somewhere are gone
+    assert paraphrase_verbs(kept) == kept
 
 
 def test_augmentation_and_templates_never_touch_validation(tmp_path, small_data):  # noqa: F811
@@ -206,3 +208,11 @@ def test_a_run_too_short_for_the_curriculum_is_warned_about():
     assert "easy then medium" in unreached_levels(2, data)
     assert unreached_levels(3, data) is None and unreached_levels(5, data) is None
     assert unreached_levels(1, DataConfig(curriculum=False)) is None
+    # --max-steps ending inside the first epoch of three: only easy recipes are reached.
+    assert "--max-steps ending in epoch 1 of 3" in unreached_levels(3, data, reached=1)
+    # Stages that validate but can never reach 'all' by epoch: a warning, not a traceback.
+    from chef_genius.config import CurriculumStage
+
+    odd = DataConfig(curriculum_stages=[CurriculumStage(0.3, "easy"), CurriculumStage(1.0, "medium"),
+                                        CurriculumStage(1.5, "all")])
+    assert "train longer" in unreached_levels(2, odd) or "--epochs" in unreached_levels(2, odd)

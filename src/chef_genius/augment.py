@@ -48,10 +48,11 @@ COOKING_TIPS = (
 # the imperative verb that opens a sentence ("Mix the flour" -> "Combine the flour"). Context-free
 # swaps of every verb taught broken text ("Bring to a bring to a boil", "over medium warm",
 # "stir in in"): 22 % of paraphrased recipes had such a phrase.
+# Swaps reviewed against the corpora: grate/shred ("Grate chicken with two forks"), beat/whisk
+# ("Whisk with a mortar and pestle") and mix -> combine ("Combine well") were dropped.
 VERB_PARAPHRASES = {
-    "mix in": "stir in", "stir in": "mix in", "mix": "combine", "combine": "mix", "whisk": "beat", "beat": "whisk",
-    "place": "put", "put": "place", "chill": "refrigerate", "refrigerate": "chill",
-    "grate": "shred", "shred": "grate", "slice": "cut",
+    "mix in": "stir in", "stir in": "mix in", "combine": "mix",
+    "place": "put", "put": "place", "chill": "refrigerate", "refrigerate": "chill", "slice": "cut",
 }
 # A verb at the start of the text or of a sentence, followed by a space (not "Mixing", "Mix.").
 _VERB_PATTERN = re.compile(r"(?:^|(?<=[.!?;] ))(" + "|".join(sorted(VERB_PARAPHRASES, key=len, reverse=True))

@@ -84,15 +84,20 @@ def select_epoch(quality: np.ndarray, difficulty: np.ndarray, epoch: int, epochs
     return EpochSelection(epoch, level, threshold, indices, relaxed_from=asked)
 
 
-def unreached_levels(epochs: int, config: DataConfig) -> str | None:
+def unreached_levels(epochs: int, config: DataConfig, reached: int | None = None) -> str | None:
     """A warning when the curriculum's stages by epoch never reach its last level ('all') in a run
-    of ``epochs`` epochs: recipes of the harder levels would never be trained on."""
+    of ``epochs`` epochs of which ``reached`` are started (fewer under --max-steps): recipes of the
+    harder levels would never be trained on."""
     if not config.curriculum:
         return None
+    reached = epochs if reached is None else min(reached, epochs)
     last = config.curriculum_stages[-1].level
-    if any(difficulty_level(e, epochs, config) == last for e in range(epochs)):
+    seen = sorted({difficulty_level(e, epochs, config) for e in range(reached)}, key=LEVELS.index)
+    if last in seen:
         return None
-    needed = next(n for n in range(epochs + 1, 1000) if difficulty_level(n - 1, n, config) == last)
-    seen = sorted({difficulty_level(e, epochs, config) for e in range(epochs)}, key=LEVELS.index)
-    return (f"with {epochs} epoch(s) the curriculum stays at {' then '.join(seen)} recipes: the harder ones are "
-            f"never trained on; use --epochs {needed} or more, or --set data.curriculum=false")
+    where = (f"with {epochs} epoch(s)" if reached == epochs
+             else f"with --max-steps ending in epoch {reached} of {epochs}")
+    needed = next((n for n in range(epochs + 1, 1000) if difficulty_level(n - 1, n, config) == last), None)
+    fix = f"use --epochs {needed} or more" if needed and reached == epochs else "train longer"
+    return (f"{where} the curriculum stays at {' then '.join(seen) or 'no'} recipes: the harder ones are never "
+            f"trained on; {fix}, or --set data.curriculum=false")

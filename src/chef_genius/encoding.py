@@ -60,11 +60,19 @@ def end_of_turn_id(tokenizer) -> int:
     rendered = tokenizer.apply_chat_template(turn, tokenize=False)
     after = rendered.split(_SENTINEL, 1)[1] if _SENTINEL in rendered else ""
     ids = tokenizer(after, add_special_tokens=False)["input_ids"] if after.strip() else []
-    special = set(getattr(tokenizer, "all_special_ids", []) or [])
     for token in ids:
-        if token in special:
+        if _is_special(tokenizer, token):
             return token
     return _eos(tokenizer)
+
+
+def _is_special(tokenizer, token: int) -> bool:
+    """A registered special token, or an added token marked special (GGUF conversions register
+    only BOS/EOS/UNK/PAD, so a template's <end_of_turn> is often only the latter)."""
+    if token in set(getattr(tokenizer, "all_special_ids", []) or []):
+        return True
+    added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
+    return bool(getattr(added.get(token), "special", False))
 
 
 def stop_ids(tokenizer, causal: bool) -> list[int]:

@@ -97,7 +97,8 @@ def evaluate_loaded(model, tokenizer, causal: bool, recipes: list[Recipe], templ
 
 
 def evaluate_run(path: str | Path, data: str | Path, split: str = "test", max_examples: int = 50,
-                 samples_per_input: int = 3, decoding: str = "guarded", max_new_tokens: int = 512,
+                 samples_per_input: int = 3, decoding: str = EvalConfig.decoding,
+                 max_new_tokens: int = EvalConfig.max_new_tokens,
                  templates: list[str] | None = None, seed: int = 0) -> dict:
     """All evaluation numbers for a run, adapter or model on a fixed random subset of a prepared
     split: loss and perplexity, the seed's recipe metrics, usability (usable rate, repetition,

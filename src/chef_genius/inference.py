@@ -14,6 +14,10 @@ import torch
 
 from chef_genius.errors import UserError
 
+# Every setting a preset can use, at Transformers' neutral values: a model's own
+# generation_config (a summarization BART's beams and 3-gram ban) never leaks into a preset.
+NEUTRAL = {"do_sample": False, "num_beams": 1, "no_repeat_ngram_size": 0, "repetition_penalty": 1.0, "top_k": 50,
+           "top_p": 1.0, "temperature": 1.0}
 DECODING = {
     "greedy": {"do_sample": False, "num_beams": 1},
     "beam": {"do_sample": False, "num_beams": 4},
@@ -124,7 +128,7 @@ def _generate(model, tokenizer, prompts, causal, decoding, max_new_tokens, num_r
 
     device = next(model.parameters()).device
     stops = stop_ids(tokenizer, causal)
-    settings = dict(DECODING[decoding])
+    settings = {**NEUTRAL, **DECODING[decoding]}
     if num_return_sequences > 1 and not settings["do_sample"]:
         settings["num_beams"] = max(settings["num_beams"], num_return_sequences)
     pad_id = tokenizer.pad_token_id

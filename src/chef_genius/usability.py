@@ -11,8 +11,9 @@ output, each on a parsed `Recipe`:
 - requested food names covered (`reference_metrics.ingredient_coverage`);
 - stopped: generation ended with the end token rather than at the token limit.
 
-And one verdict, **usable**: a title, at least 2 ingredients and 2 steps, no repeated line,
-stopped before the limit, and at least half of its ingredients used in the steps. Real recipes
+And one verdict, **usable**: a title, at least 2 ingredients and 2 step sentences, at most 10 %
+of its lines repeating an earlier line, stopped before the limit, and at least half of its
+ingredients used in the steps. Real recipes
 pass it (tests/test_usability.py measures the shared corpora), a loop or a bare list does not.
 """
 
@@ -38,7 +39,8 @@ light lightly low medium melted minced more needed new optional or packed peeled
 prepared quartered rinsed ripe room shelled shredded sifted skinless sliced slivered small soft softened
 split squeezed taste temperature thawed thick thin thinly to torn trimmed unsalted uncooked warm washed
 whole with your each for of the a an in on cups cup tablespoons teaspoons""".split()) | QUANTITY_WORDS
-_WORD = re.compile(r"[a-zé]+")
+_WORD = re.compile(r"[a-zé]+(?:-[a-zé]+)*")  # "all-purpose" is one word
+_CONJUNCTION = re.compile(r"\b(?:and|or)\b")
 _PARENS = re.compile(r"\([^)]*\)")
 _LINE_NOISE = re.compile(r"[^a-z0-9 ]+")
 
@@ -54,11 +56,13 @@ def _stem(word: str) -> str:
     return word
 
 
-def food_words(line: str) -> list[str]:
-    """The words of an ingredient line that name the food ("2 cups chopped fresh basil" -> basil)."""
+def food_words(line: str, stem: bool = True) -> list[str]:
+    """The words of an ingredient line that name the food ("2 cups chopped fresh basil" -> basil),
+    stemmed for matching against the steps unless ``stem`` is false."""
     head = _PARENS.sub(" ", line.lower()).split(",")[0]
-    return [_stem(w) for w in _WORD.findall(head)
-            if len(w) > 2 and w not in NOT_FOOD and w not in UNITS and w.rstrip(".") not in UNITS]
+    words = [w for w in _WORD.findall(head)
+             if len(w) > 2 and w not in NOT_FOOD and w not in UNITS and w.rstrip(".") not in UNITS]
+    return [_stem(w) for w in words] if stem else words
 
 
 def food_names(recipe: Recipe, limit: int = 6) -> list[str]:
@@ -67,21 +71,24 @@ def food_names(recipe: Recipe, limit: int = 6) -> list[str]:
 
 
 def food_names_of(ingredients, limit: int = 6) -> list[str]:
-    """The last two food words of each ingredient line, in order, without repeats: a stand-in
-    for RecipeNLG's NER column in requests ("chicken breast", "rice", "lemon")."""
+    """A stand-in for RecipeNLG's NER column in requests: the last two food words of each
+    ingredient line, as written ("chicken breasts", "all-purpose flour"), "salt and pepper" as two
+    names, in order, without repeats."""
     names: list[str] = []
     for line in ingredients:
-        words = food_words(line)
-        name = " ".join(words[-2:])
-        if name and name not in names:
-            names.append(name)
-        if len(names) == limit:
-            break
+        head = _PARENS.sub(" ", line.lower()).split(",")[0]
+        for part in _CONJUNCTION.split(head):
+            name = " ".join(food_words(part, stem=False)[-2:])
+            if name and name not in names:
+                names.append(name)
+            if len(names) == limit:
+                return names
     return names
 
 
 def ingredients_used(recipe: Recipe) -> float:
-    """Share of ingredient lines with a food word that the steps mention (1.0 with no food words)."""
+    """Share of ingredient lines with a food word that the steps mention (1.0 when the steps use
+    "all ingredients"; 0.0 when no line names a food)."""
     method = " ".join(recipe.steps).lower()
     if _ALL_INGREDIENTS.search(method):
         return 1.0

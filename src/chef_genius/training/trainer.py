@@ -12,6 +12,7 @@ stopping, samples), `graphs.GraphedSteps` (CUDA graphs).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import math
 import sys
@@ -257,7 +258,8 @@ class Trainer:
         total = sum(self.steps_per_epoch) if o.max_steps is None else min(sum(self.steps_per_epoch), o.max_steps)
         self.schedule = Schedule.build(o.learning_rate, total, s.warmup_steps, s.warmup_max_fraction,
                                        s.first_cycle_steps, s.cycle_mult, s.min_learning_rate, s.cosine)
-        unreached = unreached_levels(o.epochs, self.config.data)
+        started = sum(1 for before in itertools.accumulate([0] + self.steps_per_epoch[:-1]) if before < total)
+        unreached = unreached_levels(o.epochs, self.config.data, started)
         if unreached and self.is_main:
             warnings.warn(unreached, stacklevel=2)
         if ends_high(self.schedule) and self.is_main:
