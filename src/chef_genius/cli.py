@@ -339,6 +339,12 @@ def _print_plan(config) -> int:
     per_step = f"{o.max_tokens:,} tokens" if o.max_tokens else f"{o.batch_size} examples"
     print(f"total {sum(r['optimizer_steps'] for r in rows):,} optimizer steps "
           f"({per_step} x {o.gradient_accumulation_steps} accumulation per step)")
+    if o.max_steps is not None and o.max_steps < sum(r["optimizer_steps"] for r in rows):
+        done, epoch = 0, 0
+        while done + rows[epoch]["optimizer_steps"] < o.max_steps:
+            done, epoch = done + rows[epoch]["optimizer_steps"], epoch + 1
+        print(f"--max-steps {o.max_steps:,}: training stops in epoch {epoch}, after {o.max_steps - done:,} of its "
+              f"{rows[epoch]['optimizer_steps']:,} steps")
     return 0
 
 
