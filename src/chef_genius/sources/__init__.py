@@ -104,6 +104,7 @@ def _csv_reader(path: Path, head: bytes, fmt: str, columns: str | None, progress
             "name yours with --columns title=...,ingredients=...,steps=..."
         )
     if fmt == "auto" or fmt == "csv":
-        fmt = "recipenlg" if mapping["steps"].lower() == "directions" else (
+        recipenlg = mapping["steps"].lower() == "directions" and "ner" in mapping  # full_dataset.csv's columns
+        fmt = "recipenlg" if recipenlg else (
             "foodcom" if mapping["title"].lower() == "name" else "csv")
     return CsvRecipeReader(path, mapping, fmt, progress, delimiter)

@@ -76,6 +76,8 @@ class CsvRecipeReader:
         self.column_map = column_map
         self.format_name = format_name
         self.progress = progress
+        if format_name == "recipenlg":  # its list cells are JSON lists: other text is a broken cell
+            self.convert = convert_json_list_cells
 
     @staticmethod
     def convert(payload: object) -> Recipe | Rejected:
@@ -136,6 +138,13 @@ class CsvRecipeReader:
                 f"{self.path}: missing column(s) {', '.join(missing)}; header has {', '.join(header) or '(none)'}"
             )
         return [positions[self.column_map[f]] if f in self.column_map else None for f in FIELDS]
+
+
+def convert_json_list_cells(payload: object) -> Recipe | Rejected:
+    """`CsvRecipeReader.convert` for layouts whose list cells must be lists (RecipeNLG)."""
+    if isinstance(payload, Rejected):
+        return payload
+    return build_recipe(*payload, lists_only=True)
 
 
 class _ReplayableLines:

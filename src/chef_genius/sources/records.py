@@ -70,18 +70,22 @@ def _has_surrogates(value: str) -> bool:
 
 
 def build_recipe(title: object, ingredients: object, steps: object, ner: object = None,
-                 source: object = "", extra: dict | None = None) -> Recipe | Rejected:
+                 source: object = "", extra: dict | None = None, lists_only: bool = False) -> Recipe | Rejected:
     """Validate raw fields and build a `Recipe`, or say why not.
 
-    Raw list fields may be lists, JSON / Python-literal list strings, or numbered text.
+    Raw list fields may be lists, JSON / Python-literal list strings, or numbered text (not with
+    ``lists_only``: RecipeNLG's cells are JSON lists). A field of the wrong type (a title that is
+    a number, an ingredient that is a list) is rejected, never turned into its Python text.
     """
     problem = field_problem([title, ingredients, steps, ner, source])
     if problem:
         return problem
+    if title is not None and not isinstance(title, str):
+        return Rejected("unparseable_cell", "title: not text")
     try:
-        ingredient_list = parse_list_cell(ingredients)
-        step_list = parse_list_cell(steps)
-        ner_list = parse_list_cell(ner) if ner not in (None, "") else []
+        ingredient_list = _cell("ingredients", ingredients, lists_only)
+        step_list = _cell("steps", steps, lists_only)
+        ner_list = _cell("NER", ner, lists_only) if ner not in (None, "") else []
     except CellError as error:
         return Rejected("unparseable_cell", str(error))
     recipe = Recipe(
@@ -99,6 +103,13 @@ def build_recipe(title: object, ingredients: object, steps: object, ner: object 
     if not recipe.steps:
         return Rejected("missing_steps")
     return recipe
+
+
+def _cell(name: str, cell: object, lists_only: bool) -> list[str]:
+    try:
+        return parse_list_cell(cell, lists_only)
+    except CellError as error:
+        raise CellError(f"{name}: {error}") from None
 
 
 _TITLE_KEYS = ("title", "name", "recipe_name", "recipeName")
