@@ -286,3 +286,63 @@ def test_a_damaged_checkpoint_and_empty_prompts_are_refused(run_copy, capsys):
     assert "incomplete or damaged" in one_line_error(capsys)
     assert main(["generate", str(run_copy), "   \t "]) == 2
     assert "the prompt is empty" in one_line_error(capsys)
+
+
+# ------------------------------------------------------------------ the CLI error paths
+def test_every_new_cli_error_is_one_line_with_exit_2_or_3(run_copy, small_data, tmp_path, capsys,  # noqa: F811
+                                                           monkeypatch):
+    """Each refusal built for issue 13, through the CLI: one line on stderr, no traceback, exit 2
+    (bad input or usage) or 3 (training stopped)."""
+    checkpoints = ckpt.list_checkpoints(run_copy / "checkpoints")
+    damaged = checkpoints[-1]
+    (damaged / "optimizer.pt").write_bytes(b"torn")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    no_complete = tmp_path / "no-complete"
+    shutil.copytree(run_copy, no_complete)
+    shutil.rmtree(no_complete / "final")
+    for folder in ckpt.list_checkpoints(no_complete / "checkpoints"):
+        (folder / ckpt.MANIFEST).unlink()
+    ill_typed = tmp_path / "ill.json"
+    ill_typed.write_text(json.dumps([{"title": "A", "ingredients": [["x"]], "steps": [True]}]))
+    cases = [
+        (train_args(run_copy, small_data, "--resume", "auto", "--batch-size", "2"), "optim.batch_size 4 -> 2"),
+        (train_args(no_complete, small_data, "--resume", "auto"), "no complete checkpoint"),
+        (train_args(tmp_path / "new", small_data, "--resume", str(damaged)), "incomplete or damaged"),
+        (train_args(tmp_path / "new", small_data, "--resume", str(empty)), "not a checkpoint folder"),
+        (["generate", str(run_copy), "  "], "the prompt is empty"),
+        (["generate", str(damaged), "soup"], "incomplete or damaged"),
+        (["generate", str(no_complete), "soup"], "no complete checkpoint"),
+        (["generate", str(empty), "soup"], "not a run folder"),
+        (["generate", str(tmp_path / "absent"), "soup"], "no such run"),
+        (["evaluate", str(damaged), "--data", str(small_data)], "incomplete or damaged"),
+        (["merge", str(damaged), "--out", str(tmp_path / "merged")], "incomplete or damaged"),
+        (["prepare", str(ill_typed), "--out", str(tmp_path / "prepared"), "--quiet", "--workers", "0"],
+         "unparseable_cell 1"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        assert message in one_line_error(capsys), argv
+    lock = RunLock(run_copy)
+    lock.acquire()
+    try:
+        assert main(train_args(run_copy, small_data, "--resume", "auto")) == 2
+        assert f"(pid {os.getpid()})" in one_line_error(capsys)
+    finally:
+        lock.release()
+
+    def nan_loss(self, batch, eps):
+        smoothed, nll, n = real_loss(self, batch, eps)
+        return smoothed * float("nan"), nll, n
+
+    real_loss = Trainer._loss
+    monkeypatch.setattr(Trainer, "_loss", nan_loss)
+    assert main(train_args(tmp_path / "diverged", small_data, "--epochs", "6", "--batch-size", "2")) == 3
+    assert "10 non-finite steps in a row" in one_line_error(capsys)
+    # And as a real process: the refused resume's stderr is the one line.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run([sys.executable, "-m", "chef_genius", *train_args(run_copy, small_data, "--resume", "auto",
+                                                                           "--seed", "3")],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.startswith("chef-genius: error: cannot resume from") and done.stderr.count("\n") == 1

@@ -48,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     prepare.add_argument("--format", default="auto", dest="fmt",
                          choices=("auto", "recipenlg", "foodcom", "csv", "json", "jsonl"))
     prepare.add_argument("--columns", help="CSV column map, e.g. title=Title,ingredients=Ingredients,steps=Steps")
+    prepare.add_argument("--encoding", help="text encoding of every source, e.g. cp1252 or utf-16 (default: detected "
+                                            "per file: UTF-8 with or without BOM, UTF-16 with BOM, else cp1252)")
     prepare.add_argument("--val-fraction", type=float, default=0.10)
     prepare.add_argument("--test-fraction", type=float, default=0.05)
     prepare.add_argument("--workers", type=int, default=None, help="processes (default: all cores; 0: none)")
@@ -121,7 +123,8 @@ def _prepare(args: argparse.Namespace) -> int:
     if not sources:
         raise UserError("prepare: give at least one recipe file, or --sample")
     options = PrepareOptions(args.val_fraction, args.test_fraction, args.fmt, args.columns,
-                             progress=not args.quiet, workers=args.workers, overwrite=args.overwrite)
+                             progress=not args.quiet, workers=args.workers, overwrite=args.overwrite,
+                             encoding=args.encoding)
     report = prepare(sources, args.out, options)
     if not args.quiet:
         print(format_report(report))

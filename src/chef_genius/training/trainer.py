@@ -95,9 +95,8 @@ class Trainer:
     def setup(self) -> None:
         self._setup_distributed()
         self.run_dir = Path(self.config.output_dir)
-        self._lock_run_folder()  # one writer per run folder, before anything is read or written there
         self._demo_data_needs_prepare()  # every rank refuses a foreign RUN/data before anything is written,
-        self.ranks.barrier()  # and checks before the main rank starts preparing there
+        self._lock_run_folder()  # one writer per run folder (also a barrier), before anything is written there
         self.checkpoints = RunCheckpoints(self.run_dir, self.config, self.ranks)
         resume = self.checkpoints.resume_point()  # the newest complete checkpoint
         if self.is_main:
