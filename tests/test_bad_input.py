@@ -67,11 +67,24 @@ def test_byte_order_mark_and_crlf(tmp_path):
 
 
 def test_mixed_encodings_reject_only_the_latin1_rows(tmp_path):
-    good = csv_text(valid_rows(4)).encode("utf-8")
+    good = csv_text(valid_rows(4)).replace("Mix", "Mix à la main").encode("utf-8")  # UTF-8 text: a UTF-8 file
     latin = 'Crème brûlée,"[""2 cups cream""]","[""Bake.""]"\n'.encode("latin-1")
     code, report = prepare_cli(tmp_path, "mixed.csv", good + latin + good.split(b"\n", 1)[1].replace(b"1", b"2"))
     assert code == 0 and report["rejected"] == {"non_utf8": 1}
     assert report["kept"] + report["duplicates"]["exact"] + report["duplicates"]["near"] == 8
+    assert report["files"][0]["encoding"] == "utf-8"
+
+
+def test_a_latin1_file_is_read_as_cp1252(tmp_path):
+    good = csv_text(valid_rows(4))
+    assert good.isascii()
+    latin = 'Crème brûlée – “classic”,"[""2 cups cream""]","[""Bake.""]"\n'.encode("cp1252")
+    code, report = prepare_cli(tmp_path, "latin.csv", good.encode("ascii") + latin)
+    assert code == 0 and report["rejected"] == {} and report["files"][0]["encoding"] == "cp1252"
+    from chef_genius.training.data import load_split
+
+    titles = [t for split in ("train", "val", "test") for t in load_split(tmp_path / "out", split).titles]
+    assert "Crème brûlée – “classic”" in titles
 
 
 def test_ten_megabyte_line_is_rejected_and_the_rest_kept(tmp_path):

@@ -29,7 +29,8 @@ def test_a_leftover_temporary_checkpoint_is_never_used_and_is_cleaned(tmp_path, 
     (torn / "trainer_state.json").write_text('{"step": 999')  # as a kill mid-write leaves it
     assert all(p.name.startswith("step-") for p in ckpt.list_checkpoints(folder))
     assert ckpt.find_resume_point(run, "auto").name != torn.name
-    trainer = Trainer(small_config(run, small_data, **{"optim.epochs": 2, "checkpoint.resume": "auto"}))
+    trainer = Trainer(small_config(run, small_data, **{"optim.epochs": 2, "checkpoint.resume": "auto",
+                                                       "checkpoint.resume_changed": True}))
     trainer.setup()
     trainer.train()
     assert not torn.exists()

@@ -131,7 +131,8 @@ def test_exact_and_near_duplicates_are_dropped_across_sources(tmp_path):
     report = prepare([RECIPENLG, copy_path], tmp_path / "out", QUIET)
     assert report["duplicates"] == {"exact": 2, "near": 1}
     assert report["kept"] == len(rows) - 1
-    assert report["files"][1] == {"path": str(copy_path), "format": "recipenlg", "rows_read": 3, "kept": 0,
+    assert report["files"][1] == {"path": str(copy_path), "format": "recipenlg", "encoding": "utf-8",
+                                  "rows_read": 3, "kept": 0,
                                   "rejected": 0, "duplicates": 3}
 
 

@@ -210,7 +210,7 @@ def test_bad_rows_are_rejected_with_reason_and_line(tmp_path):
 
     def line(idx, title, ingredients, directions):
         return ",".join(['"' + str(x).replace('"', '""') + '"' for x in
-                         (idx, title, ingredients, directions, "l", "Gathered", "[]")]) + "\n"
+                         (idx, title, ingredients, directions, "café.example", "Gathered", "[]")]) + "\n"
 
     text = (header + line(0, good[0]["title"], good[0]["ingredients"], good[0]["directions"])
             + line(1, "Broken", '["1 egg", "2 cups', '["Mix."]')          # unparseable cell
@@ -219,7 +219,8 @@ def test_bad_rows_are_rejected_with_reason_and_line(tmp_path):
             + line(4, "Huge", json.dumps(["x" * 1_000_000]), '["Mix."]')  # a 1 MB field
             + line(5, good[1]["title"], good[1]["ingredients"], good[1]["directions"]))
     path = tmp_path / "bad.csv"
-    raw = text.encode("utf-8").replace(b"No ingredients", b"No ingr\xff\xfedients")  # non-UTF-8 bytes
+    # Bytes that are not UTF-8 in a UTF-8 file (it has UTF-8 text: "café"): only that row goes.
+    raw = text.encode("utf-8").replace(b"No ingredients", b"No ingr\xff\xfedients")
     path.write_bytes(raw)
     rows = read(path)
     reasons = [(pos, item.reason) for pos, item in rows if isinstance(item, Rejected)]
@@ -302,3 +303,52 @@ def test_the_test_data_is_rebuilt_byte_for_byte_from_wikibooks():
     for name, text in built.items():
         assert (TEST_DATA / name).read_text(encoding="utf-8") == text, name
     assert sum(len(t.encode()) for t in built.values()) < 1_000_000
+
+
+@pytest.mark.parametrize("fields, detail", [
+    ({"ingredients": ["2 eggs", ["1 cup", "flour"]]}, "ingredients: item 2 is not text (a list)"),
+    ({"ingredients": ["2 eggs", True]}, "ingredients: item 2 is not text (true/false)"),
+    ({"ingredients": [3, "eggs"]}, "ingredients: item 1 is not text (a number)"),
+    ({"steps": ["Mix.", 2.5]}, "steps: item 2 is not text (a number)"),
+    ({"steps": ["Mix.", {"seconds": 30}]}, "steps: item 2 is not text (an object without text)"),
+    ({"steps": '["Mix.", [1, 2]]'}, "steps: item 2 is not text (a list)"),
+    ({"ingredients": {"egg": 1}}, "ingredients: not a list or text (an object)"),
+    ({"title": 42}, "title: not text"),
+    ({"title": ["Soup"]}, "title: not text"),
+])
+def test_ill_typed_json_items_are_rejected_not_printed_as_python(tmp_path, fields, detail):
+    recipe = {"title": "Soup", "ingredients": ["2 leeks", "1 potato"], "steps": ["Simmer.", "Blend."], **fields}
+    path = tmp_path / "items.json"
+    path.write_text(json.dumps([recipe, {"title": "Toast", "ingredients": ["bread"], "steps": ["Toast it."]}]))
+    (_, first), (_, second) = read(path)
+    assert first == Rejected("unparseable_cell", detail)
+    assert isinstance(second, Recipe)
+
+
+def test_schema_org_steps_and_nulls_are_still_text(tmp_path):
+    recipe = {"name": "Soup", "recipeIngredient": ["2 leeks", None], "recipeInstructions": [
+        {"@type": "HowToStep", "text": "Simmer."}, {"@type": "HowToStep", "name": "Blend", "text": ""}]}
+    path = tmp_path / "schema.json"
+    path.write_text(json.dumps(recipe))
+    (_, parsed), = read(path)
+    assert parsed.ingredients == ("2 leeks",) and parsed.steps == ("Simmer.", "Blend")
+
+
+def test_a_recipenlg_cell_that_is_not_a_json_list_is_rejected(tmp_path):
+    good = recipenlg_rows(1)[0]
+    path = tmp_path / "cells.csv"
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["", "title", "ingredients", "directions", "link", "source", "NER"])
+        writer.writerow([0, good["title"], good["ingredients"], good["directions"], "l", "Gathered", good["NER"]])
+        writer.writerow([1, "Cake", "flour, sugar, [eggs", good["directions"], "l", "Gathered", "[]"])
+        writer.writerow([2, "Bread", good["ingredients"], "Knead. Bake.", "l", "Gathered", "[]"])
+    rows = read(path)
+    assert isinstance(rows[0][1], Recipe)
+    assert [item for _, item in rows[1:]] == [Rejected("unparseable_cell", "ingredients: not a JSON list"),
+                                               Rejected("unparseable_cell", "steps: not a JSON list")]
+    # A CSV of one's own (no NER column) keeps its free-text cells.
+    mine = tmp_path / "mine.csv"
+    mine.write_text('title,ingredients,directions\nCake,"flour\nsugar","Mix. Bake."\n', encoding="utf-8")
+    (_, cake), = read(mine)
+    assert cake.ingredients == ("flour", "sugar") and cake.steps == ("Mix. Bake.",)

@@ -320,9 +320,12 @@ def test_fsdp_trains_like_ddp_and_resumes(tmp_path, small_data):
     a, b = load_file(str(ddp / "final" / "model.safetensors")), load_file(str(fsdp / "final" / "model.safetensors"))
     assert a.keys() == b.keys() and len(a) > 10
     for name in a:
-        torch.testing.assert_close(b[name], a[name], rtol=1e-4, atol=1e-5, msg=name)
+        # atol 1 % of one Adam step (lr 1e-2): on a near-zero gradient element Adam's first step
+        # g / (|g| + 1e-8) turns a rounding difference in the reduction into ~1e-4 of the step.
+        torch.testing.assert_close(b[name], a[name], rtol=1e-4, atol=1e-4, msg=name)
     first = json.loads((fsdp / "run_summary.json").read_text())["steps"]
-    _torchrun(fsdp, small_data, "--epochs", "2", "--gradient-accumulation-steps", "2", "--fsdp", "--resume", "auto")
+    _torchrun(fsdp, small_data, "--epochs", "2", "--gradient-accumulation-steps", "2", "--fsdp", "--resume", "auto",
+              "--resume-changed")  # more epochs: another schedule
     assert json.loads((fsdp / "run_summary.json").read_text())["steps"] == 2 * first
     steps = [m["step"] for m in metrics_of(fsdp) if "train/loss" in m]
     assert steps == sorted(set(steps))  # no step logged twice across the resume

@@ -48,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     prepare.add_argument("--format", default="auto", dest="fmt",
                          choices=("auto", "recipenlg", "foodcom", "csv", "json", "jsonl"))
     prepare.add_argument("--columns", help="CSV column map, e.g. title=Title,ingredients=Ingredients,steps=Steps")
+    prepare.add_argument("--encoding", help="text encoding of every source, e.g. cp1252 or utf-16 (default: detected "
+                                            "per file: UTF-8 with or without BOM, UTF-16 with BOM, else cp1252)")
     prepare.add_argument("--val-fraction", type=float, default=0.10)
     prepare.add_argument("--test-fraction", type=float, default=0.05)
     prepare.add_argument("--workers", type=int, default=None, help="processes (default: all cores; 0: none)")
@@ -121,7 +123,8 @@ def _prepare(args: argparse.Namespace) -> int:
     if not sources:
         raise UserError("prepare: give at least one recipe file, or --sample")
     options = PrepareOptions(args.val_fraction, args.test_fraction, args.fmt, args.columns,
-                             progress=not args.quiet, workers=args.workers, overwrite=args.overwrite)
+                             progress=not args.quiet, workers=args.workers, overwrite=args.overwrite,
+                             encoding=args.encoding)
     report = prepare(sources, args.out, options)
     if not args.quiet:
         print(format_report(report))
@@ -218,20 +221,32 @@ def _train(args: argparse.Namespace) -> int:
         print(result.last_samples + "\n\n" + TINY_NOTE)
     print(f"trained {result.steps} steps in {result.seconds:.0f} s; best val_loss "
           f"{result.best_val_loss if result.best_val_loss is None else round(result.best_val_loss, 4)}"
-          f"{' (stopped early)' if result.stopped_early else ''}\nadapter/model: {result.final_dir}\n"
+          f"{' (stopped early)' if result.stopped_early else ''}\nadapter/model: {result.final_dir} (weights of "
+          f"{result.final_weights})\n"
           f"best checkpoint: {result.best_checkpoint}\nreport: {Path(config.output_dir) / 'report.html'}")
     return 0
 
 
-def _run_templates(run: Path) -> list[str]:
-    """The templates a run trained with (its config.yaml), else the seed's."""
+def _run_templates(run: Path, folder: Path | None = None) -> list[str]:
+    """The templates a run trained with (a checkpoint's state, else the run's config.yaml), else
+    the seed's. ``folder``: the weights folder loaded for ``run``."""
     import yaml
 
     from chef_genius.config import SEED_TEMPLATES
 
-    for candidate in (run / "config.yaml", run.parent / "config.yaml"):
-        if candidate.exists():
-            return yaml.safe_load(candidate.read_text()).get("data", {}).get("templates") or SEED_TEMPLATES
+    places = [p for p in (folder, run) if p is not None]
+    for place in places:
+        state = place / "trainer_state.json"
+        if state.is_file():
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                templates = json.loads(state.read_text(encoding="utf-8"))["config"]["data"]["templates"]
+                if templates:
+                    return templates
+    candidates = [c / "config.yaml" for p in places for c in (p, p.parent, p.parent.parent)]
+    for candidate in candidates:
+        if candidate.is_file():
+            with contextlib.suppress(OSError, yaml.YAMLError, AttributeError):
+                return yaml.safe_load(candidate.read_text()).get("data", {}).get("templates") or SEED_TEMPLATES
     return SEED_TEMPLATES
 
 
@@ -241,15 +256,17 @@ def _generate(args: argparse.Namespace) -> int:
     from chef_genius.inference import generate, load_run
     from chef_genius.recipe import parse_recipe, to_dict, to_markdown
 
-    requests = [args.prompt] if args.prompt else []
+    if args.prompt is not None and not args.prompt.strip():
+        raise UserError("generate: the prompt is empty; say what to cook, e.g. \"pasta with tomatoes\"")
+    requests = [args.prompt.strip()] if args.prompt else []
     if args.file:
         requests += [line.strip() for line in _read_text(args.file).splitlines() if line.strip()]
     if not requests:
-        raise UserError("generate: give a prompt or --file")
+        raise UserError("generate: give a prompt or --file" + (f" ({args.file} holds no prompt)" if args.file else ""))
     if args.max_new_tokens <= 0:
         raise UserError("--max-new-tokens must be positive")
     loaded = load_run(args.run)
-    templates = _run_templates(args.run)
+    templates = _run_templates(args.run, loaded.folder)
     prompts = [canonical_prompt(templates, request, []) for request in requests]
     texts = generate(loaded.model, loaded.tokenizer, prompts, loaded.causal, args.decoding, args.max_new_tokens,
                      seed=args.seed)
@@ -268,10 +285,20 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     if args.max_examples <= 0 or args.samples <= 0:
         raise UserError("--max-examples and --samples must be positive")
+    from chef_genius.inference import model_folder
+
+    folder = model_folder(args.run)
     result = evaluate_run(args.run, args.data, args.split, args.max_examples, args.samples, args.decoding,
-                          args.max_new_tokens, _run_templates(args.run))
-    out = args.out or (args.run / f"evaluation-{result['split']}.json")
-    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+                          args.max_new_tokens, _run_templates(args.run, folder))
+    out = args.out
+    if out is None:  # beside the run; a checkpoint folder is no place for it (pruning removes it)
+        checkpoint = (folder / "trainer_state.json").is_file()
+        out = (folder.parent.parent / f"evaluation-{result['split']}-{folder.name}.json" if checkpoint
+               else args.run / f"evaluation-{result['split']}.json")
+    try:
+        out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    except OSError as error:
+        raise UserError(f"{out}: cannot write the evaluation ({error.strerror or error})") from None
     print(format_evaluation(result))
     print(f"wrote {out}")
     return 0

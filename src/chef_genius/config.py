@@ -232,8 +232,11 @@ class LoggingConfig:
 class CheckpointConfig:
     save_steps: int = doc("Write a checkpoint every this many optimizer steps (and at the end).", 1000)
     keep_last: int = doc("Checkpoints kept besides the best one.", 2)
-    resume: str | None = doc("'auto' resumes the newest checkpoint in output_dir; or a checkpoint path.",
+    resume: str | None = doc("'auto' resumes the newest complete checkpoint in output_dir; or a checkpoint path.",
                              None)
+    resume_changed: bool = doc("Resume even when settings that change the data order, the schedule or the model "
+                               "differ from the checkpoint's (each difference is printed and logged in "
+                               "RUN/resume_log.jsonl); without it such a resume is refused.", False)
 
     def __post_init__(self) -> None:
         _positive("checkpoint", save_steps=self.save_steps, keep_last=self.keep_last)
@@ -302,6 +305,7 @@ FLAGS: dict[str, tuple[str, Any]] = {
     "--augmentation-prob": ("data.augmentation_prob", float),
     "--eval-steps": ("eval.eval_steps", int),
     "--resume": ("checkpoint.resume", str),
+    "--resume-changed": ("checkpoint.resume_changed", True),
     "--preset": ("preset", str),
     "--report-to": ("logging.report_to", lambda text: [s.strip() for s in text.split(",") if s.strip()]),
     "--seed": ("seed", int),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,28 +41,100 @@ class LoadedRun:
     is_adapter: bool
 
 
-def model_folder(path: str | Path) -> Path:
-    """The weights folder of a run (``RUN/final``), or the folder itself."""
+WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin", "model.safetensors", "model.safetensors.index.json",
+                "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def _holds_model(folder: Path) -> bool:
+    """A model or adapter folder: its config and its weights."""
+    has_config = (folder / "adapter_config.json").is_file() or (folder / "config.json").is_file()
+    return has_config and any((folder / name).is_file() for name in WEIGHT_FILES)
+
+
+def _is_checkpoint(folder: Path) -> bool:
+    return (folder / "trainer_state.json").is_file()
+
+
+def resolve_model_folder(path: str | Path) -> tuple[Path, str | None]:
+    """The weights folder for ``path`` and, when it is not the obvious one, a line saying which.
+
+    ``path`` may be a run folder (its ``final/``, which holds the best weights; a run without
+    one, interrupted, gives its best complete checkpoint, else its newest complete one), a
+    checkpoint folder (``RUN/checkpoints/step-N``, checked against its manifest), an adapter or
+    a model folder.
+
+    Raises:
+        UserError: nothing loadable there, or the checkpoint is damaged.
+    """
+    from chef_genius.training import checkpoint as ckpt
+
     path = Path(path)
-    if (path / "final").is_dir():
-        return path / "final"
-    if (path / "adapter_config.json").exists() or (path / "config.json").exists():
-        return path
-    raise UserError(f"{path}: not a run folder, adapter or model (no final/, adapter_config.json or config.json)")
+    if not path.is_dir():
+        raise UserError(f"{path}: no such run, adapter or model folder")
+    if _holds_model(path / "final"):
+        return path / "final", None
+    if _holds_model(path):
+        if _is_checkpoint(path):
+            problem = ckpt.checkpoint_problem(path)
+            if problem is not None:
+                raise UserError(f"{path}: the checkpoint is incomplete or damaged ({problem}); use another one")
+        return path, None
+    found = ckpt.list_checkpoints(path / "checkpoints")
+    if not found:
+        raise UserError(f"{path}: not a run folder, checkpoint, adapter or model (no final/, checkpoints/, "
+                        "adapter_config.json or config.json with weights)")
+    newest = ckpt.newest_complete(found)
+    if newest is None:
+        raise UserError(f"{path}: has no final/ and no complete checkpoint ({found[-1].name}: "
+                        f"{ckpt.checkpoint_problem(found[-1])})")
+    state = json.loads((newest / "trainer_state.json").read_text(encoding="utf-8"))
+    best_step = state.get("best_step")
+    best = path / "checkpoints" / f"{ckpt.PREFIX}{best_step:08d}" if isinstance(best_step, int) else None
+    if best is not None and best.is_dir() and ckpt.checkpoint_problem(best) is None:
+        return best, (f"{path} has no final/ (the run did not finish): using its best checkpoint {best.name} "
+                      f"(val_loss {state.get('best_val_loss'):.4f}; the newest is {newest.name})")
+    return newest, (f"{path} has no final/ (the run did not finish): using its newest complete checkpoint "
+                    f"{newest.name} (no best checkpoint recorded)")
+
+
+def model_folder(path: str | Path) -> Path:
+    """The weights folder of a run, checkpoint, adapter or model (`resolve_model_folder`)."""
+    return resolve_model_folder(path)[0]
+
+
+def _tokenizer_folder(folder: Path, base_name: str) -> tuple[str, str | None]:
+    """Where the tokenizer is: the weights folder; for a checkpoint written without one, the
+    run's final/, else the base model (and a line saying so)."""
+    if (folder / "tokenizer_config.json").is_file():
+        return str(folder), None
+    if _is_checkpoint(folder):
+        final = folder.parent.parent / "final"
+        if (final / "tokenizer_config.json").is_file():
+            return str(final), f"{folder} holds no tokenizer: using {final}'s"
+    return base_name, f"{folder} holds no tokenizer: using the base model's ({base_name})"
 
 
 def load_run(path: str | Path, device: str | None = None) -> LoadedRun:
-    """Load base + LoRA adapter, or a full model, with its tokenizer, in eval mode.
+    """Load base + LoRA adapter, or a full model, with its tokenizer, in eval mode. Which
+    weights (`resolve_model_folder`) and tokenizer, when not the obvious ones, is said on stderr.
 
     Raises:
         UserError: the folder holds no model, or its base model cannot be found.
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
-    folder = model_folder(path)
+    folder, note = resolve_model_folder(path)
+    if note:
+        print(f"chef-genius: {note}", file=sys.stderr)
     adapter = (folder / "adapter_config.json").exists()
-    base_name = json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"] if adapter \
-        else str(folder)
+    try:
+        base_name = json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"] if adapter \
+            else str(folder)
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UserError(f"{folder}: adapter_config.json is unreadable or names no base model") from None
+    tokenizer_name, note = _tokenizer_folder(folder, base_name)
+    if note:
+        print(f"chef-genius: {note}", file=sys.stderr)
     try:
         config = AutoConfig.from_pretrained(base_name)
         causal = not config.is_encoder_decoder
@@ -71,9 +144,10 @@ def load_run(path: str | Path, device: str | None = None) -> LoadedRun:
             from peft import PeftModel
 
             model = PeftModel.from_pretrained(model, str(folder))
-        tokenizer = AutoTokenizer.from_pretrained(str(folder))
-    except (OSError, ValueError) as error:
-        raise UserError(f"cannot load {folder} (base model '{base_name}'): {str(error).splitlines()[0]}") from None
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_name)
+    except (OSError, ValueError, KeyError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"cannot load {folder} (base model '{base_name}'): {first_line}") from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -31,7 +31,7 @@ import pyarrow as pa
 from chef_genius.errors import UserError
 from chef_genius.outputs import OutputFolder
 from chef_genius.quality import Difficulty, difficulty, exact_key, near_duplicate_key, quality_score, split_of
-from chef_genius.sources import Rejected, open_source
+from chef_genius.sources import Rejected, open_sources, raw_rows
 
 SPLITS = ("train", "val", "test")
 THRESHOLDS = (0.50, 0.55, 0.60, 0.65, 0.70, 0.75)
@@ -69,6 +69,8 @@ class PrepareOptions:
             keeps the work in this process.
         overwrite: write into a non-empty folder that holds no chef-genius dataset (its other
             files are kept).
+        encoding: text encoding of every source; None detects it per file (UTF-8 with or
+            without a byte-order mark, UTF-16 with one, else cp1252).
     """
 
     val_fraction: float = 0.10
@@ -78,6 +80,7 @@ class PrepareOptions:
     progress: bool = True
     workers: int | None = None
     overwrite: bool = False
+    encoding: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("val_fraction", "test_fraction"):
@@ -141,7 +144,8 @@ def prepare(sources: list[Path], out: Path, options: PrepareOptions | None = Non
     """
     options = options or PrepareOptions()
     sources = [Path(path) for path in sources]
-    readers = [open_source(path, options.fmt, options.columns, options.progress) for path in sources]
+    readers = [reader for path in sources
+               for reader in open_sources(path, options.fmt, options.columns, options.progress, options.encoding)]
     destination = OutputFolder(Path(out), MARKER, "dataset", options.overwrite)
     if destination.check() != "absent":
         destination.check_outputs(OUTPUT_FILES, sources)
@@ -154,23 +158,25 @@ def prepare(sources: list[Path], out: Path, options: PrepareOptions | None = Non
         writer = _SplitWriter(staging)
         pool = _pool(options.workers, sum(Path(p).stat().st_size for p in sources))
         with open(staging / "rejects.jsonl", "w", encoding="utf-8") as rejects:
-            for path, reader in zip(sources, readers, strict=True):
+            for reader in readers:
+                label = reader.source.label
                 before = (tally.rows_read, tally.kept, sum(tally.rejected.values()))
-                jobs = ((reader.convert, chunk, path.name, options.val_fraction, options.test_fraction)
-                        for chunk in _chunks(reader.raw_rows()))
+                jobs = ((reader.convert, chunk, Path(label).name, options.val_fraction, options.test_fraction)
+                        for chunk in _chunks(raw_rows(reader)))
                 results = pool.imap(_convert_and_score, jobs) if pool else map(_convert_and_score, jobs)
                 for scored in results:
                     tally.rows_read += len(scored.rejects) + len(scored.exact)
                     for position, rejected in scored.rejects:
                         tally.rejected[rejected.reason] += 1
-                        record = {"file": str(path), reader.position_name: position,
+                        record = {"file": label, reader.position_name: position,
                                   "reason": rejected.reason, "detail": rejected.detail}
                         rejects.write(json.dumps(record, ensure_ascii=False) + "\n")
                     _keep_new(scored, dedup, tally, writer)
                 rows, kept, rejected = (now - then for now, then in zip(
                     (tally.rows_read, tally.kept, sum(tally.rejected.values())), before, strict=True))
-                tally.files.append({"path": str(path), "format": reader.format_name, "rows_read": rows,
-                                    "kept": kept, "rejected": rejected, "duplicates": rows - kept - rejected})
+                tally.files.append({"path": label, "format": reader.format_name, "encoding": reader.encoding,
+                                    "rows_read": rows, "kept": kept, "rejected": rejected,
+                                    "duplicates": rows - kept - rejected})
         writer.close()
         if tally.kept == 0:
             raise UserError(_nothing_kept(tally, destination.path))

@@ -21,8 +21,10 @@ import sys
 import time
 from pathlib import Path
 
+from chef_genius.training.checkpoint import checkpoint_problem
+
 CHECKPOINT_FILES = ("trainer_state.json", "optimizer.pt", "adapter_model.safetensors", "adapter_config.json",
-                    "rng-rank0.safetensors")
+                    "rng-rank0.safetensors", "tokenizer.json", "manifest.json")
 
 
 def train_command(data: Path, out: Path, resume: bool) -> list[str]:
@@ -45,6 +47,8 @@ def check_checkpoints(run: Path) -> int:
         missing = [name for name in CHECKPOINT_FILES if not (folder / name).exists()]
         assert not missing, f"half-written checkpoint visible: {folder} lacks {missing}"
         json.loads((folder / "trainer_state.json").read_text())  # parses: not torn
+        problem = checkpoint_problem(folder)
+        assert problem is None, f"visible checkpoint {folder} does not match its manifest: {problem}"
     return int(visible[-1].name.split("-")[1]) if visible else 0
 
 

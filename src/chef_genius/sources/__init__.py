@@ -17,67 +17,95 @@ from chef_genius.sources.records import (
     RecipeReader,
     Rejected,
     Row,
+    raw_rows,
     read_rows,
     recipe_from_object,
+)
+from chef_genius.sources.streams import (
+    DETECT_BYTES,
+    Source,
+    check_encoding,
+    decoded_head,
+    detect_encoding,
+    first_line,
+    printable,
+    sources_in,
 )
 
 FORMATS = ("auto", "recipenlg", "foodcom", "csv", "json", "jsonl")
 
 __all__ = [
-    "FORMATS", "MAX_FIELD_CHARS", "RecipeReader", "Rejected", "Row", "open_source", "read_rows",
-    "recipe_from_object",
+    "FORMATS", "MAX_FIELD_CHARS", "RecipeReader", "Rejected", "Row", "open_source", "open_sources", "raw_rows",
+    "read_rows", "recipe_from_object",
 ]
 
 
+def open_sources(path: str | Path, fmt: str = "auto", columns: str | None = None, progress: bool = True,
+                 encoding: str | None = None) -> list[RecipeReader]:
+    """The readers of a file: one, or one per recipe file of a zip (see `open_source`)."""
+    path = _existing_file(Path(path))
+    return [_reader(source, fmt, columns, progress, encoding) for source in sources_in(path)]
+
+
 def open_source(path: str | Path, fmt: str = "auto", columns: str | None = None,
-                progress: bool = True) -> RecipeReader:
-    """Pick the reader for a file.
+                progress: bool = True, encoding: str | None = None) -> RecipeReader:
+    """Pick the reader for a file (plain, ``.gz``, ``.bz2``, ``.xz``, or a zip of one file).
 
     Args:
         path: the recipe file.
         fmt: one of `FORMATS`; "auto" detects from the content.
         columns: an explicit column map for CSV (``title=Title,ingredients=...,steps=...``).
         progress: show a progress bar while reading.
+        encoding: the text encoding; None detects it (`streams.detect_encoding`).
 
     Raises:
-        UserError: the file is missing, empty, a directory, or lacks the needed columns.
+        UserError: the file is missing, empty, a directory, unreadable, lacks the needed
+            columns, or is a zip of several files (`open_sources` reads those).
     """
-    path = Path(path)
+    readers = open_sources(path, fmt, columns, progress, encoding)
+    if len(readers) > 1:
+        raise UserError(f"{path}: the zip holds {len(readers)} files; read it with open_sources")
+    return readers[0]
+
+
+def _existing_file(path: Path) -> Path:
     if not path.exists():
         raise UserError(f"{path}: no such file")
     if path.is_dir():
         raise UserError(f"{path}: is a directory, not a recipe file")
+    return path
+
+
+def _reader(source: Source, fmt: str, columns: str | None, progress: bool, encoding: str | None) -> RecipeReader:
     if fmt not in FORMATS:
         raise UserError(f"unknown --format '{fmt}' (choose from {', '.join(FORMATS)})")
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(65536)
-    except OSError as error:
-        raise UserError(f"{path}: cannot be read: {error.strerror}") from None
-    if not head.strip():
-        raise UserError(f"{path}: is empty")
+    forced = check_encoding(encoding) if encoding else None
+    sample = source.head(DETECT_BYTES)
+    encoding = forced or detect_encoding(sample, whole=len(sample) < DETECT_BYTES)
+    text = decoded_head(sample[:65536], encoding)
+    if not text.strip().lstrip("\ufeff").strip():
+        raise UserError(f"{source.label}: is empty")
     if fmt == "auto":
-        fmt = "csv" if columns else _by_extension(path) or _sniff(head)
+        fmt = "csv" if columns else _by_extension(source.name) or _sniff(text)
     if fmt == "json":
-        return JsonRecipeReader(path, progress)
+        return JsonRecipeReader(source, progress, encoding)
     if fmt == "jsonl":
-        return JsonlRecipeReader(path, progress)
-    return _csv_reader(path, head, fmt, columns, progress)
+        return JsonlRecipeReader(source, progress, encoding, cr_lines="\n" not in text and "\r" in text)
+    return _csv_reader(source, text, fmt, columns, progress, encoding)
 
 
-def _by_extension(path: Path) -> str | None:
+def _by_extension(name: str) -> str | None:
     return {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "csv"}.get(
-        path.suffix.lower())
+        Path(name).suffix.lower())
 
 
-def _sniff(head: bytes) -> str:
-    text = head.removeprefix(b"\xef\xbb\xbf").lstrip()
-    if text.startswith(b"["):
+def _sniff(head: str) -> str:
+    text = head.lstrip("\ufeff").lstrip()
+    if text.startswith("["):
         return "json"
-    if text.startswith(b"{"):
-        first_line = text.split(b"\n", 1)[0]
+    if text.startswith("{"):
         try:
-            return "jsonl" if isinstance(json.loads(first_line), dict) else "json"
+            return "jsonl" if isinstance(json.loads(first_line(text)), dict) else "json"
         except ValueError:
             return "json"
     return "csv"
@@ -90,20 +118,23 @@ def _delimiter(header_line: str) -> str:
     return best if counts[best] > counts[","] else ","
 
 
-def _csv_reader(path: Path, head: bytes, fmt: str, columns: str | None, progress: bool) -> CsvRecipeReader:
-    header_line = head.decode("utf-8-sig", "replace").split("\n", 1)[0].rstrip("\r")
+def _csv_reader(source: Source, head: str, fmt: str, columns: str | None, progress: bool,
+                encoding: str) -> CsvRecipeReader:
+    header_line = first_line(head.lstrip("\ufeff"))
     delimiter = _delimiter(header_line)
     header = next(csv.reader([header_line], delimiter=delimiter), [])
     if columns:
-        return CsvRecipeReader(path, parse_column_map(columns), "csv", progress, delimiter)
+        return CsvRecipeReader(source, parse_column_map(columns), "csv", progress, delimiter, encoding)
     mapping = detect_columns(header)
     if mapping is None:
+        found = ", ".join(h for h in header if h)
         raise UserError(
-            f"{path}: lacks the needed columns: title/name, ingredients and directions/steps "
-            f"(found: {', '.join(h for h in header if h) or 'none'}); "
+            f"{source.label}: lacks the needed columns: title/name, ingredients and directions/steps "
+            f"(found: {printable(found) or 'none'}); "
             "name yours with --columns title=...,ingredients=...,steps=..."
         )
     if fmt == "auto" or fmt == "csv":
-        fmt = "recipenlg" if mapping["steps"].lower() == "directions" else (
+        recipenlg = mapping["steps"].lower() == "directions" and "ner" in mapping  # full_dataset.csv's columns
+        fmt = "recipenlg" if recipenlg else (
             "foodcom" if mapping["title"].lower() == "name" else "csv")
-    return CsvRecipeReader(path, mapping, fmt, progress, delimiter)
+    return CsvRecipeReader(source, mapping, fmt, progress, delimiter, encoding)

@@ -24,28 +24,33 @@ class CellError(ValueError):
     """A cell that looks like a list but cannot be read as one."""
 
 
-def parse_list_cell(cell: object) -> list[str]:
+def parse_list_cell(cell: object, lists_only: bool = False) -> list[str]:
     """Read a cell as a list of strings.
 
     Args:
         cell: a str (JSON list, Python-literal list, numbered or newline-separated text), a list,
             or None.
+        lists_only: text must be a JSON or Python-literal list (RecipeNLG and Food.com cells are).
 
     Returns:
         The items as strings (not yet cleaned; empty items may remain).
 
     Raises:
-        CellError: the cell starts like a list but is not a valid list of strings.
+        CellError: the cell starts like a list but is not a valid list of strings, an item is
+            not text (a list, a number, true/false, an object without text), or ``lists_only``
+            and the text is not a list.
     """
     if cell is None:
         return []
     if isinstance(cell, list):
-        return [_as_text(item) for item in cell]
+        return _items(cell)
     if not isinstance(cell, str):
-        raise CellError(f"a {type(cell).__name__}, not a list or text")
+        raise CellError(f"not a list or text ({_kind(cell).replace(' without text', '')})")
     text = cell.strip()
     if text.startswith("["):
         return _parse_bracketed(text)
+    if lists_only and text:
+        raise CellError("not a JSON list")
     return split_text_list(text)
 
 
@@ -62,17 +67,41 @@ def _parse_bracketed(text: str) -> list[str]:
         raise CellError("not a list")
     if all(isinstance(item, str) for item in value):
         return value
-    return [_as_text(item) for item in value]
+    return _items(value)
 
 
-def _as_text(item: object) -> str:
-    if isinstance(item, str):
-        return item
-    if isinstance(item, dict):  # schema.org HowToStep and friends
-        return str(item.get("text") or item.get("name") or "")
-    if item is None:
-        return ""
-    return str(item)
+def _items(values: list | tuple) -> list[str]:
+    """Items as text: strings; schema.org objects (HowToStep...) by their text or name; null as
+    an empty item. Anything else is not a recipe line, and its Python form (``['a', 'b']``,
+    ``True``) would end up in the recipe.
+
+    Raises:
+        CellError: naming the first item that is not text.
+    """
+    out = []
+    for position, item in enumerate(values, 1):
+        if isinstance(item, str):
+            out.append(item)
+        elif item is None:
+            out.append("")
+        elif isinstance(item, dict) and any(isinstance(item.get(k), str) for k in ("text", "name")):
+            text, name = item.get("text"), item.get("name")
+            out.append(text if isinstance(text, str) and text else name if isinstance(name, str) else "")
+        else:
+            raise CellError(f"item {position} is not text ({_kind(item)})")
+    return out
+
+
+def _kind(value: object) -> str:
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object without text"
+    return f"a {type(value).__name__}"
 
 
 def split_text_list(text: str) -> list[str]:

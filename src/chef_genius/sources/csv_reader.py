@@ -5,6 +5,7 @@ which `parse_list_cell` handles, so one reader serves them all."""
 from __future__ import annotations
 
 import csv
+import io
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ from tqdm import tqdm
 from chef_genius.errors import UserError
 from chef_genius.recipe import Recipe
 from chef_genius.sources.records import Rejected, build_recipe
+from chef_genius.sources.streams import Source
 
 FIELDS = ("title", "ingredients", "steps", "ner", "source")
 REQUIRED_FIELDS = ("title", "ingredients", "steps")
@@ -65,17 +67,21 @@ def detect_columns(header: list[str]) -> dict[str, str] | None:
 
 
 class CsvRecipeReader:
-    """Stream recipes from a CSV file whose columns are given by ``column_map``."""
+    """Stream recipes from a CSV source whose columns are given by ``column_map``."""
 
     position_name = "line"
 
-    def __init__(self, path: Path, column_map: dict[str, str], format_name: str, progress: bool = True,
-                 delimiter: str = ","):
-        self.path = path
+    def __init__(self, source: Source | Path, column_map: dict[str, str], format_name: str, progress: bool = True,
+                 delimiter: str = ",", encoding: str = "utf-8-sig"):
+        self.source = source if isinstance(source, Source) else Source(Path(source))
+        self.path = self.source.path
         self.delimiter = delimiter
         self.column_map = column_map
         self.format_name = format_name
         self.progress = progress
+        self.encoding = encoding
+        if format_name == "recipenlg":  # its list cells are JSON lists: other text is a broken cell
+            self.convert = convert_json_list_cells
 
     @staticmethod
     def convert(payload: object) -> Recipe | Rejected:
@@ -88,17 +94,20 @@ class CsvRecipeReader:
 
         A record that spans several physical lines but has the wrong number of cells is almost
         always an unbalanced quote that swallowed the rows after it: only its first line is
-        rejected, and the following lines are read again, so no valid row is lost.
+        rejected, and the following lines are read again, so no valid row is lost. Lines end
+        in LF, CRLF or CR; bytes the encoding cannot decode reject their row (`field_problem`).
         """
-        size = self.path.stat().st_size
         with (
-            open(self.path, encoding="utf-8-sig", errors="surrogateescape", newline="") as handle,
-            tqdm(total=size, unit="B", unit_scale=True, desc=self.path.name, disable=not self.progress,
+            self.source.open() as (binary, position, size),
+            io.TextIOWrapper(binary, encoding=self.encoding, errors="surrogateescape", newline="") as handle,
+            tqdm(total=size, unit="B", unit_scale=True, desc=self.source.name, disable=not self.progress,
                  leave=False) as bar,
         ):
             lines = _ReplayableLines(handle)
             reader = csv.reader(lines, delimiter=self.delimiter)
             header = next(reader)
+            if header and header[0].startswith("\ufeff"):
+                header[0] = header[0][1:]
             index = self._column_indexes(header)
             width = len(header)
             reported = 0
@@ -114,7 +123,7 @@ class CsvRecipeReader:
                     continue
                 line = lines.record_start
                 if line - reported >= 8192:
-                    bar.update(handle.buffer.tell() - bar.n)
+                    bar.update(position() - bar.n)
                     reported = line
                 if len(cells) != width:
                     if not any(cell.strip() for cell in cells):
@@ -133,9 +142,17 @@ class CsvRecipeReader:
         missing = [column for column in self.column_map.values() if column not in positions]
         if missing:
             raise UserError(
-                f"{self.path}: missing column(s) {', '.join(missing)}; header has {', '.join(header) or '(none)'}"
+                f"{self.source.label}: missing column(s) {', '.join(missing)}; header has "
+                f"{', '.join(header) or '(none)'}"
             )
         return [positions[self.column_map[f]] if f in self.column_map else None for f in FIELDS]
+
+
+def convert_json_list_cells(payload: object) -> Recipe | Rejected:
+    """`CsvRecipeReader.convert` for layouts whose list cells must be lists (RecipeNLG)."""
+    if isinstance(payload, Rejected):
+        return payload
+    return build_recipe(*payload, lists_only=True)
 
 
 class _ReplayableLines:

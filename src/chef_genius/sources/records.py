@@ -45,8 +45,37 @@ class RecipeReader(Protocol):
 
 def read_rows(reader: RecipeReader) -> Iterator[Row]:
     """Every row of a reader as ``(position, Recipe | Rejected)``."""
-    for position, payload in reader.raw_rows():
+    for position, payload in raw_rows(reader):
         yield position, reader.convert(payload)
+
+
+def raw_rows(reader: RecipeReader) -> Iterator[tuple[int, object]]:
+    """``reader.raw_rows()``, where a stream that breaks mid-file (a truncated .gz, text the
+    encoding cannot decode) ends the file with one rejected row saying why, the rows before it
+    kept; one that breaks before any row is a `UserError`.
+
+    Raises:
+        UserError: the source is unreadable from its start.
+    """
+    from chef_genius.errors import UserError
+    from chef_genius.sources.streams import STREAM_ERRORS, describe_error
+
+    position = 0
+    try:
+        for position, payload in reader.raw_rows():
+            yield position, payload
+    except STREAM_ERRORS as error:
+        if isinstance(error, (RuntimeError, NotImplementedError)) and not _zip_problem(error):
+            raise
+        source = getattr(reader, "source", None)
+        problem = describe_error(error, source)
+        if position == 0:
+            raise UserError(f"{source.label if source else 'the file'}: {problem}") from None
+        yield position + 1, Rejected("unreadable", f"{problem}; the rest of the file is unreadable")
+
+
+def _zip_problem(error: BaseException) -> bool:
+    return isinstance(error, NotImplementedError) or "encrypted" in str(error)
 
 
 def field_problem(values: list) -> Rejected | None:
@@ -57,7 +86,7 @@ def field_problem(values: list) -> Rejected | None:
         if len(value) > MAX_FIELD_CHARS:
             return Rejected("field_too_long", f"{len(value):,} characters (limit {MAX_FIELD_CHARS:,})")
         if not value.isascii() and _has_surrogates(value):
-            return Rejected("non_utf8", "bytes that are not valid UTF-8")
+            return Rejected("non_utf8", "bytes that the file's encoding cannot decode")
     return None
 
 
@@ -70,18 +99,22 @@ def _has_surrogates(value: str) -> bool:
 
 
 def build_recipe(title: object, ingredients: object, steps: object, ner: object = None,
-                 source: object = "", extra: dict | None = None) -> Recipe | Rejected:
+                 source: object = "", extra: dict | None = None, lists_only: bool = False) -> Recipe | Rejected:
     """Validate raw fields and build a `Recipe`, or say why not.
 
-    Raw list fields may be lists, JSON / Python-literal list strings, or numbered text.
+    Raw list fields may be lists, JSON / Python-literal list strings, or numbered text (not with
+    ``lists_only``: RecipeNLG's cells are JSON lists). A field of the wrong type (a title that is
+    a number, an ingredient that is a list) is rejected, never turned into its Python text.
     """
     problem = field_problem([title, ingredients, steps, ner, source])
     if problem:
         return problem
+    if title is not None and not isinstance(title, str):
+        return Rejected("unparseable_cell", "title: not text")
     try:
-        ingredient_list = parse_list_cell(ingredients)
-        step_list = parse_list_cell(steps)
-        ner_list = parse_list_cell(ner) if ner not in (None, "") else []
+        ingredient_list = _cell("ingredients", ingredients, lists_only)
+        step_list = _cell("steps", steps, lists_only)
+        ner_list = _cell("NER", ner, lists_only) if ner not in (None, "") else []
     except CellError as error:
         return Rejected("unparseable_cell", str(error))
     recipe = Recipe(
@@ -99,6 +132,13 @@ def build_recipe(title: object, ingredients: object, steps: object, ner: object 
     if not recipe.steps:
         return Rejected("missing_steps")
     return recipe
+
+
+def _cell(name: str, cell: object, lists_only: bool) -> list[str]:
+    try:
+        return parse_list_cell(cell, lists_only)
+    except CellError as error:
+        raise CellError(f"{name}: {error}") from None
 
 
 _TITLE_KEYS = ("title", "name", "recipe_name", "recipeName")

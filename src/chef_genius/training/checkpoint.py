@@ -5,16 +5,21 @@ A checkpoint folder ``checkpoints/step-00000040/`` holds
     adapter_model.safetensors + adapter_config.json   (LoRA)  or  model.safetensors (full)
     optimizer.pt        optimizer state (tensors and numbers only: loads with weights_only=True)
     rng-rank{r}.safetensors   torch CPU / CUDA / gradient-noise generator states, per rank
-    trainer_state.json  step, epoch, batches done in the epoch, best val_loss, Python and NumPy
-                        RNG states, the resolved config
+    trainer_state.json  step, epoch, batches done in the epoch, best val_loss, whether early
+                        stopping ended the run, Python and NumPy RNG states, the resolved config
+                        and the run's fingerprint (`chef_genius.training.fingerprint`)
+    tokenizer files     so `generate`, `evaluate` and `merge` can load the checkpoint alone
+    manifest.json       written last: every other file's name, size and sha256
 
-It is written under ``checkpoints/.tmp-*`` and renamed into place, so a folder named
-``step-*`` is always complete; a crash mid-write leaves only a temporary folder, which is
-ignored and removed on the next save.
+It is written under ``checkpoints/.tmp-*`` and renamed into place, so a crash mid-write leaves
+only a temporary folder, which is ignored and removed on the next save. A folder named
+``step-*`` can still be damaged later (a truncated copy, a bad disk): `checkpoint_problem`
+checks it against its manifest before it is resumed from or loaded.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -30,6 +35,9 @@ from chef_genius.config import TrainConfig
 
 PREFIX = "step-"
 TMP_PREFIX = ".tmp-"
+MANIFEST = "manifest.json"
+# What only training needs; the rest of a checkpoint (weights, configs, tokenizer) is a model folder.
+TRAINING_FILES = ("optimizer.pt", "trainer_state.json", MANIFEST)
 
 
 @dataclass
@@ -45,9 +53,11 @@ class TrainerState:
     evals_without_improvement: int = 0
     bad_steps_in_a_row: int = 0
     skipped_steps: int = 0
+    stopped_early: bool = False  # early stopping ended the run: a resume does not train on
     python_rng: list = field(default_factory=list)
     numpy_rng: list = field(default_factory=list)
     config: dict = field(default_factory=dict)
+    fingerprint: dict = field(default_factory=dict)  # what defines the run (`fingerprint.run_fingerprint`)
 
 
 def capture_host_rng(state: TrainerState) -> None:
@@ -91,11 +101,60 @@ def _fsync_tree(folder: Path) -> None:
                 os.fsync(handle.fileno())
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_manifest(folder: Path) -> None:
+    """``manifest.json``: name, size and sha256 of every file of ``folder`` (written last)."""
+    files = {path.name: {"size": path.stat().st_size, "sha256": _sha256(path)}
+             for path in sorted(folder.iterdir()) if path.is_file() and path.name != MANIFEST}
+    (folder / MANIFEST).write_text(json.dumps({"files": files}, indent=1) + "\n", encoding="utf-8")
+
+
+def checkpoint_problem(folder: Path) -> str | None:
+    """Why the checkpoint ``folder`` cannot be used (no manifest, a file missing, of another size
+    or checksum), or None when it is complete. Sizes are checked before any file is hashed."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return f"no {MANIFEST}: not completely written, or by a chef-genius before manifests"
+    except (OSError, ValueError):
+        return f"{MANIFEST} is unreadable"
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict) or "trainer_state.json" not in files:
+        return f"{MANIFEST} lists no checkpoint files"
+    entries = []
+    for name, entry in files.items():
+        if name != Path(name).name or not isinstance(entry, dict):
+            return f"{MANIFEST} has a bad entry"
+        path = folder / name
+        try:
+            size = path.stat().st_size
+        except OSError:
+            return f"{name} is missing"
+        if size != entry.get("size"):
+            return f"{name} has {size:,} bytes, the manifest says {entry.get('size'):,}"
+        entries.append((name, path, entry))
+    for name, path, entry in entries:
+        try:
+            if _sha256(path) != entry.get("sha256"):
+                return f"{name} does not match its sha256"
+        except OSError as error:
+            return f"{name} cannot be read ({error.strerror})"
+    return None
+
+
 def save_checkpoint(folder: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     state: TrainerState, rng_by_rank: dict[int, dict[str, torch.Tensor]],
-                    gathered: tuple[dict, dict] | None = None) -> Path:
+                    gathered: tuple[dict, dict] | None = None, tokenizer=None) -> Path:
     """Write a checkpoint atomically and return its folder. ``gathered``: the full model and
-    optimizer states of a sharded run (`sharding.full_model_state` / `full_optimizer_state`).
+    optimizer states of a sharded run (`sharding.full_model_state` / `full_optimizer_state`);
+    ``tokenizer``: saved beside the weights, so the checkpoint loads as a model folder.
 
     Raises:
         OSError: the write failed (a full disk, say); the previous checkpoints are untouched.
@@ -112,6 +171,9 @@ def save_checkpoint(folder: Path, step: int, model: torch.nn.Module, optimizer: 
         for rank, tensors in rng_by_rank.items():
             save_file(tensors, str(tmp / f"rng-rank{rank}.safetensors"))
         (tmp / "trainer_state.json").write_text(json.dumps(asdict(state)), encoding="utf-8")
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(tmp))
+        write_manifest(tmp)  # last: a checkpoint without one was not completely written
         _fsync_tree(tmp)
         if final.exists():
             shutil.rmtree(final)
@@ -178,16 +240,46 @@ def list_checkpoints(folder: Path) -> list[Path]:
     return sorted(p for p in folder.glob(f"{PREFIX}*") if p.is_dir())
 
 
-def find_resume_point(output_dir: Path, resume: str) -> Path | None:
-    """The checkpoint named by ``--resume``: 'auto' is the newest in the run folder (or none)."""
+def newest_complete(checkpoints: list[Path], report=None) -> Path | None:
+    """The newest complete checkpoint of ``checkpoints`` (oldest first); ``report`` gets one line
+    for each damaged one passed over."""
+    for path in reversed(checkpoints):
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return path
+        if report is not None:
+            report(f"warning: checkpoint {path} is incomplete or damaged ({problem}); using the one before")
+    return None
+
+
+def find_resume_point(output_dir: Path, resume: str, report=None) -> Path | None:
+    """The checkpoint named by ``--resume``: 'auto' is the newest complete one in the run folder
+    (or none, when it has no checkpoint); a path must be a complete checkpoint.
+
+    Raises:
+        UserError: 'auto' finds checkpoints but none is complete; a path is not a complete checkpoint.
+    """
+    from chef_genius.errors import UserError
+
     if resume == "auto":
         found = list_checkpoints(output_dir / "checkpoints")
-        return found[-1] if found else None
+        if not found:
+            return None
+        path = newest_complete(found, report)
+        if path is None:
+            raise UserError(f"{output_dir / 'checkpoints'}: no complete checkpoint to resume from "
+                            f"({found[-1].name}: {checkpoint_problem(found[-1])}); start a new run with another "
+                            "--output-dir")
+        return path
     path = Path(resume)
     if not (path / "trainer_state.json").exists():
-        from chef_genius.errors import UserError
-
         raise UserError(f"--resume {resume}: not a checkpoint folder (no trainer_state.json)")
+    problem = checkpoint_problem(path)
+    if problem is not None:
+        others = [p for p in list_checkpoints(path.parent) if p.name != path.name]
+        fallback = newest_complete(others)
+        hint = f"; {fallback} is complete" if fallback is not None else ""
+        raise UserError(f"--resume {resume}: the checkpoint is incomplete or damaged ({problem}){hint}")
     return path
 
 
@@ -202,9 +294,26 @@ def prune(folder: Path, keep_last: int, best_step: int | None) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def model_card(config: TrainConfig, state: TrainerState) -> str:
-    """The README.md of a final folder: what was trained, on what, and the target format."""
+def weights_note(state: TrainerState, weights_step: int) -> str:
+    """Which step's weights a final folder holds, in words."""
+    if state.best_step is not None and weights_step == state.best_step:
+        best = f"the best val_loss, {state.best_val_loss:.4f}"
+        if weights_step == state.step:
+            return f"step {weights_step}, the last step and {best}"
+        return (f"step {weights_step} of {state.step}, {best}; the last weights are in "
+                f"checkpoints/{PREFIX}{state.step:08d}")
+    if state.best_step is None:
+        return f"step {weights_step}, the last step (no validation loss was measured)"
+    return f"step {weights_step}, the last step (the best checkpoint, step {state.best_step}, could not be used)"
+
+
+def model_card(config: TrainConfig, state: TrainerState, weights_step: int | None = None) -> str:
+    """The README.md of a final folder: what was trained, on what, which step's weights, and
+    the target format."""
     kind = "LoRA adapter" if config.lora.enabled else "fine-tuned model"
+    weights_step = state.step if weights_step is None else weights_step
+    stopped = " (stopped early)" if state.stopped_early else ""
     return (f"# chef-genius {kind}\n\nBase model: `{config.model.name}`. Trained by chef-genius for {state.step} "
-            f"optimizer steps; best val_loss {state.best_val_loss}.\n\nTarget format: `Title: ... || Ingredients: "
+            f"optimizer steps{stopped}; best val_loss {state.best_val_loss}.\n\nWeights: "
+            f"{weights_note(state, weights_step)}.\n\nTarget format: `Title: ... || Ingredients: "
             f"a | b || Steps: x | y`; prompt template: `{config.data.templates[0]}`.\n")

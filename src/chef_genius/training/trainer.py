@@ -12,6 +12,7 @@ stopping, samples), `graphs.GraphedSteps` (CUDA graphs).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import json
 import math
@@ -34,6 +35,7 @@ from chef_genius.noise import add_gradient_noise
 from chef_genius.schedule import Schedule, ends_high, lr_at
 from chef_genius.tracking import MetricWindow, Tracker, build_tracker, system_metrics
 from chef_genius.training import checkpoint as ckpt
+from chef_genius.training import fingerprint as fp
 from chef_genius.training import sharding
 from chef_genius.training.data import (
     Collator,
@@ -46,9 +48,10 @@ from chef_genius.training.data import (
 from chef_genius.training.epochs import EpochBuilder, EpochData, minimum_examples
 from chef_genius.training.graphs import GraphedSteps, graphs_unsupported_reason
 from chef_genius.training.models import resolve_model, resolve_tokenizer
-from chef_genius.training.persistence import RunCheckpoints
+from chef_genius.training.persistence import FinalWeights, RunCheckpoints
 from chef_genius.training.placement import place_model
 from chef_genius.training.ranks import Ranks
+from chef_genius.training.runlock import RunLock
 from chef_genius.training.validation import record_validation, sample_and_log, validation_loss
 
 __all__ = ["RunResult", "Trainer", "TrainingStopped", "run_training"]
@@ -69,6 +72,8 @@ class RunResult:
     seconds: float
     schedule: dict | None = None  # the resolved schedule, so reports can draw its exact curve
     last_samples: str | None = None  # the last evaluation's sample recipes, as printed
+    final_step: int | None = None  # the step whose weights final/ holds (the best one)
+    final_weights: str | None = None  # that, in words
 
 
 class Trainer:
@@ -93,29 +98,78 @@ class Trainer:
         self._setup_distributed()
         self.run_dir = Path(self.config.output_dir)
         self._demo_data_needs_prepare()  # every rank refuses a foreign RUN/data before anything is written,
-        self.ranks.barrier()  # and checks before the main rank starts preparing there
+        self._lock_run_folder()  # one writer per run folder (also a barrier), before anything is written there
         self.checkpoints = RunCheckpoints(self.run_dir, self.config, self.ranks)
-        resume = self.checkpoints.resume_point()
+        resume = self.checkpoints.resume_point()  # the newest complete checkpoint
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.yaml").write_text(to_yaml(self.config), encoding="utf-8")
+            if resume is None or not (self.run_dir / "config.yaml").exists():  # keeps the run's original settings
+                (self.run_dir / "config.yaml").write_text(to_yaml(self.config), encoding="utf-8")
         self._setup_data()
+        self.fingerprint = fp.run_fingerprint(self.config, self.data_folder, self.world)
+        changes = self._check_resume(resume, ("config", "data", "processes"))  # before the model is loaded
         self._setup_model()
+        self.fingerprint["tokenizer"] = fp.tokenizer_identity(self.tokenizer)
+        changes += self._check_resume(resume, ("tokenizer",))
+        if resume is not None:
+            line = fp.refuse_or_log(changes, resume, self.run_dir, True, self.is_main)
+            if line:
+                self.ranks.print(line)
+        if self.is_main and (resume is None or not (self.run_dir / fp.FINGERPRINT).exists()):
+            fp.write_fingerprint(self.run_dir, self.fingerprint)
         self._setup_examples()
         self._setup_optimizer()
         self._setup_graphs()
         self._setup_schedule()
-        self.state = ckpt.TrainerState(config=to_dict(self.config))
+        self.state = ckpt.TrainerState(config=to_dict(self.config), fingerprint=self.fingerprint)
         self.noise_generator = torch.Generator(device=self.device).manual_seed(self.config.seed + 1)
         torch.manual_seed(self.config.seed)
+        self.resumed = resume is not None
         if resume is not None:
             self.state = self.checkpoints.restore(resume, self.model_for_saving, self.optimizer, self.sharded,
                                                   self.noise_generator)
+            # Checkpoints from now on record the settings they are trained under.
+            self.state.config, self.state.fingerprint = to_dict(self.config), self.fingerprint
+            self._saved_state = self._state_key()  # the resumed checkpoint holds exactly this state
             self.ranks.print(f"resumed from {resume} at step {self.state.step} (epoch {self.state.epoch})")
         self.tracker = (build_tracker(self.config.logging.report_to, self.run_dir, self.run_name,
                                       self.config.logging.wandb_project, to_dict(self.config),
                                       self.state.step if resume is not None else None)
                         if self.is_main else Tracker([]))
+
+    def _lock_run_folder(self) -> None:
+        """The main process locks the run folder (`runlock.RunLock`); every rank stops when it
+        cannot.
+
+        Raises:
+            UserError: another `train` holds the lock (named by its pid).
+        """
+        self.lock = RunLock(self.run_dir)
+        refused: UserError | None = None
+        if self.is_main:
+            try:
+                self.lock.acquire()
+            except UserError as error:
+                refused = error
+        failed = self.ranks.all_reduce(torch.tensor([1.0 if refused else 0.0]))
+        if refused is not None:
+            raise refused
+        if float(failed[0]) > 0:
+            raise UserError(f"{self.run_dir}: another chef-genius train is writing this run folder")
+
+    def _check_resume(self, resume: Path | None, sections: tuple[str, ...]) -> list[dict]:
+        """The meaningful differences between the current fingerprint and the checkpoint's, in
+        ``sections``; refused at once without --resume-changed.
+
+        Raises:
+            UserError: a difference, and no --resume-changed (`fingerprint.refuse_or_log`).
+        """
+        if resume is None:
+            return []
+        changes = fp.differences(fp.saved_fingerprint(resume, self.run_dir), self.fingerprint, sections)
+        if changes and not self.config.checkpoint.resume_changed:
+            fp.refuse_or_log(changes, resume, self.run_dir, False, False)
+        return changes
 
     def _setup_distributed(self) -> None:
         self.ranks = Ranks.start()
@@ -175,6 +229,7 @@ class Trainer:
 
                 prepare([sample_path()], folder, PrepareOptions(progress=False, workers=0))
             self.ranks.barrier()
+        self.data_folder = Path(folder)
         self.train_table = load_split(Path(folder), "train")
         self.val_table = load_split(Path(folder), "val")
         if len(self.train_table) == 0:
@@ -279,14 +334,29 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def train(self) -> RunResult:
+        """The training loop, then the final folder; the run folder's lock is released at the end
+        (however it ends)."""
+        try:
+            return self._train()
+        finally:
+            if hasattr(self, "lock"):
+                self.lock.release()
+
+    def _train(self) -> RunResult:
         o, state = self.config.optim, self.state
         accumulation = o.gradient_accumulation_steps
         started, window = time.perf_counter(), MetricWindow()
         bar = tqdm(total=self.schedule.total_steps, initial=state.step, desc="train", disable=not self.is_main
                    or not sys.stderr.isatty(), dynamic_ncols=True)
-        stopped_early = False
-        self.model.train()
         budget = self.schedule.total_steps
+        stopped_early = self._stopped_before()
+        finished_before = stopped_early or state.epoch >= o.epochs or state.step >= budget
+        if finished_before and self.resumed:
+            self.ranks.print(f"{self.run_dir}: " + (
+                f"early stopping already ended this run at step {state.step} ({state.evals_without_improvement} "
+                f"evaluations without improvement, patience {self.config.eval.patience}); not training further"
+                if stopped_early else f"this run already finished at step {state.step}; nothing to train"))
+        self.model.train()
         while state.epoch < o.epochs and not stopped_early and state.step < budget:
             epoch = self.epoch_data(state.epoch)
             if state.batches_done == 0:
@@ -324,15 +394,41 @@ class Trainer:
                              + (f"; {len(g.failed)} ran eagerly ({g.failed[0]})" if g.failed else ""))
         if window.steps:
             self.tracker.log(window.flush(), state.step)
-        self._save()
-        final = self.checkpoints.save_final(state, self.model, self.model_for_saving, self.sharded, self.tokenizer)
+        state.stopped_early = stopped_early
+        self._save()  # unless the newest checkpoint already holds this state (a finished run resumed)
+        final_dir = self.run_dir / "final"
+        if finished_before and self.resumed and self._final_complete(final_dir):
+            step = state.best_step if self.checkpoints.final_source(state) is not None else state.step
+            final = FinalWeights(final_dir, step, ckpt.weights_note(state, step))
+        else:
+            final = self.checkpoints.save_final(state, self.model, self.model_for_saving, self.sharded,
+                                                self.tokenizer)
         self.tracker.close()
-        result = RunResult(state.step, stopped_early, state.best_val_loss, self.checkpoints.best(state), str(final),
-                           time.perf_counter() - started, dict(self.schedule.__dict__),
-                           self.last_samples)
+        result = RunResult(state.step, stopped_early, state.best_val_loss, self.checkpoints.best(state),
+                           str(final.folder), time.perf_counter() - started, dict(self.schedule.__dict__),
+                           self.last_samples, final.step, final.note)
         if self.is_main:
             (self.run_dir / "run_summary.json").write_text(json.dumps(result.__dict__, indent=2) + "\n")
         return result
+
+    def _stopped_before(self) -> bool:
+        """Whether early stopping ended this run before (a resumed state), by the current
+        patience: a larger one (or 0) lets the run train on."""
+        state, e = self.state, self.config.eval
+        if not state.stopped_early:
+            return False
+        still = e.patience > 0 and state.evals_without_improvement >= e.patience
+        if not still:
+            self.ranks.print(f"early stopping ended this run at step {state.step}; eval.patience {e.patience} lets "
+                             "it train on")
+        state.stopped_early = still
+        return still
+
+    @staticmethod
+    def _final_complete(folder: Path) -> bool:
+        return (folder / "README.md").is_file() and any(
+            (folder / name).is_file() for name in ("adapter_model.safetensors", "model.safetensors",
+                                                   "model.safetensors.index.json"))
 
     def _optimizer_step(self, micro_batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
         """One optimizer step over the accumulated micro-batches. The loss is the token mean over
@@ -444,6 +540,7 @@ class Trainer:
             self._sample_recipes()
             self.tracker.log({"eval/sample_seconds": time.perf_counter() - started}, state.step)
         verdict = record_validation(state, val_loss, e.min_delta, e.patience)
+        state.stopped_early = verdict.stop  # saved with the state: a resume does not train on
         if verdict.best:
             self._save()
         return verdict.stop
@@ -460,9 +557,19 @@ class Trainer:
                                                echo=self.config.model.name != "tiny")
         self.ranks.barrier()
 
+    def _state_key(self) -> str:
+        """The trainer state without its RNG captures: equal keys, equal checkpoints."""
+        saved = {k: v for k, v in dataclasses.asdict(self.state).items() if k not in ("python_rng", "numpy_rng")}
+        return json.dumps(saved, sort_keys=True, default=str)
+
     def _save(self) -> None:
+        """A checkpoint of this state, unless the newest one already holds it."""
+        key = self._state_key()
+        if key == getattr(self, "_saved_state", None):
+            return
         self.checkpoints.save(self.state, self.model, self.model_for_saving, self.optimizer, self.sharded,
-                              self.noise_generator)
+                              self.noise_generator, self.tokenizer)
+        self._saved_state = key
 
     # --------------------------------------------------------------- helpers
     def _loader(self, dataset: PlannedBatches):
@@ -490,6 +597,8 @@ class Trainer:
         return contextlib.nullcontext()
 
     def cleanup(self) -> None:
+        if hasattr(self, "lock"):
+            self.lock.release()
         if hasattr(self, "ranks"):
             self.ranks.stop()
 
