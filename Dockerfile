@@ -23,13 +23,13 @@ ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
 
 SHELL ["/bin/sh", "-eu", "-c"]
 WORKDIR /opt/chef-genius
-COPY pyproject.toml README.md ./
-COPY src ./src
-# A base with PyTorch (the CUDA runtime image) installs into its own Python, keeping its torch; a
-# base without one (plain Debian, where pip refuses the system Python) gets a venv at /opt/venv,
-# first on PATH. Wheels in docker/wheels/ are installed first (mounted, so they never land in a
-# layer), then the training stack (versions bounded in pyproject.toml; the package is this
-# checkout, so DL3013's pinning does not apply). pip keeps no cache (PIP_NO_CACHE_DIR).
+COPY pyproject.toml ./
+# The training stack first, from pyproject.toml alone, so that a change to the code or the README
+# rebuilds only the small layer below. A base with PyTorch (the CUDA runtime image) installs into
+# its own Python, keeping its torch; a base without one (plain Debian, where pip refuses the
+# system Python) gets a venv at /opt/venv, first on PATH. Wheels in docker/wheels/ are installed
+# first (mounted, so they never land in a layer); versions are bounded in pyproject.toml and the
+# package is this checkout, so DL3013's pinning does not apply. pip keeps no cache.
 # hadolint ignore=DL3013
 RUN --mount=type=bind,source=docker/wheels,target=/tmp/wheels \
     --mount=type=secret,id=pip-ca \
@@ -37,8 +37,15 @@ RUN --mount=type=bind,source=docker/wheels,target=/tmp/wheels \
     if python3 -c "import torch" 2>/dev/null; then pip=pip; \
     else python3 -m venv /opt/venv && pip=/opt/venv/bin/pip; fi; \
     find /tmp/wheels -maxdepth 1 -name '*.whl' -exec "$pip" install {} +; \
-    "$pip" install ".[train]"; \
-    rm -rf build src/*.egg-info /root/.cache /tmp/pip-*
+    mkdir src && touch README.md && "$pip" install ".[train]" && "$pip" uninstall --yes chef-genius; \
+    rm -rf build src README.md ./*.egg-info /root/.cache /tmp/pip-*
+
+COPY README.md ./
+COPY src ./src
+# (pip is the venv's where there is one: /opt/venv/bin comes first on PATH.)
+RUN --mount=type=secret,id=pip-ca \
+    if [ -s /run/secrets/pip-ca ]; then export PIP_CERT=/run/secrets/pip-ca; fi; \
+    pip install --no-deps . && rm -rf build src/*.egg-info /root/.cache /tmp/pip-*
 
 RUN if id -u 1000 >/dev/null 2>&1; then userdel --remove "$(id -nu 1000)" 2>/dev/null || true; fi; \
     useradd --create-home --uid 1000 --user-group chef && mkdir -p /workspace/models /workspace/logs \
