@@ -1,12 +1,13 @@
 # Two commands set everything up on a fresh machine:
 #   make demo   create .venv, install chef-genius, train the tiny model on the bundled sample (CPU)
 #   make test   create .venv (if needed), install test tools, run the test suite
+#   make docker-test   build the Docker image for real and test it (root, a few minutes; not in CI)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean docker-test
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +29,9 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/prepare_speed.py --rows 500000
+
+docker-test:
+	bash docker/test_image.sh
 
 clean:
 	rm -rf runs benchmarks/_work

@@ -1,6 +1,7 @@
 """The training image, as far as a machine without a Docker engine can check it: the Dockerfile
-passes hadolint and keeps its promises (CUDA runtime base, non-root user, no secrets, the
-entrypoint), and the entrypoint maps the seed's flags-only usage onto `chef-genius train`."""
+passes hadolint and keeps its promises (CUDA runtime base by default, non-root user, no secrets,
+the entrypoint), and the entrypoint maps the seed's flags-only usage onto `chef-genius train`.
+The image itself is built and run by `docker/test_image.sh` (root, minutes: not in CI)."""
 
 from __future__ import annotations
 
@@ -31,9 +32,22 @@ def test_hadolint_finds_nothing():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def base_image(rows: list[tuple[str, str]]) -> str:
+    """The FROM image with the ARG defaults declared before it substituted (the default build)."""
+    defaults = {}
+    for op, arg in rows:
+        if op == "FROM":
+            return re.sub(r"\$\{?(\w+)\}?", lambda m: defaults[m.group(1)], arg)
+        if op == "ARG" and "=" in arg:
+            name, value = arg.split("=", 1)
+            defaults[name] = value
+    raise AssertionError("no FROM")
+
+
 def test_cuda_base_non_root_user_entrypoint_and_no_secrets():
     rows = instructions()
-    base = [arg for op, arg in rows if op == "FROM"]
+    base = [base_image(rows)]
+    assert len([op for op, _ in rows if op == "FROM"]) == 1
     assert len(base) == 1 and re.fullmatch(r"pytorch/pytorch:2\.(\d+)\.\d+-cuda12\.\d+-cudnn9-runtime", base[0])
     assert int(re.search(r":2\.(\d+)", base[0]).group(1)) >= 6  # FSDP2, as pyproject.toml requires
     users = [arg for op, arg in rows if op == "USER"]
@@ -43,6 +57,27 @@ def test_cuda_base_non_root_user_entrypoint_and_no_secrets():
     assert not re.search(r"(WANDB_API_KEY|HF_TOKEN|SECRET|PASSWORD)\s*=", environment, re.I)
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".git", ".venv", "runs", ".devdata"} <= set(ignored)  # no history, local env or run output in the image
+
+
+def test_base_is_a_build_argument_and_wheels_are_mounted_not_copied():
+    """`--build-arg BASE_IMAGE=...` swaps the base (docker/test_image.sh: Debian with a CPU wheel);
+    wheels in docker/wheels/ are bind-mounted for the install, so none lands in a layer."""
+    rows = instructions()
+    assert rows[0][0] == "ARG" and rows[0][1].startswith("BASE_IMAGE=")  # before FROM: usable in it
+    assert [arg for op, arg in rows if op == "FROM"] == ["${BASE_IMAGE}"]
+    runs = " ".join(arg for op, arg in rows if op == "RUN")
+    assert "--mount=type=bind,source=docker/wheels" in runs and "python3 -m venv /opt/venv" in runs
+    assert not any("wheels" in arg for op, arg in rows if op in ("COPY", "ADD"))
+    assert any(op == "ENV" and "PATH=/opt/venv/bin:$PATH" in arg for op, arg in rows)
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert "docker/wheels/*" in ignored and ignored.index("!docker/wheels/*.whl") > ignored.index("docker/wheels/*")
+    assert {"tests", "benchmarks", "models"} <= set(ignored)
+    assert (ROOT / "docker" / "wheels").is_dir()  # the bind mount's source exists in every checkout
+
+
+def test_image_script_parses():
+    result = subprocess.run(["bash", "-n", str(ROOT / "docker" / "test_image.sh")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
 
 
 def fake_chef_genius(folder) -> dict[str, str]:
