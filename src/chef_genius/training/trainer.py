@@ -36,6 +36,7 @@ from chef_genius.schedule import Schedule, ends_high, lr_at
 from chef_genius.tracking import MetricWindow, Tracker, build_tracker, system_metrics
 from chef_genius.training import checkpoint as ckpt
 from chef_genius.training import fingerprint as fp
+from chef_genius.training import run_guards as guards
 from chef_genius.training import sharding
 from chef_genius.training.data import (
     Collator,
@@ -51,7 +52,6 @@ from chef_genius.training.models import resolve_model, resolve_tokenizer
 from chef_genius.training.persistence import FinalWeights, RunCheckpoints
 from chef_genius.training.placement import place_model
 from chef_genius.training.ranks import Ranks
-from chef_genius.training.runlock import RunLock
 from chef_genius.training.validation import record_validation, sample_and_log, validation_loss
 
 __all__ = ["RunResult", "Trainer", "TrainingStopped", "run_training"]
@@ -97,8 +97,8 @@ class Trainer:
     def setup(self) -> None:
         self._setup_distributed()
         self.run_dir = Path(self.config.output_dir)
-        self._demo_data_needs_prepare()  # every rank refuses a foreign RUN/data before anything is written,
-        self._lock_run_folder()  # one writer per run folder (also a barrier), before anything is written there
+        guards.demo_data_needs_prepare(self.config, self.run_dir)  # every rank refuses a foreign RUN/data,
+        self.lock = guards.lock_run_folder(self.run_dir, self.ranks)  # one writer per run folder (a barrier too)
         self.checkpoints = RunCheckpoints(self.run_dir, self.config, self.ranks)
         resume = self.checkpoints.resume_point()  # the newest complete checkpoint
         if self.is_main:
@@ -137,39 +137,9 @@ class Trainer:
                                       self.state.step if resume is not None else None)
                         if self.is_main else Tracker([]))
 
-    def _lock_run_folder(self) -> None:
-        """The main process locks the run folder (`runlock.RunLock`); every rank stops when it
-        cannot.
-
-        Raises:
-            UserError: another `train` holds the lock (named by its pid).
-        """
-        self.lock = RunLock(self.run_dir)
-        refused: UserError | None = None
-        if self.is_main:
-            try:
-                self.lock.acquire()
-            except UserError as error:
-                refused = error
-        failed = self.ranks.all_reduce(torch.tensor([1.0 if refused else 0.0]))
-        if refused is not None:
-            raise refused
-        if float(failed[0]) > 0:
-            raise UserError(f"{self.run_dir}: another chef-genius train is writing this run folder")
-
     def _check_resume(self, resume: Path | None, sections: tuple[str, ...]) -> list[dict]:
-        """The meaningful differences between the current fingerprint and the checkpoint's, in
-        ``sections``; refused at once without --resume-changed.
-
-        Raises:
-            UserError: a difference, and no --resume-changed (`fingerprint.refuse_or_log`).
-        """
-        if resume is None:
-            return []
-        changes = fp.differences(fp.saved_fingerprint(resume, self.run_dir), self.fingerprint, sections)
-        if changes and not self.config.checkpoint.resume_changed:
-            fp.refuse_or_log(changes, resume, self.run_dir, False, False)
-        return changes
+        return guards.resume_differences(resume, self.run_dir, self.fingerprint, sections,
+                                         self.config.checkpoint.resume_changed)
 
     def _setup_distributed(self) -> None:
         self.ranks = Ranks.start()
@@ -197,33 +167,11 @@ class Trainer:
     def run_name(self) -> str:
         return self.config.logging.run_name or self.run_dir.name
 
-    def _demo_data_needs_prepare(self) -> bool:
-        """Without ``data.path`` the bundled sample is prepared into RUN/data: when that folder is
-        absent, empty or a chef-genius dataset without train.arrow. A folder with train.arrow is
-        used as it is (runs prepared before datasets had a marker); any other folder is the
-        user's, and is refused.
-
-        Raises:
-            UserError: RUN/data exists and is not a chef-genius dataset.
-        """
-        if self.config.data.path is not None:
-            return False
-        from chef_genius.outputs import OutputFolder
-        from chef_genius.prepare import MARKER
-
-        folder = self.run_dir / "data"
-        if (folder / "train.arrow").is_file():
-            return False
-        if OutputFolder(folder, MARKER, "dataset").state() == "foreign":
-            raise UserError(f"{folder}: is not a chef-genius dataset (no train.arrow, no {MARKER}), and the demo "
-                            f"prepares its sample there; pass --data PREPARED_FOLDER, or another --output-dir")
-        return True
-
     def _setup_data(self) -> None:
         folder = self.config.data.path
         if folder is None:
             folder = self.run_dir / "data"
-            if self.is_main and self._demo_data_needs_prepare():
+            if self.is_main and guards.demo_data_needs_prepare(self.config, self.run_dir):
                 from chef_genius.prepare import PrepareOptions, prepare
                 from chef_genius.sample import sample_path
 
@@ -349,7 +297,7 @@ class Trainer:
         bar = tqdm(total=self.schedule.total_steps, initial=state.step, desc="train", disable=not self.is_main
                    or not sys.stderr.isatty(), dynamic_ncols=True)
         budget = self.schedule.total_steps
-        stopped_early = self._stopped_before()
+        stopped_early = guards.stopped_before(self.state, self.config.eval, self.ranks.print)
         finished_before = stopped_early or state.epoch >= o.epochs or state.step >= budget
         if finished_before and self.resumed:
             self.ranks.print(f"{self.run_dir}: " + (
@@ -397,7 +345,7 @@ class Trainer:
         state.stopped_early = stopped_early
         self._save()  # unless the newest checkpoint already holds this state (a finished run resumed)
         final_dir = self.run_dir / "final"
-        if finished_before and self.resumed and self._final_complete(final_dir):
+        if finished_before and self.resumed and guards.final_complete(final_dir):
             step = state.best_step if self.checkpoints.final_source(state) is not None else state.step
             final = FinalWeights(final_dir, step, ckpt.weights_note(state, step))
         else:
@@ -410,25 +358,6 @@ class Trainer:
         if self.is_main:
             (self.run_dir / "run_summary.json").write_text(json.dumps(result.__dict__, indent=2) + "\n")
         return result
-
-    def _stopped_before(self) -> bool:
-        """Whether early stopping ended this run before (a resumed state), by the current
-        patience: a larger one (or 0) lets the run train on."""
-        state, e = self.state, self.config.eval
-        if not state.stopped_early:
-            return False
-        still = e.patience > 0 and state.evals_without_improvement >= e.patience
-        if not still:
-            self.ranks.print(f"early stopping ended this run at step {state.step}; eval.patience {e.patience} lets "
-                             "it train on")
-        state.stopped_early = still
-        return still
-
-    @staticmethod
-    def _final_complete(folder: Path) -> bool:
-        return (folder / "README.md").is_file() and any(
-            (folder / name).is_file() for name in ("adapter_model.safetensors", "model.safetensors",
-                                                   "model.safetensors.index.json"))
 
     def _optimizer_step(self, micro_batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
         """One optimizer step over the accumulated micro-batches. The loss is the token mean over
