@@ -97,13 +97,8 @@ def encode_sources(tokenizer, prompts: list[str], max_source: int, causal: bool)
         encoded = tokenizer([p + "\n" for p in prompts], add_special_tokens=True)["input_ids"]
         # Some causal tokenizers append EOS to every text: a prompt must not end the sequence.
         return [(ids[:-1] if ids and ids[-1] == eos else ids)[:max_source] for ids in encoded]
-    eos = _eos(tokenizer)
-    out = []
-    for ids in tokenizer(prompts, add_special_tokens=True)["input_ids"]:
-        if not ids or ids[-1] != eos:
-            ids = ids + [eos]
-        out.append(ids if len(ids) <= max_source else ids[:max_source - 1] + [ids[-1]])
-    return out
+    return [ids if len(ids) <= max_source else ids[:max_source - 1] + [ids[-1]]
+            for ids in _seq2seq_ids(tokenizer, prompts)]
 
 
 def encode_targets(tokenizer, targets: list[str], max_target: int, causal: bool) -> list[list[int]]:
@@ -114,10 +109,11 @@ def encode_targets(tokenizer, targets: list[str], max_target: int, causal: bool)
         end = end_of_turn_id(tokenizer)
         encoded = tokenizer(targets, add_special_tokens=False)["input_ids"]
         return [ids + [end] if len(ids) < max_target else ids[:max_target] for ids in encoded]
+    return [ids[:max_target] for ids in _seq2seq_ids(tokenizer, targets)]
+
+
+def _seq2seq_ids(tokenizer, texts: list[str]) -> list[list[int]]:
+    """The tokenizer's own special tokens (T5: ... </s>; BART: <s> ... </s>), ending with EOS."""
     eos = _eos(tokenizer)
-    out = []
-    for ids in tokenizer(targets, add_special_tokens=True)["input_ids"]:
-        if not ids or ids[-1] != eos:
-            ids = ids + [eos]
-        out.append(ids if len(ids) <= max_target else ids[:max_target])
-    return out
+    encoded = tokenizer(texts, add_special_tokens=True)["input_ids"]
+    return [ids if ids and ids[-1] == eos else ids + [eos] for ids in encoded]

@@ -5,7 +5,6 @@ Used by validation samples, `generate`, `evaluate` and `merge`; one generation p
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
 from dataclasses import dataclass
@@ -186,14 +185,9 @@ def generate_details(model: torch.nn.Module, tokenizer, prompts: list[str], caus
     """
     if decoding not in DECODING:
         raise UserError(f"unknown decoding '{decoding}' (choose from {', '.join(DECODING)})")
-    with _eager():
+    with torch.compiler.set_stance("force_eager"):
         return _generate(model, tokenizer, prompts, causal, decoding, max_new_tokens, num_return_sequences,
                          batch_size, seed, max_source_tokens)
-
-
-def _eager():
-    set_stance = getattr(torch.compiler, "set_stance", None)
-    return set_stance("force_eager") if set_stance is not None else contextlib.nullcontext()
 
 
 def _generate(model, tokenizer, prompts, causal, decoding, max_new_tokens, num_return_sequences, batch_size, seed,

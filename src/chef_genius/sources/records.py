@@ -65,16 +65,20 @@ def raw_rows(reader: RecipeReader) -> Iterator[tuple[int, object]]:
         for position, payload in reader.raw_rows():
             yield position, payload
     except STREAM_ERRORS as error:
-        if isinstance(error, (RuntimeError, NotImplementedError)) and not _zip_problem(error):
-            raise
         source = getattr(reader, "source", None)
+        if isinstance(error, (RuntimeError, NotImplementedError)) and not _zip_problem(error, source):
+            raise  # a bug, not a damaged file: never reported as one
         problem = describe_error(error, source)
         if position == 0:
             raise UserError(f"{source.label if source else 'the file'}: {problem}") from None
         yield position + 1, Rejected("unreadable", f"{problem}; the rest of the file is unreadable")
 
 
-def _zip_problem(error: BaseException) -> bool:
+def _zip_problem(error: BaseException, source) -> bool:
+    """zipfile's own errors for a member it cannot read (an unsupported compression method, an
+    encrypted member); only for zip sources."""
+    if getattr(source, "compression", None) != "zip":
+        return False
     return isinstance(error, NotImplementedError) or "encrypted" in str(error)
 
 
