@@ -198,6 +198,9 @@ class EvalConfig:
     max_eval_batches: int | None = doc("Validation batches per evaluation; empty means all.", 100)
     patience: int = doc("Evaluations without improvement before early stopping; 0 disables.", 3)
     min_delta: float = doc("Smallest val_loss decrease that counts as an improvement.", 0.0)
+    keep_best: bool = doc("final/ holds the weights of the best validation loss; false: the last weights "
+                          "(validation is still measured and logged). With patience 0, validation then changes "
+                          "nothing in training: improvement 1 off, as the ablation study runs it.", True)
     sample_prompts: list[str] = doc("Fixed prompts generated at each validation.", factory=lambda: [
         "Create a simple pasta dish", "Make a healthy breakfast", "something with chicken, rice and lemon"])
     generate_samples: bool = doc("Generate and score sample recipes at each evaluation.", True)

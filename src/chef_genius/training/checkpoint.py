@@ -294,8 +294,11 @@ def prune(folder: Path, keep_last: int, best_step: int | None) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def weights_note(state: TrainerState, weights_step: int) -> str:
+def weights_note(state: TrainerState, weights_step: int, keep_best: bool = True) -> str:
     """Which step's weights a final folder holds, in words."""
+    if not keep_best and state.best_step is not None and weights_step != state.best_step:
+        return (f"step {weights_step}, the last step (eval.keep_best is off; the best val_loss, "
+                f"{state.best_val_loss:.4f}, was at step {state.best_step})")
     if state.best_step is not None and weights_step == state.best_step:
         best = f"the best val_loss, {state.best_val_loss:.4f}"
         if weights_step == state.step:
@@ -315,5 +318,5 @@ def model_card(config: TrainConfig, state: TrainerState, weights_step: int | Non
     stopped = " (stopped early)" if state.stopped_early else ""
     return (f"# chef-genius {kind}\n\nBase model: `{config.model.name}`. Trained by chef-genius for {state.step} "
             f"optimizer steps{stopped}; best val_loss {state.best_val_loss}.\n\nWeights: "
-            f"{weights_note(state, weights_step)}.\n\nTarget format: `Title: ... || Ingredients: "
+            f"{weights_note(state, weights_step, config.eval.keep_best)}.\n\nTarget format: `Title: ... || Ingredients: "
             f"a | b || Steps: x | y`; prompt template: `{config.data.templates[0]}`.\n")

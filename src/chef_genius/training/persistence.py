@@ -83,7 +83,7 @@ class RunCheckpoints:
     def final_source(self, state: ckpt.TrainerState) -> Path | None:
         """The best checkpoint, when its weights are not the last ones and it is complete (else
         None: final/ gets the model's current weights). Rank 0 decides for every rank."""
-        if state.best_step is None or state.best_step == state.step:
+        if not self.config.eval.keep_best or state.best_step is None or state.best_step == state.step:
             return None
         path = self.folder / f"{ckpt.PREFIX}{state.best_step:08d}"
         usable = 0.0
@@ -130,7 +130,7 @@ class RunCheckpoints:
                 raise TrainingStopped(f"{final} could not be written ({error.strerror or error}); the checkpoints "
                                       f"in {self.folder} are intact") from None
         self.ranks.barrier()
-        return FinalWeights(final, step, ckpt.weights_note(state, step))
+        return FinalWeights(final, step, ckpt.weights_note(state, step, self.config.eval.keep_best))
 
 
 @dataclass(frozen=True)

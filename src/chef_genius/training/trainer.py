@@ -347,7 +347,7 @@ class Trainer:
         final_dir = self.run_dir / "final"
         if finished_before and self.resumed and guards.final_complete(final_dir):
             step = state.best_step if self.checkpoints.final_source(state) is not None else state.step
-            final = FinalWeights(final_dir, step, ckpt.weights_note(state, step))
+            final = FinalWeights(final_dir, step, ckpt.weights_note(state, step, self.config.eval.keep_best))
         else:
             final = self.checkpoints.save_final(state, self.model, self.model_for_saving, self.sharded,
                                                 self.tokenizer)

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The ablation study (benchmarks/ablation.py) on the device machine, in stages that fit its calls:
+#   setup  DIR        install the carried wheels (.whl/), stash the GGUF's first part from DIR in /tmp/cg
+#   launch DIR DATA   join the GGUF parts (second part in DIR), convert it, then start the study in the
+#                     background (setsid) on every GPU over the prepared subset DATA
+#                     (made here with `ablation.py subset`, carried as a folder)
+#   wait S            sleep up to S seconds while the study runs, then collect
+#   collect           the cells' results (cell.json) and the study log to $OUT
+# Code runs from a copy in /tmp/cg/code, so a later call's tree does not change a running study.
+# Knobs: PER_GPU (cells at a time on each GPU, default 6), DEADLINE (seconds after launch when no
+# new cell starts, default 1200), SEEDS (default 0,1,2).
+set -uo pipefail
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT" /tmp/cg
+export PYTHONPATH=/tmp/cg/code/src:/tmp/site PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+export CHEF_GENIUS_CACHE=/tmp/cg/cache HF_HUB_OFFLINE=1
+W=/tmp/cg/ablation; G=/tmp/cg/SmolLM2-135M-Instruct.Q4_1.gguf
+progress() {
+  echo "cells done: $(ls $W/cells/*/cell.json 2>/dev/null | wc -l)"; tail -n 6 $W/study.log
+  nvidia-smi --query-gpu=index,utilization.gpu,memory.used --format=csv,noheader
+}
+case "$1" in
+  setup)
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+    cp "$2"/*.part* /tmp/cg/ && ls -la /tmp/cg
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+    python3 -c "import torch, transformers, peft, gguf; print(torch.__version__, transformers.__version__, peft.__version__, torch.cuda.device_count())" ;;
+  launch)
+    cp "$2"/*.part* /tmp/cg/ && cat /tmp/cg/gguf.part1 /tmp/cg/gguf.part2 > $G && ls -la $G
+    rm -rf /tmp/cg/code && mkdir -p /tmp/cg/code $W && cp -r src benchmarks /tmp/cg/code/
+    [ -d $W/data ] || cp -r "$3" $W/data
+    python3 -c "from pathlib import Path; from chef_genius.training.models import gguf_folder; print(gguf_folder(Path('$G')))" || exit 1
+    GPUS=$(python3 -c "import torch; print(','.join(map(str, range(torch.cuda.device_count()))))")
+    setsid nohup python3 /tmp/cg/code/benchmarks/ablation.py run --work $W --gguf $G --gpus $GPUS \
+      --per-gpu ${PER_GPU:-6} --seeds ${SEEDS:-0,1,2} --deadline ${DEADLINE:-1200} > $W/run.out 2>&1 < /dev/null &
+    sleep 90; progress; tail -n 5 $W/cells/*/train.log | tail -n 30 ;;
+  wait)
+    for _ in $(seq 1 $(( $2 / 15 ))); do grep -q "study: done" $W/study.log 2>/dev/null && break; sleep 15; done
+    "$0" collect ;;
+  collect)  # after every wait too: what is done survives a machine taken back
+    (cd $W && tar -czf "$OUT/cells.tar.gz" --ignore-failed-read study.log run.out cells/*/cell.json cells/*/cell.log \
+      cells/*/train.log cells/*/run/metrics.jsonl cells/*/run/run_summary.json)
+    progress; ls -la "$OUT" ;;
+esac
