@@ -352,14 +352,16 @@ def plot(rows: dict) -> None:
     for ax, (key, label) in zip(axes, (("usable_rate", "usable rate, arm - v2"),
                                        ("heldout_loss", "held-out loss, arm - v2")), strict=True):
         values = [rows[a]["vs_v2"].get(key, {"difference": 0.0, "noise": 0.0}) for a in arms]
-        ax.barh(range(len(arms)), [v["difference"] for v in values], xerr=[2 * v["noise"] for v in values],
-                color=["#c44" if "hurts" in v.get("verdict", "") or "helps" in v.get("verdict", "") else "#999"
-                       for v in values], capsize=3)
+        colors = ["#48c" if a in TUNING else "#c44" if "effect" not in v.get("verdict", "effect") else "#999"
+                  for a, v in zip(arms, values, strict=True)]
+        ax.barh(range(len(arms)), [v["difference"] for v in values],
+                xerr=[2 * v["noise"] if math.isfinite(v["noise"]) else 0.0 for v in values], color=colors, capsize=3)
         ax.axvline(0, color="black", linewidth=0.8)
         ax.set_xlabel(label + " (bars: 2 x noise)")
     axes[0].set_yticks(range(len(arms)), arms)
     axes[0].invert_yaxis()
-    fig.suptitle("Each improvement switched off alone (and all off: v1), vs all on (v2); mean over seeds")
+    fig.suptitle("Each improvement switched off alone (and all off: v1) vs all on (v2), mean over seeds; red: beyond "
+                 "2 x noise, grey: within it, blue: tuning arms (one seed)", fontsize=9)
     fig.tight_layout()
     fig.savefig(PLOT, dpi=110)
 

@@ -34,7 +34,7 @@ case "$1" in
       --per-gpu ${PER_GPU:-6} --seeds ${SEEDS:-0,1,2} --deadline ${DEADLINE:-1200} > $W/run.out 2>&1 < /dev/null &
     sleep 90; progress; tail -n 5 $W/cells/*/train.log | tail -n 30 ;;
   wait)
-    for _ in $(seq 1 $(( $2 / 15 ))); do grep -q "study: done" $W/study.log 2>/dev/null && break; sleep 15; done
+    for _ in $(seq 1 $(( $2 / 15 ))); do tail -n 1 $W/study.log 2>/dev/null | grep -q "study: done" && break; sleep 15; done
     "$0" collect ;;
   collect)  # after every wait too: what is done survives a machine taken back
     (cd $W && tar -czf "$OUT/cells.tar.gz" --ignore-failed-read study.log run.out cells/*/cell.json cells/*/cell.log \

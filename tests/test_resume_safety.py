@@ -158,6 +158,22 @@ def test_final_holds_the_best_weights_and_says_which_step(finished):
     assert (finished / "final" / "tokenizer.json").is_file()
 
 
+def test_keep_best_off_leaves_the_last_weights_in_final(tmp_path, small_data, monkeypatch):  # noqa: F811
+    """Improvement 1 switched off, as the ablation study runs it: validation still logged, final/
+    holds the last step's weights and says where the best one was."""
+    run = tmp_path / "run"
+    scripted_losses(monkeypatch, best_in_the_middle())
+    assert main(train_args(run, small_data, "--set", "eval.keep_best=false")) == 0
+    summary = json.loads((run / "run_summary.json").read_text())
+    last = summary["steps"]
+    assert summary["final_step"] == last > BEST_STEP and summary["best_val_loss"] == 2.0
+    final = load_file(str(run / "final" / "adapter_model.safetensors"))
+    newest = load_file(str(run / "checkpoints" / f"step-{last:08d}" / "adapter_model.safetensors"))
+    assert all(bool((final[k] == newest[k]).all()) for k in final)
+    assert f"step {last}, the last step (eval.keep_best is off; the best val_loss, 2.0000, was at step " \
+           f"{BEST_STEP})" in (run / "final" / "README.md").read_text()
+
+
 def test_an_early_stopped_run_resumed_does_not_train_on(tmp_path, small_data, monkeypatch, capsys):  # noqa: F811
     run = tmp_path / "run"
     scripted_losses(monkeypatch, itertools.chain([2.0], itertools.repeat(2.5)))
