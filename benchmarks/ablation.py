@@ -19,7 +19,7 @@ Transformer protocol (COSIM, ROUGE-2, WER, BLEU).
 Stages:
 
     python benchmarks/ablation.py subset --work W --data PREPARED --rows 5000
-    python benchmarks/ablation.py run    --work W --gguf G --seeds 0,1,2 --gpus 0,1 --per-gpu 6
+    python benchmarks/ablation.py run    --work W --gguf G --seeds 0,1,2 --gpus 0,1 --per-gpu 3
     python benchmarks/ablation.py cell   --work W --gguf G --arm v2 --seed 0      # one cell (run calls it)
     python benchmarks/ablation.py report --work W   # -> benchmarks/results/ablation.json, table, plot
 
@@ -382,7 +382,7 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=128, help="held-out recipes scored per cell")
     parser.add_argument("--protocol-examples", type=int, default=32, help="of those, scored by the Chef protocol")
     parser.add_argument("--gpus", default="0")
-    parser.add_argument("--per-gpu", type=int, default=4, help="run: cells at a time on each GPU")
+    parser.add_argument("--per-gpu", type=int, default=3, help="run: cells at a time on each GPU")
     parser.add_argument("--stagger", type=float, default=2.0, help="run: seconds between cell starts")
     parser.add_argument("--deadline", type=float, default=10 ** 9, help="run: start no cell after this many seconds")
     args = parser.parse_args()
