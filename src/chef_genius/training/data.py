@@ -122,7 +122,7 @@ def target_text(table: RecipeTable, i: int) -> str:
     return serialize(table.recipe(i))
 
 
-def plan_batches(lengths: np.ndarray, seed: int, epoch: int, batch_size: int, max_tokens: int | None = None,
+def plan_batches(lengths: np.ndarray, seed: int, epoch: int | str, batch_size: int, max_tokens: int | None = None,
                  shuffle: bool = True, rank: int = 0, world: int = 1, pool_batches: int = 64) -> list[list[int]]:
     """Length-grouped batches of example positions for one epoch, for this rank.
 

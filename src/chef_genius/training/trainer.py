@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import itertools
 import json
 import math
 import sys
@@ -27,7 +26,6 @@ from tqdm import tqdm
 
 from chef_genius.augment import canonical_prompt
 from chef_genius.config import TrainConfig, to_dict, to_yaml
-from chef_genius.curriculum import unreached_levels
 from chef_genius.encoding import encode_targets
 from chef_genius.errors import TrainingStopped, UserError
 from chef_genius.losses import IGNORE_INDEX, batch_loss_sums
@@ -42,7 +40,6 @@ from chef_genius.training.data import (
     Collator,
     PlannedBatches,
     load_split,
-    plan_batches,
     target_text,
     tokenize_examples,
 )
@@ -52,6 +49,7 @@ from chef_genius.training.models import resolve_model, resolve_tokenizer
 from chef_genius.training.persistence import FinalWeights, RunCheckpoints
 from chef_genius.training.placement import place_model
 from chef_genius.training.ranks import Ranks
+from chef_genius.training.run_plan import RunPlan
 from chef_genius.training.validation import record_validation, sample_and_log, validation_loss
 
 __all__ = ["RunResult", "Trainer", "TrainingStopped", "run_training"]
@@ -121,6 +119,8 @@ class Trainer:
         self._setup_optimizer()
         self._setup_graphs()
         self._setup_schedule()
+        if self.run_plan.by_step:
+            self.ranks.print(self.run_plan.describe())
         self.state = ckpt.TrainerState(config=to_dict(self.config), fingerprint=self.fingerprint)
         self.noise_generator = torch.Generator(device=self.device).manual_seed(self.config.seed + 1)
         torch.manual_seed(self.config.seed)
@@ -217,7 +217,7 @@ class Trainer:
         target_cache = encode_targets(self.tokenizer, self.train_targets, m.max_target_tokens, self.causal)
         self.epochs = EpochBuilder(self.train_table, target_cache, self.tokenizer, self.config, self.causal,
                                    minimum_examples(o.batch_size, o.max_tokens, self.world))
-        self._epoch_data: EpochData | None = None
+        self.run_plan = RunPlan(self.epochs, self.config, self.rank, self.world)
         self.val_examples = tokenize_examples(self.tokenizer, self.val_prompts, self.val_targets,
                                               m.max_source_tokens, m.max_target_tokens, self.causal)
         self.pad_id = self.tokenizer.pad_token_id
@@ -256,29 +256,23 @@ class Trainer:
 
     def _setup_schedule(self) -> None:
         o, s = self.config.optim, self.config.schedule
-        self.steps_per_epoch = [math.ceil(len(self._plan(e)) / o.gradient_accumulation_steps)
-                                for e in range(o.epochs)]
-        total = sum(self.steps_per_epoch) if o.max_steps is None else min(sum(self.steps_per_epoch), o.max_steps)
+        self.run_plan.size()  # stages by epoch or by step; each epoch's optimizer steps
+        self.steps_per_epoch, total = self.run_plan.steps_per_epoch, self.run_plan.total_steps
         self.schedule = Schedule.build(o.learning_rate, total, s.warmup_steps, s.warmup_max_fraction,
                                        s.first_cycle_steps, s.cycle_mult, s.min_learning_rate, s.cosine)
-        started = sum(1 for before in itertools.accumulate([0] + self.steps_per_epoch[:-1]) if before < total)
-        unreached = unreached_levels(o.epochs, self.config.data, started)
-        if unreached and self.is_main:
-            warnings.warn(unreached, stacklevel=2)
+        unseen = self.run_plan.unseen_warning()
+        if unseen and self.is_main:
+            warnings.warn(unseen, stacklevel=2)
         if ends_high(self.schedule) and self.is_main:
             warnings.warn(f"training ends at step {total}, in the upper half of a cosine cycle (high learning "
                           "rate); adjust schedule.first_cycle_steps or the number of epochs", stacklevel=2)
 
     def epoch_data(self, epoch: int) -> EpochData:
         """The epoch's selection and tokenized examples (the last one built is kept)."""
-        if self._epoch_data is None or self._epoch_data.selection.epoch != epoch:
-            self._epoch_data = self.epochs.build(epoch)
-        return self._epoch_data
+        return self.run_plan.epoch_data(epoch)
 
     def _plan(self, epoch: int) -> list[list[int]]:
-        o = self.config.optim
-        return plan_batches(self.epoch_data(epoch).examples.lengths(), self.config.seed, epoch, o.batch_size,
-                            o.max_tokens, shuffle=True, rank=self.rank, world=self.world)
+        return self.run_plan.batches(epoch)
 
     # ------------------------------------------------------------------ loop
     def train(self) -> RunResult:
@@ -307,12 +301,11 @@ class Trainer:
         self.model.train()
         while state.epoch < o.epochs and not stopped_early and state.step < budget:
             epoch = self.epoch_data(state.epoch)
-            if state.batches_done == 0:
-                self._log_curriculum(epoch)                                          # 3, 4, 7, 9
             batches = self._plan(state.epoch)
             collator = self.collator(epoch.examples)
             loader = self._loader(PlannedBatches(batches[state.batches_done:], collator))
             for first in range(state.batches_done, len(batches), accumulation):
+                self._log_curriculum(epoch, first)                # 3, 4, 7, 9: an epoch or a stage starts here
                 micro_batches = [next(loader) for _ in batches[first:first + accumulation]]
                 step_before = state.step
                 metrics = self._optimizer_step(micro_batches)                       # loss, backward, step
@@ -407,12 +400,16 @@ class Trainer:
                         "train/seconds": seconds, "train/epoch": state.epoch})
         return metrics
 
-    def _log_curriculum(self, epoch: EpochData) -> None:
-        selection = epoch.selection
+    def _log_curriculum(self, epoch: EpochData, batch: int) -> None:
+        """Log (and warn about a relaxed) selection when an epoch, or a stage by step, starts at ``batch``."""
+        selection = self.run_plan.part_starting_at(epoch.selection.epoch, batch)
+        if selection is None:
+            return
         if selection.relaxed_from is not None:
             level, threshold = selection.relaxed_from
-            warnings.warn(f"epoch {selection.epoch}: {level} recipes with quality >= {threshold:.2f} cannot fill a "
-                          f"batch per rank; relaxed to {selection.level} >= {selection.threshold:.2f} "
+            warnings.warn(f"epoch {selection.epoch} from step {self.state.step + 1}: {level} recipes with quality >= "
+                          f"{threshold:.2f} cannot fill a batch per rank; relaxed to {selection.level} >= "
+                          f"{selection.threshold:.2f} "
                           f"({len(selection.indices)} recipes)", stacklevel=2)
         self.tracker.log({"curriculum/quality_threshold": selection.threshold,
                           "curriculum/difficulty_level": selection.level_index,
@@ -420,14 +417,8 @@ class Trainer:
                           "curriculum/augmented_fraction": epoch.augmented_fraction}, self.state.step)
 
     def plan_rows(self) -> list[dict]:
-        """The per-epoch plan: difficulty, threshold, examples and optimizer steps."""
-        rows = []
-        for epoch, steps in enumerate(self.steps_per_epoch):
-            selection = self.epochs.select(epoch)
-            rows.append({"epoch": epoch, "difficulty": selection.level, "quality_threshold": selection.threshold,
-                         "examples": len(selection.indices), "optimizer_steps": steps,
-                         "relaxed_from": selection.relaxed_from})
-        return rows
+        """The plan by epoch, or by segment when stages advance by step (`RunPlan.rows`)."""
+        return self.run_plan.rows()
 
     def _skip_bad_step(self, metrics: dict[str, float]) -> dict[str, float]:
         state = self.state
