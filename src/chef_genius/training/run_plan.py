@@ -61,7 +61,7 @@ class RunPlan:
 
     def _count_steps(self) -> None:
         o = self.config.optim
-        self._pool_lengths = [len(self._pool_batches(epoch, self.rank, self.world)) for epoch in range(o.epochs)]
+        self._pool_lengths = [len(self._pool_batches(epoch)) for epoch in range(o.epochs)]
         self.steps_per_epoch = [math.ceil(n / o.gradient_accumulation_steps) for n in self._pool_lengths]
         self.total_steps = run_steps(self.steps_per_epoch, o.max_steps)
 
@@ -72,25 +72,22 @@ class RunPlan:
             self._built = self.builder.build(epoch, pool)
         return self._built
 
-    def _pool_batches(self, epoch: int, rank: int, world: int) -> list[list[int]]:
+    def _pool_batches(self, epoch: int) -> list[list[int]]:
         o = self.config.optim
         return plan_batches(self.epoch_data(epoch).examples.lengths(), self.config.seed, epoch, o.batch_size,
-                            o.max_tokens, shuffle=True, rank=rank, world=world)
+                            o.max_tokens, shuffle=True, rank=self.rank, world=self.world)
 
-    def batches(self, epoch: int, rank: int | None = None, world: int | None = None) -> list[list[int]]:
-        """The epoch's batches (example positions) for ``rank`` of ``world`` (this process's by default)."""
-        rank = self.rank if rank is None else rank
-        world = self.world if world is None else world
+    def batches(self, epoch: int) -> list[list[int]]:
+        """The epoch's batches (example positions) for this rank; each segment's share, by step."""
         if not self.by_step:
-            return self._pool_batches(epoch, rank, world)
-        length = (self._pool_lengths[epoch] if (rank, world) == (self.rank, self.world)
-                  else len(self._pool_batches(epoch, rank, world)))
-        accumulation, start = self.config.optim.gradient_accumulation_steps, self._first_step(epoch)
+            return self._pool_batches(epoch)
+        o, start = self.config.optim, self._first_step(epoch)
+        accumulation, length = o.gradient_accumulation_steps, self._pool_lengths[epoch]
         parts = [(self.selection(s), min((s.end_step - start) * accumulation, length)
                   - (s.first_step - start) * accumulation) for s in self.segments if s.epoch == epoch]
-        examples, o = self.epoch_data(epoch).examples, self.config.optim
+        examples = self.epoch_data(epoch).examples
         return segment_batches(examples.lengths(), examples.index, parts, self.config.seed, epoch, o.batch_size,
-                               o.max_tokens, rank, world)
+                               o.max_tokens, self.rank, self.world)
 
     def selection(self, segment: Segment) -> EpochSelection:
         """A segment's recipes (inside its epoch's pool)."""
