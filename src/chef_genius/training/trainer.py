@@ -3,7 +3,8 @@
 `Trainer.setup()` builds the run (data, model, optimizer, schedule, resume state) with small
 helpers; `Trainer.train()` is the loop, where each improvement is one visible line. It runs
 unchanged on CPU, one GPU, or several under ``torchrun`` / ``accelerate launch`` (DDP: each rank
-trains on its own share of every epoch's batches). Composed parts: `ranks.Ranks` (processes and
+trains on its own share of every epoch's batches). Composed parts: `run_plan.RunPlan` (each
+epoch's batches; curriculum stages by epoch or by step), `ranks.Ranks` (processes and
 collectives), `placement.place_model` (LoRA, levers, DDP/FSDP, compilation),
 `persistence.RunCheckpoints` (checkpoints, resume, the final folder), `validation` (loss, early
 stopping, samples), `graphs.GraphedSteps` (CUDA graphs).
