@@ -91,6 +91,18 @@ def test_a_class_that_no_threshold_admits_is_warned_about():
     assert unseen_classes(difficulty, strict + [EpochSelection(0, "all", 0.5, np.array([0, 3]))]) is None
 
 
+def test_a_run_whose_thresholds_exclude_the_hard_recipes_is_warned_about(tmp_path, small_data):  # noqa: F811
+    # The 5 hard recipes of the training split have quality 0.65 to 0.87; 'all' at >= 0.90 holds 2 others.
+    trainer = Trainer(small_config(tmp_path / "run", small_data, **{
+        "optim.epochs": 1, "optim.batch_size": 2, "data.quality_end": 0.9}))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.setup_plan(tmp_path / "scratch")
+    assert [row["examples"] for row in trainer.plan_rows()] == [15, 23, 2]
+    assert any(str(w.message).startswith("the hard (5) recipes of the training split are never trained on")
+               for w in caught)
+
+
 def test_segment_batches_fill_each_share_from_its_own_selection():
     rows = np.arange(0, 80, 2)  # the pool: 40 recipes, table rows 0, 2, ..., 78
     lengths = np.random.default_rng(0).integers(20, 200, size=40)
