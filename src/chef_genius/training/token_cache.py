@@ -46,7 +46,6 @@ PARTIAL = ".partial-"
 CHUNK_ROWS = 10_000  # rows per task of the pool
 PARALLEL_MIN_ROWS = 20_000  # below this, starting workers costs more than it saves
 SAMPLE_BYTES = 2**20
-DATASET_MARKER = ".chef-genius-dataset"  # `prepare`'s marker: chef-genius made the folder
 
 
 @dataclass
@@ -113,11 +112,12 @@ def cache_key(inputs: dict) -> str:
 
 def cache_root(data_folder: Path) -> Path:
     """``DATA/token-cache`` when chef-genius made DATA and may write there, else the user cache."""
+    from chef_genius.prepare import MARKER  # `prepare`'s marker: chef-genius made the folder
     from chef_genius.training.models import cache_dir
 
     data_folder = Path(data_folder)
     own = data_folder / FOLDER
-    if ((data_folder / DATASET_MARKER).is_file() and os.access(data_folder, os.W_OK | os.X_OK)
+    if ((data_folder / MARKER).is_file() and os.access(data_folder, os.W_OK | os.X_OK)
             and (own.is_dir() or not own.exists())):
         return own
     return cache_dir() / FOLDER

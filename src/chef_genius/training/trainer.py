@@ -77,8 +77,9 @@ class Trainer:
         self.config = config
         self.lora = config.lora.enabled
         self.last_samples: str | None = None
-        # Seconds of each set-up part (data, model, examples, schedule), then of the first optimizer
-        # step (torch.compile's work happens there); "token_cache": built or reused.
+        # Seconds of each set-up part (data, model, examples, schedule), of each epoch's build, and
+        # to the first optimizer step from the loop's start (that epoch's build, the loader and
+        # torch.compile's work included); "token_cache": built or reused.
         self.timings: dict = {}
 
     # ----------------------------------------------------------------- setup
@@ -298,7 +299,8 @@ class Trainer:
     def epoch_data(self, epoch: int) -> EpochData:
         """The epoch's selection and tokenized examples (the last one built is kept)."""
         if self._epoch_data is None or self._epoch_data.selection.epoch != epoch:
-            self._epoch_data = self.epochs.build(epoch)
+            with self._timed(f"epoch_{epoch}_build"):
+                self._epoch_data = self.epochs.build(epoch)
         return self._epoch_data
 
     def _plan(self, epoch: int) -> list[list[int]]:
