@@ -24,7 +24,7 @@ from chef_genius.curriculum import (
     unseen_classes,
 )
 from chef_genius.errors import UserError
-from chef_genius.training.epochs import segment_batches
+from chef_genius.training.epochs import EpochBuilder, segment_batches
 from chef_genius.training.run_plan import RunPlan
 from chef_genius.training.trainer import Trainer, run_training
 from tests.harness.kill_resume import run as kill_and_resume
@@ -134,7 +134,7 @@ def test_runs_with_enough_epochs_keep_their_batches(tmp_path, small_data, epochs
     """The same batches (table rows, in order) as before stages by step existed (commit b7903af)."""
     trainer = Trainer(small_config(tmp_path / "run", small_data, **{
         "optim.epochs": epochs, "optim.batch_size": 2, "optim.max_tokens": max_tokens}))
-    trainer.setup_plan(tmp_path / "scratch")
+    trainer.setup_plan(tmp_path / "scratch", examples=True)
     assert not trainer.run_plan.by_step
     assert trainer.steps_per_epoch == steps and _digest(trainer, epochs) == digest
 
@@ -150,7 +150,7 @@ def test_one_epoch_reaches_every_recipe_class(tmp_path, small_data):  # noqa: F8
              m["curriculum/selected_examples"]) for m in logged] == [(0, 0, 0.5, 15), (3, 1, 0.625, 30),
                                                                       (7, 2, 0.75, 17)]
     trainer = Trainer(small_config(tmp_path / "plan", small_data, **settings))
-    trainer.setup_plan(tmp_path / "scratch")
+    trainer.setup_plan(tmp_path / "scratch", examples=True)
     examples, difficulty = trainer.epoch_data(0).examples, trainer.train_table.difficulty
     classes = [{int(difficulty[examples.index[p]]) for p in batch} for batch in trainer._plan(0)]
     assert len(classes) == 22 and set().union(*classes) == {0, 1, 2}  # hard ones too
@@ -175,9 +175,28 @@ def test_plan_shows_the_stages_by_step(tmp_path, small_data, capsys):  # noqa: F
     assert "--max-steps 20: training stops in epoch 0, after 20 of its 22 steps" in out
 
 
+@pytest.mark.parametrize(("settings", "at_setup"), [
+    ({"optim.epochs": 6, "optim.max_steps": 3}, []),  # --max-steps makes it by step: counted, not built
+    ({"optim.epochs": 1}, []),
+    ({"optim.epochs": 2, "optim.max_tokens": 300}, [1, 0])])  # built to count; epoch 0 kept for the loop
+def test_setup_builds_each_epoch_once(tmp_path, small_data, monkeypatch, settings, at_setup):  # noqa: F811
+    """The schedule's step counts need no epoch built without a token budget; with one, the
+    epoch built to count is the one the loop trains on (no epoch built twice)."""
+    built = []
+    original = EpochBuilder.build
+    monkeypatch.setattr(EpochBuilder, "build", lambda self, epoch, selection=None: (
+        built.append(epoch), original(self, epoch, selection))[1])
+    trainer = Trainer(small_config(tmp_path / "run", small_data, **{"optim.batch_size": 2, **settings}))
+    trainer.setup()
+    assert trainer.run_plan.by_step and built == at_setup
+    trainer.epoch_data(0)
+    assert built == (at_setup or [0])
+    trainer.lock.release()
+
+
 def test_every_rank_gets_each_segments_share(tmp_path, small_data):  # noqa: F811
     trainer = Trainer(small_config(tmp_path / "run", small_data, **{"optim.epochs": 2, "optim.batch_size": 2}))
-    trainer.setup_plan(tmp_path / "scratch")
+    trainer.setup_plan(tmp_path / "scratch", examples=True)
     plans = [RunPlan(trainer.epochs, trainer.config, rank, 2) for rank in (0, 1)]
     for plan in plans:
         plan.size()

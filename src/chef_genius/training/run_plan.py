@@ -2,23 +2,37 @@
 
 `RunPlan.size` decides whether the curriculum's stages advance by epoch or by optimizer step
 (`curriculum.stages_by_step`: by step when, by epoch, the run would never reach the last stage)
-and counts every epoch's optimizer steps for the schedule. By epoch, an epoch is one pass over its
-selection, as before. By step, an epoch is one pass over its pool (every recipe at the run's lowest
-threshold) in length, and its batches are its segments' own plans in stage order
-(`epochs.segment_batches`). The loop asks for an epoch's batches and for the curriculum part (an
+and counts every epoch's optimizer steps for the schedule: from the selections' sizes without a
+token budget (nothing is built), else from the built epochs' lengths (epoch 0 built last, so the
+loop starts on the kept one; later ones are built again when the loop reaches them, and a run that
+--max-steps turns from by epoch to by step also builds its by-epoch selections to find that, see
+`size`). By epoch, an epoch is one pass over its selection, as before. By step, an epoch is one
+pass over its pool (every recipe at the run's lowest threshold) in length, and its batches are its
+segments' own plans in stage order (`epochs.segment_batches`), each over its selection's index
+array inside the pool. The loop asks for an epoch's batches and for the curriculum part (an
 epoch, or a segment) that starts at a batch, to log it. All of it is a pure function of (seed,
 settings, rank, world): a resumed run rebuilds the same batches and skips those already trained on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
+import time
 
 from chef_genius.config import TrainConfig
 from chef_genius.curriculum import EpochSelection, Segment, run_segments, stages_by_step, unseen_classes
-from chef_genius.training.data import plan_batches
+from chef_genius.training.data import batch_count, plan_batches
 from chef_genius.training.epochs import EpochBuilder, EpochData, segment_batches
+
+
+@contextlib.contextmanager
+def timed(timings: dict, part: str):
+    """Record the seconds the block takes as ``timings[part]``."""
+    started = time.perf_counter()
+    yield
+    timings[part] = round(time.perf_counter() - started, 3)
 
 
 def run_steps(steps_per_epoch: list[int], max_steps: int | None) -> int:
@@ -35,8 +49,10 @@ def epochs_started(steps_per_epoch: list[int], total_steps: int) -> int:
 class RunPlan:
     """Every epoch's batches for one rank, and the curriculum parts (epochs or segments) of the run."""
 
-    def __init__(self, builder: EpochBuilder, config: TrainConfig, rank: int, world: int):
+    def __init__(self, builder: EpochBuilder, config: TrainConfig, rank: int, world: int,
+                 timings: dict | None = None):
         self.builder = builder
+        self.timings = {} if timings is None else timings  # seconds of each epoch's build
         self.config = config
         self.rank, self.world = rank, world
         self.by_step = False
@@ -55,22 +71,32 @@ class RunPlan:
             self._count_steps()
             self.by_step = stages_by_step(o.epochs, epochs_started(self.steps_per_epoch, self.total_steps), data)
         if self.by_step:
-            self._built = None  # the epochs built so far were selections, not pools
+            # --max-steps stops before the last stage: count again over pools (with a token budget
+            # the by-epoch selections were built to count, and the pools are built now)
+            self._built = None
             self._count_steps()
             self.segments = run_segments(self.steps_per_epoch, self.total_steps, data)
 
     def _count_steps(self) -> None:
         o = self.config.optim
-        self._pool_lengths = [len(self._pool_batches(epoch)) for epoch in range(o.epochs)]
+        if o.max_tokens is None:  # batches of batch_size: their count follows from the selection's size
+            self._pool_lengths = [batch_count(len(self._selection_of(epoch).indices), o.batch_size, self.world)
+                                  for epoch in range(o.epochs)]
+        else:  # from the built epochs' lengths; epoch 0 built last, so the loop starts on the kept one
+            self._pool_lengths = [len(self._pool_batches(epoch)) for epoch in reversed(range(o.epochs))][::-1]
         self.steps_per_epoch = [math.ceil(n / o.gradient_accumulation_steps) for n in self._pool_lengths]
         self.total_steps = run_steps(self.steps_per_epoch, o.max_steps)
 
     def epoch_data(self, epoch: int) -> EpochData:
         """The epoch's tokenized examples: its selection, or its pool by step (the last one built is kept)."""
         if self._built is None or self._built.selection.epoch != epoch:
-            pool = self.builder.select_pool(epoch) if self.by_step else None
-            self._built = self.builder.build(epoch, pool)
+            with timed(self.timings, f"epoch_{epoch}_build"):
+                self._built = self.builder.build(epoch, self._selection_of(epoch))
         return self._built
+
+    def _selection_of(self, epoch: int) -> EpochSelection:
+        """What the epoch holds: its pool by step, its curriculum selection by epoch."""
+        return self.builder.select_pool(epoch) if self.by_step else self.builder.select(epoch)
 
     def _pool_batches(self, epoch: int) -> list[list[int]]:
         o = self.config.optim
