@@ -23,8 +23,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT.parent / "shared" / "data" / "recipenlg_sample_1k.csv"
 
 
-def build_corpus(rows: int, path: Path) -> None:
-    with open(SAMPLE, newline="", encoding="utf-8") as handle:
+def build_corpus(rows: int, path: Path, sample: Path = SAMPLE) -> None:
+    """``rows`` RecipeNLG-layout rows: ``sample``'s rows repeated, each copy's titles numbered."""
+    with open(sample, newline="", encoding="utf-8") as handle:
         reader = csv.reader(handle)
         header = next(reader)
         sample = list(reader)

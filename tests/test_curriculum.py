@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import warnings
 
@@ -19,6 +20,7 @@ from chef_genius.augment import (
 from chef_genius.cli import main
 from chef_genius.config import SEED_TEMPLATES, DataConfig, build_config
 from chef_genius.curriculum import difficulty_level, quality_threshold, select_epoch
+from chef_genius.encoding import encode_sources
 from chef_genius.prepare import PrepareOptions, prepare
 from chef_genius.training.data import load_split, plan_batches
 from chef_genius.training.trainer import Trainer, run_training
@@ -165,8 +167,10 @@ def test_augmentation_and_templates_never_touch_validation(tmp_path, small_data)
         trainer.setup()
         expected = [canonical_prompt(SEED_TEMPLATES, t, n)
                     for t, n in zip(trainer.val_table.titles, trainer.val_table.ner, strict=True)]
-        assert trainer.val_prompts == expected
+        assert trainer.val_prompts == expected[:trainer.config.eval.num_validation_samples]
         v = trainer.val_examples
+        encoded = encode_sources(trainer.tokenizer, expected, trainer.config.model.max_source_tokens, False)
+        assert [v.source(i).tolist() for i in range(len(v))] == encoded
         return v.source_ids.tolist(), v.target_ids.tolist(), trainer.epoch_data(0).augmented
 
     plain = val_sources(0.0, False)
@@ -189,30 +193,14 @@ def test_plan_view(tmp_path, small_data, capsys):  # noqa: F811
                  "--output-dir", str(tmp_path / "never")]) == 0
     out = capsys.readouterr().out
     lines = out.strip().splitlines()
-    assert lines[0].split() == ["epoch", "difficulty", "quality", ">=", "examples", "optimizer", "steps"]
-    assert [line.split()[1] for line in lines[1:7]] == ["easy", "easy", "medium", "medium", "all", "all"]
+    assert lines[0].split() == ["epoch", "steps", "difficulty", "quality", ">=", "examples", "optimizer", "steps"]
+    assert [line.split()[2] for line in lines[1:7]] == ["easy", "easy", "medium", "medium", "all", "all"]
     assert lines[-1].startswith("total ")
     assert not (tmp_path / "never").exists()  # the plan writes nothing
     trainer = Trainer(build_config(None, {"data.path": str(small_data), "optim.epochs": 6, "optim.batch_size": 2}))
     trainer.setup_plan(tmp_path / "scratch")
-    assert [int(line.split()[4].replace(",", "")) for line in lines[1:7]] == trainer.steps_per_epoch
-    assert json.loads(json.dumps(trainer.plan_rows()))[0]["examples"] == int(lines[1].split()[3])
-
-
-def test_a_run_too_short_for_the_curriculum_is_warned_about():
-    from chef_genius.config import DataConfig
-    from chef_genius.curriculum import unreached_levels
-
-    data = DataConfig()
-    assert "easy recipes" in unreached_levels(1, data) and "--epochs 3" in unreached_levels(1, data)
-    assert "easy then medium" in unreached_levels(2, data)
-    assert unreached_levels(3, data) is None and unreached_levels(5, data) is None
-    assert unreached_levels(1, DataConfig(curriculum=False)) is None
-    # --max-steps ending inside the first epoch of three: only easy recipes are reached.
-    assert "--max-steps ending in epoch 1 of 3" in unreached_levels(3, data, reached=1)
-    # Stages that validate but can never reach 'all' by epoch: a warning, not a traceback.
-    from chef_genius.config import CurriculumStage
-
-    odd = DataConfig(curriculum_stages=[CurriculumStage(0.3, "easy"), CurriculumStage(1.0, "medium"),
-                                        CurriculumStage(1.5, "all")])
-    assert "train longer" in unreached_levels(2, odd) or "--epochs" in unreached_levels(2, odd)
+    assert [int(line.split()[5].replace(",", "")) for line in lines[1:7]] == trainer.steps_per_epoch
+    assert json.loads(json.dumps(trainer.plan_rows()))[0]["examples"] == int(lines[1].split()[4])
+    ends = list(itertools.accumulate(trainer.steps_per_epoch))
+    assert [line.split()[1] for line in lines[1:7]] == [f"{end - n + 1}-{end}" for n, end in
+                                                        zip(trainer.steps_per_epoch, ends, strict=True)]

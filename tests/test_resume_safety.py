@@ -124,22 +124,24 @@ def test_harmless_changes_are_allowed(run_copy, small_data, capsys):  # noqa: F8
 
 
 def test_resume_changed_continues_and_logs_the_changes(run_copy, small_data, capsys):  # noqa: F811
+    # 2 epochs go by curriculum stages by step (22 steps, each epoch a pass over the pool); 6 go by
+    # epoch (smaller epochs: 3 would train fewer steps in all than 2), so 6 train on.
     config_before = (run_copy / "config.yaml").read_text()
     steps_before = steps_trained(run_copy)
     with pytest.MonkeyPatch.context() as patch:
         scripted_losses(patch, itertools.count(5.0, 0.1))
-        assert main(train_args(run_copy, small_data, "--resume", "auto", "--epochs", "3", "--resume-changed")) == 0
+        assert main(train_args(run_copy, small_data, "--resume", "auto", "--epochs", "6", "--resume-changed")) == 0
     out = capsys.readouterr().out
-    assert "with changed settings (--resume-changed): optim.epochs 2 -> 3" in out
+    assert "with changed settings (--resume-changed): optim.epochs 2 -> 6" in out
     log = [json.loads(line) for line in (run_copy / RESUME_LOG).read_text().splitlines()]
-    assert len(log) == 1 and log[0]["changes"] == [{"key": "optim.epochs", "was": 2, "now": 3}]
+    assert len(log) == 1 and log[0]["changes"] == [{"key": "optim.epochs", "was": 2, "now": 6}]
     steps = steps_trained(run_copy)
     assert len(steps) > len(steps_before) and steps == list(range(1, len(steps) + 1))
     assert (run_copy / "config.yaml").read_text() == config_before  # the run's original settings
     # The newest checkpoint records the settings it was trained under: the same command resumes.
     newest = ckpt.list_checkpoints(run_copy / "checkpoints")[-1]
-    assert json.loads((newest / "trainer_state.json").read_text())["config"]["optim"]["epochs"] == 3
-    assert main(train_args(run_copy, small_data, "--resume", "auto", "--epochs", "3")) == 0
+    assert json.loads((newest / "trainer_state.json").read_text())["config"]["optim"]["epochs"] == 6
+    assert main(train_args(run_copy, small_data, "--resume", "auto", "--epochs", "6")) == 0
 
 
 # -------------------------------------------- B. early stopping and the best weights

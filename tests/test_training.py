@@ -17,7 +17,7 @@ from chef_genius.errors import UserError
 from chef_genius.prepare import PrepareOptions, prepare
 from chef_genius.sample import sample_path
 from chef_genius.training import trainer as trainer_module
-from chef_genius.training.data import plan_batches
+from chef_genius.training.run_plan import RunPlan
 from chef_genius.training.trainer import Trainer, TrainingStopped, run_training
 
 
@@ -269,11 +269,13 @@ def test_ddp_on_cpu_with_two_processes(tmp_path, small_data):
     single = Trainer(small_config(tmp_path / "single", small_data, **{"optim.epochs": 1, "optim.batch_size": 4}))
     single.setup()
     assert summary["steps"] == len(single._plan(0)) // 2  # half the batches per rank
-    # The logged token counts are those of both ranks' batches (the throughput of the whole run).
+    # The logged token counts are those of both ranks' batches (the throughput of the whole run);
+    # one epoch: each rank's batches follow the curriculum stages by step.
     lengths = single.epoch_data(0).examples.lengths()
-    expected = sum(int(lengths[i]) for rank in (0, 1)
-                   for batch in plan_batches(lengths, single.config.seed, 0, 4, None, shuffle=True, rank=rank, world=2)
-                   for i in batch)
+    plans = [RunPlan(single.epochs, single.config, rank, 2) for rank in (0, 1)]
+    for plan in plans:
+        plan.size()
+    expected = sum(int(lengths[i]) for plan in plans for batch in plan.batches(0) for i in batch)
     logged = [m["train/tokens_per_step"] for m in metrics_of(run) if "train/tokens_per_step" in m]
     assert len(logged) == summary["steps"] and sum(logged) == expected
     last = sorted((run / "checkpoints").glob("step-*"))[-1]

@@ -65,7 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--config", type=Path, help="YAML config file")
     train.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     train.add_argument("--plan", action="store_true",
-                       help="print the per-epoch plan (difficulty, threshold, examples, steps) and exit")
+                       help="print the plan by epoch, or by segment when curriculum stages advance by step "
+                            "(difficulty, threshold, examples, steps) and exit")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="set any config key, e.g. --set eval.patience=5 (YAML value syntax)")
     from chef_genius.config import DECODING_NAMES, FLAGS, EvalConfig
@@ -357,21 +358,24 @@ def _print_plan(config) -> int:
     with tempfile.TemporaryDirectory() as scratch:
         trainer.setup_plan(Path(scratch))
     rows = trainer.plan_rows()
-    print(f"{'epoch':>5}  {'difficulty':<10} {'quality >=':>10} {'examples':>9} {'optimizer steps':>15}")
+    if trainer.run_plan.by_step:
+        print(trainer.run_plan.describe())
+    print(f"{'epoch':>5}  {'steps':<13} {'difficulty':<10} {'quality >=':>10} {'examples':>9} {'optimizer steps':>15}")
     for row in rows:
         note = "  (relaxed from {} >= {:.2f})".format(*row["relaxed_from"]) if row["relaxed_from"] else ""
-        print(f"{row['epoch']:>5}  {row['difficulty']:<10} {row['quality_threshold']:>10.2f} {row['examples']:>9,} "
-              f"{row['optimizer_steps']:>15,}{note}")
+        steps = f"{row['first_step']:,}-{row['last_step']:,}"
+        print(f"{row['epoch']:>5}  {steps:<13} {row['difficulty']:<10} {row['quality_threshold']:>10.3f} "
+              f"{row['examples']:>9,} {row['optimizer_steps']:>15,}{note}")
     o = config.optim
     per_step = f"{o.max_tokens:,} tokens" if o.max_tokens else f"{o.batch_size} examples"
-    print(f"total {sum(r['optimizer_steps'] for r in rows):,} optimizer steps "
-          f"({per_step} x {o.gradient_accumulation_steps} accumulation per step)")
-    if o.max_steps is not None and o.max_steps < sum(r["optimizer_steps"] for r in rows):
+    planned = sum(trainer.steps_per_epoch)
+    print(f"total {planned:,} optimizer steps ({per_step} x {o.gradient_accumulation_steps} accumulation per step)")
+    if o.max_steps is not None and o.max_steps < planned:
         done, epoch = 0, 0
-        while done + rows[epoch]["optimizer_steps"] < o.max_steps:
-            done, epoch = done + rows[epoch]["optimizer_steps"], epoch + 1
+        while done + trainer.steps_per_epoch[epoch] < o.max_steps:
+            done, epoch = done + trainer.steps_per_epoch[epoch], epoch + 1
         print(f"--max-steps {o.max_steps:,}: training stops in epoch {epoch}, after {o.max_steps - done:,} of its "
-              f"{rows[epoch]['optimizer_steps']:,} steps")
+              f"{trainer.steps_per_epoch[epoch]:,} steps")
     return 0
 
 

@@ -107,7 +107,8 @@ class LoraSettings:
 
 @dataclass
 class CurriculumStage:
-    until: float = doc("This stage lasts while training progress epoch/epochs is below this.", 1.0)
+    until: float = doc("This stage lasts while training progress (epoch/epochs, or step/steps when the epochs "
+                       "are too few for the stages) is below this.", 1.0)
     level: Literal["easy", "medium", "all"] = doc("Recipes admitted: easy, medium (and easy), all.", "all")
 
 
@@ -115,11 +116,13 @@ class CurriculumStage:
 class DataConfig:
     path: str | None = doc("Prepared dataset folder (from `prepare`); empty uses the bundled sample.", None)
     num_workers: int = doc("DataLoader worker processes for collation.", 2)
-    curriculum: bool = doc("Order training from easy to hard recipes by epoch.", True)
+    curriculum: bool = doc("Order training from easy to hard recipes: by epoch, or by optimizer step inside the "
+                           "epochs when they are too few for the stages.", True)
     curriculum_stages: list[CurriculumStage] = doc(
         "Curriculum stages by training progress.",
         factory=lambda: [CurriculumStage(0.3, "easy"), CurriculumStage(0.6, "medium"), CurriculumStage(1.0, "all")])
-    progressive_quality: bool = doc("Raise the quality threshold linearly over the epochs.", True)
+    progressive_quality: bool = doc("Raise the quality threshold linearly over the epochs (over the stages when "
+                                    "they advance by step).", True)
     quality_start: float = doc("Quality threshold of the first epoch.", 0.50)
     quality_end: float = doc("Quality threshold of the last epoch.", 0.75)
     augmentation_prob: float = doc("Probability that a training example is augmented.", 0.3)
@@ -137,6 +140,9 @@ class DataConfig:
         bounds = [stage.until for stage in self.curriculum_stages]
         if not bounds or bounds != sorted(bounds) or bounds[-1] < 1.0:
             raise UserError("data.curriculum_stages must be in increasing 'until' order, the last >= 1.0")
+        if self.curriculum_stages[-1].level != "all" or any(until >= 1.0 for until in bounds[:-1]):
+            raise UserError("data.curriculum_stages must end with an 'all' stage that starts before 1.0, so that "
+                            "every recipe is trained on")
 
 
 @dataclass

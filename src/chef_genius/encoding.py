@@ -21,6 +21,11 @@ from __future__ import annotations
 
 from chef_genius.errors import UserError
 
+# The version of the target text and its encoding (the serialization, the chat-template rendering,
+# the special-token and cutting rules): bump it when any of them changes, so that token caches
+# built by an older chef-genius (keyed on it) are not reused.
+ENCODING_VERSION = 1
+
 _SENTINEL = "\u2063CHEFGENIUS\u2063"
 
 

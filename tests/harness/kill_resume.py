@@ -27,9 +27,9 @@ CHECKPOINT_FILES = ("trainer_state.json", "optimizer.pt", "adapter_model.safeten
                     "rng-rank0.safetensors", "tokenizer.json", "manifest.json")
 
 
-def train_command(data: Path, out: Path, resume: bool) -> list[str]:
+def train_command(data: Path, out: Path, resume: bool, epochs: int = 3) -> list[str]:
     command = [sys.executable, "-m", "chef_genius", "train", "--data", str(data), "--output-dir", str(out),
-               "--epochs", "3", "--batch-size", "2", "--report-to", "jsonl", "--eval-steps", "4",
+               "--epochs", str(epochs), "--batch-size", "2", "--report-to", "jsonl", "--eval-steps", "4",
                "--set", "checkpoint.save_steps=1", "--set", "checkpoint.keep_last=2", "--set", "logging.log_every=1",
                "--set", "model.max_target_tokens=64", "--set", "data.num_workers=0",
                "--set", "eval.generate_samples=false"]
@@ -79,20 +79,20 @@ def _trained_steps(run: Path) -> int:
     return sum(1 for line in path.read_text().splitlines() if '"train/loss"' in line)
 
 
-def run(data: Path, work: Path, kills: int, seed: int) -> dict:
+def run(data: Path, work: Path, kills: int, seed: int, epochs: int = 3) -> dict:
     """Kill ``kills`` times, each at a random training step plus a random delay of up to one
     step (so it lands inside a step or a checkpoint write), resuming each time; then finish and
-    compare with an uninterrupted run."""
+    compare with an uninterrupted run of ``epochs`` epochs (1 or 2: curriculum stages by step)."""
     from safetensors.torch import load_file
 
     rng = random.Random(seed)
     reference, killed = work / "reference", work / "killed"
-    subprocess.run(train_command(data, reference, False), check=True, env=environment(), capture_output=True)
+    subprocess.run(train_command(data, reference, False, epochs), check=True, env=environment(), capture_output=True)
     steps = sum(1 for r in metric_records(reference) if "train/loss" in r)
     targets = sorted(rng.sample(range(1, steps), min(kills, steps - 1)))
     landed = []
     for attempt, target in enumerate(targets):
-        process = subprocess.Popen(train_command(data, killed, attempt > 0), env=environment(),
+        process = subprocess.Popen(train_command(data, killed, attempt > 0, epochs), env=environment(),
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         while process.poll() is None and _trained_steps(killed) < target:
             time.sleep(0.005)
@@ -101,7 +101,7 @@ def run(data: Path, work: Path, kills: int, seed: int) -> dict:
             process.send_signal(signal.SIGKILL)
             process.wait()
             landed.append({"after_step": target, "newest_checkpoint": check_checkpoints(killed)})
-    final = subprocess.run(train_command(data, killed, True), env=environment(), capture_output=True, text=True)
+    final = subprocess.run(train_command(data, killed, True, epochs), env=environment(), capture_output=True, text=True)
     assert final.returncode == 0, final.stderr[-2000:]
     check_checkpoints(killed)
     check_metrics(killed, reference)
@@ -120,8 +120,9 @@ def main() -> None:
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--kills", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=3)
     args = parser.parse_args()
-    print(json.dumps(run(args.data, args.work, args.kills, args.seed)))
+    print(json.dumps(run(args.data, args.work, args.kills, args.seed, args.epochs)))
 
 
 if __name__ == "__main__":

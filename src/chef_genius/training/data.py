@@ -10,74 +10,42 @@ a resumed run rebuilds exactly the same batches and skips the ones already train
 
 from __future__ import annotations
 
+import itertools
+import mmap
 import random
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import numpy as np
-import pyarrow as pa
 import torch
 
 from chef_genius.encoding import encode_sources, encode_targets
-from chef_genius.errors import UserError
 from chef_genius.losses import IGNORE_INDEX
-from chef_genius.recipe import Recipe, serialize
-from chef_genius.usability import food_names_of
+from chef_genius.training.table import RecipeTable, load_split
+
+__all__ = ["Collator", "PlannedBatches", "RecipeTable", "TokenizedExamples", "batch_count", "concatenate_flat",
+           "flatten", "load_split", "plan_batches", "tokenize_examples"]
 
 PAD_MULTIPLE = 8
 
 
 @dataclass
-class RecipeTable:
-    """The columns of one prepared split that training needs."""
-
-    titles: list[str]
-    ingredients: list[list[str]]
-    steps: list[list[str]]
-    ner: list[list[str]]
-    quality: np.ndarray
-    difficulty: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.titles)
-
-    def recipe(self, i: int) -> Recipe:
-        return Recipe(self.titles[i], self.ingredients[i], self.steps[i], self.ner[i])
-
-
-def load_split(folder: Path, split: str) -> RecipeTable:
-    """Read a split of a prepared dataset (memory-mapped Arrow).
-
-    Raises:
-        UserError: the folder or the split file is missing or unreadable.
-    """
-    path = Path(folder) / f"{split}.arrow"
-    if not path.exists():
-        raise UserError(f"{folder}: not a prepared dataset (no {split}.arrow); run `chef-genius prepare` first")
-    try:
-        with pa.memory_map(str(path)) as source:
-            table = pa.ipc.open_file(source).read_all()
-    except (pa.ArrowInvalid, OSError) as error:
-        raise UserError(f"{path}: cannot be read: {error}") from None
-    columns = table.to_pydict()
-    # Sources without food names (openrecipes, Wikibooks): the ingredients' food words, so that
-    # requests can name foods ("a dish with chicken, rice and lemon") for every recipe.
-    ner = [names or food_names_of(ingredients) for names, ingredients in zip(columns["ner"], columns["ingredients"],
-                                                                            strict=True)]
-    return RecipeTable(columns["title"], columns["ingredients"], columns["steps"], ner,
-                       np.asarray(columns["quality"], dtype=np.float32),
-                       np.asarray(columns["difficulty"], dtype=np.int8))
-
-
-@dataclass
 class TokenizedExamples:
-    """Token ids of prompts and targets, flat, with offsets; ``index`` maps rows to table rows."""
+    """Token ids of prompts and targets; ``index`` maps examples to table rows.
+
+    Prompts are flat with offsets. Targets are read from a token store, ``target_ids`` (flat: a
+    split's memory-mapped token cache, shared by every epoch, or these examples' own ids), at
+    ``target_starts`` for ``target_lengths`` tokens; a start at or past the store's end reads
+    ``extra_target_ids`` instead (targets rewritten for one epoch by augmentation). Nothing of
+    the store is copied per epoch.
+    """
 
     source_ids: np.ndarray
     source_offsets: np.ndarray
     target_ids: np.ndarray
-    target_offsets: np.ndarray
+    target_starts: np.ndarray
+    target_lengths: np.ndarray
     index: np.ndarray
+    extra_target_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
 
     def __len__(self) -> int:
         return len(self.index)
@@ -86,25 +54,67 @@ class TokenizedExamples:
         return self.source_ids[self.source_offsets[i]:self.source_offsets[i + 1]]
 
     def target(self, i: int) -> np.ndarray:
-        return self.target_ids[self.target_offsets[i]:self.target_offsets[i + 1]]
+        start, length, stored = int(self.target_starts[i]), int(self.target_lengths[i]), len(self.target_ids)
+        if start < stored:
+            return self.target_ids[start:start + length]
+        return self.extra_target_ids[start - stored:start - stored + length]
 
     def lengths(self) -> np.ndarray:
         """Tokens per example (prompt + target): the batch planner's cost."""
-        return np.diff(self.source_offsets) + np.diff(self.target_offsets)
+        return np.diff(self.source_offsets) + self.target_lengths
+
+    def nbytes(self) -> int:
+        """Bytes these examples hold in memory (a memory-mapped store counts nothing)."""
+        held = [self.source_ids, self.source_offsets, self.target_starts, self.target_lengths, self.index,
+                self.extra_target_ids] + ([] if _mapped(self.target_ids) else [self.target_ids])
+        return sum(a.nbytes for a in held)
 
     @classmethod
     def from_sequences(cls, sources: list, targets: list, index: np.ndarray) -> TokenizedExamples:
-        source_ids, source_offsets = _flatten(sources)
-        target_ids, target_offsets = _flatten(targets)
-        return cls(source_ids, source_offsets, target_ids, target_offsets, index)
+        source_ids, source_offsets = flatten(sources)
+        target_ids, target_offsets = flatten(targets)
+        return cls(source_ids, source_offsets, target_ids, target_offsets[:-1], np.diff(target_offsets), index)
+
+    def __getstate__(self) -> dict:
+        # A memory-mapped store travels as its file, not its contents (DataLoader workers that
+        # are spawned rather than forked unpickle the collator and its examples).
+        state = dict(self.__dict__)
+        if _mapped(self.target_ids):
+            ids = self.target_ids
+            state["target_ids"] = ("memmap", ids.filename, ids.offset, ids.shape, ids.dtype.str)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        ids = state["target_ids"]
+        if isinstance(ids, tuple):
+            _, filename, offset, shape, dtype = ids
+            state["target_ids"] = np.memmap(filename, dtype=np.dtype(dtype), mode="r", offset=offset, shape=shape)
+        self.__dict__.update(state)
 
 
-def _flatten(sequences: list) -> tuple[np.ndarray, np.ndarray]:
+def _mapped(array: np.ndarray) -> bool:
+    """A whole memory-mapped file (not a view of one)."""
+    return isinstance(array, np.memmap) and isinstance(array.base, mmap.mmap)
+
+
+def flatten(sequences: list) -> tuple[np.ndarray, np.ndarray]:
+    """Token id lists as one flat int32 array and int64 offsets (``len(sequences) + 1``)."""
+    lengths = np.fromiter(map(len, sequences), dtype=np.int64, count=len(sequences))
     offsets = np.zeros(len(sequences) + 1, dtype=np.int64)
-    np.cumsum([len(s) for s in sequences], out=offsets[1:])
-    if not sequences:
-        return np.zeros(0, dtype=np.int32), offsets
-    return np.concatenate([np.asarray(s, dtype=np.int32) for s in sequences]), offsets
+    np.cumsum(lengths, out=offsets[1:])
+    ids = np.fromiter(itertools.chain.from_iterable(sequences), dtype=np.int32, count=int(offsets[-1]))
+    return ids, offsets
+
+
+def concatenate_flat(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Flat (ids, offsets) pairs joined into one."""
+    if not parts:
+        return np.zeros(0, dtype=np.int32), np.zeros(1, dtype=np.int64)
+    ids = np.concatenate([p[0] for p in parts]).astype(np.int32, copy=False)
+    lengths = np.concatenate([np.diff(p[1]) for p in parts])
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return ids, offsets
 
 
 def tokenize_examples(tokenizer, prompts: list[str], targets: list[str], max_source: int, max_target: int,
@@ -118,11 +128,13 @@ def tokenize_examples(tokenizer, prompts: list[str], targets: list[str], max_sou
                                             encode_targets(tokenizer, targets, max_target, causal), index)
 
 
-def target_text(table: RecipeTable, i: int) -> str:
-    return serialize(table.recipe(i))
+def batch_count(examples: int, batch_size: int, world: int = 1) -> int:
+    """How many batches `plan_batches` gives each rank without a token budget: every pool is cut
+    into ``batch_size`` examples, so the count follows from the number of examples alone."""
+    return -(-examples // batch_size) // world
 
 
-def plan_batches(lengths: np.ndarray, seed: int, epoch: int, batch_size: int, max_tokens: int | None = None,
+def plan_batches(lengths: np.ndarray, seed: int, epoch: int | str, batch_size: int, max_tokens: int | None = None,
                  shuffle: bool = True, rank: int = 0, world: int = 1, pool_batches: int = 64) -> list[list[int]]:
     """Length-grouped batches of example positions for one epoch, for this rank.
 

@@ -3,7 +3,8 @@
 `Trainer.setup()` builds the run (data, model, optimizer, schedule, resume state) with small
 helpers; `Trainer.train()` is the loop, where each improvement is one visible line. It runs
 unchanged on CPU, one GPU, or several under ``torchrun`` / ``accelerate launch`` (DDP: each rank
-trains on its own share of every epoch's batches). Composed parts: `ranks.Ranks` (processes and
+trains on its own share of every epoch's batches). Composed parts: `run_plan.RunPlan` (each
+epoch's batches; curriculum stages by epoch or by step), `ranks.Ranks` (processes and
 collectives), `placement.place_model` (LoRA, levers, DDP/FSDP, compilation),
 `persistence.RunCheckpoints` (checkpoints, resume, the final folder), `validation` (loss, early
 stopping, samples), `graphs.GraphedSteps` (CUDA graphs).
@@ -19,6 +20,7 @@ import math
 import sys
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,8 +29,6 @@ from tqdm import tqdm
 
 from chef_genius.augment import canonical_prompt
 from chef_genius.config import TrainConfig, to_dict, to_yaml
-from chef_genius.curriculum import unreached_levels
-from chef_genius.encoding import encode_targets
 from chef_genius.errors import TrainingStopped, UserError
 from chef_genius.losses import IGNORE_INDEX, batch_loss_sums
 from chef_genius.noise import add_gradient_noise
@@ -38,21 +38,17 @@ from chef_genius.training import checkpoint as ckpt
 from chef_genius.training import fingerprint as fp
 from chef_genius.training import run_guards as guards
 from chef_genius.training import sharding
-from chef_genius.training.data import (
-    Collator,
-    PlannedBatches,
-    load_split,
-    plan_batches,
-    target_text,
-    tokenize_examples,
-)
+from chef_genius.training.data import Collator, PlannedBatches, load_split
 from chef_genius.training.epochs import EpochBuilder, EpochData, minimum_examples
 from chef_genius.training.graphs import GraphedSteps, graphs_unsupported_reason
 from chef_genius.training.models import resolve_model, resolve_tokenizer
 from chef_genius.training.persistence import FinalWeights, RunCheckpoints
 from chef_genius.training.placement import place_model
 from chef_genius.training.ranks import Ranks
-from chef_genius.training.validation import record_validation, sample_and_log, validation_loss
+from chef_genius.training.run_plan import RunPlan, timed
+from chef_genius.training.table import CHUNK_ROWS
+from chef_genius.training.token_cache import TokenCache, shared_cache
+from chef_genius.training.validation import record_validation, sample_and_log, validation_examples, validation_loss
 
 __all__ = ["RunResult", "Trainer", "TrainingStopped", "run_training"]
 
@@ -74,6 +70,7 @@ class RunResult:
     last_samples: str | None = None  # the last evaluation's sample recipes, as printed
     final_step: int | None = None  # the step whose weights final/ holds (the best one)
     final_weights: str | None = None  # that, in words
+    setup: dict | None = None  # seconds of each set-up part, to the first optimizer step (`Trainer.timings`)
 
 
 class Trainer:
@@ -81,18 +78,30 @@ class Trainer:
         self.config = config
         self.lora = config.lora.enabled
         self.last_samples: str | None = None
+        # Seconds of each set-up part (data, model, examples, schedule), of each epoch's build, and
+        # to the first optimizer step from the loop's start (that epoch's build, the loader and
+        # torch.compile's work included); "token_cache": built or reused.
+        self.timings: dict = {}
 
     # ----------------------------------------------------------------- setup
-    def setup_plan(self, scratch: Path) -> None:
+    def setup_plan(self, scratch: Path, examples: bool = False) -> None:
         """Only what the plan view needs: data, tokenizer (a `tiny` one is built in ``scratch``),
-        epochs and schedule; no model weights, nothing written to the run folder."""
+        epochs and schedule; no model weights, nothing written to the run folder. ``examples``:
+        tokenize them (token cache included) even where the plan needs no lengths."""
         self._setup_distributed()
         self.run_dir = scratch
-        self._setup_data()
-        self.tokenizer, self.causal = resolve_tokenizer(self.config.model, scratch / "base_model",
-                                                        self._tokenizer_corpus(), self.config.seed)
-        self._setup_examples()
-        self._setup_schedule()
+        with self._timed("data"):
+            self._setup_data()
+        with self._timed("model"):
+            self.tokenizer, self.causal = resolve_tokenizer(self.config.model, scratch / "base_model",
+                                                            self._tokenizer_corpus(), self.config.seed)
+        with self._timed("examples"):
+            if self.config.optim.max_tokens is None and not examples:  # batch counts follow from selections
+                self._setup_run_plan(None)
+            else:
+                self._setup_examples()
+        with self._timed("schedule"):
+            self._setup_schedule()
 
     def setup(self) -> None:
         self._setup_distributed()
@@ -105,10 +114,12 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             if resume is None or not (self.run_dir / "config.yaml").exists():  # keeps the run's original settings
                 (self.run_dir / "config.yaml").write_text(to_yaml(self.config), encoding="utf-8")
-        self._setup_data()
+        with self._timed("data"):
+            self._setup_data()
         self.fingerprint = fp.run_fingerprint(self.config, self.data_folder, self.world)
         changes = self._check_resume(resume, ("config", "data", "processes"))  # before the model is loaded
-        self._setup_model()
+        with self._timed("model"):
+            self._setup_model()
         self.fingerprint["tokenizer"] = fp.tokenizer_identity(self.tokenizer)
         changes += self._check_resume(resume, ("tokenizer",))
         if resume is not None:
@@ -117,10 +128,14 @@ class Trainer:
                 self.ranks.print(line)
         if self.is_main and (resume is None or not (self.run_dir / fp.FINGERPRINT).exists()):
             fp.write_fingerprint(self.run_dir, self.fingerprint)
-        self._setup_examples()
+        with self._timed("examples"):
+            self._setup_examples()
         self._setup_optimizer()
         self._setup_graphs()
-        self._setup_schedule()
+        with self._timed("schedule"):
+            self._setup_schedule()
+        if self.run_plan.by_step:
+            self.ranks.print(self.run_plan.describe())
         self.state = ckpt.TrainerState(config=to_dict(self.config), fingerprint=self.fingerprint)
         self.noise_generator = torch.Generator(device=self.device).manual_seed(self.config.seed + 1)
         torch.manual_seed(self.config.seed)
@@ -136,6 +151,9 @@ class Trainer:
                                       self.config.logging.wandb_project, to_dict(self.config),
                                       self.state.step if resume is not None else None)
                         if self.is_main else Tracker([]))
+
+    def _timed(self, part: str):
+        return timed(self.timings, part)
 
     def _check_resume(self, resume: Path | None, sections: tuple[str, ...]) -> list[dict]:
         return guards.resume_differences(resume, self.run_dir, self.fingerprint, sections,
@@ -178,25 +196,24 @@ class Trainer:
                 prepare([sample_path()], folder, PrepareOptions(progress=False, workers=0))
             self.ranks.barrier()
         self.data_folder = Path(folder)
-        self.train_table = load_split(Path(folder), "train")
+        self.train_table = load_split(Path(folder), "train")  # memory-mapped: rows are read when used
         self.val_table = load_split(Path(folder), "val")
         if len(self.train_table) == 0:
             raise UserError(f"{folder}: the training split is empty")
-        templates = self.config.data.templates
-        self.train_targets = [target_text(self.train_table, i) for i in range(len(self.train_table))]
-        self.val_prompts = [canonical_prompt(templates, t, n)
-                            for t, n in zip(self.val_table.titles, self.val_table.ner, strict=True)]
-        self.val_targets = [target_text(self.val_table, i) for i in range(len(self.val_table))]
+        k = self.config.eval.num_validation_samples  # the validation prompts that samples are drawn for
+        self.val_prompts = [canonical_prompt(self.config.data.templates, t, n)
+                            for t, n in zip(self.val_table.titles[:k], self.val_table.ner[:k], strict=True)]
 
-    def _tokenizer_corpus(self) -> list[str]:
-        """Texts a `tiny` tokenizer is trained on (canonical prompts and targets); other models
-        bring their own tokenizer, so nothing is built for them."""
+    def _tokenizer_corpus(self) -> Iterator[str]:
+        """Texts a `tiny` tokenizer is trained on (canonical prompts, then targets), read lazily:
+        only a `tiny` model built for this run consumes them."""
         if self.config.model.name != "tiny":
-            return []
-        templates = self.config.data.templates
-        prompts = [canonical_prompt(templates, t, n)
-                   for t, n in zip(self.train_table.titles, self.train_table.ner, strict=True)]
-        return prompts + self.train_targets
+            return iter(())
+        table, templates = self.train_table, self.config.data.templates
+        prompts = (canonical_prompt(templates, t, n) for t, n in zip(table.titles, table.ner, strict=True))
+        targets = (text for start in range(0, len(table), CHUNK_ROWS)
+                   for text in table.targets(start, min(start + CHUNK_ROWS, len(table))))
+        return itertools.chain(prompts, targets)
 
     def _setup_model(self) -> None:
         dtype = torch.bfloat16 if (self.bf16 and self.lora) else torch.float32
@@ -213,16 +230,24 @@ class Trainer:
         self.decoder_start_id = getattr(base, "decoder_start_token_id", None)
 
     def _setup_examples(self) -> None:
-        m, o = self.config.model, self.config.optim
-        target_cache = encode_targets(self.tokenizer, self.train_targets, m.max_target_tokens, self.causal)
-        self.epochs = EpochBuilder(self.train_table, target_cache, self.tokenizer, self.config, self.causal,
-                                   minimum_examples(o.batch_size, o.max_tokens, self.world))
-        self._epoch_data: EpochData | None = None
-        self.val_examples = tokenize_examples(self.tokenizer, self.val_prompts, self.val_targets,
-                                              m.max_source_tokens, m.max_target_tokens, self.causal)
+        m = self.config.model
+        # Targets tokenized once per split and tokenizer, memory-mapped (rank 0 builds, the others wait).
+        caches = {split: shared_cache(self.ranks, self.data_folder, split, self.tokenizer, m.max_target_tokens,
+                                      self.causal) for split in ("train", "val")}
+        self.timings["token_cache"] = "built" if any(c.built for c in caches.values()) else "reused"
+        self._setup_run_plan(caches["train"])
+        self.val_examples = validation_examples(self.val_table, caches["val"], self.tokenizer, self.config,
+                                                self.causal)
         self.pad_id = self.tokenizer.pad_token_id
         if not self.causal and getattr(self, "decoder_start_id", None) is None:
             self.decoder_start_id = self.pad_id
+
+    def _setup_run_plan(self, train_cache: TokenCache | None) -> None:
+        """The epochs (selected only, without a cache) and the run's plan of batches along them."""
+        o = self.config.optim
+        self.epochs = EpochBuilder(self.train_table, train_cache, self.tokenizer, self.config, self.causal,
+                                   minimum_examples(o.batch_size, o.max_tokens, self.world))
+        self.run_plan = RunPlan(self.epochs, self.config, self.rank, self.world, self.timings)
 
     def _setup_optimizer(self) -> None:
         decay = [p for p in self.trainable_params if p.ndim >= 2]
@@ -256,29 +281,23 @@ class Trainer:
 
     def _setup_schedule(self) -> None:
         o, s = self.config.optim, self.config.schedule
-        self.steps_per_epoch = [math.ceil(len(self._plan(e)) / o.gradient_accumulation_steps)
-                                for e in range(o.epochs)]
-        total = sum(self.steps_per_epoch) if o.max_steps is None else min(sum(self.steps_per_epoch), o.max_steps)
+        self.run_plan.size()  # stages by epoch or by step; each epoch's optimizer steps (no epoch built twice)
+        self.steps_per_epoch, total = self.run_plan.steps_per_epoch, self.run_plan.total_steps
         self.schedule = Schedule.build(o.learning_rate, total, s.warmup_steps, s.warmup_max_fraction,
                                        s.first_cycle_steps, s.cycle_mult, s.min_learning_rate, s.cosine)
-        started = sum(1 for before in itertools.accumulate([0] + self.steps_per_epoch[:-1]) if before < total)
-        unreached = unreached_levels(o.epochs, self.config.data, started)
-        if unreached and self.is_main:
-            warnings.warn(unreached, stacklevel=2)
+        unseen = self.run_plan.unseen_warning()
+        if unseen and self.is_main:
+            warnings.warn(unseen, stacklevel=2)
         if ends_high(self.schedule) and self.is_main:
             warnings.warn(f"training ends at step {total}, in the upper half of a cosine cycle (high learning "
                           "rate); adjust schedule.first_cycle_steps or the number of epochs", stacklevel=2)
 
     def epoch_data(self, epoch: int) -> EpochData:
         """The epoch's selection and tokenized examples (the last one built is kept)."""
-        if self._epoch_data is None or self._epoch_data.selection.epoch != epoch:
-            self._epoch_data = self.epochs.build(epoch)
-        return self._epoch_data
+        return self.run_plan.epoch_data(epoch)
 
     def _plan(self, epoch: int) -> list[list[int]]:
-        o = self.config.optim
-        return plan_batches(self.epoch_data(epoch).examples.lengths(), self.config.seed, epoch, o.batch_size,
-                            o.max_tokens, shuffle=True, rank=self.rank, world=self.world)
+        return self.run_plan.batches(epoch)
 
     # ------------------------------------------------------------------ loop
     def train(self) -> RunResult:
@@ -307,16 +326,16 @@ class Trainer:
         self.model.train()
         while state.epoch < o.epochs and not stopped_early and state.step < budget:
             epoch = self.epoch_data(state.epoch)
-            if state.batches_done == 0:
-                self._log_curriculum(epoch)                                          # 3, 4, 7, 9
             batches = self._plan(state.epoch)
             collator = self.collator(epoch.examples)
             loader = self._loader(PlannedBatches(batches[state.batches_done:], collator))
             for first in range(state.batches_done, len(batches), accumulation):
+                self._log_curriculum(epoch, first)                # 3, 4, 7, 9: an epoch or a stage starts here
                 micro_batches = [next(loader) for _ in batches[first:first + accumulation]]
                 step_before = state.step
                 metrics = self._optimizer_step(micro_batches)                       # loss, backward, step
                 state.batches_done = first + len(micro_batches)
+                self.timings.setdefault("first_step", round(time.perf_counter() - started, 3))
                 if state.step == step_before:  # a skipped non-finite step: nothing to log or save
                     continue
                 window.add(metrics)
@@ -354,7 +373,7 @@ class Trainer:
         self.tracker.close()
         result = RunResult(state.step, stopped_early, state.best_val_loss, self.checkpoints.best(state),
                            str(final.folder), time.perf_counter() - started, dict(self.schedule.__dict__),
-                           self.last_samples, final.step, final.note)
+                           self.last_samples, final.step, final.note, dict(self.timings))
         if self.is_main:
             (self.run_dir / "run_summary.json").write_text(json.dumps(result.__dict__, indent=2) + "\n")
         return result
@@ -407,12 +426,16 @@ class Trainer:
                         "train/seconds": seconds, "train/epoch": state.epoch})
         return metrics
 
-    def _log_curriculum(self, epoch: EpochData) -> None:
-        selection = epoch.selection
+    def _log_curriculum(self, epoch: EpochData, batch: int) -> None:
+        """Log (and warn about a relaxed) selection when an epoch, or a stage by step, starts at ``batch``."""
+        selection = self.run_plan.part_starting_at(epoch.selection.epoch, batch)
+        if selection is None:
+            return
         if selection.relaxed_from is not None:
             level, threshold = selection.relaxed_from
-            warnings.warn(f"epoch {selection.epoch}: {level} recipes with quality >= {threshold:.2f} cannot fill a "
-                          f"batch per rank; relaxed to {selection.level} >= {selection.threshold:.2f} "
+            warnings.warn(f"epoch {selection.epoch} from step {self.state.step + 1}: {level} recipes with quality >= "
+                          f"{threshold:.2f} cannot fill a batch per rank; relaxed to {selection.level} >= "
+                          f"{selection.threshold:.2f} "
                           f"({len(selection.indices)} recipes)", stacklevel=2)
         self.tracker.log({"curriculum/quality_threshold": selection.threshold,
                           "curriculum/difficulty_level": selection.level_index,
@@ -420,14 +443,8 @@ class Trainer:
                           "curriculum/augmented_fraction": epoch.augmented_fraction}, self.state.step)
 
     def plan_rows(self) -> list[dict]:
-        """The per-epoch plan: difficulty, threshold, examples and optimizer steps."""
-        rows = []
-        for epoch, steps in enumerate(self.steps_per_epoch):
-            selection = self.epochs.select(epoch)
-            rows.append({"epoch": epoch, "difficulty": selection.level, "quality_threshold": selection.threshold,
-                         "examples": len(selection.indices), "optimizer_steps": steps,
-                         "relaxed_from": selection.relaxed_from})
-        return rows
+        """The plan by epoch, or by segment when stages advance by step (`RunPlan.rows`)."""
+        return self.run_plan.rows()
 
     def _skip_bad_step(self, metrics: dict[str, float]) -> dict[str, float]:
         state = self.state
