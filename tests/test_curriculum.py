@@ -36,7 +36,7 @@ def recipenlg(tmp_path_factory):
 
 
 def test_seed_schedule_levels_and_thresholds():
-    config = DataConfig()
+    config = DataConfig(curriculum=True)
     assert [difficulty_level(e, 6, config) for e in range(6)] == ["easy", "easy", "medium", "medium", "all", "all"]
     assert [round(quality_threshold(e, 6, config), 2) for e in range(6)] == [0.5, 0.55, 0.6, 0.65, 0.7, 0.75]
     off = DataConfig(curriculum=False, progressive_quality=False)
@@ -46,7 +46,8 @@ def test_seed_schedule_levels_and_thresholds():
 def six_epoch_counts(folder, report) -> list[int]:
     train = load_split(folder, "train")
     assert len(train) == report["splits"]["train"]
-    counts = [len(select_epoch(train.quality, train.difficulty, e, 6, DataConfig(), 12).indices) for e in range(6)]
+    seed = DataConfig(curriculum=True)
+    counts = [len(select_epoch(train.quality, train.difficulty, e, 6, seed, 12).indices) for e in range(6)]
     # The data report's counts at each threshold say the same (medium includes easy).
     by_threshold = {k: v["train"] for k, v in report["thresholds"].items()}
     assert counts == [by_threshold["0.50"]["easy"], by_threshold["0.55"]["easy"],
@@ -75,7 +76,7 @@ def test_selection_really_filters(recipenlg):
     folder, _ = recipenlg
     train = load_split(folder, "train")
     for epoch in range(6):
-        selection = select_epoch(train.quality, train.difficulty, epoch, 6, DataConfig(), 12)
+        selection = select_epoch(train.quality, train.difficulty, epoch, 6, DataConfig(curriculum=True), 12)
         limit = {"easy": 0, "medium": 1, "all": 2}[selection.level]
         assert (train.difficulty[selection.indices] <= limit).all()
         assert (train.quality[selection.indices] >= selection.threshold - 1e-6).all()
@@ -87,11 +88,11 @@ def test_a_selection_too_small_for_a_batch_is_relaxed(recipenlg):
     totals = {k: v["train"]["total"] for k, v in report["thresholds"].items()}
     assert totals["0.75"] < totals["0.70"] < totals["0.65"]
     # Epoch 5 wants quality >= 0.75; a minimum above what 0.75 and 0.70 give relaxes it to 0.65.
-    selection = select_epoch(train.quality, train.difficulty, 5, 6, DataConfig(), minimum=totals["0.65"])
+    selection = select_epoch(train.quality, train.difficulty, 5, 6, DataConfig(curriculum=True), minimum=totals["0.65"])
     assert selection.relaxed_from == ("all", 0.75)
     assert selection.level == "all" and selection.threshold == pytest.approx(0.65)
     assert len(selection.indices) == totals["0.65"]
-    nothing = select_epoch(train.quality, train.difficulty, 0, 6, DataConfig(), minimum=10_000)
+    nothing = select_epoch(train.quality, train.difficulty, 0, 6, DataConfig(curriculum=True), minimum=10_000)
     assert len(nothing.indices) == len(train)  # never train on nothing: everything, as a last resort
 
 
@@ -189,7 +190,8 @@ def test_curriculum_metrics_are_logged_each_epoch(tmp_path, small_data):  # noqa
 
 
 def test_plan_view(tmp_path, small_data, capsys):  # noqa: F811
-    assert main(["train", "--data", str(small_data), "--plan", "--epochs", "6", "--batch-size", "2",
+    assert main(["train", "--data", str(small_data), "--plan", "--set", "data.curriculum=true", "--epochs", "6",
+                 "--batch-size", "2",
                  "--output-dir", str(tmp_path / "never")]) == 0
     out = capsys.readouterr().out
     lines = out.strip().splitlines()
@@ -197,7 +199,8 @@ def test_plan_view(tmp_path, small_data, capsys):  # noqa: F811
     assert [line.split()[2] for line in lines[1:7]] == ["easy", "easy", "medium", "medium", "all", "all"]
     assert lines[-1].startswith("total ")
     assert not (tmp_path / "never").exists()  # the plan writes nothing
-    trainer = Trainer(build_config(None, {"data.path": str(small_data), "optim.epochs": 6, "optim.batch_size": 2}))
+    trainer = Trainer(build_config(None, {"data.path": str(small_data), "optim.epochs": 6, "optim.batch_size": 2,
+                                      "data.curriculum": True}))
     trainer.setup_plan(tmp_path / "scratch")
     assert [int(line.split()[5].replace(",", "")) for line in lines[1:7]] == trainer.steps_per_epoch
     assert json.loads(json.dumps(trainer.plan_rows()))[0]["examples"] == int(lines[1].split()[4])

@@ -89,11 +89,11 @@ def test_a_new_run_writes_its_fingerprint_and_config(finished, small_data):  # n
 def test_a_resume_that_changes_the_run_is_refused_listing_each_change(run_copy, small_data, capsys):  # noqa: F811
     before = checkpoint_names(run_copy), (run_copy / "metrics.jsonl").read_text()
     args = train_args(run_copy, small_data, "--resume", "auto", "--learning-rate", "0.02", "--seed", "7",
-                      "--lora-r", "8", "--label-smoothing", "0.2", "--set", "data.curriculum=false")
+                      "--lora-r", "8", "--label-smoothing", "0.2", "--set", "data.curriculum=true")
     assert main(args) == 2
     err = one_line_error(capsys)
     for change in ("optim.learning_rate 0.01 -> 0.02", "seed 42 -> 7", "lora.r 16 -> 8",
-                   "optim.label_smoothing 0.1 -> 0.2", "data.curriculum true -> false", "--resume-changed"):
+                   "optim.label_smoothing 0.0 -> 0.2", "data.curriculum false -> true", "--resume-changed"):
         assert change in err, change
     assert (checkpoint_names(run_copy), (run_copy / "metrics.jsonl").read_text()) == before  # nothing trained
     assert not (run_copy / RESUME_LOG).exists()

@@ -32,52 +32,52 @@ from tests.test_training import metrics_of, small_config, small_data  # noqa: F4
 
 
 def test_one_epoch_is_cut_into_the_three_stages_by_step():
-    assert run_segments([100], 100, DataConfig()) == [
+    assert run_segments([100], 100, DataConfig(curriculum=True)) == [
         Segment(0, 0, "easy", 0.5, 0, 30), Segment(0, 1, "medium", 0.625, 30, 60), Segment(0, 2, "all", 0.75, 60, 100)]
 
 
 def test_two_epochs_split_the_medium_stage_at_the_epoch_boundary():
-    assert run_segments([50, 50], 100, DataConfig()) == [
+    assert run_segments([50, 50], 100, DataConfig(curriculum=True)) == [
         Segment(0, 0, "easy", 0.5, 0, 30), Segment(0, 1, "medium", 0.625, 30, 50),
         Segment(1, 1, "medium", 0.625, 50, 60), Segment(1, 2, "all", 0.75, 60, 100)]
 
 
 def test_max_steps_moves_the_stages_and_the_last_one_always_trains():
     # --max-steps 50 of a 100-step epoch: the stages span the 50 steps; the rest stays 'all'.
-    assert [(s.level, s.first_step, s.end_step) for s in run_segments([100], 50, DataConfig())] == [
+    assert [(s.level, s.first_step, s.end_step) for s in run_segments([100], 50, DataConfig(curriculum=True))] == [
         ("easy", 0, 15), ("medium", 15, 30), ("all", 30, 100)]
-    assert [(s.level, s.first_step, s.end_step) for s in run_segments([10], 3, DataConfig())] == [
+    assert [(s.level, s.first_step, s.end_step) for s in run_segments([10], 3, DataConfig(curriculum=True))] == [
         ("easy", 0, 1), ("medium", 1, 2), ("all", 2, 10)]
-    assert [(s.level, s.first_step) for s in run_segments([10], 1, DataConfig())] == [("all", 0)]
+    assert [(s.level, s.first_step) for s in run_segments([10], 1, DataConfig(curriculum=True))] == [("all", 0)]
 
 
 def test_stages_go_by_step_only_when_epochs_never_reach_the_last_stage():
-    data = DataConfig()
+    data = DataConfig(curriculum=True)
     assert [stages_by_step(epochs, epochs, data) for epochs in range(1, 7)] == [True, True, False, False, False,
                                                                                  False]
     # --max-steps ending in the first or second of three epochs: 'all' (epoch 2) is never started.
     assert stages_by_step(3, 1, data) and stages_by_step(3, 2, data) and not stages_by_step(3, 3, data)
     assert not stages_by_step(1, 1, DataConfig(curriculum=False))
-    late = DataConfig(curriculum_stages=[CurriculumStage(0.3, "easy"), CurriculumStage(0.9, "medium"),
+    late = DataConfig(curriculum=True, curriculum_stages=[CurriculumStage(0.3, "easy"), CurriculumStage(0.9, "medium"),
                                          CurriculumStage(1.0, "all")])
     assert stages_by_step(6, 6, late)  # epoch 5 (progress 0.83) would still be medium
 
 
 def test_stage_thresholds_rise_from_start_to_where_the_last_stage_starts():
-    assert stage_thresholds(DataConfig()) == [0.5, 0.625, 0.75]  # those of a three-epoch run
-    assert stage_thresholds(DataConfig(quality_start=0.4, quality_end=0.8)) == [0.4, 0.6, 0.8]
-    two = DataConfig(curriculum_stages=[CurriculumStage(0.5, "medium"), CurriculumStage(1.0, "all")])
+    assert stage_thresholds(DataConfig(curriculum=True)) == [0.5, 0.625, 0.75]  # those of a three-epoch run
+    assert stage_thresholds(DataConfig(curriculum=True, quality_start=0.4, quality_end=0.8)) == [0.4, 0.6, 0.8]
+    two = DataConfig(curriculum=True, curriculum_stages=[CurriculumStage(0.5, "medium"), CurriculumStage(1.0, "all")])
     assert stage_thresholds(two) == [0.5, 0.75]
-    assert stage_thresholds(DataConfig(progressive_quality=False)) == [0.0, 0.0, 0.0]
+    assert stage_thresholds(DataConfig(curriculum=True, progressive_quality=False)) == [0.0, 0.0, 0.0]
 
 
 def test_the_last_stage_must_be_all_and_start_before_the_end(tmp_path, capsys):
     with pytest.raises(UserError, match="end with an 'all' stage"):
-        DataConfig(curriculum_stages=[CurriculumStage(0.5, "easy"), CurriculumStage(1.0, "medium")])
+        DataConfig(curriculum=True, curriculum_stages=[CurriculumStage(0.5, "easy"), CurriculumStage(1.0, "medium")])
     with pytest.raises(UserError, match="starts before 1.0"):
-        DataConfig(curriculum_stages=[CurriculumStage(1.0, "medium"), CurriculumStage(1.5, "all")])
+        DataConfig(curriculum=True, curriculum_stages=[CurriculumStage(1.0, "medium"), CurriculumStage(1.5, "all")])
     stages = '[{"until": 0.5, "level": "easy"}, {"until": 1.0, "level": "medium"}]'
-    assert main(["train", "--plan", "--set", f"data.curriculum_stages={stages}",
+    assert main(["train", "--plan", "--set", "data.curriculum=true", "--set", f"data.curriculum_stages={stages}",
                  "--output-dir", str(tmp_path / "never")]) == 2
     assert capsys.readouterr().err.count("\n") == 1
 
@@ -158,7 +158,8 @@ def test_one_epoch_reaches_every_recipe_class(tmp_path, small_data):  # noqa: F8
 
 
 def test_plan_shows_the_stages_by_step(tmp_path, small_data, capsys):  # noqa: F811
-    assert main(["train", "--data", str(small_data), "--plan", "--epochs", "1", "--batch-size", "2",
+    assert main(["train", "--data", str(small_data), "--plan", "--set", "data.curriculum=true", "--epochs", "1",
+                 "--batch-size", "2",
                  "--output-dir", str(tmp_path / "never")]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0] == ("curriculum stages by optimizer step (1 epoch of 22 steps to train): easy steps 1-7, "
@@ -168,7 +169,8 @@ def test_plan_shows_the_stages_by_step(tmp_path, small_data, capsys):  # noqa: F
                                                      ["0", "14-22", "all", "0.750", "17", "9"]]
     assert lines[-1].startswith("total 22 optimizer steps")
     # Six epochs cut by --max-steps in the first: stages by step over the 20 steps that train.
-    assert main(["train", "--data", str(small_data), "--plan", "--epochs", "6", "--batch-size", "2",
+    assert main(["train", "--data", str(small_data), "--plan", "--set", "data.curriculum=true", "--epochs", "6",
+                 "--batch-size", "2",
                  "--max-steps", "20", "--output-dir", str(tmp_path / "never")]) == 0
     out = capsys.readouterr().out
     assert "easy steps 1-6, medium steps 7-12, all steps 13-20" in out

@@ -33,6 +33,11 @@ def small_data(tmp_path_factory) -> Path:
     return folder / "prepared"
 
 
+# Every improvement on, as flags (some are off by default since the ablation study).
+ALL_ON_FLAGS = ("--set", "data.curriculum=true", "--augmentation-prob", "0.3", "--label-smoothing", "0.1",
+                "--set", "gradient_noise.enabled=true")
+
+
 def small_config(out: Path, data: Path, **overrides):
     settings = {
         "output_dir": str(out), "data.path": str(data), "data.num_workers": 0,
@@ -40,6 +45,10 @@ def small_config(out: Path, data: Path, **overrides):
         "optim.epochs": 2, "optim.batch_size": 8, "optim.gradient_accumulation_steps": 1,
         "eval.eval_steps": 1000, "checkpoint.save_steps": 1000, "logging.report_to": ["jsonl"],
         "logging.log_every": 1,
+        # Every improvement on (some are off by default since the ablation study), so that the
+        # tests built on this config exercise each one.
+        "data.curriculum": True, "data.augmentation_prob": 0.3, "gradient_noise.enabled": True,
+        "optim.label_smoothing": 0.1,
     }
     settings.update(overrides)
     return build_config(None, settings)
@@ -261,7 +270,7 @@ def test_ddp_on_cpu_with_two_processes(tmp_path, small_data):
                "--data", str(small_data), "--output-dir", str(run), "--epochs", "1", "--batch-size", "4",
                "--report-to", "jsonl", "--set", "model.max_target_tokens=64", "--set", "model.max_source_tokens=32",
                "--set", "data.num_workers=0",
-               "--set", "logging.log_every=1"]
+               "--set", "logging.log_every=1", *ALL_ON_FLAGS]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.count("trained ") == 1  # only rank 0 reports
@@ -306,7 +315,7 @@ def _torchrun(run: Path, data: Path, *extra: str) -> None:
     command = [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "chef_genius", "train",
                "--data", str(data), "--output-dir", str(run), "--batch-size", "4", "--disable-lora",
                "--report-to", "jsonl", "--set", "model.max_target_tokens=48", "--set", "data.num_workers=0",
-               "--set", "checkpoint.save_steps=3", "--set", "eval.generate_samples=false", *extra]
+               "--set", "checkpoint.save_steps=3", "--set", "eval.generate_samples=false", *ALL_ON_FLAGS, *extra]
     result = subprocess.run(command, capture_output=True, text=True, timeout=400, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
 

@@ -32,7 +32,10 @@ def train_command(data: Path, out: Path, resume: bool, epochs: int = 3) -> list[
                "--epochs", str(epochs), "--batch-size", "2", "--report-to", "jsonl", "--eval-steps", "4",
                "--set", "checkpoint.save_steps=1", "--set", "checkpoint.keep_last=2", "--set", "logging.log_every=1",
                "--set", "model.max_target_tokens=64", "--set", "data.num_workers=0",
-               "--set", "eval.generate_samples=false"]
+               "--set", "eval.generate_samples=false",
+               # every improvement on (some are off by default), so resume is checked with each of them
+               "--set", "data.curriculum=true", "--augmentation-prob", "0.3", "--label-smoothing", "0.1",
+               "--set", "gradient_noise.enabled=true"]
     return command + (["--resume", "auto"] if resume else [])
 
 

@@ -318,5 +318,5 @@ def model_card(config: TrainConfig, state: TrainerState, weights_step: int | Non
     stopped = " (stopped early)" if state.stopped_early else ""
     return (f"# chef-genius {kind}\n\nBase model: `{config.model.name}`. Trained by chef-genius for {state.step} "
             f"optimizer steps{stopped}; best val_loss {state.best_val_loss}.\n\nWeights: "
-            f"{weights_note(state, weights_step, config.eval.keep_best)}.\n\nTarget format: `Title: ... || Ingredients: "
-            f"a | b || Steps: x | y`; prompt template: `{config.data.templates[0]}`.\n")
+            f"{weights_note(state, weights_step, config.eval.keep_best)}.\n\nTarget format: `Title: ... || "
+            f"Ingredients: a | b || Steps: x | y`; prompt template: `{config.data.templates[0]}`.\n")
