@@ -294,14 +294,14 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 # The `tiny` model trains on CPU in under a minute; the seed's FLAN-T5-large schedule (1000 warmup
-# steps, 1000-step cycles) would never leave warmup there. On the bundled sample the curriculum
-# gives 68 steps in all (`chef-genius train --plan`): warmup 6, then cycles of 21 and 42 steps. Its base model
+# steps, 1000-step cycles) would never leave warmup there. On the bundled sample the defaults give
+# 100 steps in all (`chef-genius train --plan`): warmup 6, then cycles of 32 and 64 steps. Its base model
 # is random, so LoRA adapts every linear layer (q and v alone barely move a random model).
 # Applied under presets, files and flags.
 TINY_PROFILE: dict[str, Any] = {
     "optim": {"epochs": 6, "batch_size": 16, "gradient_accumulation_steps": 1, "learning_rate": 1e-2},
     "lora": {"target_modules": ["all-linear"]},
-    "schedule": {"warmup_steps": 6, "first_cycle_steps": 21},
+    "schedule": {"warmup_steps": 6, "first_cycle_steps": 32},
     "eval": {"eval_steps": 20, "max_new_tokens": 128},
     "checkpoint": {"save_steps": 20},
     "logging": {"log_every": 5},
