@@ -61,3 +61,34 @@ def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one(tmp_path, small_
     resumed = run_training(small_config(run, small_data, **{"checkpoint.save_steps": 2, "optim.batch_size": 2,
                                                             "checkpoint.resume": "auto"}))
     assert resumed.steps > 2
+
+
+def test_a_kill_while_a_checkpoint_is_rewritten_never_shows_a_half_deleted_one(tmp_path, small_data,  # noqa: F811
+                                                                              monkeypatch):
+    """The same step saved again (as a resumed run's end does): the old folder is moved aside
+    whole before it is deleted, so a kill during the delete leaves only a temporary folder."""
+    trainer = Trainer(small_config(tmp_path / "run", small_data, **{"optim.epochs": 1}))
+    trainer.setup()
+    folder = tmp_path / "run" / "checkpoints"
+    trainer._save()
+    first = ckpt.list_checkpoints(folder)[-1]
+    real_rmtree = ckpt.shutil.rmtree
+
+    def killed_mid_delete(path, *args, **kwargs):
+        path = ckpt.Path(path)
+        if path.name.startswith(".tmp-old-") and path.exists():
+            next(path.iterdir()).unlink()  # one file gone, then the process dies
+            raise KeyboardInterrupt
+        return real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(ckpt.shutil, "rmtree", killed_mid_delete)
+    trainer._saved_state = None  # the same state, written again
+    with pytest.raises(KeyboardInterrupt):
+        trainer._save()
+    monkeypatch.setattr(ckpt.shutil, "rmtree", real_rmtree)
+    assert [p.name for p in ckpt.list_checkpoints(folder)] == [first.name]
+    assert ckpt.checkpoint_problem(first) is None  # complete, under its own name
+    assert list(folder.glob(".tmp-old-*"))  # what the kill left, out of sight
+    trainer._saved_state = None
+    trainer._save()  # the next save clears it
+    assert not list(folder.glob(".tmp-*")) and ckpt.checkpoint_problem(first) is None

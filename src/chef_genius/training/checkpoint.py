@@ -175,9 +175,16 @@ def save_checkpoint(folder: Path, step: int, model: torch.nn.Module, optimizer: 
             tokenizer.save_pretrained(str(tmp))
         write_manifest(tmp)  # last: a checkpoint without one was not completely written
         _fsync_tree(tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        if final.exists():  # the same step written again (a resumed run's end, say)
+            # Moved aside whole first: a kill while it is deleted leaves a temporary folder,
+            # never a half-deleted checkpoint under its own name.
+            aside = folder / f"{TMP_PREFIX}old-{final.name}"
+            shutil.rmtree(aside, ignore_errors=True)
+            os.replace(final, aside)
+            os.replace(tmp, final)
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
