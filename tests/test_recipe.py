@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from chef_genius.recipe import (
+    _BULLET,
     Recipe,
     clean_text,
     parse_recipe,
@@ -67,6 +68,9 @@ def test_round_trip_through_t5_style_tokenizer(t5_tokenizer, recipe):
     text = serialize(recipe)
     # A literal special-token string in the text ("</s>") is read as that token by any tokenizer.
     assume(not any(token in text for token in ("<pad>", "</s>", "<unk>")))
+    # Decoded text reads a lone item that opens with a list marker ("* 0", "- x", "2. y") as a bullet
+    # point (T5 output lists steps so): that one shape is ambiguous and does not come back as it went.
+    assume(not any(len(items) == 1 and _BULLET.match(items[0]) for items in (recipe.ingredients, recipe.steps)))
     ids = t5_tokenizer.encode(text).ids
     assert t5_tokenizer.token_to_id("<unk>") not in ids
     assert parse_recipe(t5_tokenizer.decode(ids, skip_special_tokens=True)) == recipe
