@@ -92,3 +92,29 @@ def test_a_kill_while_a_checkpoint_is_rewritten_never_shows_a_half_deleted_one(t
     trainer._saved_state = None
     trainer._save()  # the next save clears it
     assert not list(folder.glob(".tmp-*")) and ckpt.checkpoint_problem(first) is None
+
+
+def test_a_kill_between_the_renames_of_a_rewrite_gives_the_checkpoint_back(tmp_path, small_data,  # noqa: F811
+                                                                            monkeypatch):
+    """Killed after the old folder was moved aside and before the new one took its name: the
+    complete old one is found again under its name (and pruning renames before deleting)."""
+    trainer = Trainer(small_config(tmp_path / "run", small_data, **{"optim.epochs": 1}))
+    trainer.setup()
+    folder = tmp_path / "run" / "checkpoints"
+    trainer._save()
+    first = ckpt.list_checkpoints(folder)[-1]
+    real_replace = ckpt.os.replace
+
+    def killed_between(source, target):
+        if ckpt.Path(source).name.startswith(".tmp-step-"):  # the new folder's rename: the process dies
+            raise KeyboardInterrupt
+        return real_replace(source, target)
+
+    monkeypatch.setattr(ckpt.os, "replace", killed_between)
+    trainer._saved_state = None
+    with pytest.raises(KeyboardInterrupt):
+        trainer._save()
+    monkeypatch.setattr(ckpt.os, "replace", real_replace)
+    assert not first.exists() and list(folder.glob(".tmp-old-*"))  # only the set-aside copy is left
+    assert [p.name for p in ckpt.list_checkpoints(folder)] == [first.name]  # given back, complete
+    assert ckpt.checkpoint_problem(first) is None and not list(folder.glob(".tmp-old-*"))

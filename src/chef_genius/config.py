@@ -365,6 +365,12 @@ def build_config(file: str | Path | None = None, overrides: dict[str, Any] | Non
     if config.model.fsdp and config.lora.enabled:
         raise UserError("--fsdp shards full fine-tuning; LoRA adapters are small and train with DDP: "
                         "add --disable-lora or drop --fsdp")
+    if (not config.lora.enabled and config.model.name != "tiny"
+            and config.optim.learning_rate >= LORA_LEARNING_RATE):  # a LoRA rate kept from a dumped config, say
+        import warnings
+
+        warnings.warn(f"full fine-tuning at learning rate {config.optim.learning_rate:g}, a LoRA rate; "
+                      f"{FULL_LEARNING_RATE:g} is the default for full fine-tuning (--learning-rate)", stacklevel=2)
     if config.output_dir is None:
         config.output_dir = _default_run_dir(config.checkpoint.resume == "auto")
     return config

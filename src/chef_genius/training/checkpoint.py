@@ -19,6 +19,7 @@ checks it against its manifest before it is resumed from or loaded.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -35,6 +36,7 @@ from chef_genius.config import TrainConfig
 
 PREFIX = "step-"
 TMP_PREFIX = ".tmp-"
+ASIDE_PREFIX = f"{TMP_PREFIX}old-"  # a checkpoint moved aside while the same step is written again
 MANIFEST = "manifest.json"
 # What only training needs; the rest of a checkpoint (weights, configs, tokenizer) is a model folder.
 TRAINING_FILES = ("optimizer.pt", "trainer_state.json", MANIFEST)
@@ -160,6 +162,7 @@ def save_checkpoint(folder: Path, step: int, model: torch.nn.Module, optimizer: 
         OSError: the write failed (a full disk, say); the previous checkpoints are untouched.
     """
     folder.mkdir(parents=True, exist_ok=True)
+    _recover_set_aside(folder)
     for stale in folder.glob(f"{TMP_PREFIX}*"):
         shutil.rmtree(stale, ignore_errors=True)
     final = folder / f"{PREFIX}{step:08d}"
@@ -178,7 +181,7 @@ def save_checkpoint(folder: Path, step: int, model: torch.nn.Module, optimizer: 
         if final.exists():  # the same step written again (a resumed run's end, say)
             # Moved aside whole first: a kill while it is deleted leaves a temporary folder,
             # never a half-deleted checkpoint under its own name.
-            aside = folder / f"{TMP_PREFIX}old-{final.name}"
+            aside = folder / f"{ASIDE_PREFIX}{final.name}"
             shutil.rmtree(aside, ignore_errors=True)
             os.replace(final, aside)
             os.replace(tmp, final)
@@ -244,7 +247,18 @@ def list_checkpoints(folder: Path) -> list[Path]:
     """Complete checkpoints, oldest first."""
     if not folder.exists():
         return []
+    _recover_set_aside(folder)
     return sorted(p for p in folder.glob(f"{PREFIX}*") if p.is_dir())
+
+
+def _recover_set_aside(folder: Path) -> None:
+    """A checkpoint moved aside to be rewritten or deleted, whose process died before its name
+    was taken again (between the two renames), goes back under its name if it is complete."""
+    for aside in folder.glob(f"{ASIDE_PREFIX}{PREFIX}*"):
+        original = folder / aside.name.removeprefix(ASIDE_PREFIX)
+        if not original.exists() and checkpoint_problem(aside) is None:
+            with contextlib.suppress(OSError):  # another rank got there first
+                os.replace(aside, original)
 
 
 def newest_complete(checkpoints: list[Path], report=None) -> Path | None:
@@ -298,7 +312,11 @@ def prune(folder: Path, keep_last: int, best_step: int | None) -> None:
         keep.add(folder / f"{PREFIX}{best_step:08d}")
     for path in checkpoints:
         if path not in keep:
-            shutil.rmtree(path, ignore_errors=True)
+            # Renamed away whole before it is deleted: a kill mid-delete leaves a temporary folder
+            # (removed at the next save), never a half-deleted checkpoint under its name.
+            gone = folder / f"{TMP_PREFIX}pruned-{path.name}"
+            os.replace(path, gone)
+            shutil.rmtree(gone, ignore_errors=True)
 
 
 def weights_note(state: TrainerState, weights_step: int, keep_best: bool = True) -> str:
