@@ -149,8 +149,8 @@ def refuse_or_log(changes: list[dict[str, Any]], checkpoint: Path, run_dir: Path
     if not allowed:
         raise UserError(f"cannot resume from {checkpoint}: these settings differ from the ones it was trained with: "
                         f"{listed}; resume with the run's settings (`--config {run_dir / 'config.yaml'}` gives "
-                        f"them, also when the defaults have changed since), or pass --resume-changed to continue anyway (the "
-                        f"changes are then logged in {run_dir / RESUME_LOG})")
+                        f"them, also when the defaults have changed since), or pass --resume-changed to continue "
+                        f"anyway (the changes are then logged in {run_dir / RESUME_LOG})")
     if write:
         record = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "checkpoint": str(checkpoint),
                   "changes": changes}
