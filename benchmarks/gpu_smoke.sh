@@ -15,7 +15,7 @@ python3 -m chef_genius prepare .devdata/recipenlg_sample_1k.csv .devdata/wikiboo
   --out /tmp/data --quiet >> "$OUT/env.txt" 2>&1
 COMMON="--model /tmp/flan-t5-base --data /tmp/data --epochs 1 --batch-size 12 --gradient-accumulation-steps 4 \
   --eval-steps 20 --report-to jsonl --set logging.log_every=5 --set model.max_source_tokens=256"
-for run in "lora-nonoise:--disable-gradient-noise" "lora-noise:${NOISE_FLAGS:-}" "full:--disable-lora --disable-gradient-noise"; do
+for run in "lora-nonoise:--disable-gradient-noise" "lora-noise:${NOISE_FLAGS:---set gradient_noise.enabled=true}" "full:--disable-lora --disable-gradient-noise"; do
   name=${run%%:*}; flags=${run#*:}
   echo "== $name: chef-genius train $COMMON $flags" >> "$OUT/runs.log"
   /usr/bin/time -f "%e s wall" python3 -m chef_genius train $COMMON $flags --output-dir /tmp/run-$name \

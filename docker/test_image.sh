@@ -25,7 +25,7 @@ TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
 DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 MAX_IMAGE_MB=${MAX_IMAGE_MB:-2500}
 # The seed's flags-only usage, one epoch of the offline demo (the `tiny` model on the bundled
-# sample: 6 optimizer steps); a checkpoint every 2 steps so that a killed run has one to resume.
+# sample: 21 optimizer steps with the defaults of 2026-11-30, 6 before); a checkpoint every 2 steps so that a killed run has one to resume.
 TRAIN_FLAGS=(--epochs 1 --set checkpoint.save_steps=2)
 KILL_NAME=chef-genius-test-kill
 
