@@ -10,6 +10,7 @@
 # Knobs: PER_GPU (cells at a time on each GPU, default 3: 6 ran out of memory), DEADLINE (seconds after launch when no
 # new cell starts, default 1200), SEEDS (default 0,1,2).
 set -uo pipefail
+source "$(dirname "$0")/device_common.sh"
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT" /tmp/cg
 export PYTHONPATH=/tmp/cg/code/src:/tmp/site PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 export CHEF_GENIUS_CACHE=/tmp/cg/cache HF_HUB_OFFLINE=1
@@ -20,10 +21,7 @@ progress() {
 }
 case "$1" in
   setup)
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-    cp "$2"/*.part* /tmp/cg/ && ls -la /tmp/cg
-    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
-    python3 -c "import torch, transformers, peft, gguf; print(torch.__version__, transformers.__version__, peft.__version__, torch.cuda.device_count())" ;;
+    device_setup "$2" ;;
   launch)
     cp "$2"/*.part* /tmp/cg/ && cat /tmp/cg/gguf.part1 /tmp/cg/gguf.part2 > $G && ls -la $G
     rm -rf /tmp/cg/code && mkdir -p /tmp/cg/code $W && cp -r src benchmarks /tmp/cg/code/

@@ -12,6 +12,7 @@
 # try drew gradient noise on the host, since moved to the GPU) and the `careful` / `sample`
 # decodings of both fine-tunes evaluated in a second evaluate call (--suffix=-more).
 set -uo pipefail
+source "$(dirname "$0")/device_common.sh"
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT" /tmp/cg
 export PYTHONPATH=/tmp/cg/code/src:/tmp/site PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 export CHEF_GENIUS_CACHE=/tmp/cg/cache HF_HUB_OFFLINE=1
@@ -22,10 +23,7 @@ TRAIN="--epochs 3 --max-tokens 16384 --gradient-accumulation-steps 1 --eval-step
 bg() { setsid nohup bash -c "$1" > "$W/$2.out" 2>&1 < /dev/null & }
 case "$1" in
   setup)
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-    cp "$2"/*.part* /tmp/cg/ && ls -la /tmp/cg
-    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
-    python3 -c "import torch, transformers, peft, gguf; print(torch.__version__, transformers.__version__, peft.__version__)" ;;
+    device_setup "$2" ;;
   launch)
     cp "$2"/*.part* /tmp/cg/ && cat /tmp/cg/gguf.part1 /tmp/cg/gguf.part2 > $G && ls -la $G
     rm -rf /tmp/cg/code && mkdir -p /tmp/cg/code $W /tmp/cg/shared && cp -r src benchmarks /tmp/cg/code/

@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from bench_io import machine, save_result
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT.parent / "shared" / "data" / "recipenlg_sample_1k.csv"
 
@@ -62,22 +64,14 @@ def main() -> None:
         "rows_per_second": round(report["rows_read"] / seconds),
         "peak_rss_mib": round(peak_mib),
         "corpus_mib": round(corpus.stat().st_size / 2**20),
-        "machine": f"{platform.processor() or platform.machine()}, {_cores()} cores",
+        "machine": machine(),
         "python": platform.python_version(),
         "command": " ".join(["python", "benchmarks/prepare_speed.py", "--rows", str(args.rows)]),
     }
     print(f"{'rows':>10} {'kept':>10} {'seconds':>8} {'rows/s':>8} {'peak MiB':>9} {'corpus MiB':>11}")
     print(f"{result['rows']:>10,} {result['kept']:>10,} {result['seconds_end_to_end']:>8} "
           f"{result['rows_per_second']:>8,} {result['peak_rss_mib']:>9,} {result['corpus_mib']:>11,}")
-    results = ROOT / "benchmarks" / "results"
-    results.mkdir(exist_ok=True)
-    (results / "prepare_speed.json").write_text(json.dumps(result, indent=2) + "\n")
-
-
-def _cores() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0))
+    save_result("prepare_speed", result)
 
 
 if __name__ == "__main__":

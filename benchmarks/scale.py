@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -38,6 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from bench_io import machine, save_result  # noqa: E402
 from prepare_speed import build_corpus  # noqa: E402
 
 SAMPLES = (ROOT.parent / "shared" / "data" / "recipenlg_sample_1k.csv",
@@ -132,8 +132,7 @@ def main() -> None:
         "sample": str(args.sample.name), "model": f"{args.arch} shape ({model})",
         "token_cache_mib": round(sum(f.stat().st_size for f in cache.rglob("*") if f.is_file()) / 2**20)
         if cache.exists() else None,
-        "machine": f"{platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} cores, "
-                   f"{_memory_gib()} GiB RAM",
+        "machine": machine(),
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         "command": "python benchmarks/scale.py " + " ".join(sys.argv[1:]),
         **{k: {key: v for key, v in r.items() if key != "output_tail"} for k, r in results.items()},
@@ -142,15 +141,7 @@ def main() -> None:
     for name, r in results.items():
         print(f"{name:<14} {r['seconds']:>8} {r['peak_rss_mib']:>19,} "
               f"{r['peak_rss_mib_tree']:>16,}  {r.get('timings', '')}")
-    out = ROOT / "benchmarks" / "results"
-    out.mkdir(exist_ok=True)
-    (out / "scale.json").write_text(json.dumps(result, indent=2) + "\n")
-
-
-def _memory_gib() -> int:
-    import psutil
-
-    return round(psutil.virtual_memory().total / 2**30)
+    save_result("scale", result)
 
 
 if __name__ == "__main__":

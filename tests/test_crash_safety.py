@@ -63,15 +63,20 @@ def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one(tmp_path, small_
     assert resumed.steps > 2
 
 
-def test_a_kill_while_a_checkpoint_is_rewritten_never_shows_a_half_deleted_one(tmp_path, small_data,  # noqa: F811
-                                                                              monkeypatch):
-    """The same step saved again (as a resumed run's end does): the old folder is moved aside
-    whole before it is deleted, so a kill during the delete leaves only a temporary folder."""
+@pytest.fixture
+def saved_once(tmp_path, small_data):  # noqa: F811
+    """A trainer set up, its step-0 checkpoint written: (trainer, checkpoints folder, that checkpoint)."""
     trainer = Trainer(small_config(tmp_path / "run", small_data, **{"optim.epochs": 1}))
     trainer.setup()
     folder = tmp_path / "run" / "checkpoints"
     trainer._save()
-    first = ckpt.list_checkpoints(folder)[-1]
+    return trainer, folder, ckpt.list_checkpoints(folder)[-1]
+
+
+def test_a_kill_while_a_checkpoint_is_rewritten_never_shows_a_half_deleted_one(saved_once, monkeypatch):
+    """The same step saved again (as a resumed run's end does): the old folder is moved aside
+    whole before it is deleted, so a kill during the delete leaves only a temporary folder."""
+    trainer, folder, first = saved_once
     real_rmtree = ckpt.shutil.rmtree
 
     def killed_mid_delete(path, *args, **kwargs):
@@ -94,15 +99,10 @@ def test_a_kill_while_a_checkpoint_is_rewritten_never_shows_a_half_deleted_one(t
     assert not list(folder.glob(".tmp-*")) and ckpt.checkpoint_problem(first) is None
 
 
-def test_a_kill_between_the_renames_of_a_rewrite_gives_the_checkpoint_back(tmp_path, small_data,  # noqa: F811
-                                                                            monkeypatch):
+def test_a_kill_between_the_renames_of_a_rewrite_gives_the_checkpoint_back(saved_once, monkeypatch):
     """Killed after the old folder was moved aside and before the new one took its name: the
     complete old one is found again under its name (and pruning renames before deleting)."""
-    trainer = Trainer(small_config(tmp_path / "run", small_data, **{"optim.epochs": 1}))
-    trainer.setup()
-    folder = tmp_path / "run" / "checkpoints"
-    trainer._save()
-    first = ckpt.list_checkpoints(folder)[-1]
+    trainer, folder, first = saved_once
     real_replace = ckpt.os.replace
 
     def killed_between(source, target):
