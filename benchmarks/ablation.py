@@ -92,9 +92,11 @@ TUNING: dict[str, Arm] = {
                         ""),
     "lora-all-linear": Arm(V2 + ("--set", "lora.target_modules=[all-linear]"),
                            "tuning: LoRA on every linear layer (v2: q, v)", ""),
-    # Today's defaults, chosen from the cells above (not yet run).
+    # Today's defaults, chosen from the cells above.
     "defaults": Arm((), "today's defaults: LoRA at 1e-3; no label smoothing, curriculum, augmentation or noise", ""),
     "defaults-full": Arm(("--disable-lora",), "today's defaults with full fine-tuning (2e-4)", ""),
+    "defaults-full-lr-5e-4": Arm(("--disable-lora", "--learning-rate", "5e-4"),
+                                 "tuning: today's defaults, full fine-tuning at lr 5e-4", ""),
 }
 ALL_ARMS = {**ARMS, **TUNING}
 
