@@ -380,7 +380,7 @@ def plot(rows: dict) -> None:
     axes[0].set_yticks(range(len(arms)), arms)
     axes[0].invert_yaxis()
     fig.suptitle("Each improvement switched off alone (and all off: v1) vs all on (v2), mean over seeds; red: beyond "
-                 "2 x noise, grey: within it, blue: tuning arms (one seed)", fontsize=9)
+                 "2 x noise, grey: within it, blue: tuning arms and today's defaults", fontsize=9)
     fig.tight_layout()
     fig.savefig(PLOT, dpi=110)
 
@@ -401,7 +401,7 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=128, help="held-out recipes scored per cell")
     parser.add_argument("--protocol-examples", type=int, default=32, help="of those, scored by the Chef protocol")
     parser.add_argument("--gpus", default="0")
-    parser.add_argument("--per-gpu", type=int, default=3, help="run: cells at a time on each GPU")
+    parser.add_argument("--per-gpu", type=int, default=2, help="run: cells at a time on each GPU")
     parser.add_argument("--stagger", type=float, default=2.0, help="run: seconds between cell starts")
     parser.add_argument("--deadline", type=float, default=10 ** 9, help="run: start no cell after this many seconds")
     args = parser.parse_args()

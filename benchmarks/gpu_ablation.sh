@@ -7,7 +7,7 @@
 #   wait S            sleep up to S seconds while the study runs, then collect
 #   collect           the cells' results (cell.json) and the study log to $OUT
 # Code runs from a copy in /tmp/cg/code, so a later call's tree does not change a running study.
-# Knobs: PER_GPU (cells at a time on each GPU, default 3: 6 ran out of memory), DEADLINE (seconds after launch when no
+# Knobs: PER_GPU (cells at a time on each GPU, default 2: full fine-tuning cells take 40-80 GB each with their CUDA-graph pools, and 3 ran out of memory when several ran together), DEADLINE (seconds after launch when no
 # new cell starts, default 1200), SEEDS (default 0,1,2), ARMS (default every arm); cells done earlier
 # are skipped when their cell.json is carried in DATA/../cells/ARM-sSEED/.
 set -uo pipefail
@@ -32,7 +32,7 @@ case "$1" in
     python3 -c "from pathlib import Path; from chef_genius.training.models import gguf_folder; print(gguf_folder(Path('$G')))" || exit 1
     GPUS=$(python3 -c "import torch; print(','.join(map(str, range(torch.cuda.device_count()))))")
     setsid nohup python3 /tmp/cg/code/benchmarks/ablation.py run --work $W --gguf $G --gpus $GPUS \
-      --per-gpu ${PER_GPU:-3} --seeds ${SEEDS:-0,1,2} ${ARMS:+--arms $ARMS} --deadline ${DEADLINE:-1200} > $W/run.out 2>&1 < /dev/null &
+      --per-gpu ${PER_GPU:-2} --seeds ${SEEDS:-0,1,2} ${ARMS:+--arms $ARMS} --deadline ${DEADLINE:-1200} > $W/run.out 2>&1 < /dev/null &
     sleep 90; progress; tail -n 5 $W/cells/*/train.log | tail -n 30 ;;
   wait)
     for _ in $(seq 1 $(( $2 / 15 ))); do tail -n 1 $W/study.log 2>/dev/null | grep -q "study: done" && break; sleep 15; done
