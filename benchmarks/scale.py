@@ -10,16 +10,21 @@ repository's tests/data/recipenlg_layout.csv), then measures, each in a child pr
 - a one-step run, twice: the token cache deleted first (cold, it is built) and then kept (warm,
   it is reused): wall time, peak RSS, and the run's own timings (run_summary.json "setup"):
   data, model loading, examples (token cache + validation prompts), schedule, and the first
-  optimizer step (where torch.compile's work happens when it is on).
+  optimizer step (where torch.compile's work happens when it is on), with the resident memory
+  after each part (its "rss_mib"; the data side is the memory after epoch 0 is built less what
+  loading the model added: weights mapped lazily show up at the first step);
+- with --ranks N > 1, the warm run again under torchrun with N processes (one per GPU), which
+  map the one cache: the largest rank's peak RSS and rank 0's timings.
 
 Peak RSS is the largest process's (getrusage, through a small wrapper per command) and, sampled
 every 0.2 s with psutil, the sum over the command's process tree (workers included; shared pages
 counted in each process, so an upper bound). The model folder is made by
 `make_model.py` (random weights, FLAN-T5 shapes, tokenizer trained on the sample) unless --model
-gives one. Prints a table and writes benchmarks/results/scale.json.
+gives one. Prints a table and writes benchmarks/results/scale.json, one entry per row count
+(a later run of the same count replaces its entry only).
 
-    python benchmarks/scale.py --rows 300000                                     # 2-core CPU box
-    python benchmarks/scale.py --rows 2231142 --workers 16 --work /data/scale    # the GPU machine
+    python benchmarks/scale.py --rows 300000                                                # 2-core CPU box
+    python benchmarks/scale.py --rows 2231142 --workers 16 --ranks 2 --work /data/scale    # the GPU machine
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_io import machine, save_result  # noqa: E402
+from bench_io import RESULTS, machine, save_result  # noqa: E402
 from prepare_speed import build_corpus  # noqa: E402
 
 SAMPLES = (ROOT.parent / "shared" / "data" / "recipenlg_sample_1k.csv",
@@ -97,6 +102,8 @@ def main() -> None:
     parser.add_argument("--model", type=Path, help="an existing model folder (default: made in --work)")
     parser.add_argument("--batch-size", type=int, default=2, help="the one-step runs' batch size")
     parser.add_argument("--skip-runs", action="store_true", help="prepare and plan only")
+    parser.add_argument("--ranks", type=int, default=1, help="also the warm run under torchrun with this many "
+                                                             "processes (GPUs)")
     args = parser.parse_args()
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -117,10 +124,15 @@ def main() -> None:
                                env)
     if not args.skip_runs:
         shutil.rmtree(data / "token-cache", ignore_errors=True)  # the benchmark's own dataset: cold start
-        for name in ("cold", "warm"):
+        runs = [("cold", chef), ("warm", chef)]
+        if args.ranks > 1:
+            runs.append((f"warm_{args.ranks}_ranks", lambda *a: [sys.executable, "-m", "torch.distributed.run",
+                                                              "--standalone", "--nproc_per_node", str(args.ranks),
+                                                              "-m", "chef_genius", *a]))
+        for name, launcher in runs:
             run = work / f"run-{name}"
             shutil.rmtree(run, ignore_errors=True)
-            results[f"setup_{name}"] = measured(chef(
+            results[f"setup_{name}"] = measured(launcher(
                 "train", "--model", str(model), "--data", str(data), "--output-dir", str(run), "--epochs", "1",
                 "--set", "optim.max_steps=1", "--set", f"optim.batch_size={args.batch_size}",
                 "--set", "optim.gradient_accumulation_steps=1", "--set", "eval.generate_samples=false",
@@ -141,7 +153,11 @@ def main() -> None:
     for name, r in results.items():
         print(f"{name:<14} {r['seconds']:>8} {r['peak_rss_mib']:>19,} "
               f"{r['peak_rss_mib_tree']:>16,}  {r.get('timings', '')}")
-    save_result("scale", result)
+    # one entry per row count: the 2-core 300k run and the GPU machine's 2.2M run live side by side
+    previous = json.loads((RESULTS / "scale.json").read_text()) if (RESULTS / "scale.json").exists() else {}
+    if "rows" in previous:  # the first layout: one run at the top level
+        previous = {f"rows_{previous['rows']}": previous}
+    save_result("scale", {**previous, f"rows_{args.rows}": result})
 
 
 if __name__ == "__main__":

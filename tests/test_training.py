@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -161,6 +162,13 @@ def test_run_folder_contents_and_metric_names(tmp_path, small_data):
     run = tmp_path / "run"
     result = run_training(small_config(run, small_data, **{"eval.eval_steps": 4, "checkpoint.save_steps": 4}))
     assert (run / "config.yaml").exists() and (run / "run_summary.json").exists()
+    setup = json.loads((run / "run_summary.json").read_text())["setup"]  # seconds and memory of each part
+    assert {"data", "model", "examples", "schedule", "epoch_0_build", "first_step"} <= setup.keys()
+    if sys.platform.startswith("linux"):  # resident memory after each part, from /proc
+        rss = setup["rss_mib"]
+        assert {"data", "model", "examples", "schedule", "epoch_0_build", "first_step"} <= rss.keys()
+        assert all(isinstance(v, int) and 50 < v < 20_000 for v in rss.values())
+        assert rss["model"] >= rss["data"] - 5  # the model loads after the data side's tables
     assert (run / "final" / "adapter_model.safetensors").exists()
     assert (run / "final" / "adapter_config.json").exists() and (run / "final" / "README.md").exists()
     from peft import PeftModel

@@ -19,7 +19,9 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
+import os
 import time
+from pathlib import Path
 
 from chef_genius.config import TrainConfig
 from chef_genius.curriculum import EpochSelection, Segment, run_segments, stages_by_step, unseen_classes
@@ -27,12 +29,23 @@ from chef_genius.training.data import batch_count, plan_batches
 from chef_genius.training.epochs import EpochBuilder, EpochData, segment_batches
 
 
+def rss_mib() -> int | None:
+    """This process's resident memory now, in MiB (Linux's /proc; None elsewhere)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20)
+
+
 @contextlib.contextmanager
 def timed(timings: dict, part: str):
-    """Record the seconds the block takes as ``timings[part]``."""
+    """Record the seconds the block takes as ``timings[part]``, and the resident memory after it
+    as ``timings["rss_mib"][part]`` (the scale benchmark tells the data side from the model by it)."""
     started = time.perf_counter()
     yield
     timings[part] = round(time.perf_counter() - started, 3)
+    timings.setdefault("rss_mib", {})[part] = rss_mib()
 
 
 def run_steps(steps_per_epoch: list[int], max_steps: int | None) -> int:

@@ -40,6 +40,7 @@ from chef_genius.training.data import Collator, PlannedBatches
 from chef_genius.training.evaluating import TrainerEvaluation
 from chef_genius.training.models import resolve_tokenizer
 from chef_genius.training.persistence import FinalWeights, RunCheckpoints
+from chef_genius.training.run_plan import rss_mib
 from chef_genius.training.setup import TrainerSetup
 
 __all__ = ["RunResult", "Trainer", "TrainingStopped", "run_training"]
@@ -188,7 +189,9 @@ class Trainer(TrainerSetup, TrainerEvaluation):
                 step_before = state.step
                 metrics = self._optimizer_step(micro_batches)                       # loss, backward, step
                 state.batches_done = first + len(micro_batches)
-                self.timings.setdefault("first_step", round(time.perf_counter() - started, 3))
+                if "first_step" not in self.timings:
+                    self.timings["first_step"] = round(time.perf_counter() - started, 3)
+                    self.timings.setdefault("rss_mib", {})["first_step"] = rss_mib()
                 if state.step == step_before:  # a skipped non-finite step: nothing to log or save
                     continue
                 window.add(metrics)
