@@ -116,6 +116,7 @@ def main() -> None:
     results: dict = {"prepare": measured(chef("prepare", str(corpus), "--out", str(data), "--quiet", "--overwrite",
                                               *workers), env)}
     report = json.loads((data / "data_report.json").read_text())
+    print("prepare", {k: v for k, v in results["prepare"].items() if k != "output_tail"}, flush=True)
     model = args.model or work / args.arch
     if not (model / "config.json").exists():
         subprocess.run([sys.executable, str(ROOT / "benchmarks" / "make_model.py"), "--arch", args.arch, "--corpus",
@@ -138,6 +139,7 @@ def main() -> None:
                 "--set", "optim.gradient_accumulation_steps=1", "--set", "eval.generate_samples=false",
                 "--set", "eval.max_eval_batches=1", "--report-to", "jsonl"), env)
             results[f"setup_{name}"]["timings"] = json.loads((run / "run_summary.json").read_text())["setup"]
+            print(name, {k: v for k, v in results[f"setup_{name}"].items() if k != "output_tail"}, flush=True)
     cache = data / "token-cache"
     result = {
         "rows": args.rows, "train_recipes": report["splits"]["train"], "val_recipes": report["splits"]["val"],

@@ -36,6 +36,11 @@ def test_one_epoch_is_cut_into_the_three_stages_by_step():
         Segment(0, 0, "easy", 0.5, 0, 30), Segment(0, 1, "medium", 0.625, 30, 60), Segment(0, 2, "all", 0.75, 60, 100)]
 
 
+def test_without_the_curriculum_one_epoch_still_raises_the_threshold_by_step():
+    assert run_segments([100], 100, DataConfig(curriculum=False)) == [
+        Segment(0, 0, "all", 0.5, 0, 30), Segment(0, 1, "all", 0.625, 30, 60), Segment(0, 2, "all", 0.75, 60, 100)]
+
+
 def test_two_epochs_split_the_medium_stage_at_the_epoch_boundary():
     assert run_segments([50, 50], 100, DataConfig(curriculum=True)) == [
         Segment(0, 0, "easy", 0.5, 0, 30), Segment(0, 1, "medium", 0.625, 30, 50),
@@ -57,7 +62,12 @@ def test_stages_go_by_step_only_when_epochs_never_reach_the_last_stage():
                                                                                  False]
     # --max-steps ending in the first or second of three epochs: 'all' (epoch 2) is never started.
     assert stages_by_step(3, 1, data) and stages_by_step(3, 2, data) and not stages_by_step(3, 3, data)
-    assert not stages_by_step(1, 1, DataConfig(curriculum=False))
+    assert not stages_by_step(1, 1, DataConfig(curriculum=False, progressive_quality=False))
+    # The curriculum off, the threshold on: by step when by epoch it never reaches q_end.
+    threshold_only = DataConfig(curriculum=False)
+    assert [stages_by_step(epochs, epochs, threshold_only) for epochs in (1, 2, 3)] == [True, False, False]
+    assert stages_by_step(3, 2, threshold_only) and not stages_by_step(3, 3, threshold_only)
+    assert not stages_by_step(1, 1, DataConfig(curriculum=False, quality_start=0.5, quality_end=0.5))
     late = DataConfig(curriculum=True, curriculum_stages=[CurriculumStage(0.3, "easy"), CurriculumStage(0.9, "medium"),
                                          CurriculumStage(1.0, "all")])
     assert stages_by_step(6, 6, late)  # epoch 5 (progress 0.83) would still be medium
@@ -155,6 +165,26 @@ def test_one_epoch_reaches_every_recipe_class(tmp_path, small_data):  # noqa: F8
     classes = [{int(difficulty[examples.index[p]]) for p in batch} for batch in trainer._plan(0)]
     assert len(classes) == 22 and set().union(*classes) == {0, 1, 2}  # hard ones too
     assert set().union(*classes[:6]) == {0} and 2 in set().union(*classes[14:])  # easy first, hard at the end
+
+
+def test_one_epoch_with_the_defaults_trains_the_rising_threshold(tmp_path, small_data):  # noqa: F811
+    """Today's defaults (curriculum off, progressive threshold on): one epoch over every recipe
+    at quality >= 0.50, whose last 40 % of steps draw only from those >= 0.75."""
+    settings = {"optim.epochs": 1, "optim.batch_size": 2, "optim.gradient_accumulation_steps": 2,
+                "data.curriculum": False}
+    trainer = Trainer(small_config(tmp_path / "plan", small_data, **settings))
+    trainer.setup_plan(tmp_path / "scratch", examples=True)
+    assert trainer.run_plan.by_step
+    assert [(s.level, s.threshold) for s in trainer.run_plan.segments] == [("all", 0.5), ("all", 0.625),
+                                                                          ("all", 0.75)]
+    assert trainer.run_plan.describe().startswith("quality threshold by optimizer step (1 epoch of 11 steps "
+                                                  "to train): quality >= 0.5 steps 1-3, quality >= 0.625 steps 4-7")
+    examples, quality = trainer.epoch_data(0).examples, trainer.train_table.quality
+    batches = trainer._plan(0)
+    last = trainer.run_plan.segments[-1]
+    tail = batches[last.first_step * 2:]  # two batches per optimizer step
+    assert tail and all(quality[examples.index[p]] >= 0.75 - 1e-6 for batch in tail for p in batch)
+    assert min(quality[examples.index[p]] for batch in batches for p in batch) < 0.625  # the start trains wider
 
 
 def test_plan_shows_the_stages_by_step(tmp_path, small_data, capsys):  # noqa: F811

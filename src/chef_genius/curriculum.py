@@ -9,8 +9,11 @@ and every run reaches it:
 - By epoch, when that reaches the last stage (the defaults: 3 epochs or more). Epoch e of E has
   progress p = e / E and the level of the stage whose ``until`` first exceeds p; the threshold
   rises linearly, q(e) = q_start + (q_end - q_start) * e / (E - 1).
-- By optimizer step otherwise (1 or 2 epochs with the defaults, or ``--max-steps`` ending the run
-  before the last stage's epoch). Over the run's T optimizer steps, stage k covers the steps
+- By optimizer step otherwise (1 or 2 epochs with the curriculum on, or ``--max-steps`` ending the
+  run before the last stage's epoch). With the curriculum off and the progressive threshold on,
+  likewise when by epoch the threshold would never reach q_end (one epoch, or --max-steps ending
+  the run before the last epoch): the same stages by step, each at level 'all', so the threshold
+  still rises 0.50 -> 0.625 -> 0.75 inside the run. Over the run's T optimizer steps, stage k covers the steps
   [until(k-1) * T, until(k) * T), rounded (the last stage at least one step), cut at the epoch
   boundaries into `Segment` s. Stage k's threshold is q at its start, rising linearly from q_start
   at step 0 to q_end where the last stage starts: one epoch gets the levels and thresholds of three
@@ -92,13 +95,17 @@ def quality_threshold(epoch: int, epochs: int, config: DataConfig) -> float:
 
 
 def stages_by_step(epochs: int, started: int, config: DataConfig) -> bool:
-    """Whether the stages advance by optimizer step: the curriculum is on and, by epoch, the
-    ``started`` epochs of the run (fewer than ``epochs`` under --max-steps) would never reach its
-    last stage."""
-    if not config.curriculum:
-        return False
-    last = config.curriculum_stages[-1].level
-    return all(difficulty_level(e, epochs, config) != last for e in range(min(started, epochs)))
+    """Whether the stages advance by optimizer step: by epoch, the ``started`` epochs of the run
+    (fewer than ``epochs`` under --max-steps) would never reach the last stage (the curriculum
+    on) or the last threshold, q_end (the curriculum off, the progressive threshold on: then the
+    stages keep their boundaries and change the threshold alone, every level 'all')."""
+    reached = range(min(started, epochs))
+    if config.curriculum:
+        last = config.curriculum_stages[-1].level
+        return all(difficulty_level(e, epochs, config) != last for e in reached)
+    if config.progressive_quality and config.quality_end > config.quality_start:
+        return all(quality_threshold(e, epochs, config) < config.quality_end - EPSILON for e in reached)
+    return False
 
 
 def stage_thresholds(config: DataConfig) -> list[float]:
@@ -127,7 +134,8 @@ def run_segments(steps_per_epoch: list[int], total_steps: int, config: DataConfi
         for k, stage in enumerate(stages):
             first, end = max(start, bounds[k]), min(start + steps, bounds[k + 1])
             if first < end:
-                segments.append(Segment(epoch, k, stage.level, thresholds[k], first, end))
+                level = stage.level if config.curriculum else "all"  # the threshold alone rises
+                segments.append(Segment(epoch, k, level, thresholds[k], first, end))
         start += steps
     return segments
 

@@ -167,12 +167,14 @@ class RunPlan:
 
     def describe(self) -> str:
         """One line on the stages by step, for the training output."""
-        stages = self.config.data.curriculum_stages
+        data = self.config.data
         spans = []
-        for k, stage in enumerate(stages):
+        for k, stage in enumerate(data.curriculum_stages):
             mine = [s for s in self.segments if s.stage == k and s.first_step < self.total_steps]
-            if mine:
-                spans.append(f"{stage.level} steps {mine[0].first_step + 1}-{min(mine[-1].end_step, self.total_steps)}")
+            if mine:  # the curriculum off: the threshold alone changes (every level 'all')
+                name = stage.level if data.curriculum else f"quality >= {mine[0].threshold:.3g}"
+                spans.append(f"{name} steps {mine[0].first_step + 1}-{min(mine[-1].end_step, self.total_steps)}")
         epochs = len(self.steps_per_epoch)
-        return (f"curriculum stages by optimizer step ({epochs} epoch{'s' if epochs > 1 else ''} of "
+        what = "curriculum stages" if data.curriculum else "quality threshold"
+        return (f"{what} by optimizer step ({epochs} epoch{'s' if epochs > 1 else ''} of "
                 f"{self.total_steps} steps to train): " + ", ".join(spans))
