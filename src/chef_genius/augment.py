@@ -128,5 +128,24 @@ def training_prompt(title: str, food_names, draws: np.ndarray, templates: list[s
     return TrainingPrompt(prompt, augmentation)
 
 
+def training_prompts(titles: list[str], food_names: list, draws: np.ndarray, templates: list[str],
+                     mixed_templates: bool, augmentation_prob: float) -> tuple[list[str], list[str | None]]:
+    """`training_prompt` of many examples (``draws``: one row each), the same prompts: template,
+    request form and whether to augment are read from the draws as arrays (a NumPy scalar's
+    arithmetic, per example, cost more than the prompt's text); only augmented examples go
+    through `training_prompt`. Returns the prompts and each one's augmentation."""
+    count = len(titles)
+    chosen = ((draws[:, 0] * len(templates)).astype(np.int64) if mixed_templates  # int() of a non-negative float
+              else np.zeros(count, dtype=np.int64))
+    forms = np.where(draws[:, 1] < 0.6, 1, np.where(draws[:, 1] < 0.8, 0, 2))
+    prompts = [templates[t].format(text=request_text(title, names, form)) for title, names, t, form
+               in zip(titles, food_names, chosen.tolist(), forms.tolist(), strict=True)]
+    augmentations: list[str | None] = [None] * count
+    for i in np.flatnonzero(draws[:, 2] < augmentation_prob).tolist():
+        drawn = training_prompt(titles[i], food_names[i], draws[i], templates, mixed_templates, augmentation_prob)
+        prompts[i], augmentations[i] = drawn.prompt, drawn.augmentation
+    return prompts, augmentations
+
+
 def paraphrase_recipe(recipe: Recipe) -> Recipe:
     return Recipe(recipe.title, recipe.ingredients, [paraphrase_verbs(step) for step in recipe.steps], recipe.ner)

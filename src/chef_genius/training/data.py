@@ -4,15 +4,15 @@ An example is a prompt (the dish and its key food names in an instruction templa
 target (the recipe's serialization). Token ids live in flat int32 arrays with offsets, so
 millions of examples cost a few bytes per token rather than a Python object each.
 
-A batch plan is a pure function of (seed, epoch, lengths, batch settings, rank, world size), so
-a resumed run rebuilds exactly the same batches and skips the ones already trained on.
+Batch plans (`batch_plan`) are pure functions of (seed, epoch, lengths, batch settings, rank,
+world size), so a resumed run rebuilds exactly the same batches and skips those already trained on.
 """
 
 from __future__ import annotations
 
 import itertools
 import mmap
-import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,10 +20,11 @@ import torch
 
 from chef_genius.encoding import encode_sources, encode_targets
 from chef_genius.losses import IGNORE_INDEX
+from chef_genius.training.batch_plan import BatchPlan, batch_count, plan_batches
 from chef_genius.training.table import RecipeTable, load_split
 
-__all__ = ["Collator", "PlannedBatches", "RecipeTable", "TokenizedExamples", "batch_count", "concatenate_flat",
-           "flatten", "load_split", "plan_batches", "tokenize_examples"]
+__all__ = ["BatchPlan", "Collator", "PlannedBatches", "RecipeTable", "TokenizedExamples", "batch_count",
+           "concatenate_flat", "flatten", "load_split", "plan_batches", "tokenize_examples"]
 
 PAD_MULTIPLE = 8
 
@@ -128,59 +129,6 @@ def tokenize_examples(tokenizer, prompts: list[str], targets: list[str], max_sou
                                             encode_targets(tokenizer, targets, max_target, causal), index)
 
 
-def batch_count(examples: int, batch_size: int, world: int = 1) -> int:
-    """How many batches `plan_batches` gives each rank without a token budget: every pool is cut
-    into ``batch_size`` examples, so the count follows from the number of examples alone."""
-    return -(-examples // batch_size) // world
-
-
-def plan_batches(lengths: np.ndarray, seed: int, epoch: int | str, batch_size: int, max_tokens: int | None = None,
-                 shuffle: bool = True, rank: int = 0, world: int = 1, pool_batches: int = 64) -> list[list[int]]:
-    """Length-grouped batches of example positions for one epoch, for this rank.
-
-    Examples are shuffled (seeded by seed and epoch), cut into pools of about ``pool_batches``
-    batches, sorted by length inside each pool, and packed: ``batch_size`` examples, or as many
-    as keep ``count * longest <= max_tokens`` when a token budget is given. Batch order is then
-    shuffled. With several ranks each takes every world-th batch and all get the same count.
-    """
-    rng = random.Random(f"{seed}:{epoch}")
-    order_list = list(range(len(lengths)))
-    if shuffle:
-        rng.shuffle(order_list)
-    order = np.asarray(order_list, dtype=np.int64)
-    mean_length = max(float(lengths.mean()) if len(lengths) else 1.0, 1.0)
-    per_batch = batch_size if max_tokens is None else max(1, int(max_tokens / mean_length))
-    pool = max(per_batch * pool_batches, 1)
-    batches: list[list[int]] = []
-    for start in range(0, len(order), pool):
-        chunk = order[start:start + pool]
-        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
-        batches.extend(_pack(chunk, lengths, batch_size, max_tokens))
-    if shuffle:
-        rng.shuffle(batches)
-    if world > 1:
-        per_rank = len(batches) // world
-        batches = batches[rank::world][:per_rank]
-    return batches
-
-
-def _pack(sorted_positions: np.ndarray, lengths: np.ndarray, batch_size: int, max_tokens: int | None):
-    batch: list[int] = []
-    longest = 0
-    for position in sorted_positions.tolist():
-        length = int(lengths[position])
-        if batch and (
-            (max_tokens is None and len(batch) >= batch_size)
-            or (max_tokens is not None and (len(batch) + 1) * max(longest, length) > max_tokens)
-        ):
-            yield batch
-            batch, longest = [], 0
-        batch.append(position)
-        longest = max(longest, length)
-    if batch:
-        yield batch
-
-
 def _round_up(n: int, multiple: int = PAD_MULTIPLE) -> int:
     return -(-n // multiple) * multiple
 
@@ -245,9 +193,10 @@ class Collator:
 
 
 class PlannedBatches(torch.utils.data.Dataset):
-    """A list of planned batches as a map-style dataset, so DataLoader workers collate them."""
+    """Planned batches (a `BatchPlan`, or a list) as a map-style dataset, so DataLoader workers
+    collate them."""
 
-    def __init__(self, batches: list[list[int]], collator: Collator):
+    def __init__(self, batches: Sequence[list[int]], collator: Collator):
         self.batches = batches
         self.collator = collator
 

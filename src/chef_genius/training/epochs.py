@@ -4,11 +4,12 @@ epoch's batches segment by segment.
 
 Canonical targets come from the split's token cache (`token_cache`, memory-mapped, not copied);
 an epoch tokenizes its prompts and only the targets that augmentation rewrote, a chunk of rows at
-a time into flat arrays. An epoch whose stages advance by step tokenizes its pool (every recipe at
-the run's lowest threshold: one pass over it sets the epoch's length), and each segment trains on
-its own selection (an index array) inside that pool (`segment_batches`). Everything is a pure
-function of (seed, epoch), so the plan view, the schedule, the loop and a resumed run all see the
-same epochs.
+a time into flat arrays (the prompts' choices drawn as arrays, `augment.training_prompts`; the
+encoding in the tokenizers library's threads, `encoding.tokenizer_threads`). An epoch whose
+stages advance by step tokenizes its pool (every recipe at the run's lowest threshold: one pass
+over it sets the epoch's length), and each segment trains on its own selection (an index array)
+inside that pool (`segment_batches`). Everything is a pure function of (seed, epoch), so the plan
+view, the schedule, the loop and a resumed run all see the same epochs.
 """
 
 from __future__ import annotations
@@ -17,13 +18,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from chef_genius.augment import ExampleDraws, paraphrase_recipe, training_prompt
+from chef_genius.augment import ExampleDraws, paraphrase_recipe, training_prompts
 from chef_genius.config import TrainConfig
 from chef_genius.curriculum import EpochSelection, Segment, select, select_epoch, stage_thresholds
-from chef_genius.encoding import encode_sources, encode_targets
+from chef_genius.encoding import encode_sources, encode_targets, tokenizer_threads
 from chef_genius.recipe import serialize
-from chef_genius.training.data import TokenizedExamples, concatenate_flat, flatten, plan_batches
-from chef_genius.training.table import CHUNK_ROWS, RecipeTable
+from chef_genius.training.data import BatchPlan, TokenizedExamples, concatenate_flat, flatten, plan_batches
+from chef_genius.training.table import CHUNK_ROWS, RecipeTable, many_objects
 from chef_genius.training.token_cache import TokenCache
 
 
@@ -73,30 +74,26 @@ class EpochBuilder:
         draws = ExampleDraws.for_epoch(self.config.seed, epoch, len(self.table)).values
         sources, rewritten, augmented = [], [], 0
         rows = selection.indices
-        for start in range(0, len(rows), CHUNK_ROWS):
-            chunk = rows[start:start + CHUNK_ROWS]
-            prompts, paraphrased, chunk_augmented = self._prompts(chunk, draws)
-            augmented += chunk_augmented
-            sources.append(flatten(encode_sources(self.tokenizer, prompts, self.config.model.max_source_tokens,
-                                                  self.causal)))
-            if paraphrased:
-                rewritten.append((start + np.asarray(paraphrased, dtype=np.int64),
-                                  self._paraphrased_targets(chunk[paraphrased])))
+        with tokenizer_threads(), many_objects():  # in the trainer's process; DataLoader workers fork later
+            for start in range(0, len(rows), CHUNK_ROWS):
+                chunk = rows[start:start + CHUNK_ROWS]
+                prompts, paraphrased, chunk_augmented = self._prompts(chunk, draws)
+                augmented += chunk_augmented
+                sources.append(flatten(encode_sources(self.tokenizer, prompts, self.config.model.max_source_tokens,
+                                                      self.causal)))
+                if paraphrased:
+                    rewritten.append((start + np.asarray(paraphrased, dtype=np.int64),
+                                      self._paraphrased_targets(chunk[paraphrased])))
         return EpochData(selection, self._examples(rows, concatenate_flat(sources), rewritten), augmented)
 
     def _prompts(self, rows: np.ndarray, draws: np.ndarray) -> tuple[list[str], list[int], int]:
         """Prompts of ``rows``, the positions whose targets are paraphrased, and how many were augmented."""
         data = self.config.data
-        prompts, paraphrased, augmented = [], [], 0
-        for position, (row, title, names) in enumerate(zip(rows.tolist(), self.table.take(rows, "title"),
-                                                           self.table.food_names(rows), strict=True)):
-            drawn = training_prompt(title, names, draws[row], data.templates, data.mixed_templates,
-                                    data.augmentation_prob)
-            prompts.append(drawn.prompt)
-            augmented += drawn.augmentation is not None
-            if drawn.augmentation == "paraphrase":
-                paraphrased.append(position)
-        return prompts, paraphrased, augmented
+        prompts, augmentations = training_prompts(self.table.take(rows, "title"), self.table.food_names(rows),
+                                                  draws[rows], data.templates, data.mixed_templates,
+                                                  data.augmentation_prob)
+        paraphrased = [position for position, kind in enumerate(augmentations) if kind == "paraphrase"]
+        return prompts, paraphrased, sum(kind is not None for kind in augmentations)
 
     def _paraphrased_targets(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         texts = [serialize(paraphrase_recipe(recipe)) for recipe in self.table.rows(rows)]
@@ -121,7 +118,7 @@ def minimum_examples(batch_size: int, max_tokens: int | None, world: int) -> int
 
 def segment_batches(lengths: np.ndarray, rows: np.ndarray, parts: list[tuple[EpochSelection, int]], seed: int,
                     epoch: int, batch_size: int, max_tokens: int | None, rank: int = 0,
-                    world: int = 1) -> list[list[int]]:
+                    world: int = 1) -> BatchPlan:
     """An epoch's batches when its stages advance by step: for each segment in order, its own
     length-grouped plan (seeded by seed, epoch, segment and pass) over its selection's positions,
     cut to its share; a selection smaller than its share is planned again for another pass.
@@ -134,19 +131,18 @@ def segment_batches(lengths: np.ndarray, rows: np.ndarray, parts: list[tuple[Epo
     Returns:
         Batches of example positions for this rank; every rank gets each segment's share.
     """
-    plan: list[list[int]] = []
+    plan: list[BatchPlan] = []
     for k, (selection, share) in enumerate(parts):
         positions = np.searchsorted(rows, selection.indices)
         if not np.array_equal(rows[np.minimum(positions, len(rows) - 1)], selection.indices):
             raise ValueError(f"segment {k} of epoch {epoch} selects recipes outside the epoch's pool")
-        batches: list[list[int]] = []
-        passes = 0
-        while len(batches) < share:
+        taken, passes = 0, 0
+        while taken < share:
             drawn = plan_batches(lengths[positions], seed, f"{epoch}.{k}.{passes}", batch_size, max_tokens,
                                  shuffle=True, rank=rank, world=world)
-            if not drawn:
+            if not len(drawn):
                 raise ValueError(f"segment {k} of epoch {epoch}: {len(positions)} recipes give no batch per rank")
-            batches.extend(positions[batch].tolist() for batch in drawn)
+            plan.append(drawn.mapped(positions)[:share - taken])
+            taken += len(plan[-1])
             passes += 1
-        plan.extend(batches[:share])
-    return plan
+    return BatchPlan.join(plan)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from chef_genius.config import TrainConfig
 from chef_genius.curriculum import EpochSelection, Segment, run_segments, stages_by_step, unseen_classes
-from chef_genius.training.data import batch_count, plan_batches
+from chef_genius.training.data import BatchPlan, batch_count, plan_batches
 from chef_genius.training.epochs import EpochBuilder, EpochData, segment_batches
 
 
@@ -111,12 +111,12 @@ class RunPlan:
         """What the epoch holds: its pool by step, its curriculum selection by epoch."""
         return self.builder.select_pool(epoch) if self.by_step else self.builder.select(epoch)
 
-    def _pool_batches(self, epoch: int) -> list[list[int]]:
+    def _pool_batches(self, epoch: int) -> BatchPlan:
         o = self.config.optim
         return plan_batches(self.epoch_data(epoch).examples.lengths(), self.config.seed, epoch, o.batch_size,
                             o.max_tokens, shuffle=True, rank=self.rank, world=self.world)
 
-    def batches(self, epoch: int) -> list[list[int]]:
+    def batches(self, epoch: int) -> BatchPlan:
         """The epoch's batches (example positions) for this rank; each segment's share, by step."""
         if not self.by_step:
             return self._pool_batches(epoch)

@@ -24,7 +24,7 @@ from chef_genius.config import TrainConfig
 from chef_genius.errors import UserError
 from chef_genius.schedule import Schedule, ends_high
 from chef_genius.training import run_guards as guards
-from chef_genius.training.data import PlannedBatches, load_split
+from chef_genius.training.data import BatchPlan, PlannedBatches, load_split
 from chef_genius.training.epochs import EpochBuilder, EpochData, minimum_examples
 from chef_genius.training.graphs import GraphedSteps, graphs_unsupported_reason
 from chef_genius.training.models import resolve_model
@@ -191,7 +191,7 @@ class TrainerSetup:
         """The epoch's selection and tokenized examples (the last one built is kept)."""
         return self.run_plan.epoch_data(epoch)
 
-    def _plan(self, epoch: int) -> list[list[int]]:
+    def _plan(self, epoch: int) -> BatchPlan:
         return self.run_plan.batches(epoch)
 
     def _log_curriculum(self, epoch: EpochData, batch: int) -> None:

@@ -17,14 +17,14 @@ import torch
 
 from chef_genius.augment import canonical_prompt
 from chef_genius.config import EvalConfig, TrainConfig
-from chef_genius.encoding import encode_sources
+from chef_genius.encoding import encode_sources, tokenizer_threads
 from chef_genius.losses import nll_sums
 from chef_genius.sampling import format_samples, sample_metrics, sample_recipes, save_samples
 from chef_genius.tracking import Tracker
 from chef_genius.training.checkpoint import TrainerState
-from chef_genius.training.data import Collator, TokenizedExamples, concatenate_flat, flatten, plan_batches
+from chef_genius.training.data import BatchPlan, Collator, TokenizedExamples, concatenate_flat, flatten, plan_batches
 from chef_genius.training.ranks import Ranks
-from chef_genius.training.table import CHUNK_ROWS, RecipeTable
+from chef_genius.training.table import CHUNK_ROWS, RecipeTable, many_objects
 from chef_genius.training.token_cache import TokenCache
 
 
@@ -33,11 +33,12 @@ def validation_examples(table: RecipeTable, targets: TokenCache, tokenizer, conf
     """Every validation recipe: its canonical prompt (tokenized a chunk at a time) and its target
     from the split's token cache."""
     templates, sources = config.data.templates, []
-    for start in range(0, len(table), CHUNK_ROWS):
-        rows = np.arange(start, min(start + CHUNK_ROWS, len(table)), dtype=np.int64)
-        prompts = [canonical_prompt(templates, title, names)
-                   for title, names in zip(table.take(rows, "title"), table.food_names(rows), strict=True)]
-        sources.append(flatten(encode_sources(tokenizer, prompts, config.model.max_source_tokens, causal)))
+    with tokenizer_threads(), many_objects():  # in the trainer's process, before DataLoader workers fork
+        for start in range(0, len(table), CHUNK_ROWS):
+            rows = np.arange(start, min(start + CHUNK_ROWS, len(table)), dtype=np.int64)
+            prompts = [canonical_prompt(templates, title, names)
+                       for title, names in zip(table.take(rows, "title"), table.food_names(rows), strict=True)]
+            sources.append(flatten(encode_sources(tokenizer, prompts, config.model.max_source_tokens, causal)))
     rows = np.arange(len(table), dtype=np.int64)
     starts, lengths = targets.starts_and_lengths(rows)
     return TokenizedExamples(*concatenate_flat(sources), targets.ids, starts, lengths, rows)
@@ -59,7 +60,7 @@ VALIDATION_SEED = 0  # the same subset for every run and setting compared
 
 
 def validation_batches(examples: TokenizedExamples, config: TrainConfig, rank: int = 0,
-                       world: int = 1) -> list[list[int]]:
+                       world: int = 1) -> BatchPlan:
     """A fixed random subset of the validation split, in length-grouped batches: the planner's
     batches drawn in a seeded random order and the first ``eval.max_eval_batches`` kept (taking
     the first batches of an unshuffled plan measured the shortest recipes, an optimistic loss)."""
