@@ -163,7 +163,7 @@ def test_run_folder_contents_and_metric_names(tmp_path, small_data):
     result = run_training(small_config(run, small_data, **{"eval.eval_steps": 4, "checkpoint.save_steps": 4}))
     assert (run / "config.yaml").exists() and (run / "run_summary.json").exists()
     setup = json.loads((run / "run_summary.json").read_text())["setup"]  # seconds and memory of each part
-    assert {"data", "model", "examples", "schedule", "epoch_0_build", "first_step"} <= setup.keys()
+    assert {"data", "model", "examples", "schedule", "epoch_0_build", "epoch_0_plan", "first_step"} <= setup.keys()
     if sys.platform.startswith("linux"):  # resident memory after each part, from /proc
         rss = setup["rss_mib"]
         assert {"data", "model", "examples", "schedule", "epoch_0_build", "first_step"} <= rss.keys()

@@ -150,7 +150,8 @@ def _plain_fast(tokenizer) -> bool:
     except ImportError:
         return False
     kind = type(tokenizer)
-    return (isinstance(tokenizer, TokenizersBackend) and kind._encode_plus is TokenizersBackend._encode_plus
+    own = getattr(TokenizersBackend, "_encode_plus", None)  # a transformers without it: the plain call
+    return (isinstance(tokenizer, TokenizersBackend) and own is not None and getattr(kind, "_encode_plus", None) is own
             and kind.__call__ is PreTrainedTokenizerBase.__call__)
 
 

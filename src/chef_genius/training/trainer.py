@@ -180,7 +180,8 @@ class Trainer(TrainerSetup, TrainerEvaluation):
         self.model.train()
         while state.epoch < o.epochs and not stopped_early and state.step < budget:
             epoch = self.epoch_data(state.epoch)
-            batches = self._plan(state.epoch)
+            with self._timed(f"epoch_{state.epoch}_plan"):  # its batches (set-up's last part for epoch 0)
+                batches = self._plan(state.epoch)
             collator = self.collator(epoch.examples)
             loader = self._loader(PlannedBatches(batches[state.batches_done:], collator))
             for first in range(state.batches_done, len(batches), accumulation):
