@@ -51,7 +51,7 @@ def main() -> None:
             elif isinstance(getattr(module, "dropout", None), float):
                 module.dropout = 0.0
     batches = trainer._plan(0)
-    loader = trainer._loader(PlannedBatches(batches * 8, trainer.collator(trainer.epoch_data(0).examples)))
+    loader = trainer._loader(PlannedBatches(list(batches) * 8, trainer.collator(trainer.epoch_data(0).examples)))
     accumulation = trainer.config.optim.gradient_accumulation_steps
     warmup = 8 if trainer.config.model.compile_blocks else 3
     if trainer.graphed is not None:  # capture every batch shape first

@@ -55,7 +55,7 @@ def _ours(model: str, data: str, steps: int, overrides: dict) -> dict:
     trainer.setup()
     batches = trainer._plan(0)
     accumulation = trainer.config.optim.gradient_accumulation_steps
-    loader = iter(trainer._loader(PlannedBatches(batches * 8, trainer.collator(trainer.epoch_data(0).examples))))
+    loader = iter(trainer._loader(PlannedBatches(list(batches) * 8, trainer.collator(trainer.epoch_data(0).examples))))
     # Warm-up: compiled code settles on a few shapes; CUDA graphs capture each batch shape once
     # (one pass over the epoch's batches), as the first steps of a long run do.
     warmup = 8 if trainer.config.model.compile_blocks else 3

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 
 from chef_genius.augment import ExampleDraws, training_prompt, training_prompts
 from chef_genius.config import SEED_TEMPLATES
-from chef_genius.encoding import token_ids
+from chef_genius.encoding import USER_TOKENIZER_SETTING, token_ids, tokenizer_threads
 from chef_genius.training.batch_plan import BatchPlan, plan_batches
 from tests.harness.tiny_causal import chat_tokenizer
 
@@ -81,3 +82,20 @@ def test_backend_ids_are_the_tokenizers_ids():
     for special in (True, False):
         assert token_ids(tokenizer, texts, special) == tokenizer(texts, add_special_tokens=special)["input_ids"]
     assert token_ids(tokenizer, [], True) == []
+
+
+def test_tokenizer_threads_are_on_only_inside_and_shared_among_local_ranks(monkeypatch):
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")
+    monkeypatch.delenv(USER_TOKENIZER_SETTING, raising=False)
+    monkeypatch.delenv("RAYON_NUM_THREADS", raising=False)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    with tokenizer_threads():
+        assert os.environ["TOKENIZERS_PARALLELISM"] == "true"
+        assert os.environ["RAYON_NUM_THREADS"] == str(max(1, len(os.sched_getaffinity(0)) // 2))
+    assert os.environ["TOKENIZERS_PARALLELISM"] == "false"
+    with pytest.raises(RuntimeError), tokenizer_threads():  # restored however the block ends
+        raise RuntimeError
+    assert os.environ["TOKENIZERS_PARALLELISM"] == "false"
+    monkeypatch.setenv(USER_TOKENIZER_SETTING, "false")  # the user's own setting wins
+    with tokenizer_threads():
+        assert os.environ["TOKENIZERS_PARALLELISM"] == "false"

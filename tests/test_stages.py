@@ -24,6 +24,7 @@ from chef_genius.curriculum import (
     unseen_classes,
 )
 from chef_genius.errors import UserError
+from chef_genius.training.checkpoint import write_manifest
 from chef_genius.training.epochs import EpochBuilder, segment_batches
 from chef_genius.training.run_plan import RunPlan
 from chef_genius.training.trainer import Trainer, run_training
@@ -292,3 +293,29 @@ def test_sigkill_and_resume_with_stages_by_step(tmp_path, small_data):  # noqa: 
     # Killed once step 5 is logged (plus up to 0.1 s): the resumed run crosses the stage boundaries.
     assert result["steps"] == 22 and [kill["after_step"] for kill in result["kills"]] == [5]
     assert result["temporary_folders_left"] == []
+
+
+def test_a_run_checkpointed_before_threshold_by_step_resumes_by_epoch(tmp_path, small_data):  # noqa: F811
+    """Its batches continue as planned: a one-epoch run from before the setting raised its
+    threshold by epoch (stayed at 0.50), so it resumes so; a run from after it keeps by step."""
+    settings = {"optim.epochs": 1, "optim.batch_size": 2, "data.curriculum": False, "checkpoint.save_steps": 3,
+                "optim.max_steps": 3}
+    run = tmp_path / "run"
+    run_training(small_config(run, small_data, **settings))
+    resumed = Trainer(small_config(run, small_data, **{**settings, "checkpoint.resume": "auto"}))
+    resumed.setup()
+    assert resumed.run_plan.by_step and resumed.config.data.threshold_by_step
+    resumed.lock.release()
+    # The same checkpoint as an older chef-genius wrote it: no threshold_by_step in its fingerprints.
+    for path in [*run.glob("checkpoints/step-*/trainer_state.json"), run / "fingerprint.json"]:
+        saved = json.loads(path.read_text())
+        fingerprint = saved.get("fingerprint", saved)
+        del fingerprint["config"]["data"]["threshold_by_step"]
+        path.write_text(json.dumps(saved))
+        if path.name == "trainer_state.json":
+            write_manifest(path.parent)  # the edited checkpoint stays complete
+    old = Trainer(small_config(run, small_data, **{**settings, "checkpoint.resume": "auto"}))
+    old.setup()
+    assert not old.run_plan.by_step and not old.config.data.threshold_by_step
+    assert old.state.step == 3
+    old.lock.release()

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from chef_genius import __version__
+from chef_genius.encoding import USER_TOKENIZER_SETTING
 from chef_genius.errors import UserError
 
 EXIT_USER_ERROR = 2
@@ -383,6 +384,8 @@ def _quiet_libraries() -> None:
     """Keep library progress bars and deprecation chatter out of the training output."""
     import warnings
 
+    if "TOKENIZERS_PARALLELISM" in os.environ:  # the user's own choice: kept everywhere (encoding.tokenizer_threads)
+        os.environ.setdefault(USER_TOKENIZER_SETTING, os.environ["TOKENIZERS_PARALLELISM"])
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     warnings.filterwarnings("ignore", category=FutureWarning)
     with contextlib.suppress(ImportError):  # only the training commands need transformers

@@ -124,6 +124,10 @@ class DataConfig:
         factory=lambda: [CurriculumStage(0.3, "easy"), CurriculumStage(0.6, "medium"), CurriculumStage(1.0, "all")])
     progressive_quality: bool = doc("Raise the quality threshold linearly over the epochs (over the stages when "
                                     "they advance by step).", True)
+    threshold_by_step: bool = doc("With the curriculum off: raise the progressive threshold over the stages by "
+                                  "optimizer step when, by epoch, it would never reach quality_end (one epoch, or "
+                                  "--max-steps before the last epoch). A run checkpointed before this setting "
+                                  "existed resumes with it off (its threshold rose by epoch).", True)
     quality_start: float = doc("Quality threshold of the first epoch.", 0.50)
     quality_end: float = doc("Quality threshold of the last epoch.", 0.75)
     augmentation_prob: float = doc("Probability that a training example is augmented (the seed's 0.3). 0 by "

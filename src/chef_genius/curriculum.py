@@ -10,15 +10,16 @@ and every run reaches it:
   progress p = e / E and the level of the stage whose ``until`` first exceeds p; the threshold
   rises linearly, q(e) = q_start + (q_end - q_start) * e / (E - 1).
 - By optimizer step otherwise (1 or 2 epochs with the curriculum on, or ``--max-steps`` ending the
-  run before the last stage's epoch). With the curriculum off and the progressive threshold on,
-  likewise when by epoch the threshold would never reach q_end (one epoch, or --max-steps ending
-  the run before the last epoch): the same stages by step, each at level 'all', so the threshold
-  still rises 0.50 -> 0.625 -> 0.75 inside the run. Over the run's T optimizer steps, stage k covers the steps
+  run before the last stage's epoch). Over the run's T optimizer steps, stage k covers the steps
   [until(k-1) * T, until(k) * T), rounded (the last stage at least one step), cut at the epoch
   boundaries into `Segment` s. Stage k's threshold is q at its start, rising linearly from q_start
   at step 0 to q_end where the last stage starts: one epoch gets the levels and thresholds of three
   (easy >= 0.50, medium >= 0.625, all >= 0.75). How a segment fills its share of its epoch:
   `chef_genius.training.epochs`.
+- With the curriculum off and the progressive threshold on, likewise by step when by epoch the
+  threshold would never reach q_end (one epoch, or --max-steps ending the run before the last
+  epoch; ``data.threshold_by_step``, on by default): the same stages, each at level 'all', so the
+  threshold still rises 0.50 -> 0.625 -> 0.75 inside the run.
 
 A part of the run uses the recipes at or under its level with quality >= its threshold. When
 that cannot fill the minimum (one batch per rank) the selection is relaxed, first to the next
@@ -103,7 +104,7 @@ def stages_by_step(epochs: int, started: int, config: DataConfig) -> bool:
     if config.curriculum:
         last = config.curriculum_stages[-1].level
         return all(difficulty_level(e, epochs, config) != last for e in reached)
-    if config.progressive_quality and config.quality_end > config.quality_start:
+    if config.progressive_quality and config.threshold_by_step and config.quality_end > config.quality_start:
         return all(quality_threshold(e, epochs, config) < config.quality_end - EPSILON for e in reached)
     return False
 

@@ -24,6 +24,8 @@ import os
 
 from chef_genius.errors import UserError
 
+USER_TOKENIZER_SETTING = "CHEF_GENIUS_USER_TOKENIZERS_PARALLELISM"  # TOKENIZERS_PARALLELISM as the user set it
+
 # The version of the target text and its encoding (the serialization, the chat-template rendering,
 # the special-token and cutting rules): bump it when any of them changes, so that token caches
 # built by an older chef-genius (keyed on it) are not reused.
@@ -162,9 +164,16 @@ def tokenizer_threads():
     The command line turns them off (``TOKENIZERS_PARALLELISM=false``) so that processes forked
     later (DataLoader workers) neither warn nor use a thread pool they did not inherit; the
     setting is read at each call, so it is on only inside the block, in the process that runs it.
-    Use it only where nothing forks inside the block.
+    Use it only where nothing forks inside the block. A user's own TOKENIZERS_PARALLELISM (the
+    command line keeps it in CHEF_GENIUS_USER_TOKENIZERS_PARALLELISM) wins; the threads are shared
+    out among the ranks of this machine (RAYON_NUM_THREADS, read when the pool first starts).
     """
     before = os.environ.get("TOKENIZERS_PARALLELISM")
+    if os.environ.get(USER_TOKENIZER_SETTING, "true").lower() in ("false", "0", "off", "no"):
+        yield
+        return
+    ranks_here = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    os.environ.setdefault("RAYON_NUM_THREADS", str(max(1, len(os.sched_getaffinity(0)) // ranks_here)))
     os.environ["TOKENIZERS_PARALLELISM"] = "true"
     try:
         yield

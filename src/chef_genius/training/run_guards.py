@@ -54,6 +54,18 @@ def resume_differences(resume: Path | None, run_dir: Path, fingerprint: dict, se
     return changes
 
 
+def keep_threshold_by_epoch(config: TrainConfig, resume: Path | None, run_dir: Path) -> bool:
+    """A run checkpointed before ``data.threshold_by_step`` existed raised its threshold by epoch
+    only: it resumes so (its batches continue where they were), returning True when that applies."""
+    if resume is None or not config.data.threshold_by_step:
+        return False
+    saved = fp.saved_fingerprint(resume, run_dir).get("config") or {}
+    if "data" not in saved or "threshold_by_step" in saved["data"]:
+        return False
+    config.data.threshold_by_step = False
+    return True
+
+
 def demo_data_needs_prepare(config: TrainConfig, run_dir: Path) -> bool:
     """Without ``data.path`` the bundled sample is prepared into RUN/data: when that folder is
     absent, empty or a chef-genius dataset without train.arrow. A folder with train.arrow is

@@ -172,7 +172,7 @@ class RunPlan:
         for k, stage in enumerate(data.curriculum_stages):
             mine = [s for s in self.segments if s.stage == k and s.first_step < self.total_steps]
             if mine:  # the curriculum off: the threshold alone changes (every level 'all')
-                name = stage.level if data.curriculum else f"quality >= {mine[0].threshold:.3g}"
+                name = stage.level if data.curriculum else f"quality >= {mine[0].threshold:.4g}"
                 spans.append(f"{name} steps {mine[0].first_step + 1}-{min(mine[-1].end_step, self.total_steps)}")
         epochs = len(self.steps_per_epoch)
         what = "curriculum stages" if data.curriculum else "quality threshold"

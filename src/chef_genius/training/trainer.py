@@ -103,6 +103,9 @@ class Trainer(TrainerSetup, TrainerEvaluation):
         self.lock = guards.lock_run_folder(self.run_dir, self.ranks)  # one writer per run folder (a barrier too)
         self.checkpoints = RunCheckpoints(self.run_dir, self.config, self.ranks)
         resume = self.checkpoints.resume_point()  # the newest complete checkpoint
+        if guards.keep_threshold_by_epoch(self.config, resume, self.run_dir):
+            self.ranks.print(f"{resume}: checkpointed before data.threshold_by_step; the quality threshold keeps "
+                             "rising by epoch")
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             if resume is None or not (self.run_dir / "config.yaml").exists():  # keeps the run's original settings
