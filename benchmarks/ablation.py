@@ -19,7 +19,7 @@ Transformer protocol (COSIM, ROUGE-2, WER, BLEU).
 Stages:
 
     python benchmarks/ablation.py subset --work W --data PREPARED --rows 5000
-    python benchmarks/ablation.py run    --work W --gguf G --seeds 0,1,2 --gpus 0,1 --per-gpu 3
+    python benchmarks/ablation.py run    --work W --gguf G --seeds 0,1,2 --gpus 0,1 --per-gpu 2
     python benchmarks/ablation.py cell   --work W --gguf G --arm v2 --seed 0      # one cell (run calls it)
     python benchmarks/ablation.py report --work W   # -> benchmarks/results/ablation.json, table, plot
 

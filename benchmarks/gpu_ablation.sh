@@ -7,15 +7,12 @@
 #   wait S            sleep up to S seconds while the study runs, then collect
 #   collect           the cells' results (cell.json) and the study log to $OUT
 # Code runs from a copy in /tmp/cg/code, so a later call's tree does not change a running study.
-# Knobs: PER_GPU (cells at a time on each GPU, default 2: full fine-tuning cells take 40-80 GB each with their CUDA-graph pools, and 3 ran out of memory when several ran together), DEADLINE (seconds after launch when no
+# Knobs: PER_GPU (cells at a time on each GPU, default 2: a full fine-tuning process held 60-80 GiB with its CUDA-graph pools, and 3 ran out of memory when several ran together), DEADLINE (seconds after launch when no
 # new cell starts, default 1200), SEEDS (default 0,1,2), ARMS (default every arm); cells done earlier
 # are skipped when their cell.json is carried in DATA/../cells/ARM-sSEED/.
 set -uo pipefail
 source "$(dirname "$0")/device_common.sh"
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT" /tmp/cg
-export PYTHONPATH=/tmp/cg/code/src:/tmp/site PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
-export CHEF_GENIUS_CACHE=/tmp/cg/cache HF_HUB_OFFLINE=1
-W=/tmp/cg/ablation; G=/tmp/cg/SmolLM2-135M-Instruct.Q4_1.gguf
+W=/tmp/cg/ablation; G=$GGUF
 progress() {
   echo "cells done: $(ls $W/cells/*/cell.json 2>/dev/null | wc -l)"; tail -n 6 $W/study.log
   nvidia-smi --query-gpu=index,utilization.gpu,memory.used --format=csv,noheader

@@ -13,10 +13,7 @@
 # decodings of both fine-tunes evaluated in a second evaluate call (--suffix=-more).
 set -uo pipefail
 source "$(dirname "$0")/device_common.sh"
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT" /tmp/cg
-export PYTHONPATH=/tmp/cg/code/src:/tmp/site PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
-export CHEF_GENIUS_CACHE=/tmp/cg/cache HF_HUB_OFFLINE=1
-W=/tmp/cg/work; G=/tmp/cg/SmolLM2-135M-Instruct.Q4_1.gguf
+W=/tmp/cg/work; G=$GGUF
 Q="python3 /tmp/cg/code/benchmarks/quality.py --work $W --gguf $G"
 TRAIN="--epochs 3 --max-tokens 16384 --gradient-accumulation-steps 1 --eval-steps 400 \
   --set schedule.first_cycle_steps=430 --set eval.max_eval_batches=40 --set logging.log_every=20"
