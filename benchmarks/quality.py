@@ -45,13 +45,34 @@ def run(command: list[str], log: Path) -> float:
     return time.perf_counter() - started
 
 
+HELD_OUT_SITES = ("foodnetwork.com", "williams-sonoma.com")
+
+
+def split_sites(shared: Path, work: Path) -> tuple[Path, Path]:
+    """openrecipes without the held-out sites (trained on), and the held-out sites' recipes (never
+    trained on: the held-out source). Files already split in ``shared`` are used as they are."""
+    kept, held = shared / "allrecipes.jsonl", shared / "heldout_sites.jsonl"
+    if kept.is_file() and held.is_file():
+        return kept, held
+    kept, held = work / "allrecipes.jsonl", work / "heldout_sites.jsonl"
+    with (shared / "openrecipes_54k.jsonl").open(encoding="utf-8") as rows, kept.open("w") as a, held.open("w") as h:
+        for line in rows:
+            (h if json.loads(line).get("source") in HELD_OUT_SITES else a).write(line)
+    return kept, held
+
+
 def prepare(args) -> None:
     shared = Path(args.shared)
-    sources = [str(shared / name) for name in SOURCES]
+    kept, held = split_sites(shared, args.work)
+    sources = [str(kept), str(shared / SOURCES[1]), str(shared / SOURCES[2])]
     seconds = run([*CHEF, "prepare", *sources, "--out", str(args.work / "data")], args.work / "prepare.log")
+    run([*CHEF, "prepare", str(held), "--out", str(args.work / "heldout"), "--val-fraction", "0",
+         "--test-fraction", "0.99"], args.work / "prepare-heldout.log")
     report = json.loads((args.work / "data" / "data_report.json").read_text())
-    (args.work / "part-prepare.json").write_text(json.dumps({"seconds": seconds, "report": report}, indent=2))
-    print(f"prepared in {seconds:.0f} s: {report.get('splits', report.get('kept'))}")
+    held_report = json.loads((args.work / "heldout" / "data_report.json").read_text())
+    (args.work / "part-prepare.json").write_text(json.dumps({"seconds": seconds, "report": report,
+                                                             "heldout_report": held_report}, indent=2))
+    print(f"prepared in {seconds:.0f} s: {report.get('splits')}; held-out sites {held_report.get('splits')}")
 
 
 def train(args) -> None:
@@ -103,6 +124,56 @@ def evaluate(args) -> None:
     (args.work / f"part-eval-{args.name}{args.suffix}.json").write_text(json.dumps(part, indent=2))
 
 
+SETS = {"test": ("data", "test"), "val": ("data", "val"), "heldout": ("heldout", "test")}
+
+
+def generate_stage(args) -> None:
+    """N sampled candidates per prompt, each with the model's mean log-probability, as JSON Lines
+    (gen-NAME-SET-TAG.jsonl): the raw material of best-of-N and of the blind readings."""
+    import torch
+
+    from chef_genius.augment import canonical_prompt
+    from chef_genius.best_of import mean_logprobs
+    from chef_genius.config import SEED_TEMPLATES
+    from chef_genius.evaluation import held_out_rows, requested_names
+    from chef_genius.inference import generate_details, load_run
+    from chef_genius.training.data import load_split
+    from chef_genius.training.models import gguf_folder
+
+    path = gguf_folder(Path(args.gguf)) if args.name == "base" else args.work / args.name
+    loaded = load_run(path)
+    folder, split = SETS[args.set]
+    table = load_split(args.work / folder, split)
+    rows = held_out_rows(len(table), args.examples, seed=0)
+    recipes = [table.recipe(i) for i in rows]
+    foods = [requested_names(r) for r in recipes]
+    prompts = [canonical_prompt(SEED_TEMPLATES, r.title, f) for r, f in zip(recipes, foods, strict=True)]
+    started = time.perf_counter()
+    generations = generate_details(loaded.model, loaded.tokenizer, prompts, loaded.causal, args.decoding,
+                                   args.max_new_tokens, num_return_sequences=args.n, batch_size=args.batch_size,
+                                   seed=args.seed, grounded=args.grounded)
+    seconds = time.perf_counter() - started
+    flat_prompts = [p for p, g in zip(prompts, generations, strict=True) for _ in g]
+    flat_texts = [c.text for g in generations for c in g]
+    logprobs = mean_logprobs(loaded.model, loaded.tokenizer, loaded.causal, flat_prompts, flat_texts, batch_size=64)
+    tokens = sum(c.tokens for g in generations for c in g)
+    out = args.work / f"gen-{args.name}-{args.set}-{args.tag}.jsonl"
+    with out.open("w", encoding="utf-8") as f:
+        k = 0
+        for row, prompt, names, candidates in zip(rows, prompts, foods, generations, strict=True):
+            listed = []
+            for c in candidates:
+                listed.append({"text": c.text, "stopped": c.stopped, "tokens": c.tokens, "mean_logprob": logprobs[k]})
+                k += 1
+            f.write(json.dumps({"row": row, "request": prompt, "foods": names, "decoding": args.decoding,
+                                "grounded": args.grounded, "candidates": listed}, ensure_ascii=False) + "\n")
+    meta = {"model": str(path), "set": args.set, "decoding": args.decoding, "n": args.n, "grounded": args.grounded,
+            "examples": len(rows), "seconds": seconds, "generated_tokens": tokens, "tokens_per_second": tokens / seconds,
+            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor()}
+    out.with_suffix(".meta.json").write_text(json.dumps(meta, indent=2))
+    print(f"{out.name}: {len(rows)} prompts x {args.n} in {seconds:.0f} s ({tokens / seconds:.0f} tokens/s)", flush=True)
+
+
 def report(args) -> None:
     parts = {p.stem.removeprefix("part-"): json.loads(p.read_text()) for p in sorted(args.work.glob("part-*.json"))}
     models = {}
@@ -135,7 +206,7 @@ def report(args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stage", choices=("prepare", "train", "evaluate", "report"))
+    parser.add_argument("stage", choices=("prepare", "train", "evaluate", "generate", "report"))
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--shared", default="../shared/data")
     parser.add_argument("--gguf", default="SmolLM2-135M-Instruct.Q4_1.gguf")
@@ -146,12 +217,19 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--suffix", default="", help="evaluate: appended to the result part's name")
+    parser.add_argument("--set", choices=tuple(SETS), default="test", help="generate: which prompts")
+    parser.add_argument("--decoding", default="careful", help="generate: the decoding preset")
+    parser.add_argument("--n", type=int, default=1, help="generate: candidates per prompt")
+    parser.add_argument("--grounded", type=float, default=0.0, help="generate: grounded decoding's penalty (0: off)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tag", default="plain", help="generate: appended to the output's name")
     argv = sys.argv[1:]
     cut = argv.index("--") if "--" in argv else len(argv)
     args = parser.parse_args(argv[:cut])
     args.extra = argv[cut + 1:]  # after --: more `chef-genius train` flags
     args.work.mkdir(parents=True, exist_ok=True)
-    {"prepare": prepare, "train": train, "evaluate": evaluate, "report": report}[args.stage](args)
+    {"prepare": prepare, "train": train, "evaluate": evaluate, "generate": generate_stage,
+     "report": report}[args.stage](args)
 
 
 if __name__ == "__main__":

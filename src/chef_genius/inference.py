@@ -163,19 +163,20 @@ class Generation:
 
 def generate(model: torch.nn.Module, tokenizer, prompts: list[str], causal: bool, decoding: str = "greedy",
              max_new_tokens: int = 512, num_return_sequences: int = 1, batch_size: int = 16, seed: int = 0,
-             max_source_tokens: int = 512) -> list[list[str]]:
+             max_source_tokens: int = 512, grounded: float = 0.0) -> list[list[str]]:
     """Recipe texts for each prompt (``num_return_sequences`` each); see `generate_details`."""
     details = generate_details(model, tokenizer, prompts, causal, decoding, max_new_tokens, num_return_sequences,
-                               batch_size, seed, max_source_tokens)
+                               batch_size, seed, max_source_tokens, grounded)
     return [[g.text for g in row] for row in details]
 
 
 @torch.no_grad()
 def generate_details(model: torch.nn.Module, tokenizer, prompts: list[str], causal: bool, decoding: str = "greedy",
                      max_new_tokens: int = 512, num_return_sequences: int = 1, batch_size: int = 16, seed: int = 0,
-                     max_source_tokens: int = 512) -> list[list[Generation]]:
+                     max_source_tokens: int = 512, grounded: float = 0.0) -> list[list[Generation]]:
     """Recipes for each prompt (``num_return_sequences`` each): text, whether it stopped at an end
-    token, and its length.
+    token, and its length. ``grounded`` > 0 pushes the logits of foods the recipe's own ingredient
+    list lacks down by that much while the steps are written (`chef_genius.grounding`).
 
     Prompts are encoded exactly as in training (`chef_genius.encoding`); causal prompts are
     left-padded and their tokens cut from the output; generation stops at the end of turn or EOS.
@@ -187,11 +188,11 @@ def generate_details(model: torch.nn.Module, tokenizer, prompts: list[str], caus
         raise UserError(f"unknown decoding '{decoding}' (choose from {', '.join(DECODING)})")
     with torch.compiler.set_stance("force_eager"):
         return _generate(model, tokenizer, prompts, causal, decoding, max_new_tokens, num_return_sequences,
-                         batch_size, seed, max_source_tokens)
+                         batch_size, seed, max_source_tokens, grounded)
 
 
 def _generate(model, tokenizer, prompts, causal, decoding, max_new_tokens, num_return_sequences, batch_size, seed,
-              max_source_tokens) -> list[list[Generation]]:
+              max_source_tokens, grounded) -> list[list[Generation]]:
     from chef_genius.encoding import encode_sources, stop_ids
 
     device = next(model.parameters()).device
@@ -209,10 +210,18 @@ def _generate(model, tokenizer, prompts, causal, decoding, max_new_tokens, num_r
             limit = _position_limit(model)
             new_tokens = max_new_tokens if not (causal and limit) else max(1, min(max_new_tokens,
                                                                                   limit - input_ids.shape[1]))
+            extra = {}
+            if grounded > 0:
+                from transformers import LogitsProcessorList
+
+                from chef_genius.grounding import GroundedFoods
+
+                extra["logits_processor"] = LogitsProcessorList([GroundedFoods(
+                    tokenizer, input_ids.shape[1] if causal else 0, prompts[start:start + batch_size], grounded)])
             generated = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
                                        max_new_tokens=new_tokens, pad_token_id=pad_id,
                                        eos_token_id=stops if len(stops) > 1 else stops[0],
-                                       num_return_sequences=num_return_sequences, **settings)
+                                       num_return_sequences=num_return_sequences, **settings, **extra)
             # Causal: the prompt's tokens; seq2seq: the decoder start token.
             generated = generated[:, input_ids.shape[1]:] if causal else generated[:, 1:]
             texts = tokenizer.batch_decode(generated, skip_special_tokens=True, clean_up_tokenization_spaces=False)
