@@ -48,6 +48,21 @@ case "$1" in
     for _ in $(seq 1 $(( $2 / 15 ))); do
       [ "$(ls $W/gen-*.meta.json 2>/dev/null | wc -l)" -ge "${#GENS[@]}" ] && break; sleep 15; done
     ls $W/gen-*.meta.json; tail -n 1 $W/gen-*.out ;;
+  oneshot)  # a short lease: launch's preparation, the full fine-tune for EPOCHS (default 1) in the
+            # foreground (at most TRAIN_S seconds), then the candidates of GENS_SHORT in parallel, then collect
+    cp "$2"/*.part* /tmp/cg/ && cat /tmp/cg/gguf.part1 /tmp/cg/gguf.part2 > $G && ls -la $G
+    rm -rf /tmp/cg/code && mkdir -p /tmp/cg/code $W /tmp/cg/shared && cp -r src benchmarks /tmp/cg/code/
+    tar -xJf "$2/qdata.tar.xz" -C /tmp/cg/shared
+    $Q prepare --shared /tmp/cg/shared || exit 1
+    timeout ${TRAIN_S:-300} $Q train --name full -- --epochs ${EPOCHS:-1} --disable-lora $TRAIN; tail -n 4 $W/train-full.log
+    for spec in "full test 4 0 plain" "full test 4 5 g5" "full val 4 0 plain" "full val 4 5 g5" "full heldout 4 0 plain"; do
+      read -r name set n grounded tag <<< "$spec"
+      bg "timeout ${GEN_S:-200} $Q generate --name $name --set $set --n $n --grounded $grounded --tag $tag --examples ${EXAMPLES:-500} --batch-size 64" "gen-$name-$set-$tag"
+    done
+    sleep 20; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv
+    for _ in $(seq 1 $(( ${GEN_S:-200} / 10 ))); do [ "$(ls $W/gen-*.meta.json 2>/dev/null | wc -l)" -ge 5 ] && break; sleep 10; done
+    tail -n 2 $W/gen-*.out
+    "$0" collect ;;
   collect)
     (cd $W && tar -czf "$OUT/quality.tar.gz" --ignore-failed-read part-*.json gen-*.jsonl gen-*.meta.json *.out *.log \
       lora/samples full/samples lora/metrics.jsonl full/metrics.jsonl lora/run_summary.json full/run_summary.json)
