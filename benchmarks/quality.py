@@ -174,6 +174,37 @@ def generate_stage(args) -> None:
     print(f"{out.name}: {len(rows)} prompts x {args.n} in {seconds:.0f} s ({tokens / seconds:.0f} tokens/s)", flush=True)
 
 
+def pick_stage(args) -> None:
+    """Best-of-N from a candidates file: one recipe per prompt (the first N candidates ranked by
+    `chef_genius.best_of.pick`), as the generation file `benchmarks/cook_reading.py` reads, and the
+    automatic verdicts of the picks."""
+    from chef_genius.best_of import pick
+    from chef_genius.cookable import check_cookable, summarize_cookable
+    from chef_genius.recipe import parse_recipe_text
+    from chef_genius.usability import check
+
+    source = Path(args.candidates)
+    rows = [json.loads(line) for line in source.read_text(encoding="utf-8").splitlines()]
+    out = source.with_name(f"{source.stem}-best{args.n}.jsonl")
+    verdicts, usable = [], 0
+    with out.open("w", encoding="utf-8") as f:
+        for row in rows:
+            candidates = row["candidates"][:args.n]
+            i = pick([c["text"] for c in candidates], [c["stopped"] for c in candidates],
+                     [c["mean_logprob"] for c in candidates], row["foods"])
+            chosen = candidates[i]
+            recipe = parse_recipe_text(chosen["text"]).recipe
+            verdicts.append(check_cookable(recipe, row["foods"], chosen["stopped"]))
+            usable += check(recipe, chosen["stopped"]).usable
+            f.write(json.dumps({"row": row["row"], "request": row["request"], "foods": row["foods"],
+                                "text": chosen["text"], "stopped": chosen["stopped"], "picked": i},
+                               ensure_ascii=False) + "\n")
+    summary = {"candidates": source.name, "n": args.n, "prompts": len(rows), "recipe/usable_rate": usable / len(rows),
+               **summarize_cookable(verdicts)}
+    out.with_suffix(".summary.json").write_text(json.dumps(summary, indent=2))
+    print(f"{out.name}: cookable {summary['recipe/cookable_rate']:.3f}, usable {summary['recipe/usable_rate']:.3f}")
+
+
 def report(args) -> None:
     parts = {p.stem.removeprefix("part-"): json.loads(p.read_text()) for p in sorted(args.work.glob("part-*.json"))}
     models = {}
@@ -206,7 +237,7 @@ def report(args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stage", choices=("prepare", "train", "evaluate", "generate", "report"))
+    parser.add_argument("stage", choices=("prepare", "train", "evaluate", "generate", "pick", "report"))
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--shared", default="../shared/data")
     parser.add_argument("--gguf", default="SmolLM2-135M-Instruct.Q4_1.gguf")
@@ -223,12 +254,13 @@ def main() -> None:
     parser.add_argument("--grounded", type=float, default=0.0, help="generate: grounded decoding's penalty (0: off)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tag", default="plain", help="generate: appended to the output's name")
+    parser.add_argument("--candidates", help="pick: a candidates file written by generate")
     argv = sys.argv[1:]
     cut = argv.index("--") if "--" in argv else len(argv)
     args = parser.parse_args(argv[:cut])
     args.extra = argv[cut + 1:]  # after --: more `chef-genius train` flags
     args.work.mkdir(parents=True, exist_ok=True)
-    {"prepare": prepare, "train": train, "evaluate": evaluate, "generate": generate_stage,
+    {"prepare": prepare, "train": train, "evaluate": evaluate, "generate": generate_stage, "pick": pick_stage,
      "report": report}[args.stage](args)
 
 

@@ -53,3 +53,16 @@ def mean_logprobs(model, tokenizer, causal: bool, prompts: list[str], texts: lis
         out += ((picked * mask).sum(1) / mask.sum(1).clamp(min=1)).tolist()
     model.train(was_training)
     return out
+
+
+def pick(texts: list[str], stopped: list[bool], logprobs: list[float], request_foods) -> int:
+    """Index of the best candidate (`rank_key`) among generated texts for one request."""
+    from chef_genius.cookable import check_cookable
+    from chef_genius.recipe import parse_recipe_text
+    from chef_genius.usability import check
+
+    keys = []
+    for text, done, logprob in zip(texts, stopped, logprobs, strict=True):
+        recipe = parse_recipe_text(text).recipe
+        keys.append(rank_key(check_cookable(recipe, request_foods, done), check(recipe, done), logprob))
+    return best_index(keys)

@@ -197,7 +197,7 @@ def check_cookable(recipe: Recipe, request_foods=(), stopped: bool = True, table
         failed["finished"] = "cut off at the token limit"
     if not recipe.title or not recipe.ingredients or not recipe.steps:
         failed["structure"] = (f"title {'yes' if recipe.title else 'no'}, {len(recipe.ingredients)} ingredient lines, "
-                               f"{step_sentences(recipe)} step sentences")
+                               f"{len(recipe.steps)} steps")
     lines, grams = repeated_lines(recipe), repeated_ngrams(recipe)
     if lines > MAX_REPEATED_LINES or grams > MAX_REPEATED_4GRAMS:
         failed["repetition"] = f"{lines:.0%} of lines and {grams:.0%} of 4-grams repeat"
