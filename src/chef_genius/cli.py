@@ -18,8 +18,6 @@ EXIT_TRAINING_STOPPED = 3
 
 
 def main(argv: list[str] | None = None) -> int:
-    from chef_genius.training.speed import configure_allocator
-
     configure_allocator()
     parser = _parser()
     args = parser.parse_args(argv)
@@ -32,6 +30,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("chef-genius: interrupted", file=sys.stderr)
         return 130
+
+
+def configure_allocator() -> None:
+    """Ask PyTorch's CUDA allocator for expandable segments unless the user chose a setting.
+
+    Batches of varying shapes leave the default allocator's fixed-size segments fragmented: on
+    an H100 a 16k-token budget reserved 52.7 GiB for 33.4 GiB allocated. Must run before CUDA is
+    first used, so `main` calls it at start (it imports nothing: `prepare`, `score` and `--help`
+    run without torch)."""
+    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
 
 
 def _parser() -> argparse.ArgumentParser:
