@@ -72,20 +72,25 @@ def _parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="fine-tune a model (no arguments: the offline demo)")
     train.add_argument("--config", type=Path, help="YAML config file")
-    train.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    train.add_argument("--print-config", action="store_true",
+                       help="print the resolved config, each key with its help, as YAML (usable as --config) and exit")
     train.add_argument("--plan", action="store_true",
                        help="print the plan by epoch, or by segment when curriculum stages advance by step "
                             "(difficulty, threshold, examples, steps) and exit")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="set any config key, e.g. --set eval.patience=5 (YAML value syntax)")
+                       help="set any config key, e.g. --set eval.patience=5 (YAML value syntax; --print-config "
+                            "lists every key with its help)")
     from chef_genius.config import DECODING_NAMES, FLAGS, EvalConfig
+    from chef_genius.config_help import field_help
 
     for flag, (key, kind) in FLAGS.items():
+        described = field_help(key).replace("%", "%%")  # argparse formats help with %
         if isinstance(kind, bool):
             train.add_argument(flag, dest=key, action="store_const", const=kind, default=None,
-                               help=f"sets {key} to {str(kind).lower()}")
+                               help=f"{described} (sets {key} to {str(kind).lower()})")
         else:
-            train.add_argument(flag, dest=key, type=kind, default=None, help=f"sets {key}")
+            train.add_argument(flag, dest=key, type=kind, default=None, metavar=key.rpartition(".")[2].upper(),
+                               help=f"{described} (sets {key})")
     train.set_defaults(handler=_train)
 
     gen = commands.add_parser("generate", help="write recipes with a trained run, adapter or model")
@@ -196,7 +201,8 @@ README's "Quality" section: SmolLM2-135M-Instruct fine-tuned with
 def _train(args: argparse.Namespace) -> int:
     import yaml
 
-    from chef_genius.config import FLAGS, build_config, to_yaml
+    from chef_genius.config import FLAGS, build_config
+    from chef_genius.config_help import commented_yaml
 
     overrides = {key: getattr(args, key) for key, _ in FLAGS.values() if getattr(args, key) is not None}
     for assignment in args.set:
@@ -209,7 +215,7 @@ def _train(args: argparse.Namespace) -> int:
             raise UserError(f"--set {key}: cannot read value '{value}'") from None
     config = build_config(args.config, overrides)
     if args.print_config:
-        print(to_yaml(config), end="")
+        print(commented_yaml(config), end="")
         return 0
     _quiet_libraries()
     if args.plan:
