@@ -172,6 +172,25 @@ def test_evaluate_names_the_loss_by_its_split_and_cuts_at_the_limits_given(train
     assert results[0]["test_loss"] != pytest.approx(results[1]["test_loss"])  # 16 target tokens cut the recipes
 
 
+def test_report_includes_evaluations_and_no_raw_dicts(tmp_path):
+    from chef_genius.report import flatten, write_report
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text(json.dumps({"step": 1, "train/loss": 2.0, "val_loss": 1.5}) + "\n")
+    (run / "run_summary.json").write_text(json.dumps({"steps": 1, "data_report": {"rows": 1, "kept": 1},
+                                                      "final_weights": "best"}))
+    (run / "evaluation-test.json").write_text(json.dumps({
+        "run": "runs/x", "data": "prepared", "split": "test", "examples": 4, "test_loss": 2.25, "bleu": 0.125,
+        "chef_transformer": {"cosim": 0.5, "bleu": 0.0625}, "samples": [{"prompt": "p", "text": "t"}]}))
+    page = write_report(run).read_text()
+    assert "Evaluation on the test split (4 recipes of prepared" in page
+    assert "<th>test_loss</th><td>2.25</td>" in page and "<th>chef_transformer.bleu</th><td>0.0625</td>" in page
+    assert "<th>data_report.rows</th><td>1</td>" in page
+    assert "{" not in page.split("<body>")[1].replace("{}", "")  # no Python dict anywhere in the page body
+    assert flatten({"a": {"b": [1, 2.5]}, "c": None}) == [("a.b", "1, 2.5"), ("c", "-")]
+
+
 def test_report_writes_the_plots_and_html(trained_run):
     assert main(["report", str(trained_run)]) == 0
     names = {p.stem for p in (trained_run / "plots").glob("*.png")}
