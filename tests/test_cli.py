@@ -70,3 +70,25 @@ def test_decoding_presets_are_one_list():
     from chef_genius.inference import DECODING
 
     assert set(DECODING) == set(DECODING_NAMES)
+
+
+def test_chef_genius_warnings_are_one_plain_line(capsys):
+    """A warning of chef-genius' own (here: a LoRA learning rate for full fine-tuning) is one line
+    on stderr, without Python's source path and code line."""
+    assert main(["train", "--model", "some/model", "--disable-lora", "--learning-rate", "1e-3", "--print-config"]) == 0
+    err = capsys.readouterr().err
+    assert err == ("chef-genius: warning: full fine-tuning at learning rate 0.001, a LoRA rate; 0.0002 is the default "
+                   "for full fine-tuning (--learning-rate)\n")
+    import warnings
+
+    assert warnings.showwarning.__module__ == "warnings"  # restored after the command
+
+
+def test_other_libraries_warnings_keep_their_form():
+    from chef_genius.cli import _one_line_warnings
+
+    shown = []
+    show = _one_line_warnings(lambda *args: shown.append(args))
+    show(UserWarning("theirs"), UserWarning, "/site-packages/torch/x.py", 3)
+    show(DeprecationWarning("ours, but not a UserWarning"), DeprecationWarning, "/src/chef_genius/x.py", 3)
+    assert [args[0].args[0] for args in shown] == ["theirs", "ours, but not a UserWarning"]

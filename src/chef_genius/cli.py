@@ -7,6 +7,8 @@ import contextlib
 import json
 import os
 import sys
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 from chef_genius import __version__
@@ -22,7 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        return args.handler(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warnings(warnings.showwarning)
+            return args.handler(args)
     except UserError as error:
         message = " ".join(str(error).split("\n"))  # always one line
         print(f"chef-genius: error: {message}", file=sys.stderr)
@@ -30,6 +34,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("chef-genius: interrupted", file=sys.stderr)
         return 130
+
+
+def _one_line_warnings(show: Callable) -> Callable:
+    """A `warnings.showwarning` that says chef-genius' own warnings as one plain line on stderr
+    (``chef-genius: warning: ...``), without Python's source path and code line, which look
+    like a crash; other libraries' warnings go to ``show`` as before."""
+
+    def showwarning(message, category, filename, lineno, file=None, line=None) -> None:
+        if issubclass(category, UserWarning) and f"{os.sep}chef_genius{os.sep}" in str(filename):
+            print(f"chef-genius: warning: {' '.join(str(message).split())}", file=file or sys.stderr)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    return showwarning
 
 
 def configure_allocator() -> None:
@@ -416,8 +434,6 @@ def _print_plan(config) -> int:
 
 def _quiet_libraries() -> None:
     """Keep library progress bars and deprecation chatter out of the training output."""
-    import warnings
-
     if "TOKENIZERS_PARALLELISM" in os.environ:  # the user's own choice: kept everywhere (encoding.tokenizer_threads)
         os.environ.setdefault(USER_TOKENIZER_SETTING, os.environ["TOKENIZERS_PARALLELISM"])
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
