@@ -178,8 +178,13 @@ def test_one_epoch_with_the_defaults_trains_the_rising_threshold(tmp_path, small
     assert trainer.run_plan.by_step
     assert [(s.level, s.threshold) for s in trainer.run_plan.segments] == [("all", 0.5), ("all", 0.625),
                                                                           ("all", 0.75)]
-    assert trainer.run_plan.describe().startswith("quality threshold by optimizer step (1 epoch of 11 steps "
-                                                  "to train): quality >= 0.5 steps 1-3, quality >= 0.625 steps 4-7")
+    assert trainer.run_plan.describe().startswith("quality threshold by optimizer step (1 epoch, 11 optimizer steps "
+                                                  "in all): quality >= 0.5 steps 1-3, quality >= 0.625 steps 4-7")
+    stopped = Trainer(small_config(tmp_path / "plan2", small_data, **settings, **{"optim.max_steps": 5}))
+    stopped.setup_plan(tmp_path / "scratch2")
+    assert stopped.run_plan.describe().startswith(
+        "quality threshold by optimizer step (5 of the 11 optimizer steps planned over 1 epoch: --max-steps stops "
+        "training in epoch 0): ")
     examples, quality = trainer.epoch_data(0).examples, trainer.train_table.quality
     batches = trainer._plan(0)
     last = trainer.run_plan.segments[-1]
