@@ -92,3 +92,16 @@ def test_other_libraries_warnings_keep_their_form():
     show(UserWarning("theirs"), UserWarning, "/site-packages/torch/x.py", 3)
     show(DeprecationWarning("ours, but not a UserWarning"), DeprecationWarning, "/src/chef_genius/x.py", 3)
     assert [args[0].args[0] for args in shown] == ["theirs", "ours, but not a UserWarning"]
+
+
+def test_model_tiny_says_which_of_its_own_settings_it_applies(capsys):
+    from chef_genius.config import build_config, tiny_settings
+
+    applied = tiny_settings(build_config(None, {"optim.epochs": 2, "optim.learning_rate": 0.005}))
+    assert "optim.epochs=6" not in applied and not any(s.startswith("optim.learning_rate") for s in applied)
+    assert {"optim.batch_size=16", "lora.target_modules=all-linear", "schedule.warmup_steps=6"} <= set(applied)
+    assert tiny_settings(build_config(None, {"model.name": "some/model"})) == []
+    assert main(["train", "--plan", "--epochs", "2"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("--model tiny: a small random T5") and "optim.learning_rate=0.01" in first
+    assert "optim.epochs" not in first

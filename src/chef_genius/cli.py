@@ -235,6 +235,13 @@ def _train(args: argparse.Namespace) -> int:
     if args.print_config:
         print(commented_yaml(config), end="")
         return 0
+    if config.model.name == "tiny":
+        from chef_genius.config import tiny_settings
+
+        applied = tiny_settings(config)
+        if applied:
+            print(f"--model tiny: a small random T5 sized for a CPU minute, with its own settings (flags, --set and "
+                  f"--config override them): {' '.join(applied)}", flush=True)
     _quiet_libraries()
     if args.plan:
         return _print_plan(config)

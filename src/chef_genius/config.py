@@ -316,6 +316,21 @@ TINY_PROFILE: dict[str, Any] = {
 }
 
 
+def tiny_settings(config: TrainConfig) -> list[str]:
+    """The `tiny` model's own settings (`TINY_PROFILE`) in effect in ``config``, as ``key=value``
+    (a setting overridden by a preset, file or flag is left out)."""
+    applied: list[str] = []
+    if config.model.name != "tiny":
+        return applied
+    for section, values in TINY_PROFILE.items():
+        for key, value in values.items():
+            if getattr(getattr(config, section), key) == value:
+                shown = ",".join(value) if isinstance(value, list) else f"{value:g}" if isinstance(value, float) \
+                    else value
+                applied.append(f"{section}.{key}={shown}")
+    return applied
+
+
 # The seed's flags, spelled exactly as the seed spells them, and the DESIGN's additions.
 # flag -> (dotted config key, value parser or a constant for switches)
 FLAGS: dict[str, tuple[str, Any]] = {
