@@ -246,10 +246,15 @@ def _train(args: argparse.Namespace) -> int:
     if args.plan:
         return _print_plan(config)
     from chef_genius.errors import TrainingStopped
+    from chef_genius.training.interrupt import TrainingInterrupted
     from chef_genius.training.trainer import run_training
 
     try:
         result = run_training(config)
+    except TrainingInterrupted as error:
+        if os.environ.get("RANK", "0") == "0":
+            print(f"chef-genius: {error}", file=sys.stderr)
+        return 128 + error.signal_number  # the shell's code for a signal: 130 Ctrl-C, 143 SIGTERM
     except TrainingStopped as error:
         print(f"chef-genius: training stopped: {error}", file=sys.stderr)
         return EXIT_TRAINING_STOPPED
