@@ -105,3 +105,22 @@ def test_model_tiny_says_which_of_its_own_settings_it_applies(capsys):
     first = capsys.readouterr().out.splitlines()[0]
     assert first.startswith("--model tiny: a small random T5") and "optim.learning_rate=0.01" in first
     assert "optim.epochs" not in first
+
+
+def test_a_hub_name_that_cannot_load_offline_fails_at_once(monkeypatch, capsys):
+    """A typo in a hub id, offline: one line at once, not transformers' minute of retries."""
+    import time
+
+    from chef_genius.training import models
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # as the tests run
+    started = time.monotonic()
+    assert main(["train", "--model", "no-such-org/flan-t5-bsae", "--plan"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not in the local Hugging Face cache and HF_HUB_OFFLINE is set" in err
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(models, "hub_reachable", lambda timeout=3.0: False)  # no network
+    assert main(["train", "--model", "no-such-org/flan-t5-bsae", "--plan"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the hub cannot be reached" in err
+    assert time.monotonic() - started < 30
