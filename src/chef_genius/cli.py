@@ -211,8 +211,8 @@ def _read_text(path: Path) -> str:
 
 
 TINY_NOTE = """Note: the `tiny` model starts from random weights and trains for a minute on the CPU: the
-recipes above show every part of chef-genius working, not a recipe model. For a real one, see the
-README's "Quality" section: SmolLM2-135M-Instruct fine-tuned with
+recipes above show every part of chef-genius working, not a recipe model. For a real one, see
+docs/quality.md: SmolLM2-135M-Instruct fine-tuned with
   chef-genius train --model SmolLM2-135M-Instruct.Q4_1.gguf --data prepared/"""
 
 

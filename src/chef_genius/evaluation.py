@@ -129,6 +129,6 @@ def format_evaluation(result: dict) -> str:
     rows += [(f"chef_transformer/{k}", v) for k, v in (result["chef_transformer"] or {}).items()]
     width = max(len(k) for k, _ in rows)
     lines = [f"{result['run']} on {result['data']} ({result['split']} split, {result['examples']} recipes; "
-             f"every score 0-1, BLEU included)"]
+             f"BLEU, ROUGE and the recipe scores are fractions, 0-1)"]
     lines += [f"  {k:<{width}}  {v:.4f}" if isinstance(v, float) else f"  {k:<{width}}  {v}" for k, v in rows]
     return "\n".join(lines)

@@ -151,7 +151,7 @@ def _table(rows: list[tuple[str, str]]) -> str:
 def _evaluation_html(name: str, result: dict) -> str:
     scores = {k: v for k, v in result.items() if k not in ("run", "data", "split", "samples")}
     title = (f"Evaluation on the {result.get('split', '?')} split ({result.get('examples', '?')} recipes of "
-             f"{result.get('data', '?')}; every score 0-1, BLEU included): {name}")
+             f"{result.get('data', '?')}; BLEU, ROUGE and the recipe scores are fractions, 0-1): {name}")
     return f"<h2>{html.escape(title)}</h2>{_table(flatten(scores))}"
 
 
