@@ -203,7 +203,7 @@ class GradientNoiseConfig:
     enabled: bool = doc("Add annealed Gaussian noise to gradients (Neelakantan et al. 2015). Off by default: in "
                         "the ablation study it raised held-out loss slightly.", False)
     eta: float = doc("Noise variance per element: sigma^2 = eta / (1 + step)^gamma. Chosen by measurement "
-                     "(docs/ablation.md, 'Choosing the noise scale') so the noise norm starts near 10 % of "
+                     "(docs/training.md, 'Choosing the noise scale') so the noise norm starts near 10 % of "
                      "the gradient norm; the design document's 0.3 made it about 1,000 times the gradient.", 2e-9)
     gamma: float = doc("Annealing exponent.", 0.55)
 
