@@ -240,7 +240,7 @@ def _train(args: argparse.Namespace) -> int:
 
         applied = tiny_settings(config)
         if applied:
-            print(f"--model tiny: a small random T5 sized for a CPU minute, with its own settings (flags, --set and "
+            print(f"--model tiny: a small random T5 for a quick CPU run, with its own settings (flags, --set and "
                   f"--config override them): {' '.join(applied)}", flush=True)
     _quiet_libraries()
     if args.plan:

@@ -1,5 +1,5 @@
 """Speed levers applied to a loaded model, each on its own switch so its gain can be measured
-(`benchmarks/throughput.py`, README "Performance").
+(`benchmarks/throughput.py`, docs/performance.md).
 
 - `fuse_norms`: T5's RMS norm as one fused `torch.nn.functional.rms_norm` instead of the
   Hugging Face module's six elementwise kernels with an fp32 copy of the activations.
