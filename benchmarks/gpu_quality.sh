@@ -8,7 +8,7 @@
 #   evaluate    evaluate the two fine-tunes (the LoRA one with several decodings), in the background
 #   collect     copy results and logs to $OUT
 # Code runs from a copy in /tmp/cg/code, so a later call's tree does not change a running job.
-# docs/quality.md's run was made of these stages, with the full fine-tune restarted once (its first
+# The README's run was made of these stages, with the full fine-tune restarted once (its first
 # try drew gradient noise on the host, since moved to the GPU) and the `careful` / `sample`
 # decodings of both fine-tunes evaluated in a second evaluate call (--suffix=-more).
 set -uo pipefail
