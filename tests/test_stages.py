@@ -198,7 +198,9 @@ def test_plan_shows_the_stages_by_step(tmp_path, small_data, capsys):  # noqa: F
                  "--batch-size", "2",
                  "--output-dir", str(tmp_path / "never")]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0] == ("curriculum stages by optimizer step (1 epoch of 22 steps to train): easy steps 1-7, "
+    assert lines[0].startswith("--model tiny: ")  # the tiny model's own settings, said first
+    lines = lines[1:]
+    assert lines[0] == ("curriculum stages by optimizer step (1 epoch, 22 optimizer steps in all): easy steps 1-7, "
                         "medium steps 8-13, all steps 14-22")
     assert [line.split() for line in lines[2:5]] == [["0", "1-7", "easy", "0.500", "15", "7"],
                                                      ["0", "8-13", "medium", "0.625", "30", "6"],
@@ -210,6 +212,8 @@ def test_plan_shows_the_stages_by_step(tmp_path, small_data, capsys):  # noqa: F
                  "--max-steps", "20", "--output-dir", str(tmp_path / "never")]) == 0
     out = capsys.readouterr().out
     assert "easy steps 1-6, medium steps 7-12, all steps 13-20" in out
+    assert "(20 of the " in out
+    assert " optimizer steps planned over 6 epochs: --max-steps stops training in epoch 0)" in out
     assert "--max-steps 20: training stops in epoch 0, after 20 of its 22 steps" in out
 
 
