@@ -79,3 +79,12 @@ def test_update_readme_rewrites_only_the_table(tmp_path):
     page.write_text("no markers\n")
     with pytest.raises(ValueError):
         config_help.update_readme(page)
+
+
+def test_readme_stays_a_newcomers_page():
+    """Short, with the two set-up commands (CI's .ci/run calls `make test`) and the measurements in docs/."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(readme.splitlines()) <= 300
+    assert "make demo" in readme and "make test" in readme and ".venv/bin/chef-genius" in readme
+    for page in ("data", "training", "quality", "ablation", "performance", "scale", "robustness", "docker"):
+        assert f"(docs/{page}.md)" in readme and (ROOT / "docs" / f"{page}.md").is_file()
