@@ -28,7 +28,7 @@ import sys
 class NotInstalled:
     def find_spec(self, name, path=None, target=None):
         if name.partition(".")[0] in {EXTRAS!r}:
-            raise ModuleNotFoundError(f"No module named {{name!r}} (blocked: a light install)")
+            raise ModuleNotFoundError(f"No module named {{name!r}} (blocked: a light install)", name=name)
 
 sys.meta_path.insert(0, NotInstalled())
 from chef_genius.cli import main
@@ -45,11 +45,15 @@ def _light(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           timeout=120)
 
 
-def test_the_blocker_blocks(tmp_path):
-    """The runner really refuses torch: a command that needs it fails for that reason."""
+def test_training_without_the_extras_is_one_line(tmp_path):
+    """The runner really refuses torch: a command that needs it says so in one line, exit 2."""
     done = _light("train", "--plan", cwd=tmp_path)
-    assert done.returncode != 0
-    assert "blocked: a light install" in done.stderr
+    assert done.returncode == 2
+    assert done.stderr == ("chef-genius: error: train needs the training stack (torch is not installed): "
+                           "pip install 'chef-genius[train]'\n")
+    (tmp_path / "run").mkdir()
+    done = _light("generate", "run", "tomato soup", cwd=tmp_path)
+    assert done.returncode == 2 and done.stderr.startswith("chef-genius: error: generate needs the training stack")
 
 
 @pytest.mark.parametrize("args", [["--help"], ["--version"], ["train", "--help"], ["prepare", "--help"],

@@ -16,6 +16,10 @@ from chef_genius.encoding import USER_TOKENIZER_SETTING
 from chef_genius.errors import UserError
 
 EXIT_USER_ERROR = 2
+# Import names of the `train` extras (pyproject.toml) and of numpy, which they bring: without them
+# only prepare, score and --help run.
+TRAIN_EXTRAS = frozenset({"torch", "transformers", "peft", "accelerate", "safetensors", "sacrebleu", "rouge_score",
+                          "gguf", "jiwer", "matplotlib", "wandb", "tensorboard", "huggingface_hub", "numpy"})
 EXIT_TRAINING_STOPPED = 3
 
 
@@ -34,6 +38,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("chef-genius: interrupted", file=sys.stderr)
         return 130
+    except ModuleNotFoundError as error:  # a light install (no `train` extras) asked to train
+        if error.name not in TRAIN_EXTRAS:  # a package itself missing, not a part of an installed one
+            raise
+        print(f"chef-genius: error: {args.command} needs the training stack ({error.name} is not installed): "
+              "pip install 'chef-genius[train]'", file=sys.stderr)
+        return EXIT_USER_ERROR
 
 
 def _one_line_warnings(show: Callable) -> Callable:
