@@ -113,11 +113,11 @@ def evaluate(args) -> None:
         protocol = args.protocol_examples if number == 0 else 0
         result = evaluate_loaded(loaded.model, loaded.tokenizer, loaded.causal, recipes, SEED_TEMPLATES, decoding,
                                  args.max_new_tokens, samples_per_input=3, protocol_examples=protocol,
-                                 batch_size=args.batch_size, keep_samples=10)
+                                 batch_size=args.batch_size, keep_samples=10, split="test")
         result["seconds"] = time.perf_counter() - started
         results[decoding] = result
         print(f"{args.name} {decoding}: usable {result['recipe/usable_rate']:.3f} repetition "
-              f"{result['recipe/repetition']:.4f} val_loss {result['val_loss']:.4f} ({result['seconds']:.0f} s)",
+              f"{result['recipe/repetition']:.4f} test_loss {result['test_loss']:.4f} ({result['seconds']:.0f} s)",
               flush=True)
     part = {"model": str(path), "examples": len(recipes), "test_split": len(table), "decodings": results,
             "device": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor()}
@@ -224,12 +224,15 @@ def report(args) -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     names = ["usable_rate", "repetition", "repeated_4grams", "ingredients_used", "stopped_rate", "overall_quality"]
-    print(f"{'model':<6} {'decoding':<8} {'val_loss':>8} {'ppl':>5} " + " ".join(f"{n[:12]:>12}" for n in names)
+    print(f"{'model':<6} {'decoding':<8} {'test_loss':>8} {'ppl':>5} " + " ".join(f"{n[:12]:>12}" for n in names)
           + f" {'rougeL':>6} {'cosim':>6} {'wer':>6} {'rouge2':>6} {'bleu':>6}")
     for name, evaluation in models.items():
         for decoding, r in evaluation["decodings"].items():
             ct = r.get("chef_transformer") or {}
-            print(f"{name:<6} {decoding:<8} {r['val_loss']:>8.4f} {r['val_perplexity']:>5.2f} "
+            # parts evaluated before the loss was named by its split call it val_loss
+            loss, perplexity = (r["test_loss"], r["test_perplexity"]) if "test_loss" in r else (r["val_loss"],
+                                                                                              r["val_perplexity"])
+            print(f"{name:<6} {decoding:<8} {loss:>8.4f} {perplexity:>5.2f} "
                   + " ".join(f"{r['recipe/' + n]:>12.4f}" for n in names) + f" {r['rougeL']:>6.3f}"
                   + "".join(f" {ct[k]:>6.3f}" if k in ct else f" {'':>6}" for k in ("cosim", "wer", "rouge2", "bleu")))
     print(f"wrote {RESULTS}")

@@ -120,7 +120,7 @@ def load_run(path: str | Path, device: str | None = None) -> LoadedRun:
     Raises:
         UserError: the folder holds no model, or its base model cannot be found.
     """
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+    from chef_genius.training.models import load_base
 
     folder, note = resolve_model_folder(path)
     if note:
@@ -135,23 +135,21 @@ def load_run(path: str | Path, device: str | None = None) -> LoadedRun:
     if note:
         print(f"chef-genius: {note}", file=sys.stderr)
     try:
-        config = AutoConfig.from_pretrained(base_name)
-        causal = not config.is_encoder_decoder
-        loader = AutoModelForCausalLM if causal else AutoModelForSeq2SeqLM
-        model = loader.from_pretrained(base_name)
-        if adapter:
-            from peft import PeftModel
+        base = load_base(base_name, tokenizer_name=tokenizer_name)
+    except UserError as error:
+        raise UserError(f"{folder}: {error}") from None
+    model = base.model
+    if adapter:
+        from peft import PeftModel
 
+        try:
             model = PeftModel.from_pretrained(model, str(folder))
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer_name)
-    except (OSError, ValueError, KeyError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserError(f"cannot load {folder} (base model '{base_name}'): {first_line}") from None
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
+        except (OSError, ValueError, KeyError) as error:
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise UserError(f"cannot load {folder} (base model '{base_name}'): {first_line}") from None
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device).eval()
-    return LoadedRun(model, tokenizer, causal, folder, adapter)
+    return LoadedRun(model, base.tokenizer, base.causal, folder, adapter)
 
 
 @dataclass(frozen=True)
