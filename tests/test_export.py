@@ -25,13 +25,13 @@ BF16_STEP = 2 ** -7  # one bf16 step, relative: f16 logits agree within it of th
 Q8_TOLERANCE = 0.08  # q8_0 logits agree within 8 % of the largest logit (measured: about 4.6 %)
 
 
-def _tiny_llama(tokenizer, tie: bool = True, seed: int = 0):
+def _tiny_llama(tokenizer, tie: bool = True, seed: int = 0, spare_ids: int = 0):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, rms_norm_eps=1e-5,
-                         tie_word_embeddings=tie, initializer_range=0.2, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id)
+    config = LlamaConfig(vocab_size=len(tokenizer) + spare_ids, hidden_size=64, intermediate_size=128,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=256, rms_norm_eps=1e-5, tie_word_embeddings=tie, initializer_range=0.2,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     torch.manual_seed(seed)
     return LlamaForCausalLM(config).eval()
 
@@ -233,9 +233,11 @@ def test_the_modelfile_prompts_as_generate_does(tiny, exported):
 
 
 def test_a_full_untied_model_exports_its_output_projection(tmp_path):
+    """A full model (no adapter) with an output projection of its own, and embedding rows beyond
+    the tokenizer's ids (written as llama.cpp writes them: [PAD<id>], UNUSED)."""
     tokenizer = chat_tokenizer(TEXTS, template=None)
     folder = tmp_path / "full"
-    model = _tiny_llama(tokenizer, tie=False, seed=3)
+    model = _tiny_llama(tokenizer, tie=False, seed=3, spare_ids=3)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     out = tmp_path / "full.gguf"
@@ -245,7 +247,12 @@ def test_a_full_untied_model_exports_its_output_projection(tmp_path):
     ids = tokenizer(PROBE)["input_ids"]
     expected = _logits(model, ids)
     assert (_logits(read, ids) - expected).abs().max().item() <= BF16_STEP * expected.abs().max().item()
-    assert "tokenizer.chat_template" not in _fields(out)
+    fields = _fields(out)
+    assert "tokenizer.chat_template" not in fields
+    n = len(tokenizer)
+    assert fields["tokenizer.ggml.tokens"][n:] == [f"[PAD{i}]" for i in range(n, n + 3)]
+    assert fields["tokenizer.ggml.token_type"][n:] == [5, 5, 5]  # UNUSED
+    assert read_tokenizer(PROBE)["input_ids"] == ids
     template = re.search(r'TEMPLATE """(.*?)"""', (tmp_path / "Modelfile").read_text(), re.S).group(1)
     assert template == "Create a recipe: {{ .Prompt }}\n"  # no chat template: the plain prompt and newline
 
@@ -338,3 +345,29 @@ def test_llama_cpp_runs_the_file(tiny, exported):
     got = torch.tensor(np.array(llm.scores[:len(ids)]), dtype=torch.float32)
     expected = _logits(loaded.model, ids)
     assert (got - expected).abs().max().item() <= 2 * BF16_STEP * expected.abs().max().item()
+
+
+def test_pre_tokenizers_get_llama_cpps_names():
+    from tokenizers import Regex, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from chef_genius.errors import UserError
+    from chef_genius.export import _LLAMA3_REGEX, _QWEN2_REGEX, pre_tokenizer_name
+
+    byte_level = chat_tokenizer(TEXTS)
+    assert pre_tokenizer_name(byte_level) == "gpt-2"
+
+    def named(pre) -> str:
+        backend = byte_level.backend_tokenizer
+        backend.pre_tokenizer = pre
+        return pre_tokenizer_name(PreTrainedTokenizerFast(tokenizer_object=backend))
+
+    smollm = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
+                                      pre_tokenizers.ByteLevel(add_prefix_space=False)])  # SmolLM2's tokenizer.json
+    assert named(smollm) == "smollm"
+    for regex, name in ((_LLAMA3_REGEX, "llama-bpe"), (_QWEN2_REGEX, "qwen2")):
+        assert named(pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(regex), behavior="isolated"),
+                                              pre_tokenizers.ByteLevel(add_prefix_space=False,
+                                                                       use_regex=False)])) == name
+    with pytest.raises(UserError, match="pre-tokenizer \\(Whitespace\\) is not one this GGUF export can name"):
+        named(pre_tokenizers.Whitespace())
