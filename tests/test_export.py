@@ -194,6 +194,27 @@ def test_q8_0_is_the_runs_model_rounded_to_q8_0_blocks(tiny, exported):
     assert _greedy(model, tokenizer) == _greedy(rounded, loaded.tokenizer)
 
 
+def test_q8_0_keeps_rows_that_blocks_of_32_do_not_divide_in_f16(tmp_path):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = chat_tokenizer(TEXTS)
+    torch.manual_seed(4)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=48, intermediate_size=96,
+                                         num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=4,
+                                         initializer_range=0.2, max_position_embeddings=128)).eval()
+    model.save_pretrained(tmp_path / "m")
+    tokenizer.save_pretrained(tmp_path / "m")
+    out = tmp_path / "new" / "folder" / "m.gguf"  # folders are made
+    assert main(["export", str(tmp_path / "m"), "--out", str(out), "--outtype", "q8_0"]) == 0
+    types = {name: kind for name, (kind, _) in _tensors(out).items()}
+    assert types["blk.0.ffn_down.weight"] == "Q8_0"  # rows of 96
+    assert types["blk.0.ffn_up.weight"] == types["blk.0.attn_q.weight"] == types["token_embd.weight"] == "F16"
+    read, _ = _read_back(out)
+    ids = tokenizer(PROBE)["input_ids"]
+    expected = _logits(model, ids)
+    assert (_logits(read, ids) - expected).abs().max().item() <= Q8_TOLERANCE * expected.abs().max().item()
+
+
 def test_an_adapters_export_equals_the_export_of_its_merged_model(tiny, exported):
     root, base, run = tiny
     merged = root / "merged"

@@ -119,7 +119,7 @@ def written_by_us(path: Path) -> bool:
             return MARK_KEY in GGUFReader(str(path), "r").fields
         with open(path, encoding="utf-8") as handle:
             return handle.readline().startswith(MODELFILE_MARK)
-    except (OSError, ValueError, UnicodeDecodeError, IndexError):
+    except Exception:  # noqa: BLE001 - whatever cannot be read as ours is not ours
         return False
 
 
@@ -355,8 +355,8 @@ def export_gguf(run: Path, out: Path, outtype: str, overwrite: bool, templates: 
     modelfile = out.parent / MODELFILE_NAME
     for target in (out, modelfile):
         check_target(target, overwrite)
-    if not out.parent.is_dir():
-        raise UserError(f"{out.parent}: no such folder")
+    if out.parent.exists() and not out.parent.is_dir():
+        raise UserError(f"{out.parent}: is not a folder")
     check_gguf_config(run, model_config(run))
     exported = load_merged(run)
     check_gguf_config(run, exported.model.config)
@@ -364,6 +364,7 @@ def export_gguf(run: Path, out: Path, outtype: str, overwrite: bool, templates: 
     text = modelfile_text(out.name, exported.tokenizer, templates)
     staged = [staging_path(out), staging_path(modelfile)]
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
         write_gguf(exported, staged[0], outtype, run.resolve().name)
         staged[1].write_text(text, encoding="utf-8")
         for target in (out, modelfile):  # nothing changed under us while writing
