@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from chef_genius.cli import main
-from tests.harness.tiny_causal import CHAT_TEMPLATE, chat_tokenizer
+from tests.harness.tiny_causal import CHAT_TEMPLATE, chat_tokenizer, write_tiny_gguf
+from tests.test_training import small_config, small_data  # noqa: F401 - fixture
 
 gguf = pytest.importorskip("gguf")
 torch = pytest.importorskip("torch")
@@ -392,3 +393,61 @@ def test_pre_tokenizers_get_llama_cpps_names():
                                                                        use_regex=False)])) == name
     with pytest.raises(UserError, match="pre-tokenizer \\(Whitespace\\) is not one this GGUF export can name"):
         named(pre_tokenizers.Whitespace())
+
+
+def test_a_trained_run_from_a_gguf_base_exports_with_its_templates(tmp_path, small_data, monkeypatch):  # noqa: F811
+    """The whole path: `--model tiny.gguf` trained one LoRA step with its own prompt templates, then
+    exported; the Modelfile wraps the request in the run's first template, and the file gives the
+    run's greedy recipes."""
+    from chef_genius.training.trainer import run_training
+
+    monkeypatch.setenv("CHEF_GENIUS_CACHE", str(tmp_path / "cache"))
+    base = write_tiny_gguf(tmp_path / "tiny-llama.gguf", TEXTS, hidden=64)
+    run = tmp_path / "run"
+    run_training(small_config(run, small_data, **{
+        "model.name": str(base), "optim.max_steps": 1, "eval.generate_samples": False, "schedule.cosine": False,
+        "data.templates": ["Write a recipe for {text}", "Recipe: {text}"]}))
+    out = tmp_path / "out" / "run.gguf"
+    assert main(["export", str(run), "--out", str(out), "--outtype", "q8_0"]) == 0
+    template = re.search(r'TEMPLATE """(.*?)"""', (out.parent / "Modelfile").read_text(), re.S).group(1)
+    assert "<|im_start|>user\nWrite a recipe for {{ .Prompt }}<|im_end|>" in template
+    loaded = _run(run)
+    model, tokenizer = _read_back(out)
+    assert tokenizer(PROBE)["input_ids"] == loaded.tokenizer(PROBE)["input_ids"]
+    ids = loaded.tokenizer(PROBE)["input_ids"]
+    expected = _logits(loaded.model, ids)
+    assert (_logits(model, ids) - expected).abs().max().item() <= Q8_TOLERANCE * expected.abs().max().item()
+
+
+def test_a_tokenizer_that_adds_bos_gets_add_bos_and_a_template_without_it(tmp_path):
+    """Llama 3's way: the tokenizer prepends BOS and the chat template writes it too; llama.cpp
+    adds it (add_bos_token), so the Modelfile's TEMPLATE leaves it out and the prompt has one BOS."""
+    from tokenizers import processors
+    from transformers import PreTrainedTokenizerFast
+
+    from chef_genius.encoding import encode_sources
+
+    backend = chat_tokenizer(TEXTS).backend_tokenizer
+    bos = backend.token_to_id("<|endoftext|>")  # stands in for <|begin_of_text|>
+    backend.post_processor = processors.TemplateProcessing(single="<|endoftext|> $A", pair="<|endoftext|> $A $B",
+                                                           special_tokens=[("<|endoftext|>", bos)])
+    template = "{{ bos_token }}" + CHAT_TEMPLATE
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
+                                        pad_token="<pad>", additional_special_tokens=["<|im_start|>", "<|im_end|>"],
+                                        chat_template=template)
+    folder = tmp_path / "m"
+    _tiny_llama(tokenizer).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    out = tmp_path / "m.gguf"
+    assert main(["export", str(folder), "--out", str(out)]) == 0
+    fields = _fields(out)
+    assert fields["tokenizer.ggml.add_bos_token"] is True and fields["tokenizer.ggml.bos_token_id"] == bos
+    modelfile = (tmp_path / "Modelfile").read_text()
+    user = re.search(r"{{ else }}(.*?){{ end }}", modelfile, re.S).group(1)
+    assert user.startswith("<|im_start|>user\n")  # the template's own BOS left to llama.cpp
+    rendered = tokenizer(user.replace("{{ .Prompt }}", "soup"), add_special_tokens=True)["input_ids"]
+    assert rendered == encode_sources(tokenizer, ["Create a recipe: soup"], 512, causal=True)[0]
+    assert rendered[0] == bos and rendered[1] != bos
+    read, read_tokenizer = _read_back(out)
+    assert read_tokenizer("soup")["input_ids"] == tokenizer("soup")["input_ids"] == [bos, *tokenizer(
+        "soup", add_special_tokens=False)["input_ids"]]
