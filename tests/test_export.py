@@ -374,7 +374,7 @@ def test_pre_tokenizers_get_llama_cpps_names():
     from transformers import PreTrainedTokenizerFast
 
     from chef_genius.errors import UserError
-    from chef_genius.export import _LLAMA3_REGEX, _QWEN2_REGEX, pre_tokenizer_name
+    from chef_genius.gguf_file import _LLAMA3_REGEX, _QWEN2_REGEX, pre_tokenizer_name
 
     byte_level = chat_tokenizer(TEXTS)
     assert pre_tokenizer_name(byte_level) == "gpt-2"

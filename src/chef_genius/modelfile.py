@@ -44,7 +44,7 @@ def prompt_template(tokenizer, templates: list[str]) -> str:
     if plain is None or _PROMPT not in plain:
         raise UserError("the chat template does not render a user turn; cannot write the Modelfile's TEMPLATE")
     bos = tokenizer.bos_token
-    from chef_genius.export import adds_special
+    from chef_genius.gguf_file import adds_special
 
     if bos and adds_special(tokenizer)[0] and plain.startswith(bos):
         plain = plain[len(bos):]  # llama.cpp adds BOS itself (add_bos_token): not twice
