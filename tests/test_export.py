@@ -336,7 +336,7 @@ def test_nothing_is_overwritten_without_the_flag_or_that_chef_genius_did_not_wri
     out = tmp_path / "recipe.gguf"
     out.write_bytes(b"someone else's model")
     assert main(["export", str(run), "--out", str(out)]) == 2
-    assert "exists; choose another name, or pass --overwrite" in _one_line_error(capsys)
+    assert "exists; choose another --out, or pass --overwrite" in _one_line_error(capsys)
     assert main(["export", str(run), "--out", str(out), "--overwrite"]) == 2
     assert "was not written by chef-genius export; not replacing it" in _one_line_error(capsys)
     assert out.read_bytes() == b"someone else's model" and not (tmp_path / "Modelfile").exists()
@@ -393,6 +393,13 @@ def test_pre_tokenizers_get_llama_cpps_names():
                                                                        use_regex=False)])) == name
     with pytest.raises(UserError, match="pre-tokenizer \\(Whitespace\\) is not one this GGUF export can name"):
         named(pre_tokenizers.Whitespace())
+    with pytest.raises(UserError, match="\\(ByteLevel \\+ prefix space\\) is not one"):
+        named(pre_tokenizers.ByteLevel(add_prefix_space=True))
+    from tokenizers import Tokenizer, models
+
+    sentencepiece_style = Tokenizer(models.BPE(vocab={"a": 0, "<unk>": 1}, merges=[], byte_fallback=True))
+    with pytest.raises(UserError, match="SentencePiece-style BPE \\(byte fallback\\), not byte-level BPE"):
+        pre_tokenizer_name(PreTrainedTokenizerFast(tokenizer_object=sentencepiece_style))
 
 
 def test_a_trained_run_from_a_gguf_base_exports_with_its_templates(tmp_path, small_data, monkeypatch):  # noqa: F811

@@ -122,7 +122,7 @@ def check_target(path: Path, overwrite: bool) -> None:
     if path.is_dir():
         raise UserError(f"{path}: is a folder; give a file name")
     if not overwrite:
-        raise UserError(f"{path}: exists; choose another name, or pass --overwrite to replace a file that "
+        raise UserError(f"{path}: exists; choose another --out, or pass --overwrite to replace a file that "
                         "chef-genius exported")
     if not written_by_us(path):
         raise UserError(f"{path}: exists and was not written by chef-genius export; not replacing it")
@@ -190,11 +190,11 @@ def export_merged(run: Path, out: Path, overwrite: bool) -> Path:
     folder = model_folder(run)
     if destination.path in (Path(os.path.abspath(folder)), Path(os.path.abspath(run))):
         raise UserError(f"{out}: is the folder export reads from; choose another --out")
+    exported = load_merged(run)  # an unreadable adapter_config.json is refused here
     inputs = [p for p in folder.iterdir() if p.is_file()]
     if (folder / "adapter_config.json").is_file():
         base = Path(json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"])
         inputs += [p for p in base.iterdir() if p.is_file()] if base.is_dir() else []
-    exported = load_merged(run)
     staging = destination.stage()
     try:
         exported.model.save_pretrained(str(staging), safe_serialization=True)

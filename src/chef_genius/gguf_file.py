@@ -47,9 +47,14 @@ def pre_tokenizer_name(tokenizer) -> str:
     if (spec.get("model") or {}).get("type") != "BPE":
         raise UserError(f"the tokenizer is {(spec.get('model') or {}).get('type')}, not byte-level BPE: GGUF export "
                         f"supports {SUPPORTED}")
+    if spec["model"].get("byte_fallback"):
+        raise UserError(f"the tokenizer is SentencePiece-style BPE (byte fallback), not byte-level BPE: GGUF export "
+                        f"supports {SUPPORTED}")
     pre = spec.get("pre_tokenizer") or {}
     steps = pre.get("pretokenizers", [pre]) if pre.get("type") == "Sequence" else [pre]
     kinds = [s.get("type") for s in steps]
+    if any(s.get("type") == "ByteLevel" and s.get("add_prefix_space") for s in steps):
+        kinds = [*kinds, "prefix space"]  # llama.cpp adds no space before a byte-level BPE text
     if kinds == ["ByteLevel"] and steps[0].get("use_regex", True):
         return "gpt-2"
     if kinds == ["Digits", "ByteLevel"] and steps[0].get("individual_digits") and steps[1].get("use_regex", True):
