@@ -152,6 +152,20 @@ def _parser() -> argparse.ArgumentParser:
                        help="write into a non-empty folder that holds no merged model (its other files are kept)")
     merge.set_defaults(handler=_merge)
 
+    export = commands.add_parser("export", help="write a run as a GGUF file with an Ollama Modelfile, or as a "
+                                                "merged Transformers folder")
+    export.add_argument("run", type=Path, help="run folder, checkpoint, adapter or model folder")
+    export.add_argument("--format", choices=("gguf", "merged"), default="gguf", dest="fmt",
+                        help="gguf: one file for llama.cpp and Ollama, a Modelfile beside it (Llama-architecture "
+                             "models); merged: a Transformers folder, as merge writes (default: %(default)s)")
+    export.add_argument("--outtype", choices=("f16", "q8_0"), default=None,
+                        help="GGUF tensor type of the 2-D weights (default: f16; norms stay f32)")
+    export.add_argument("--out", type=Path, required=True, help="FILE.gguf, or the folder of --format merged")
+    export.add_argument("--overwrite", action="store_true",
+                        help="replace files that chef-genius exported earlier (a GGUF file and its Modelfile; "
+                             "merged: as merge's --overwrite)")
+    export.set_defaults(handler=_export)
+
     report = commands.add_parser("report", help="plots and an HTML summary of a training run")
     report.add_argument("run", type=Path)
     report.set_defaults(handler=_report)
@@ -413,6 +427,27 @@ def _merge(args: argparse.Namespace) -> int:
         raise
     destination.install(staging, inputs)
     print(f"merged {loaded.folder} into a standalone model: {args.out}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    _quiet_libraries()
+    from chef_genius.export import export_gguf, export_merged
+
+    if args.fmt == "merged":
+        if args.outtype is not None:
+            raise UserError("--outtype applies to --format gguf only")
+        out = export_merged(args.run, args.out, args.overwrite)
+        print(f"wrote the merged model {out}/")
+        return 0
+    from chef_genius.inference import model_folder
+
+    templates = _run_templates(args.run, model_folder(args.run))
+    gguf_file, modelfile = export_gguf(args.run, args.out, args.outtype or "f16", args.overwrite, templates)
+    size = gguf_file.stat().st_size / 2**20
+    print(f"wrote {gguf_file} ({size:.1f} MiB, {args.outtype or 'f16'}) and {modelfile}\n"
+          f"  llama.cpp: llama-cli -m {gguf_file}\n"
+          f"  Ollama:    cd {modelfile.parent} && ollama create NAME -f Modelfile")
     return 0
 
 
