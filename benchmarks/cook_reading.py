@@ -175,7 +175,7 @@ def join(args) -> None:
                   f"{r['false_fails']:>7}")
     # The latest reading of each source (readings are named so that later ones sort later).
     newest: dict[str, dict] = {}
-    for (source, reading), row in sorted(latest.items(), key=lambda kv: (kv[1]["made"], kv[0][1])):
+    for (source, _reading), row in sorted(latest.items(), key=lambda kv: (kv[1]["made"], kv[0][1])):
         newest[source] = row
     all_sums = results.get("summaries", {})
     all_sums.update(summaries)

@@ -163,15 +163,18 @@ def generate_stage(args) -> None:
         for row, prompt, names, candidates in zip(rows, prompts, foods, generations, strict=True):
             listed = []
             for c in candidates:
-                listed.append({"text": c.text, "stopped": c.stopped, "tokens": c.tokens, "mean_logprob": logprobs[k]})
+                listed.append({"text": c.text, "stopped": c.stopped, "tokens": c.tokens,
+                               "mean_logprob": logprobs[k]})
                 k += 1
             f.write(json.dumps({"row": row, "request": prompt, "foods": names, "decoding": args.decoding,
                                 "grounded": args.grounded, "candidates": listed}, ensure_ascii=False) + "\n")
     meta = {"model": str(path), "set": args.set, "decoding": args.decoding, "n": args.n, "grounded": args.grounded,
-            "examples": len(rows), "seconds": seconds, "generated_tokens": tokens, "tokens_per_second": tokens / seconds,
+            "examples": len(rows), "seconds": seconds, "generated_tokens": tokens,
+            "tokens_per_second": tokens / seconds,
             "device": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor()}
     out.with_suffix(".meta.json").write_text(json.dumps(meta, indent=2))
-    print(f"{out.name}: {len(rows)} prompts x {args.n} in {seconds:.0f} s ({tokens / seconds:.0f} tokens/s)", flush=True)
+    print(f"{out.name}: {len(rows)} prompts x {args.n} in {seconds:.0f} s ({tokens / seconds:.0f} tokens/s)",
+          flush=True)
 
 
 def pick_stage(args) -> None:

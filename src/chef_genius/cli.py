@@ -130,6 +130,7 @@ def _parser() -> argparse.ArgumentParser:
                          help="decoding preset (default: %(default)s)")
     gen.add_argument("--max-new-tokens", type=int, default=EvalConfig.max_new_tokens)
     gen.add_argument("--seed", type=int, default=0)
+    _quality_flags(gen)
     gen.set_defaults(handler=_generate)
 
     evaluate = commands.add_parser("evaluate", help="measure a run or adapter on a prepared dataset")
@@ -142,6 +143,7 @@ def _parser() -> argparse.ArgumentParser:
                          help="decoding preset (default: %(default)s)")
     evaluate.add_argument("--max-new-tokens", type=int, default=EvalConfig.max_new_tokens)
     evaluate.add_argument("--out", type=Path, help="JSON output (default: RUN/evaluation-SPLIT.json)")
+    _quality_flags(evaluate)
     evaluate.set_defaults(handler=_evaluate)
 
     merge = commands.add_parser("merge", help="write a standalone model with the LoRA adapter merged in")
@@ -338,11 +340,32 @@ def _run_token_limits(run: Path, folder: Path | None = None) -> tuple[int, int]:
     return tuple(value if isinstance(value, int) and value > 0 else 512 for value in limits)
 
 
+def _quality_flags(parser: argparse.ArgumentParser) -> None:
+    from chef_genius.config import EvalConfig
+
+    parser.add_argument("--best-of", type=int, default=EvalConfig.best_of, metavar="N",
+                        help="sample N recipes per prompt and keep the one the cookable verdict ranks best "
+                             "(default: %(default)s)")
+    parser.add_argument("--grounded", type=float, default=EvalConfig.grounded, metavar="PENALTY",
+                        help="lower the logits of foods the recipe's own ingredient list lacks while the steps are "
+                             "written (0: off; default: %(default)s)")
+
+
+def _check_quality_flags(args: argparse.Namespace) -> None:
+    if args.best_of <= 0:
+        raise UserError(f"--best-of must be positive, got {args.best_of}")
+    if args.grounded < 0:
+        raise UserError(f"--grounded must be >= 0, got {args.grounded}")
+
+
 def _generate(args: argparse.Namespace) -> int:
     _quiet_libraries()
     from chef_genius.augment import canonical_prompt
-    from chef_genius.inference import generate, load_run
-    from chef_genius.recipe import parse_recipe, to_dict, to_markdown
+    from chef_genius.config import EvalConfig
+    from chef_genius.cookable import request_foods
+    from chef_genius.inference import load_run
+    from chef_genius.recipe import to_dict, to_markdown
+    from chef_genius.sampling import sample_recipes
 
     if args.prompt is not None and not args.prompt.strip():
         raise UserError("generate: the prompt is empty; say what to cook, e.g. \"pasta with tomatoes\"")
@@ -353,17 +376,25 @@ def _generate(args: argparse.Namespace) -> int:
         raise UserError("generate: give a prompt or --file" + (f" ({args.file} holds no prompt)" if args.file else ""))
     if args.max_new_tokens <= 0:
         raise UserError("--max-new-tokens must be positive")
+    _check_quality_flags(args)
     loaded = load_run(args.run)
     templates = _run_templates(args.run, loaded.folder)
     prompts = [canonical_prompt(templates, request, []) for request in requests]
-    texts = generate(loaded.model, loaded.tokenizer, prompts, loaded.causal, args.decoding, args.max_new_tokens,
-                     seed=args.seed)
-    recipes = [parse_recipe(t[0]) for t in texts]
+    config = EvalConfig(decoding=args.decoding, max_new_tokens=args.max_new_tokens, best_of=args.best_of,
+                        grounded=args.grounded)
+    samples = sample_recipes(loaded.model, loaded.tokenizer, loaded.causal, prompts, config, seed=args.seed,
+                             foods=[request_foods(r) for r in requests])
     if args.json:
-        print(json.dumps([{"prompt": r, **to_dict(recipe)} for r, recipe in zip(requests, recipes, strict=True)],
-                         indent=2, ensure_ascii=False))
+        print(json.dumps([{"prompt": r, **to_dict(s.recipe),
+                           "checks": {"usable": s.checks.usable, **s.cookable.as_dict()}}
+                          for r, s in zip(requests, samples, strict=True)], indent=2, ensure_ascii=False))
     else:
-        print("\n".join(to_markdown(recipe) for recipe in recipes), end="")
+        print("\n".join(to_markdown(s.recipe) for s in samples), end="")
+        for request, s in zip(requests, samples, strict=True):  # the checks on stderr: stdout stays the recipes
+            failed = "; ".join(s.cookable.failed.values())
+            verdict = "cookable" if s.cookable.cookable else f"NOT cookable ({failed})"
+            print(f"chef-genius: {request[:60]}: {'usable' if s.checks.usable else 'NOT usable'}, {verdict}",
+                  file=sys.stderr)
     return 0
 
 
@@ -373,13 +404,14 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     if args.max_examples <= 0 or args.samples <= 0:
         raise UserError("--max-examples and --samples must be positive")
+    _check_quality_flags(args)
     from chef_genius.inference import model_folder
 
     folder = model_folder(args.run)
     max_source, max_target = _run_token_limits(args.run, folder)
     result = evaluate_run(args.run, args.data, args.split, args.max_examples, args.samples, args.decoding,
                           args.max_new_tokens, _run_templates(args.run, folder), max_source_tokens=max_source,
-                          max_target_tokens=max_target)
+                          max_target_tokens=max_target, best_of=args.best_of, grounded=args.grounded)
     out = args.out
     if out is None:  # beside the run; a checkpoint folder is no place for it (pruning removes it)
         checkpoint = (folder / "trainer_state.json").is_file()

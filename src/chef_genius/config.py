@@ -230,10 +230,16 @@ class EvalConfig:
         "default was chosen).", "careful")
     max_new_tokens: int = doc("Longest generated recipe, in tokens (512 covers the 95th-percentile recipe of "
                               "the openrecipes corpus, 452 SmolLM2 tokens).", 512)
+    best_of: int = doc("Sample this many recipes per prompt and keep the one the cookable verdict ranks best "
+                       "(chef_genius.best_of); 1 keeps the first. Costs N times the generation.", 1)
+    grounded: float = doc("Grounded decoding: while the steps are written, lower the logits of foods the recipe's "
+                          "own ingredient list lacks by this much (chef_genius.grounding); 0 is off.", 0.0)
 
     def __post_init__(self) -> None:
         _positive("eval", eval_steps=self.eval_steps, max_eval_batches=self.max_eval_batches,
-                  max_new_tokens=self.max_new_tokens)
+                  max_new_tokens=self.max_new_tokens, best_of=self.best_of)
+        if self.grounded < 0:
+            raise UserError("eval.grounded must be >= 0")
         if self.patience < 0 or self.min_delta < 0:
             raise UserError("eval.patience and eval.min_delta must be >= 0")
 

@@ -189,6 +189,19 @@ def missing_requested(recipe: Recipe, request_foods) -> list[str]:
     return missing
 
 
+_WITH = re.compile(r"\bwith\b", re.IGNORECASE)
+_LIST_SPLIT = re.compile(r",|\band\b|&", re.IGNORECASE)
+
+
+def request_foods(prompt: str) -> list[str]:
+    """The food names a request lists after its last "with" ("Create a recipe: Pie with apples,
+    butter and flour" -> apples, butter, flour); none when it lists none."""
+    parts = _WITH.split(prompt)
+    if len(parts) < 2:
+        return []
+    return [name.strip(" .;:") for name in _LIST_SPLIT.split(parts[-1]) if name.strip(" .;:")]
+
+
 def check_cookable(recipe: Recipe, request_foods=(), stopped: bool = True, table: FoodTable | None = None) -> Cookable:
     """Every check of the module docstring; ``request_foods`` are the food names the request asked for."""
     table = table or food_table()

@@ -58,7 +58,7 @@ def evaluate_loaded(model, tokenizer, causal: bool, recipes: list[Recipe], templ
                     decoding: str, max_new_tokens: int, samples_per_input: int = 3,
                     protocol_examples: int | None = None, seed: int = 0, batch_size: int = 32,
                     keep_samples: int = 10, split: str = "val", max_source_tokens: int = 512,
-                    max_target_tokens: int = 512) -> dict:
+                    max_target_tokens: int = 512, best_of: int = 1, grounded: float = 0.0) -> dict:
     """Every number of `evaluate_run` for a loaded model on reference recipes of ``split``: the
     loss and perplexity are named by it (``test_loss`` on the test split) and measured with
     prompts and targets cut at the token limits given (a run's own, so that ``val_loss`` matches
@@ -68,8 +68,9 @@ def evaluate_loaded(model, tokenizer, causal: bool, recipes: list[Recipe], templ
     references = [serialize(r) for r in recipes]
     loss = loss_on(model, tokenizer, causal, prompts, references, max_source=max_source_tokens,
                    max_target=max_target_tokens)
-    config = EvalConfig(decoding=decoding, max_new_tokens=max_new_tokens)
-    samples = sample_recipes(model, tokenizer, causal, prompts, config, seed=seed, batch_size=batch_size)
+    config = EvalConfig(decoding=decoding, max_new_tokens=max_new_tokens, best_of=best_of, grounded=grounded)
+    samples = sample_recipes(model, tokenizer, causal, prompts, config, seed=seed, batch_size=batch_size,
+                             foods=names)
     with_names = [(n, s.recipe) for n, s in zip(names, samples, strict=True) if n]
     reference_texts = [recipe_text(r) for r in recipes]
     hypothesis_texts = [recipe_text(s.recipe) for s in samples]
@@ -97,8 +98,9 @@ def evaluate_loaded(model, tokenizer, causal: bool, recipes: list[Recipe], templ
                       for h, r in zip(hypothesis_texts, reference_texts, strict=True)) / max(n, 1),
         "bleu": corpus_bleu(hypothesis_texts, reference_texts),
         "chef_transformer": protocol,
-        "samples": [{"prompt": s.prompt, "text": s.text, "usable": s.checks.usable, "stopped": s.checks.stopped}
-                    for s in samples[:keep_samples]],
+        "best_of": best_of, "grounded": grounded,
+        "samples": [{"prompt": s.prompt, "text": s.text, "usable": s.checks.usable, "stopped": s.checks.stopped,
+                     "cookable": s.cookable.cookable, "failed": s.cookable.failed} for s in samples[:keep_samples]],
     }
 
 
@@ -106,7 +108,7 @@ def evaluate_run(path: str | Path, data: str | Path, split: str = "test", max_ex
                  samples_per_input: int = 3, decoding: str = EvalConfig.decoding,
                  max_new_tokens: int = EvalConfig.max_new_tokens,
                  templates: list[str] | None = None, seed: int = 0, max_source_tokens: int = 512,
-                 max_target_tokens: int = 512) -> dict:
+                 max_target_tokens: int = 512, best_of: int = 1, grounded: float = 0.0) -> dict:
     """All evaluation numbers for a run, adapter or model on a fixed random subset of a prepared
     split: loss and perplexity (at the given token limits: pass the run's), the recipe metrics,
     usability (usable rate, repetition, ingredients used, stopped), requested names covered,
@@ -119,7 +121,8 @@ def evaluate_run(path: str | Path, data: str | Path, split: str = "test", max_ex
     recipes = [table.recipe(i) for i in held_out_rows(len(table), max_examples, seed)]
     result = evaluate_loaded(loaded.model, loaded.tokenizer, loaded.causal, recipes, templates, decoding,
                              max_new_tokens, samples_per_input, seed=seed, split=split,
-                             max_source_tokens=max_source_tokens, max_target_tokens=max_target_tokens)
+                             max_source_tokens=max_source_tokens, max_target_tokens=max_target_tokens,
+                             best_of=best_of, grounded=grounded)
     return {"run": str(path), "data": str(data), "split": split, **result}
 
 

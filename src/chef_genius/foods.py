@@ -35,8 +35,10 @@ VOLUME = {"tsp": 1.0, "tbsp": 3.0, "cup": 48.0, "ml": 0.2029, "l": 202.9, "dl": 
           "pint": 96.0, "quart": 192.0, "gallon": 768.0, "fl oz": 6.0}
 WEIGHT = {"g": 1.0, "kg": 1000.0, "mg": 0.001, "oz": 28.35, "lb": 453.6}
 _UNIT_NAMES = {
-    "tsp": "teaspoon teaspoons tsp tsp. tsps t. t", "tbsp": "tablespoon tablespoons tbsp tbsp. tbs tbs. tbl tbl. tb T T. Tbsp. Tbsp Tbs. Tbs",
-    "cup": "cup cups c. c", "ml": "ml ml. milliliter milliliters millilitre millilitres", "l": "l liter liters litre litres",
+    "tsp": "teaspoon teaspoons tsp tsp. tsps t. t",
+    "tbsp": "tablespoon tablespoons tbsp tbsp. tbs tbs. tbl tbl. tb T T. Tbsp. Tbsp Tbs. Tbs",
+    "cup": "cup cups c. c", "ml": "ml ml. milliliter milliliters millilitre millilitres",
+    "l": "l liter liters litre litres",
     "dl": "dl", "cl": "cl", "pint": "pint pints pt pt.", "quart": "quart quarts qt qt.", "gallon": "gallon gallons gal",
     "g": "g g. gr gram grams gramme grammes", "kg": "kg kilogram kilograms kilo kilos", "mg": "mg",
     "oz": "oz oz. ounce ounces", "lb": "lb lb. lbs lbs. pound pounds",
