@@ -15,8 +15,11 @@ import argparse
 import time
 from pathlib import Path
 
+from types import SimpleNamespace
+
+import pyarrow.ipc as ipc
+
 from chef_genius.foods import build_food_table
-from chef_genius.training.data import load_split
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "src" / "chef_genius" / "data" / "foods.json"
 
@@ -28,8 +31,11 @@ def main() -> None:
     parser.add_argument("--min-listed", type=int, default=5, help="recipes a word must be listed in to count as food")
     args = parser.parse_args()
     started = time.perf_counter()
-    table = load_split(args.data, "train")
-    foods = build_food_table((table.recipe(i) for i in range(len(table))), min_listed=args.min_listed)
+    # The columns as they are (prepare cleaned them): much faster than a Recipe per row.
+    table = ipc.open_file(args.data / "train.arrow").read_all()
+    columns = [table.column(name).to_pylist() for name in ("title", "ingredients", "steps")]
+    rows = (SimpleNamespace(title=t, ingredients=i, steps=s) for t, i, s in zip(*columns, strict=True))
+    foods = build_food_table(rows, min_listed=args.min_listed)
     args.out.write_text(foods.to_json() + "\n", encoding="utf-8")
     print(f"{foods.recipes} recipes -> {len(foods.listed)} food words, {len(foods.amounts)} foods with amounts "
           f"in {time.perf_counter() - started:.1f} s; wrote {args.out} ({args.out.stat().st_size / 1024:.0f} KiB)")

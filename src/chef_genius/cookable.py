@@ -15,9 +15,12 @@ fault, using the food table learned from real recipes (`chef_genius.foods`):
 - duplicate_ingredient: the same food listed on several lines;
 - amount: an amount far above what real recipes use for that food ("1/2 cup vanilla extract");
 - step_amounts: a step uses more of a food than the list has;
-- title_foods: the foods the title names are not in the recipe;
+- title_foods: the dish the title names is nowhere in the recipe ("Banana Bread" with no banana or bread);
 - requested_foods: foods the request asked for are not listed;
-- oven: the steps bake with no temperature and no time.
+- oven: the steps bake with no temperature and no time;
+- judge: the learned judge (`chef_genius.judge`) weighs the findings that real recipes also show
+  now and then (an unlisted food, a title food missing from the list, a word no real recipe
+  spells, a large amount, unused ingredients) and fails recipes that read unlike sound real ones.
 
 A recipe is cookable when no check fails. The thresholds were set so that about 95 % of real
 held-out recipes pass (each check's false-fail rate on real recipes: `benchmarks/cookable.py`).
@@ -40,13 +43,15 @@ from chef_genius.usability import (
     repeated_ngrams,
 )
 
+JUDGE_REASONS = ("unlisted_foods", "title_foods_unlisted", "unknown_words", "requested_missing", "duplicates",
+                 "step_amounts")
 CHECKS = ("finished", "structure", "repetition", "unlisted_foods", "unused_ingredients", "non_food",
-          "duplicate_ingredient", "amount", "step_amounts", "title_foods", "requested_foods", "oven")
+          "duplicate_ingredient", "amount", "step_amounts", "title_foods", "requested_foods", "oven", "judge")
 
 MAX_REPEATED_LINES = 0.1
 MAX_REPEATED_4GRAMS = 0.12
 MIN_USED = 0.5  # share of listed ingredients the steps use
-MAX_UNLISTED = 2  # foods the steps cook without listing them (a garnish, a splash of water pass)
+MAX_UNLISTED = 2  # foods (that real recipes always list) the steps cook without listing them
 STRICT_FOOD_MIN_LISTED = 50  # a word listed in this many real recipes...
 STRICT_FOOD_MAX_UNLISTED = 0.2  # ...whose steps name it unlisted at most this often, is a food one must list
 AMOUNT_FACTOR = 3.0  # an amount above 3 x the 99th percentile of real recipes' amounts of that food
@@ -163,19 +168,40 @@ def contradicting_step_amounts(recipe: Recipe) -> list[str]:
     return bad
 
 
-def missing_title_foods(recipe: Recipe, table: FoodTable) -> list[str]:
-    """Foods of the title that neither the list nor the steps have, when that is most of them."""
+def _title_foods(recipe: Recipe, table: FoodTable) -> list[str]:
+    """Foods of the title a recipe lists by name (keys of the amounts table), not adjectives ("greek")."""
     title = [w for w in _WORD.findall(recipe.title.lower()) if len(w) > 2]
-    # Foods a recipe lists by name (a key of the amounts table), not adjectives ("greek", "asian").
-    foods = [w for w in title if _is_strict_food(_stem(w), table) and _stem(w) in table.amounts]
-    if not foods:
+    return [w for w in title if _is_strict_food(_stem(w), table) and _stem(w) in table.amounts]
+
+
+def _missing_from(foods: list[str], text: str) -> list[str]:
+    """Foods not in the text, as a word, a plural or inside a word ("applesauce" has apple)."""
+    stems = {_stem(w) for w in re.findall(r"[a-zé]+", text)}
+    return sorted({f for f in foods if f not in text and _stem(f) not in stems})
+
+
+def missing_title_foods(recipe: Recipe, table: FoodTable) -> list[str]:
+    """Foods of the title that the ingredient list lacks."""
+    return _missing_from(_title_foods(recipe, table), " ".join(recipe.ingredients).lower())
+
+
+def title_foods_absent(recipe: Recipe, table: FoodTable) -> list[str]:
+    """Foods of the title that neither the list nor the steps have."""
+    return _missing_from(_title_foods(recipe, table), " ".join((*recipe.ingredients, *recipe.steps)).lower())
+
+
+def missing_title_last(recipe: Recipe, table: FoodTable, missing: list[str]) -> bool:
+    """The rule: the title's last food (it names the dish) and every other title food are absent."""
+    foods = _title_foods(recipe, table)
+    return bool(foods) and foods[-1] in missing and len(set(missing)) == len(set(foods))
+
+
+def unknown_words(recipe: Recipe, table: FoodTable) -> list[str]:
+    """Words of 5 or more letters that no real recipe of the table's corpus uses."""
+    if not table.words:
         return []
-    body = " ".join((*recipe.ingredients, *recipe.steps)).lower()
-    # The title's last food names the dish ("Hot Fudge Sundae" needs fudge; "Chocolate Pudding" may
-    # be cocoa): it, and every other food of the title, missing, even inside a word ("applesauce").
-    stems = {_stem(w) for w in re.findall(r"[a-zé]+", body)}
-    missing = sorted(f for f in set(foods) if f not in body and _stem(f) not in stems)
-    return missing if foods[-1] in missing and len(missing) == len(set(foods)) else []
+    text = " ".join((recipe.title, *recipe.ingredients, *recipe.steps)).lower()
+    return sorted({w for w in re.findall(r"[a-zé]+", text) if len(w) >= 5 and w not in table.words})
 
 
 def missing_requested(recipe: Recipe, request_foods) -> list[str]:
@@ -202,8 +228,12 @@ def request_foods(prompt: str) -> list[str]:
     return [name.strip(" .;:") for name in _LIST_SPLIT.split(parts[-1]) if name.strip(" .;:")]
 
 
-def check_cookable(recipe: Recipe, request_foods=(), stopped: bool = True, table: FoodTable | None = None) -> Cookable:
-    """Every check of the module docstring; ``request_foods`` are the food names the request asked for."""
+def check_cookable(recipe: Recipe, request_foods=(), stopped: bool = True, table: FoodTable | None = None,
+                   use_judge: bool = True) -> Cookable:
+    """Every check of the module docstring; ``request_foods`` are the food names the request asked
+    for; ``use_judge`` false leaves the learned judge out (the rules alone)."""
+    from chef_genius.judge import features, shipped_judge
+
     table = table or food_table()
     failed: dict[str, str] = {}
     if not stopped:
@@ -214,11 +244,18 @@ def check_cookable(recipe: Recipe, request_foods=(), stopped: bool = True, table
     lines, grams = repeated_lines(recipe), repeated_ngrams(recipe)
     if lines > MAX_REPEATED_LINES or grams > MAX_REPEATED_4GRAMS:
         failed["repetition"] = f"{lines:.0%} of lines and {grams:.0%} of 4-grams repeat"
+    # Soft findings: real recipes show them now and then; they fail a recipe only with the judge
+    # (or alone when no judge is shipped).
+    soft: dict[str, str] = {}
     if (unlisted := unlisted_foods(recipe, table)) and len(unlisted) > MAX_UNLISTED:
-        failed["unlisted_foods"] = "steps use unlisted " + ", ".join(unlisted)
+        soft["unlisted_foods"] = "steps use unlisted " + ", ".join(unlisted)
     method = " ".join(recipe.steps).lower()
     if recipe.ingredients and not _ALL_INGREDIENTS.search(method) and ingredients_used(recipe) < MIN_USED:
-        failed["unused_ingredients"] = f"the steps use {ingredients_used(recipe):.0%} of the listed ingredients"
+        soft["unused_ingredients"] = f"the steps use {ingredients_used(recipe):.0%} of the listed ingredients"
+    if contradictions := contradicting_step_amounts(recipe):
+        soft["step_amounts"] = "steps use more than listed: " + "; ".join(contradictions)
+    if (missing := title_foods_absent(recipe, table)) and missing_title_last(recipe, table, missing):
+        soft["title_foods"] = "the title's " + ", ".join(missing) + " not in the recipe"
     if tools := non_food_lines(recipe):
         failed["non_food"] = "; ".join(tools)
     duplicates = duplicate_foods(recipe)
@@ -226,14 +263,21 @@ def check_cookable(recipe: Recipe, request_foods=(), stopped: bool = True, table
         failed["duplicate_ingredient"] = "listed more than once: " + ", ".join(duplicates)
     if excessive := excessive_amounts(recipe, table):
         failed["amount"] = "; ".join(excessive)
-    if contradictions := contradicting_step_amounts(recipe):
-        failed["step_amounts"] = "steps use more than listed: " + "; ".join(contradictions)
-    if missing := missing_title_foods(recipe, table):
-        failed["title_foods"] = "the title's " + ", ".join(missing) + " not in the recipe"
     if missing := missing_requested(recipe, request_foods):
         failed["requested_foods"] = "requested but not listed: " + ", ".join(missing)
     if _BAKES.search(method) and not _HEAT.search(method) and not _TIME.search(method):
         failed["oven"] = "bakes with no temperature and no time"
+    judge = shipped_judge() if use_judge else None
+    if judge is None:
+        failed.update(soft)
+    else:
+        values = features(recipe, request_foods, table)
+        probability = judge.probability(values)
+        if probability < judge.threshold:
+            found = [f"{name.replace('_', ' ')} {values[name]:.0f}" for name in JUDGE_REASONS if values[name] >= 1]
+            failed["judge"] = f"reads unlike a sound recipe (score {probability:.2f} < {judge.threshold:.2f}" + (
+                f": {', '.join(found)})" if found else ")")
+            failed.update(soft)
     return Cookable(not failed, failed)
 
 

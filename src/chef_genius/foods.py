@@ -127,6 +127,8 @@ class FoodTable:
         unlisted_in_steps: food word -> recipes whose steps name it while no line lists it.
         amounts: food key or word -> kind -> [p50, p99, max] of the amounts real recipes list
             (base units: teaspoons, grams, count), for keys seen often enough.
+        words: every word of 4+ letters that at least 3 real recipes use (titles, lines, steps):
+            a spelling dictionary ("allspirgin" is not in it).
     """
 
     recipes: int
@@ -134,6 +136,7 @@ class FoodTable:
     in_steps: dict[str, int]
     unlisted_in_steps: dict[str, int]
     amounts: dict[str, dict[str, list[float]]]
+    words: frozenset[str] = frozenset()
 
     def is_food(self, word: str, min_recipes: int = 20) -> bool:
         return self.listed.get(word, 0) >= min_recipes
@@ -150,10 +153,13 @@ class FoodTable:
     def to_json(self) -> str:
         return json.dumps({"recipes": self.recipes, "listed": self.listed, "in_steps": self.in_steps,
                            "unlisted_in_steps": self.unlisted_in_steps,
-                           "amounts": self.amounts}, sort_keys=True, separators=(",", ":"))
+                           "amounts": self.amounts, "words": sorted(self.words)}, sort_keys=True,
+                          separators=(",", ":"))
 
 
 MIN_AMOUNTS = 30  # amounts of a food and kind needed before its percentiles are kept
+MIN_WORD_RECIPES = 3  # recipes that must use a word before the spelling dictionary holds it
+_ANY_WORD = re.compile(r"[a-zé]+")
 
 
 def _step_words(recipe: Recipe) -> set[str]:
@@ -161,7 +167,9 @@ def _step_words(recipe: Recipe) -> set[str]:
 
 
 def build_food_table(recipes: Iterable[Recipe], min_listed: int = 5) -> FoodTable:
-    """Count foods and their amounts over real recipes."""
+    """Count foods and their amounts over real recipes (anything with ``title``, ``ingredients``
+    and ``steps``)."""
+    spelled: Counter[str] = Counter()
     listed: Counter[str] = Counter()
     in_steps: Counter[str] = Counter()
     unlisted: Counter[str] = Counter()
@@ -169,6 +177,8 @@ def build_food_table(recipes: Iterable[Recipe], min_listed: int = 5) -> FoodTabl
     count = 0
     for recipe in recipes:
         count += 1
+        spelled.update({w for w in _ANY_WORD.findall(" ".join((recipe.title, *recipe.ingredients,
+                                                               *recipe.steps)).lower()) if len(w) >= 4})
         words: set[str] = set()
         for line in recipe.ingredients:
             words.update(food_words(line))
@@ -190,11 +200,13 @@ def build_food_table(recipes: Iterable[Recipe], min_listed: int = 5) -> FoodTabl
             amounts[key][kind] = [round(found[len(found) // 2], 4), round(found[int(len(found) * 0.99)], 4),
                                   round(found[-1], 4)]
     return FoodTable(count, dict(listed), {w: in_steps[w] for w in listed if in_steps[w]},
-                     {w: unlisted[w] for w in listed if unlisted[w]}, dict(amounts))
+                     {w: unlisted[w] for w in listed if unlisted[w]}, dict(amounts),
+                     frozenset(w for w, n in spelled.items() if n >= MIN_WORD_RECIPES))
 
 
 @lru_cache(maxsize=1)
 def food_table() -> FoodTable:
     """The table shipped with the package (``data/foods.json``; `benchmarks/food_table.py` builds it)."""
     data = json.loads(resources.files("chef_genius").joinpath("data/foods.json").read_text(encoding="utf-8"))
-    return FoodTable(data["recipes"], data["listed"], data["in_steps"], data["unlisted_in_steps"], data["amounts"])
+    return FoodTable(data["recipes"], data["listed"], data["in_steps"], data["unlisted_in_steps"], data["amounts"],
+                     frozenset(data.get("words", ())))

@@ -1,0 +1,95 @@
+"""A learned judge beside the cookable rules: does a recipe read like a sound real recipe?
+
+Rules alone cannot fail a model's recipe without failing real ones: real recipes too leave a
+garnish unlisted, spell a rare chile or list butter twice. The judge weighs those findings
+together: a logistic regression over a few counts a program can make offline (foods the steps
+use unlisted, the title's foods missing from the list, words no real recipe spells, amounts
+beyond what real recipes use, ingredients the steps never use...), trained to tell real recipes
+from a fine-tuned model's samples (`benchmarks/train_judge.py`), its threshold set so that 95 %
+of real validation recipes pass. Its weights ship as ``data/judge.json``; applying it is a dot
+product (numpy only).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+
+from chef_genius.foods import FoodTable, read_amount
+from chef_genius.recipe import Recipe
+from chef_genius.usability import ingredients_used, repeated_lines, repeated_ngrams, step_sentences
+
+FEATURES = ("unknown_words", "unlisted_foods", "title_foods_unlisted", "title_foods_absent", "requested_missing",
+            "amount_excess", "duplicates", "unused_share", "repeated_4grams", "repeated_lines", "step_amounts",
+            "ingredient_lines", "step_sentences", "words_per_step")
+
+
+def features(recipe: Recipe, request_foods, table: FoodTable) -> dict[str, float]:
+    """The counts the judge weighs (`FEATURES`)."""
+    from chef_genius.cookable import (
+        contradicting_step_amounts,
+        duplicate_foods,
+        missing_requested,
+        missing_title_foods,
+        title_foods_absent,
+        unknown_words,
+        unlisted_foods,
+    )
+
+    excess = 0.0
+    for line in recipe.ingredients:
+        amount = read_amount(line)
+        limits = table.limits(amount) if amount is not None and amount.food else None
+        if limits and limits[1] > 0:
+            excess = max(excess, math.log(max(amount.base / limits[1], 1.0)))
+    steps = max(step_sentences(recipe), 1)
+    words = len(re.findall(r"\w+", " ".join(recipe.steps)))
+    return {
+        "unknown_words": len(unknown_words(recipe, table)),
+        "unlisted_foods": len(unlisted_foods(recipe, table)),
+        "title_foods_unlisted": len(missing_title_foods(recipe, table)),
+        "title_foods_absent": len(title_foods_absent(recipe, table)),
+        "requested_missing": len(missing_requested(recipe, request_foods)),
+        "amount_excess": excess,
+        "duplicates": len(duplicate_foods(recipe)),
+        "unused_share": 1.0 - ingredients_used(recipe) if recipe.ingredients else 1.0,
+        "repeated_4grams": repeated_ngrams(recipe),
+        "repeated_lines": repeated_lines(recipe),
+        "step_amounts": len(contradicting_step_amounts(recipe)),
+        "ingredient_lines": math.log1p(len(recipe.ingredients)),
+        "step_sentences": math.log1p(steps),
+        "words_per_step": math.log1p(words / steps),
+    }
+
+
+@dataclass(frozen=True)
+class Judge:
+    """Logistic regression on standardized `FEATURES`; `passes` when P(real) >= threshold."""
+
+    weights: dict[str, float]
+    bias: float
+    mean: dict[str, float]
+    scale: dict[str, float]
+    threshold: float
+
+    def probability(self, values: dict[str, float]) -> float:
+        z = self.bias + sum(w * (values[k] - self.mean[k]) / self.scale[k] for k, w in self.weights.items())
+        return 1.0 / (1.0 + math.exp(-max(min(z, 50.0), -50.0)))
+
+    def to_json(self) -> str:
+        return json.dumps({"weights": self.weights, "bias": self.bias, "mean": self.mean, "scale": self.scale,
+                           "threshold": self.threshold}, indent=1)
+
+
+@lru_cache(maxsize=1)
+def shipped_judge() -> Judge | None:
+    """The judge shipped with the package (None if there is none)."""
+    path = resources.files("chef_genius").joinpath("data/judge.json")
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return Judge(data["weights"], data["bias"], data["mean"], data["scale"], data["threshold"])
