@@ -19,8 +19,14 @@ import torch
 
 def processors(settings: dict):
     """Transformers' logits processors for one decoding setting (`inference.NEUTRAL` keys)."""
-    from transformers import (LogitsProcessorList, NoRepeatNGramLogitsProcessor, RepetitionPenaltyLogitsProcessor,
-                              TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper)
+    from transformers import (
+        LogitsProcessorList,
+        NoRepeatNGramLogitsProcessor,
+        RepetitionPenaltyLogitsProcessor,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
 
     out = LogitsProcessorList()
     if settings.get("repetition_penalty", 1.0) != 1.0:

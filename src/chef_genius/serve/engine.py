@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -304,7 +304,8 @@ class Engine:
     def _step(self, tokens: torch.Tensor, mask: torch.Tensor, cache):
         if self.causal:
             mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
-            out = self.model(input_ids=tokens[:, None], attention_mask=mask, position_ids=mask.sum(-1, keepdim=True) - 1,
+            positions = mask.sum(-1, keepdim=True) - 1
+            out = self.model(input_ids=tokens[:, None], attention_mask=mask, position_ids=positions,
                              past_key_values=cache, use_cache=True)
             return out.logits[:, -1, :], mask
         out = self.model(encoder_outputs=(self._encoded,), attention_mask=mask,
