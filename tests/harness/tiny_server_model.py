@@ -3,7 +3,8 @@
 Built offline in a few seconds: a chat tokenizer trained on a few recipe texts
 (`tiny_causal.chat_tokenizer`), a 2-layer Llama, and a few hundred Adam steps on prompts built as
 `chef-genius serve` and `generate` build them. Its greedy answer to any recipe request is
-`RECIPE`, so tests can check that a whole recipe came through and was parsed.
+`RECIPE`, so tests can check that a whole recipe came through and was parsed; to `ENDLESS` it sings
+"la la la..." and never ends (for tests of cancelled and timed-out requests).
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ REQUESTS = ["Tomato Pasta with pasta, tomatoes", "Tomato Pasta", "a dish with pa
                                                                             _WORDS[7:] + _WORDS[:7], strict=True)]]
 
 
+ENDLESS = "Sing forever"
+
+
 def build_tiny_recipe_model(out: Path, steps: int = 120, seed: int = 0) -> Path:
     """Train and save the model and tokenizer into ``out``; returns ``out``."""
     import torch
@@ -33,20 +37,24 @@ def build_tiny_recipe_model(out: Path, steps: int = 120, seed: int = 0) -> Path:
     from tests.harness.tiny_causal import chat_tokenizer
 
     torch.manual_seed(seed)
-    tokenizer = chat_tokenizer([RECIPE] * 4 + [SEED_TEMPLATES[0].format(text=r) for r in REQUESTS])
+    tokenizer = chat_tokenizer([RECIPE] * 4 + ["la " * 60, ENDLESS]
+                               + [SEED_TEMPLATES[0].format(text=r) for r in REQUESTS])
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=512,
+                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=4096,
                          bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
                          pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True)
     model = LlamaForCausalLM(config)
     texts = [SEED_TEMPLATES[0].format(text=r) for r in REQUESTS] + REQUESTS[:8]
     prompts = encode_sources(tokenizer, texts, 256, True)
     target = encode_targets(tokenizer, [RECIPE], 256, True)[0]
-    width = max(len(p) for p in prompts) + len(target)
-    ids = torch.full((len(prompts), width), tokenizer.pad_token_id)
+    song = encode_targets(tokenizer, ["la " * 60], 60, True)[0]  # cut at the limit: no end token
+    endless = encode_sources(tokenizer, [SEED_TEMPLATES[0].format(text=ENDLESS), ENDLESS], 256, True)
+    pairs = [(p, target) for p in prompts] + [(p, song) for p in endless]
+    width = max(len(p) + len(t) for p, t in pairs)
+    ids = torch.full((len(pairs), width), tokenizer.pad_token_id)
     labels = torch.full_like(ids, -100)
     mask = torch.zeros_like(ids)
-    for i, prompt in enumerate(prompts):
+    for i, (prompt, target) in enumerate(pairs):
         row = prompt + target
         ids[i, :len(row)], mask[i, :len(row)] = torch.tensor(row), 1
         labels[i, len(prompt):len(row)] = torch.tensor(target)

@@ -251,7 +251,8 @@ def create_app(engine: Engine, tokenizer, causal: bool, config: ServeConfig) -> 
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "model": config.model_id, "requests": engine.load, "capacity": engine.capacity,
+        return {"status": "ok", "model": config.model_id, "requests": engine.load, "rows": engine.active_rows,
+                "capacity": engine.capacity,
                 "generated_tokens": engine.generated_tokens, "auth": bool(config.api_key)}
 
     @app.get("/")

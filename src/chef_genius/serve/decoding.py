@@ -92,10 +92,18 @@ class StreamingDetokenizer:
 
     def __init__(self, tokenizer, rows: int):
         self.tokenizer = tokenizer
-        self.tokens: list[list[int]] = [[] for _ in range(rows)]
-        self.prefix = [0] * rows  # the window starts here
-        self.read = [0] * rows  # tokens up to here are sent
-        self.sent = [""] * rows
+        self.tokens: list[list[int]] = []
+        self.prefix: list[int] = []  # the window starts here
+        self.read: list[int] = []  # tokens up to here are sent
+        self.sent: list[str] = []
+        self.add(rows)
+
+    def add(self, rows: int) -> None:
+        """Rows for ``rows`` more sequences (requests that join a running batch)."""
+        self.tokens += [[] for _ in range(rows)]
+        self.prefix += [0] * rows
+        self.read += [0] * rows
+        self.sent += [""] * rows
 
     def push(self, row: int, token: int) -> None:
         self.tokens[row].append(token)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from chef_genius.serve.decoding import RowSampler, StreamingDetokenizer
+from chef_genius.serve.batch import DecodeLoop
 
 
 class EngineBusy(Exception):
@@ -109,6 +109,8 @@ class Engine:
         self._load = 0  # requests admitted and not yet ended
         self._lock = threading.Lock()
         self.generated_tokens = 0
+        self.active_rows = 0  # rows in the batch being decoded
+        self._closing = False
         self._thread = threading.Thread(target=self._work, name="chef-genius-engine", daemon=True)
         self._thread.start()
 
@@ -162,17 +164,23 @@ class Engine:
                     return
                 self._waiting.append(ticket)
                 time.sleep(self.batch_wait)  # requests sent together start together
-            while True:
-                try:
-                    ticket = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if ticket is None:
-                    return
-                self._waiting.append(ticket)
+            if self._drain():
+                return
             batch = self._take_batch()
             if batch:
                 self._run(batch)
+
+    def _drain(self) -> bool:
+        """Move submitted tickets to the waiting list; True when the engine is closing."""
+        while True:
+            try:
+                ticket = self._queue.get_nowait()
+            except queue.Empty:
+                return self._closing
+            if ticket is None:
+                self._closing = True
+                return True
+            self._waiting.append(ticket)
 
     def _take_batch(self) -> list[_Ticket]:
         """Waiting tickets for one batch in arrival order: a beam request alone, else others up
@@ -193,14 +201,36 @@ class Engine:
         self._waiting = keep
         return batch
 
+    def newcomers(self, room: int) -> list[_Ticket]:
+        """Tickets that can join a running batch of ``room`` free rows, in arrival order; none
+        past a waiting beam request (it runs alone, next)."""
+        self._drain()
+        joined, keep = [], []
+        for position, ticket in enumerate(self._waiting):
+            if ticket.gone():
+                self._release(ticket)
+            elif _beam(ticket.request):
+                keep += self._waiting[position:]
+                break
+            elif ticket.request.rows <= room:
+                joined.append(ticket)
+                room -= ticket.request.rows
+            else:
+                keep.append(ticket)
+        self._waiting = keep
+        return joined
+
     def _run(self, batch: list[_Ticket]) -> None:
         try:
             with torch.inference_mode(), torch.compiler.set_stance("force_eager"):
                 if _beam(batch[0].request):
+                    self.active_rows = batch[0].request.rows
                     self._beam(batch[0])
                 else:
-                    self._decode(batch)
+                    DecodeLoop(self, batch).run()
+            self.active_rows = 0
         except Exception as error:  # a failed batch must not stop the server: its requests get the error
+            self.active_rows = 0
             print(f"chef-genius serve: generation failed: {type(error).__name__}: {error}", file=sys.stderr)
             for ticket in batch:
                 if not ticket.dropped:
@@ -208,7 +238,7 @@ class Engine:
         for ticket in batch:
             self._release(ticket)
 
-    def _limit(self, prompt_width: int, max_tokens: int) -> int:
+    def limit(self, prompt_width: int, max_tokens: int) -> int:
         if self.causal and self.position_limit:
             return max(1, min(max_tokens, self.position_limit - prompt_width))
         return max_tokens
@@ -220,7 +250,7 @@ class Engine:
         ids, mask = _pad(request.prompts, self.pad_id, left=self.causal)
         settings = {**request.settings, "num_beams": max(request.settings["num_beams"], request.n)}
         out = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                                  max_new_tokens=self._limit(ids.shape[1], request.max_tokens),
+                                  max_new_tokens=self.limit(ids.shape[1], request.max_tokens),
                                   pad_token_id=self.pad_id, num_return_sequences=request.n,
                                   eos_token_id=self.stops if len(self.stops) > 1 else self.stops[0], **settings)
         if ticket.gone():
@@ -231,83 +261,3 @@ class Engine:
             stopped, tokens = _stopped(row, self.stops, self.pad_id)
             self.generated_tokens += tokens
             ticket.send(Piece(index, text, "stop" if stopped else "length", tokens))
-
-    def _decode(self, batch: list[_Ticket]) -> None:
-        from chef_genius.inference import _pad
-
-        owners = [(t, row) for t in batch for row in range(t.request.rows)]
-        ids, mask = _pad([t.request.prompts[row // t.request.n] for t, row in owners], self.pad_id, left=self.causal)
-        ids, mask = ids.to(self.device), mask.to(self.device)
-        limits = [self._limit(ids.shape[1], t.request.max_tokens) for t, _ in owners]
-        sampler, text = RowSampler(self.device), StreamingDetokenizer(self.tokenizer, len(owners))
-        counts = [0] * len(owners)
-        history = ids if self.causal else torch.full((len(owners), 1), self._start_id(), device=self.device)
-        logits, cache, mask = self._prefill(ids, mask)
-        alive = list(range(len(owners)))  # batch position -> owner
-        while alive:
-            tokens = sampler.next_tokens(logits, history, [owners[r][0].request for r in alive])
-            history = torch.cat([history, tokens[:, None]], dim=1)
-            keep, ended = [], {}
-            for position, (row, token) in enumerate(zip(alive, tokens.tolist(), strict=True)):
-                if owners[row][0].gone():
-                    continue
-                if token in self.stops:
-                    ended[row] = "stop"
-                    continue
-                counts[row] += 1
-                text.push(row, token)
-                if counts[row] >= limits[row]:
-                    ended[row] = "length"
-                else:
-                    keep.append(position)
-            self._send(owners, [alive[p] for p in keep] + list(ended), ended, text, counts)
-            if len(keep) < len(alive):
-                if not keep:
-                    return
-                index = torch.tensor(keep, device=self.device)
-                cache.batch_select_indices(index)
-                history, tokens, mask = history[index], tokens[index], mask[index]
-                if not self.causal:
-                    self._encoded = self._encoded[index]
-                alive = [alive[p] for p in keep]
-            logits, mask = self._step(tokens, mask, cache)
-
-    def _send(self, owners, rows: list[int], ended: dict[int, str], text: StreamingDetokenizer,
-              counts: list[int]) -> None:
-        fresh = text.flush(rows)
-        for row in rows:
-            ticket, index = owners[row]
-            reason = ended.get(row)
-            piece = fresh.get(row, "") + (text.rest(row) if reason else "")
-            if piece or reason:
-                ticket.send(Piece(index, piece, reason, counts[row]))
-            if reason:
-                self.generated_tokens += counts[row]
-
-    def _start_id(self) -> int:
-        start = getattr(self.model.config, "decoder_start_token_id", None)
-        return start if start is not None else self.pad_id
-
-    def _prefill(self, ids: torch.Tensor, mask: torch.Tensor):
-        """The first step: the prompts' logits and cache; the mask the next steps extend (a causal
-        model's, growing by one a step) or keep (a seq2seq model's encoder mask)."""
-        if self.causal:
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
-            return out.logits[:, -1, :], out.past_key_values, mask
-        encoded = self.model.get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state
-        self._encoded = encoded  # the worker's one batch; rows leave it with the cache's
-        start = torch.full((ids.shape[0], 1), self._start_id(), device=self.device)
-        out = self.model(encoder_outputs=(encoded,), attention_mask=mask, decoder_input_ids=start, use_cache=True)
-        return out.logits[:, -1, :], out.past_key_values, mask
-
-    def _step(self, tokens: torch.Tensor, mask: torch.Tensor, cache):
-        if self.causal:
-            mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
-            positions = mask.sum(-1, keepdim=True) - 1
-            out = self.model(input_ids=tokens[:, None], attention_mask=mask, position_ids=positions,
-                             past_key_values=cache, use_cache=True)
-            return out.logits[:, -1, :], mask
-        out = self.model(encoder_outputs=(self._encoded,), attention_mask=mask,
-                         decoder_input_ids=tokens[:, None], past_key_values=cache, use_cache=True)
-        return out.logits[:, -1, :], mask

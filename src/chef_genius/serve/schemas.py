@@ -140,8 +140,9 @@ async def read_body(request, schema: type[Strict], max_bytes: int) -> Any:
     try:
         return schema.model_validate(data)
     except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(p) for p in first["loc"] if not _type_tag(p))
+        # The deepest place (a union's branches each report one): "prompt.1", not "prompt".
+        places = [(".".join(str(p) for p in e["loc"] if not _type_tag(p)), e) for e in error.errors()]
+        where, first = max(places, key=lambda place: place[0].count(".") + bool(place[0]))
         raise ApiError(400, f"{where or 'body'}: {first['msg']}", param=where or None,
                        code="missing_field" if first["type"] == "missing" else "invalid_value") from None
 
