@@ -324,9 +324,9 @@ def test_a_full_queue_is_503_and_a_client_gone_frees_its_place(guarded):
     with httpx.Client(timeout=60, headers=auth) as a, httpx.Client(timeout=60, headers=auth) as b:
         streams = [c.stream("POST", guarded.url + "/v1/completions", json=endless) for c in (a, b)]
         responses = [s.__enter__() for s in streams]
-        for response in responses:
+        readers = [r.iter_lines() for r in responses]  # kept: a reader let go closes its response
+        for response, lines in zip(responses, readers, strict=True):
             assert response.status_code == 200
-            lines = response.iter_lines()
             assert " la" in "".join(next(lines) for _ in range(12))  # writing has begun
         health = httpx.get(guarded.url + "/health").json()
         assert health["requests"] == 2 and health["rows"] == 2

@@ -56,10 +56,12 @@ async def _collect(pieces: AsyncIterator[Piece], rows: int, request: Request) ->
     """Each row's text, finish reason and tokens; a client gone meanwhile cancels the rows."""
     texts, reasons, tokens = [""] * rows, [None] * rows, [0] * rows
     iterator = pieces.__aiter__()
+    checked = time.monotonic()
     try:
         while True:
             step = asyncio.ensure_future(iterator.__anext__())
-            while not (await asyncio.wait({step}, timeout=0.5))[0]:
+            while not (await asyncio.wait({step}, timeout=0.5))[0] or time.monotonic() - checked > 0.5:
+                checked = time.monotonic()
                 if await request.is_disconnected():
                     step.cancel()
                     with contextlib.suppress(BaseException):
