@@ -20,7 +20,7 @@ openai = pytest.importorskip("openai", reason="the tests talk to the server with
 
 from chef_genius.config import SEED_TEMPLATES  # noqa: E402
 from tests.harness.serve_process import running_server, serve_env  # noqa: E402
-from tests.harness.tiny_server_model import ENDLESS, RECIPE, build_tiny_recipe_model  # noqa: E402
+from tests.harness.tiny_server_model import ENDLESS, RECIPE, shared_tiny_recipe_model  # noqa: E402
 
 KEY = "test-key-0123456789"
 ERROR_KEYS = {"message", "type", "param", "code"}
@@ -28,7 +28,7 @@ ERROR_KEYS = {"message", "type", "param", "code"}
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory):
-    return build_tiny_recipe_model(tmp_path_factory.mktemp("serve") / "tiny-recipes")
+    return shared_tiny_recipe_model(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -291,7 +291,7 @@ def test_64_concurrent_requests_are_all_answered(server):
 @pytest.fixture(scope="module")
 def guarded(tiny_model):
     with running_server(tiny_model, "--api-key", KEY, "--max-queue", "2", "--max-batch", "4",
-                        "--max-tokens-cap", "4000") as running:
+                        "--max-tokens-cap", "4000", "--timeout", "4") as running:
         yield running
 
 
@@ -337,8 +337,8 @@ def test_a_full_queue_is_503_and_a_client_gone_frees_its_place(guarded):
         assert "busy" in full.json()["error"]["message"]
         for stream in streams:  # both clients hang up mid-stream
             stream.__exit__(None, None, None)
-    assert _wait_for(guarded, "rows", 0) < 3  # their rows left the batch (writing them takes 5+ s)
-    assert _wait_for(guarded, "requests", 0) < 3
+    assert _wait_for(guarded, "rows", 0) < 2  # their rows left the batch (writing them takes 5+ s, the timeout 4 s)
+    assert _wait_for(guarded, "requests", 0) < 2
     assert post(guarded, "/v1/completions", {"prompt": "hi", "max_tokens": 2}, auth).status_code == 200
 
 
@@ -347,7 +347,22 @@ def test_a_client_gone_before_a_plain_answer_frees_its_place_too(guarded):
     with pytest.raises(httpx.ReadTimeout):  # the client gives up after 1 s and hangs up
         httpx.post(guarded.url + "/v1/completions", headers=auth, timeout=1.0,
                    json={"prompt": ENDLESS, "temperature": 0, "max_tokens": 4000})
-    assert _wait_for(guarded, "rows", 0) < 3
+    assert _wait_for(guarded, "rows", 0) < 2
+
+
+def test_a_request_out_of_time_is_504(guarded):
+    auth = {"Authorization": f"Bearer {KEY}"}
+    start = time.monotonic()
+    late = post(guarded, "/v1/chat/completions", {"messages": [{"role": "user", "content": ENDLESS}],
+                                                  "temperature": 0, "max_tokens": 4000}, auth)
+    assert late.status_code == 504 and 4 <= time.monotonic() - start < 8
+    assert late.json()["error"] == {"message": "the request timed out after 4 s", "type": "timeout_error",
+                                    "param": None, "code": "timeout"}
+    with httpx.stream("POST", guarded.url + "/v1/recipes", headers=auth, timeout=30,
+                      json={"title": ENDLESS, "max_tokens": 4000, "stream": True, "decoding": "greedy"}) as response:
+        events = sse_events(response)
+    assert all(e["type"] == "delta" for e in events[:-1]) and len(events) > 10
+    assert events[-1]["error"]["code"] == "timeout" and "[DONE]" not in events
 
 
 def _serve_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -356,16 +371,29 @@ def _serve_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProce
 
 
 def test_no_key_no_address_beyond_loopback(tiny_model):
-    for host in ("0.0.0.0", "::", "192.168.1.20", "example.com"):
-        refused = _serve_cli(str(tiny_model), "--host", host)
-        assert refused.returncode == 2 and refused.stdout == ""
-        lines = refused.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith(f"chef-genius: error: serve: --host {host} is not a loopback")
-    short = _serve_cli(str(tiny_model), "--host", "0.0.0.0", "--api-key", "abc")
-    assert short.returncode == 2 and "shorter than 8" in short.stderr
+    refused = _serve_cli(str(tiny_model), "--host", "0.0.0.0")  # the real command, in its own process
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert refused.stderr.splitlines() == ["chef-genius: error: serve: --host 0.0.0.0 is not a loopback address: give "
+                                           "an API key (--api-key KEY or CHEF_GENIUS_API_KEY) to serve beyond this "
+                                           "machine"]
 
 
-def test_bad_serve_options_are_one_line(tiny_model, tmp_path):
+def _serve_main(capsys, *args: str) -> tuple[int, str]:
+    from chef_genius.cli import main
+
+    code = main(["serve", *args])
+    return code, capsys.readouterr().err
+
+
+def test_bad_serve_options_are_one_line(tiny_model, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("CHEF_GENIUS_API_KEY", raising=False)
+    for host in ("::", "192.168.1.20", "example.com"):
+        code, err = _serve_main(capsys, str(tiny_model), "--host", host)
+        assert code == 2 and err.startswith(f"chef-genius: error: serve: --host {host} is not a loopback")
+    monkeypatch.setenv("CHEF_GENIUS_API_KEY", "abc")
+    code, err = _serve_main(capsys, str(tiny_model), "--host", "0.0.0.0")
+    assert code == 2 and "shorter than 8" in err
+    monkeypatch.delenv("CHEF_GENIUS_API_KEY")
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -374,11 +402,10 @@ def test_bad_serve_options_are_one_line(tiny_model, tmp_path):
                  (["--max-queue", "0"], "--max-queue must be positive"),
                  (["--max-tokens", "2000"], "over --max-tokens-cap"), (["--timeout", "0"], "--timeout must")]
         for args, expected in cases:
-            result = _serve_cli(str(tiny_model), *args)
-            assert result.returncode == 2 and expected in result.stderr, result.stderr
-            assert len(result.stderr.strip().splitlines()) == 1
-    missing = _serve_cli(str(tmp_path / "nothing-here"), "--port", "0")
-    assert missing.returncode == 2 and "no such run" in missing.stderr and "Traceback" not in missing.stderr
+            code, err = _serve_main(capsys, str(tiny_model), *args)
+            assert code == 2 and expected in err and len(err.strip().splitlines()) == 1, err
+    code, err = _serve_main(capsys, str(tmp_path / "nothing-here"), "--port", "0")
+    assert code == 2 and "no such run" in err and len(err.strip().splitlines()) == 1
 
 
 def test_loopback_addresses():

@@ -121,9 +121,9 @@ def test_a_seq2seq_model_writes_what_generate_writes(random_t5, decoding):
 @pytest.fixture(scope="module")
 def tiny_recipes(tmp_path_factory):
     from chef_genius.inference import load_run
-    from tests.harness.tiny_server_model import build_tiny_recipe_model
+    from tests.harness.tiny_server_model import shared_tiny_recipe_model
 
-    loaded = load_run(build_tiny_recipe_model(tmp_path_factory.mktemp("engine") / "tiny"), device="cpu")
+    loaded = load_run(shared_tiny_recipe_model(tmp_path_factory), device="cpu")
     return loaded.model, loaded.tokenizer
 
 
@@ -170,3 +170,44 @@ def test_a_request_out_of_time_ends_with_a_timeout(tiny_recipes):
         engine.close()
     assert reasons[-1] == "timeout" and set(reasons[:-1]) == {None} and len(reasons) > 3
     assert 0.3 <= seconds < 1.5 and engine.load == 0
+
+
+def test_checks_hold_usable_and_any_cookable_verdict(monkeypatch):
+    """``checks`` has one entry per verdict; cookable comes as `chef_genius.cookable` gives it
+    (``as_dict()`` with ``cookable`` and ``failed``, its CHECKS in order), and not at all without it."""
+    import sys
+    import types
+    from dataclasses import dataclass
+
+    from chef_genius.recipe import parse_recipe
+    from chef_genius.serve.checks import recipe_checks
+
+    recipe = parse_recipe(RECIPE)
+    monkeypatch.setitem(sys.modules, "chef_genius.cookable", None)  # not installed: import fails
+    assert list(recipe_checks(recipe, ["pasta"], True)) == ["usable"]
+
+    @dataclass(frozen=True)
+    class Cookable:
+        cookable: bool
+        failed: dict
+
+        def as_dict(self) -> dict:
+            return {"cookable": self.cookable, "failed": dict(self.failed)}
+
+    seen = {}
+
+    def check_cookable(recipe, request_foods=(), stopped=True):
+        seen.update(foods=list(request_foods), stopped=stopped, title=recipe.title)
+        return Cookable(False, {"oven": "bakes with no time"})
+
+    module = types.SimpleNamespace(check_cookable=check_cookable, CHECKS=("finished", "oven", "amount"))
+    monkeypatch.setitem(sys.modules, "chef_genius.cookable", module)
+    checks = recipe_checks(recipe, ["pasta", "basil"], False)
+    assert seen == {"foods": ["pasta", "basil"], "stopped": False, "title": "Tomato Pasta"}
+    assert checks["cookable"]["passed"] is False
+    assert checks["cookable"]["reasons"] == [{"check": "finished", "passed": True, "detail": ""},
+                                             {"check": "oven", "passed": False, "detail": "bakes with no time"},
+                                             {"check": "amount", "passed": True, "detail": ""}]
+    usable = checks["usable"]
+    assert usable["passed"] is False and usable["values"]["stopped"] is False
+    assert [r["check"] for r in usable["reasons"] if not r["passed"]] == ["finished"]

@@ -26,7 +26,7 @@ from selenium.webdriver.support import expected_conditions  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 from tests.harness.serve_process import running_server  # noqa: E402
-from tests.harness.tiny_server_model import build_tiny_recipe_model  # noqa: E402
+from tests.harness.tiny_server_model import shared_tiny_recipe_model  # noqa: E402
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -50,8 +50,7 @@ def browser(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def page_server(tmp_path_factory):
-    model = build_tiny_recipe_model(tmp_path_factory.mktemp("page") / "tiny-recipes")
-    with running_server(model, "--decoding", "guarded") as running:
+    with running_server(shared_tiny_recipe_model(tmp_path_factory), "--decoding", "guarded") as running:
         yield running
 
 

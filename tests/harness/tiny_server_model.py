@@ -70,3 +70,11 @@ def build_tiny_recipe_model(out: Path, steps: int = 120, seed: int = 0) -> Path:
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+def shared_tiny_recipe_model(tmp_path_factory) -> Path:
+    """One model for the whole test session (the server, engine and page tests share it)."""
+    folder = tmp_path_factory.getbasetemp() / "serve-model" / "tiny-recipes"
+    if not (folder / "config.json").is_file():
+        build_tiny_recipe_model(folder)
+    return folder

@@ -79,11 +79,15 @@ async def _collect(pieces: AsyncIterator[Piece], rows: int, request: Request) ->
         await iterator.aclose()
 
 
-def _raise_for(piece: Piece) -> None:
+def _failure(piece: Piece) -> ApiError:
     if piece.finish_reason == "timeout":
-        raise ApiError(504, piece.text, "timeout_error", code="timeout")
-    if piece.finish_reason == "error":
-        raise ApiError(500, piece.text, "server_error", code="generation_failed")
+        return ApiError(504, piece.text, "timeout_error", code="timeout")
+    return ApiError(500, piece.text, "server_error", code="generation_failed")
+
+
+def _raise_for(piece: Piece) -> None:
+    if piece.finish_reason in ("timeout", "error"):
+        raise _failure(piece)
 
 
 def create_app(engine: Engine, tokenizer, causal: bool, config: ServeConfig) -> FastAPI:
@@ -176,9 +180,7 @@ def create_app(engine: Engine, tokenizer, causal: bool, config: ServeConfig) -> 
                     yield _sse(chunk(index, None, None, role=True))
             async for piece in pieces:
                 if piece.finish_reason in ("timeout", "error"):
-                    yield _sse(ApiError(504 if piece.finish_reason == "timeout" else 500, piece.text,
-                                        "timeout_error" if piece.finish_reason == "timeout" else "server_error",
-                                        code=piece.finish_reason).body())
+                    yield _sse(_failure(piece).body())
                     return
                 if piece.text:
                     yield _sse(chunk(piece.index, piece.text, None))
@@ -233,8 +235,7 @@ def create_app(engine: Engine, tokenizer, causal: bool, config: ServeConfig) -> 
             text = ""
             async for piece in pieces:
                 if piece.finish_reason in ("timeout", "error"):
-                    yield _sse(ApiError(504 if piece.finish_reason == "timeout" else 500, piece.text,
-                                        code=piece.finish_reason).body())
+                    yield _sse(_failure(piece).body())
                     return
                 text += piece.text
                 if piece.text:

@@ -157,7 +157,7 @@ class Engine:
     # The worker thread.
 
     def _work(self) -> None:
-        while True:
+        while not self._closing:  # a running batch's newcomers() may have read the closing None
             if not self._waiting:
                 ticket = self._queue.get()
                 if ticket is None:
