@@ -9,7 +9,11 @@ second over the wall time of the whole load. Results go to benchmarks/results/se
     python benchmarks/serve_load.py --tiny                      # CPU: the tests' tiny recipe model
     python benchmarks/serve_load.py --model RUN --requests 64 --max-tokens 256   # e.g. SmolLM2-135M on a GPU
 
-``--tiny`` builds the tests' tiny Llama (tests/harness/tiny_server_model.py, a checkout is needed).
+``--tiny`` builds the tests' tiny Llama (tests/harness/tiny_server_model.py, a checkout is needed);
+``--random-smollm2`` a Llama of SmolLM2-135M's published shape with random weights and a 49,152-token
+vocabulary trained on the bundled recipes (for machines that cannot reach the model hub: speed
+does not depend on the weights, but random weights rarely end a recipe, so every request writes
+``--max-tokens`` tokens). benchmarks/gpu_serve.sh runs it on the device machine.
 """
 
 from __future__ import annotations
@@ -27,6 +31,35 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 TITLES = ["Tomato Pasta", "Lemon Chicken", "Bean Stew", "Garlic Bread", "Apple Pie", "Fish Curry", "Rice Salad",
           "Beef Soup"]
+
+
+SMOLLM2_135M = {"hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30, "num_attention_heads": 9,
+                "num_key_value_heads": 3, "max_position_embeddings": 8192, "rope_theta": 100000.0,
+                "rms_norm_eps": 1e-5, "tie_word_embeddings": True, "vocab_size": 49152}  # its config.json
+
+
+def random_smollm2(out: Path) -> Path:
+    """SmolLM2-135M's shape, random weights, a ChatML tokenizer of its vocabulary size (bf16)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from chef_genius.recipe import Recipe, serialize
+    from tests.harness.tiny_causal import CHAT_TEMPLATE, _byte_level
+
+    data = json.loads((ROOT / "tests" / "data" / "wikibooks_recipes.json").read_text(encoding="utf-8"))
+    texts = [serialize(Recipe(v["title"], v["ingredients"] or [], v["steps"] or [])) for v in data.values()]
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=_byte_level(texts, SMOLLM2_135M["vocab_size"]),
+                                        eos_token="<|endoftext|>", pad_token="<pad>",
+                                        additional_special_tokens=["<|im_start|>", "<|im_end|>"],
+                                        chat_template=CHAT_TEMPLATE)
+    # A corpus this small learns fewer merges: filler tokens bring the vocabulary to the model's size.
+    tokenizer.add_tokens([f"\u27e8{i}\u27e9" for i in range(len(tokenizer), SMOLLM2_135M["vocab_size"])])
+    torch.manual_seed(0)
+    config = LlamaConfig(**SMOLLM2_135M, bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id)
+    LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
 
 
 def _percentile(values: list[float], share: float) -> float:
@@ -68,14 +101,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", type=Path, help="run, adapter or model folder to serve")
     parser.add_argument("--tiny", action="store_true", help="serve the tests' tiny recipe model (CPU)")
+    parser.add_argument("--random-smollm2", action="store_true", help="serve SmolLM2-135M's shape, random weights")
     parser.add_argument("--requests", type=int, default=64, help="requests sent at once")
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--temperature", type=float, default=0.8)
     parser.add_argument("--server-arg", action="append", default=[], help="more `serve` options, e.g. --device=cuda")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "serve_load.json")
     args = parser.parse_args()
-    if args.model is None and not args.tiny:
-        parser.error("give --model RUN or --tiny")
+    if (args.model is not None) + args.tiny + args.random_smollm2 != 1:
+        parser.error("give one of --model RUN, --tiny, --random-smollm2")
     sys.path.insert(0, str(ROOT))
     import httpx
 
@@ -87,6 +121,8 @@ def main() -> None:
             from tests.harness.tiny_server_model import build_tiny_recipe_model
 
             model = build_tiny_recipe_model(Path(scratch) / "tiny-recipes")
+        if args.random_smollm2:
+            model = random_smollm2(Path(scratch) / "random-smollm2-135m")
         with running_server(model, "--max-batch", str(max(64, args.requests)), *args.server_arg) as server:
             health = httpx.get(server.url + "/health").json()
             results, wall = asyncio.run(_load(server.url, args.requests, args.max_tokens, args.temperature))
@@ -94,7 +130,8 @@ def main() -> None:
     latencies, ttfts = [r["latency"] for r in answered], [r["ttft"] for r in answered]
     tokens = sum(r["tokens"] for r in answered)
     summary = {
-        "model": "tiny (tests/harness/tiny_server_model.py)" if args.tiny else str(args.model),
+        "model": ("tiny (tests/harness/tiny_server_model.py)" if args.tiny else
+                  "SmolLM2-135M's shape, random weights" if args.random_smollm2 else str(args.model)),
         "device": health["device"], "requests": args.requests, "answered": len(answered),
         "max_tokens": args.max_tokens, "temperature": args.temperature,
         "latency_p50_s": statistics.median(latencies), "latency_p95_s": _percentile(latencies, 0.95),

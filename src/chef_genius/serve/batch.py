@@ -151,8 +151,10 @@ class DecodeLoop:
         return out.logits[:, -1, :]
 
     def _joinable(self) -> bool:
-        from transformers.cache_utils import DynamicLayer
-
+        try:
+            from transformers.cache_utils import DynamicLayer
+        except ImportError:  # an older Transformers: no layered cache to stack
+            return False
         layers = getattr(self.cache, "layers", None)
         return self.causal and bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
 
