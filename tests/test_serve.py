@@ -413,3 +413,14 @@ def test_loopback_addresses():
 
     assert all(is_loopback(h) for h in ("127.0.0.1", "127.5.0.1", "::1", "[::1]", "localhost", "LOCALHOST"))
     assert not any(is_loopback(h) for h in ("0.0.0.0", "::", "10.0.0.1", "192.168.1.2", "example.com", ""))
+
+
+def test_a_gguf_file_is_served_as_its_model_folder(tmp_path, monkeypatch):
+    from chef_genius.serve.server import model_source
+    from tests.harness.tiny_causal import write_tiny_gguf
+
+    monkeypatch.setenv("CHEF_GENIUS_CACHE", str(tmp_path / "cache"))
+    gguf = write_tiny_gguf(tmp_path / "SmolLM2-tiny.Q8.gguf", [RECIPE])
+    folder, name = model_source(gguf)
+    assert name == "SmolLM2-tiny.Q8" and (folder / "config.json").is_file() and folder.is_relative_to(tmp_path)
+    assert model_source(tmp_path / "runs" / "soup" / "final") == (tmp_path / "runs" / "soup" / "final", "soup")

@@ -112,7 +112,7 @@ def _parser() -> argparse.ArgumentParser:
     merge.set_defaults(handler=_merge)
 
     serve = commands.add_parser("serve", help="serve a run over HTTP: OpenAI-compatible API, recipes and a web page")
-    serve.add_argument("run", type=Path, help="run folder, adapter folder or model folder")
+    serve.add_argument("run", type=Path, help="run folder, adapter folder, model folder or GGUF file")
     serve.add_argument("--host", default="127.0.0.1",
                        help="address to listen on (default: %(default)s; any other needs an API key)")
     serve.add_argument("--port", type=int, default=8000, help="port (default: %(default)s; 0 picks a free one)")

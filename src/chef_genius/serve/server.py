@@ -61,9 +61,15 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def model_id(run: Path) -> str:
+def model_source(run: Path) -> tuple[Path, str]:
+    """What to load for RUN (a GGUF file is converted once to a model folder, as `train --model`
+    does) and the model's name in the API (the run folder's, or the file's stem)."""
     path = Path(os.path.abspath(run))
-    return path.parent.name if path.name == "final" else path.name
+    if path.suffix.lower() == ".gguf":
+        from chef_genius.training.models import gguf_folder
+
+        return gguf_folder(path), path.stem
+    return path, path.parent.name if path.name == "final" else path.name
 
 
 def serve(args, templates_for) -> int:
@@ -81,13 +87,14 @@ def serve(args, templates_for) -> int:
 
     sock = bind(args.host, args.port)
     try:
-        loaded = load_run(args.run, device=args.device)
+        source, name = model_source(args.run)
+        loaded = load_run(source, device=args.device)
         engine = Engine(loaded.model, loaded.tokenizer, loaded.causal, max_rows=args.max_batch,
                         max_queue=args.max_queue, timeout=args.timeout)
         limit = engine.position_limit if loaded.causal and engine.position_limit else 4096
         limits = Limits(max_prompt_tokens=min(1024, max(1, limit - 1)), max_tokens=args.max_tokens,
                         max_tokens_cap=args.max_tokens_cap)
-        config = ServeConfig(model_id(args.run), templates_for(args.run, loaded.folder), args.decoding, key,
+        config = ServeConfig(name, templates_for(source, loaded.folder), args.decoding, key,
                              limits=limits)
         app = create_app(engine, loaded.tokenizer, loaded.causal, config)
         host, port = sock.getsockname()[:2]
