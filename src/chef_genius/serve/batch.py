@@ -104,17 +104,19 @@ class DecodeLoop:
             logits = self._join(logits)
 
     def _send(self, rows: list[int], ended: dict[int, str]) -> None:
-        from chef_genius.serve.engine import Piece
+        from chef_genius.serve.engine import Piece, deliver
 
         fresh = self.text.flush(rows)
+        out = []
         for row in rows:
             ticket, index = self.owners[row]
             reason = ended.get(row)
             piece = fresh.get(row, "") + (self.text.rest(row) if reason else "")
             if piece or reason:
-                ticket.send(Piece(index, piece, reason, self.counts[row]))
+                out.append((ticket, Piece(index, piece, reason, self.counts[row])))
             if reason:
                 self.engine.generated_tokens += self.counts[row]
+        deliver(out)
 
     def _select(self, index: torch.Tensor) -> None:
         self.cache.batch_select_indices(index)

@@ -43,6 +43,23 @@ def processors(settings: dict):
     return out
 
 
+def batch_decoder(tokenizer):
+    """``tokenizer.batch_decode(lists, skip_special_tokens=True, clean_up_tokenization_spaces=False)``,
+    the same texts: a plain fast tokenizer's backend decodes the batch itself (transformers first
+    walks every id of every list in Python, which cost more than the decoding, each step)."""
+    backend = getattr(tokenizer, "_tokenizer", None)
+    try:
+        from transformers.tokenization_utils_tokenizers import TokenizersBackend
+    except ImportError:
+        TokenizersBackend = None  # noqa: N806  (an older Transformers: its own batch_decode)
+    plain = (TokenizersBackend is not None and isinstance(tokenizer, TokenizersBackend)
+             and type(tokenizer)._decode is TokenizersBackend._decode
+             and type(tokenizer).batch_decode is TokenizersBackend.batch_decode and hasattr(backend, "decode_batch"))
+    if plain:
+        return lambda lists: backend.decode_batch(lists, skip_special_tokens=True)
+    return lambda lists: tokenizer.batch_decode(lists, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+
 class RowSampler:
     """The next token of every row; ``requests[i]`` is the request that owns batch row i."""
 
@@ -92,6 +109,7 @@ class StreamingDetokenizer:
 
     def __init__(self, tokenizer, rows: int):
         self.tokenizer = tokenizer
+        self._batch_decode = batch_decoder(tokenizer)
         self.tokens: list[list[int]] = []
         self.prefix: list[int] = []  # the window starts here
         self.read: list[int] = []  # tokens up to here are sent
@@ -109,7 +127,7 @@ class StreamingDetokenizer:
         self.tokens[row].append(token)
 
     def _decode(self, lists: list[list[int]]) -> list[str]:
-        return self.tokenizer.batch_decode(lists, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        return self._batch_decode(lists)
 
     def flush(self, rows: list[int]) -> dict[int, str]:
         """New text of each of ``rows`` since its last piece ("" when nothing is settled)."""

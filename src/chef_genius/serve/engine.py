@@ -86,6 +86,21 @@ class _Ticket:
         return False
 
 
+def deliver(pieces: list[tuple[_Ticket, Piece]]) -> None:
+    """Hand pieces to their clients' event loops: one wake-up per loop, not one per piece."""
+    by_loop: dict[asyncio.AbstractEventLoop, list] = {}
+    for ticket, piece in pieces:
+        by_loop.setdefault(ticket.loop, []).append((ticket.out, piece))
+
+    def put(items: list) -> None:
+        for out, piece in items:
+            out.put_nowait(piece)
+
+    for loop, items in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # that loop has closed
+            loop.call_soon_threadsafe(put, items)
+
+
 def _beam(request: GenerationRequest) -> bool:
     return request.settings.get("num_beams", 1) > 1
 
