@@ -22,6 +22,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	rm -rf runs/demo
 	$(BIN)/chef-genius train --output-dir runs/demo
+	@echo "chef-genius is installed in $(VENV)/: run $(BIN)/chef-genius --help, or 'source $(BIN)/activate' first"
 
 test: $(STAMP) browser
 	$(BIN)/python -m pytest

@@ -201,9 +201,9 @@ def score(args, final: Path | None) -> dict:
     recipes = [table.recipe(i) for i in held_out_rows(len(table), args.examples, seed=0)]
     result = evaluate_loaded(loaded.model, loaded.tokenizer, loaded.causal, recipes, SEED_TEMPLATES, "careful",
                              512, samples_per_input=3, protocol_examples=args.protocol_examples, seed=0,
-                             batch_size=args.examples, keep_samples=4)
+                             batch_size=args.examples, keep_samples=4, split="test")
     protocol = result.get("chef_transformer") or {}
-    return {"heldout_loss": result["val_loss"], "heldout_perplexity": result["val_perplexity"],
+    return {"heldout_loss": result["test_loss"], "heldout_perplexity": result["test_perplexity"],
             "usable_rate": result["recipe/usable_rate"], "repetition": result["recipe/repetition"],
             "repeated_4grams": result["recipe/repeated_4grams"], "stopped_rate": result["recipe/stopped_rate"],
             "ingredients_used": result["recipe/ingredients_used"], "rougeL": result["rougeL"],

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# GPU kill/resume check (run on the device machine; needs .whl and .devdata carried, see .device_setup.sh):
+# GPU kill/resume check (run on the device machine; needs .whl and .devdata carried, see device_common.sh):
 # the same chef-genius training twice at once on one GPU, one SIGKILLed right after its step-20 checkpoint
 # (so during step 21-30 or the step-30 checkpoint write) and resumed with --resume auto; compares the
 # logged steps and losses with the uninterrupted run. Writes $OUT/kill_resume_gpu.json.
-. benchmarks/.device_setup.sh > /dev/null 2>&1
+CODE=$PWD; source "$(dirname "$0")/device_common.sh"
+device_wheels && device_data /tmp/data
 export TORCHINDUCTOR_CACHE_DIR=/tmp/inductor; rm -rf /tmp/run /tmp/whole
-python3 benchmarks/make_model.py --arch flan-t5-small --corpus .devdata/recipenlg_sample_1k.csv --out /tmp/fts > /dev/null 2>&1
+device_model flan-t5-small /tmp/fts .devdata/recipenlg_sample_1k.csv
 CMD="python3 -m chef_genius train --model /tmp/fts --data /tmp/data --epochs 2 --batch-size 12 --gradient-accumulation-steps 4 --eval-steps 30 --report-to jsonl --set checkpoint.save_steps=10 --set logging.log_every=1 --set eval.generate_samples=false"
 ($CMD --output-dir /tmp/whole > $OUT/whole.txt 2>&1; echo "uninterrupted rc=$?" >> $OUT/whole.txt) &
 $CMD --output-dir /tmp/run > $OUT/train_a.txt 2>&1 &

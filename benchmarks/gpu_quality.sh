@@ -1,47 +1,70 @@
 #!/usr/bin/env bash
 # The quality run on the device machine (benchmarks/quality.py), in stages that fit its calls:
-#   setup  DIR  install the carried wheels (.whl/), stash a GGUF part from DIR in /tmp/cg
-#   launch DIR  join the GGUF parts, unpack DIR/shared.tar.gz, prepare, convert the GGUF, then start
-#               in the background (setsid): the LoRA fine-tune, the full fine-tune, the base model's
-#               evaluation
+#   setup  DIR  install the carried wheels (.whl/), stash the GGUF's first part from DIR in /tmp/cg
+#   launch DIR  join the GGUF parts (second part in DIR), unpack DIR/qdata.tar.xz (the shared corpora,
+#               openrecipes already split into allrecipes.jsonl and heldout_sites.jsonl), prepare,
+#               convert the GGUF, then start in the background (setsid): the LoRA fine-tune (today's
+#               defaults, 3 epochs), the full fine-tune (--disable-lora, 4 epochs) and the base model's
+#               samples
 #   wait S      sleep up to S seconds while training runs, then show progress
-#   evaluate    evaluate the two fine-tunes (the LoRA one with several decodings), in the background
-#   collect     copy results and logs to $OUT
+#   generate    sample the candidates of every arm (quality.py generate) in parallel, in the background
+#   gwait S     sleep up to S seconds while they run
+#   collect     copy results, samples and logs to $OUT (one tar.gz)
 # Code runs from a copy in /tmp/cg/code, so a later call's tree does not change a running job.
-# The README's run was made of these stages, with the full fine-tune restarted once (its first
-# try drew gradient noise on the host, since moved to the GPU) and the `careful` / `sample`
-# decodings of both fine-tunes evaluated in a second evaluate call (--suffix=-more).
 set -uo pipefail
 source "$(dirname "$0")/device_common.sh"
 W=/tmp/cg/work; G=$GGUF
 Q="python3 /tmp/cg/code/benchmarks/quality.py --work $W --gguf $G"
-TRAIN="--epochs 3 --max-tokens 16384 --gradient-accumulation-steps 1 --eval-steps 400 \
+TRAIN="--max-tokens 16384 --gradient-accumulation-steps 1 --eval-steps 400 \
   --set schedule.first_cycle_steps=430 --set eval.max_eval_batches=40 --set logging.log_every=20"
 bg() { setsid nohup bash -c "$1" > "$W/$2.out" 2>&1 < /dev/null & }
+GENS=(  # name set n grounded tag
+  "lora test 4 0 plain" "full test 4 0 plain" "full test 4 5 g5" "base test 1 0 plain"
+  "full heldout 4 0 plain" "full heldout 4 5 g5" "lora heldout 1 0 plain" "full val 4 0 plain" "full val 4 5 g5")
 case "$1" in
   setup)
     device_setup "$2" ;;
   launch)
     cp "$2"/*.part* /tmp/cg/ && cat /tmp/cg/gguf.part1 /tmp/cg/gguf.part2 > $G && ls -la $G
     rm -rf /tmp/cg/code && mkdir -p /tmp/cg/code $W /tmp/cg/shared && cp -r src benchmarks /tmp/cg/code/
-    tar -xzf "$2/shared.tar.gz" -C /tmp/cg/shared
+    tar -xJf "$2/qdata.tar.xz" -C /tmp/cg/shared
     $Q prepare --shared /tmp/cg/shared || exit 1
     python3 -c "from pathlib import Path; from chef_genius.training.models import gguf_folder; print(gguf_folder(Path('$G')))" || exit 1
-    bg "$Q train --name lora -- $TRAIN" train-lora
-    bg "$Q train --name full -- $TRAIN --disable-lora --learning-rate 5e-5 --disable-gradient-noise" train-full
-    bg "$Q evaluate --name base --examples 500 --decodings guarded,careful" eval-base
+    bg "$Q train --name lora -- --epochs 3 $TRAIN" train-lora
+    bg "$Q train --name full -- --epochs 4 --disable-lora $TRAIN" train-full
     sleep 60; tail -n 3 $W/*.out; tail -n 2 $W/train-*.log; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv ;;
   wait)
     for _ in $(seq 1 $(( $2 / 15 ))); do
       [ -f $W/part-train-lora.json ] && [ -f $W/part-train-full.json ] && break; sleep 15; done
-    tail -n 3 $W/*.out; for r in lora full; do tail -c 400 $W/$r/metrics.jsonl; echo; done ;;
-  evaluate)
-    bg "$Q evaluate --name lora --examples 500 --decodings guarded,greedy,sample,chef,careful" eval-lora
-    bg "$Q evaluate --name full --examples 500 --decodings guarded,greedy,sample,careful" eval-full
-    sleep 30; tail -n 3 $W/*.out ;;
+    tail -n 3 $W/*.out; for r in lora full; do tail -c 300 $W/$r/metrics.jsonl; echo; done ;;
+  generate)
+    for spec in "${GENS[@]}"; do
+      read -r name set n grounded tag <<< "$spec"
+      bg "$Q generate --name $name --set $set --n $n --grounded $grounded --tag $tag --examples 500 --batch-size 64" \
+        "gen-$name-$set-$tag"
+    done
+    sleep 45; tail -n 2 $W/gen-*.out; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv ;;
+  gwait)
+    for _ in $(seq 1 $(( $2 / 15 ))); do
+      [ "$(ls $W/gen-*.meta.json 2>/dev/null | wc -l)" -ge "${#GENS[@]}" ] && break; sleep 15; done
+    ls $W/gen-*.meta.json; tail -n 1 $W/gen-*.out ;;
+  oneshot)  # a short lease: launch's preparation, the full fine-tune for EPOCHS (default 1) in the
+            # foreground (at most TRAIN_S seconds), then the candidates of GENS_SHORT in parallel, then collect
+    cp "$2"/*.part* /tmp/cg/ && cat /tmp/cg/gguf.part1 /tmp/cg/gguf.part2 > $G && ls -la $G
+    rm -rf /tmp/cg/code && mkdir -p /tmp/cg/code $W /tmp/cg/shared && cp -r src benchmarks /tmp/cg/code/
+    tar -xJf "$2/qdata.tar.xz" -C /tmp/cg/shared
+    $Q prepare --shared /tmp/cg/shared || exit 1
+    timeout ${TRAIN_S:-300} $Q train --name full -- --epochs ${EPOCHS:-1} --disable-lora $TRAIN; tail -n 4 $W/train-full.log
+    for spec in "full test 4 0 plain" "full test 4 5 g5" "full val 4 0 plain" "full val 4 5 g5" "full heldout 4 0 plain"; do
+      read -r name set n grounded tag <<< "$spec"
+      bg "timeout ${GEN_S:-200} $Q generate --name $name --set $set --n $n --grounded $grounded --tag $tag --examples ${EXAMPLES:-500} --batch-size 64" "gen-$name-$set-$tag"
+    done
+    sleep 20; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv
+    for _ in $(seq 1 $(( ${GEN_S:-200} / 10 ))); do [ "$(ls $W/gen-*.meta.json 2>/dev/null | wc -l)" -ge 5 ] && break; sleep 10; done
+    tail -n 2 $W/gen-*.out
+    "$0" collect ;;
   collect)
-    cp $W/part-*.json "$OUT"/ 2>/dev/null
-    (cd $W && tar -czf "$OUT/runs.tar.gz" --ignore-failed-read *.out *.log lora/samples full/samples \
-      lora/metrics.jsonl full/metrics.jsonl lora/final/adapter_config.json lora/final/adapter_model.safetensors)
+    (cd $W && tar -czf "$OUT/quality.tar.gz" --ignore-failed-read part-*.json gen-*.jsonl gen-*.meta.json *.out *.log \
+      lora/samples full/samples lora/metrics.jsonl full/metrics.jsonl lora/run_summary.json full/run_summary.json)
     ls -la "$OUT" ;;
 esac

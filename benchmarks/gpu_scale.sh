@@ -7,11 +7,15 @@
 #   collect        its log and scale.json to $OUT
 # Knobs: ROWS (default 2231142), WORKERS (default 16), RANKS (default: every GPU).
 set -uo pipefail
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT" /tmp/sc
-export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+source "$(dirname "$0")/device_common.sh"
+mkdir -p /tmp/sc
+# scale.py runs its own copy of the code (/tmp/sc/code) and is measured with the libraries' own
+# defaults: no shared cache folder, the tokenizers library's threads on.
+export PYTHONPATH=/tmp/site
+unset TOKENIZERS_PARALLELISM CHEF_GENIUS_CACHE
 case "$1" in
   start)
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+    device_wheels
     rm -rf /tmp/sc/code && mkdir -p /tmp/sc/code/tests && cp -r src benchmarks /tmp/sc/code/ && cp -r tests/data /tmp/sc/code/tests/
     cp "$2" /tmp/sc/sample.csv
     RANKS=${RANKS:-$(python3 -c "import torch; print(torch.cuda.device_count())")}

@@ -1,16 +1,15 @@
 #!/usr/bin/env bash
 # DDP scaling on the two-GPU device machine (nvidia-h200-x2), and FSDP on real GPUs.
-# Needs .whl and .devdata carried (see .device_setup.sh). The same chef-genius training (FLAN-T5-base
+# Needs .whl and .devdata carried (see device_common.sh). The same chef-genius training (FLAN-T5-base
 # architecture, LoRA, 32 examples a rank a step, eager fast forward: DDP turns CUDA graphs off, so the
 # one-GPU run does too, and compilation is off in both to keep the call short) on 1 GPU, then on 2
 # under torchrun; then a short FSDP full fine-tuning on 2. Writes $OUT/scaling.json.
 set -u
-OUT=${OUT:-/tmp/out}; mkdir -p $OUT
-python3 -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site .whl/*.whl
-export PYTHONPATH=$PWD/src:/tmp/site PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+CODE=$PWD; source "$(dirname "$0")/device_common.sh"
+device_wheels
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > $OUT/env.txt
-python3 benchmarks/make_model.py --arch flan-t5-base --corpus .devdata/recipenlg_sample_1k.csv --out /tmp/ftb > /dev/null 2>&1
-python3 -m chef_genius prepare .devdata/recipenlg_sample_1k.csv .devdata/wikibooks_recipes_en.json --out /tmp/data --quiet > /dev/null 2>&1
+device_model flan-t5-base /tmp/ftb .devdata/recipenlg_sample_1k.csv
+device_data /tmp/data
 ARGS="--model /tmp/ftb --data /tmp/data --epochs 2 --batch-size 32 --gradient-accumulation-steps 1 --eval-steps 100000 --report-to jsonl --set checkpoint.save_steps=100000 --set logging.log_every=1 --set eval.generate_samples=false --set model.cuda_graphs=false --set model.compile_blocks=false --set data.num_workers=4"
 CUDA_VISIBLE_DEVICES=0 timeout 120 python3 -m chef_genius train $ARGS --output-dir /tmp/g1 > $OUT/g1.txt 2>&1; echo "1 GPU rc=$?"
 timeout 120 torchrun --standalone --nproc_per_node 2 -m chef_genius train $ARGS --output-dir /tmp/g2 > $OUT/g2.txt 2>&1; echo "2 GPUs rc=$?"

@@ -3,16 +3,13 @@
 # Expects .devdata/ (recipe files) and .whl/ (ijson, orjson wheels) carried beside the tree.
 # Writes logs and metrics under $OUT.
 set -uo pipefail
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=$PWD/src:/tmp/site PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+CODE=$PWD; source "$(dirname "$0")/device_common.sh"
+device_wheels || exit 1
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
   python3 -c "import torch, transformers, peft; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__)"
 } > "$OUT/env.txt" 2>&1
-python3 benchmarks/make_model.py --arch flan-t5-base --corpus .devdata/recipenlg_sample_1k.csv \
-  .devdata/wikibooks_recipes_en.json --out /tmp/flan-t5-base >> "$OUT/env.txt" 2>&1
-python3 -m chef_genius prepare .devdata/recipenlg_sample_1k.csv .devdata/wikibooks_recipes_en.json \
-  --out /tmp/data --quiet >> "$OUT/env.txt" 2>&1
+device_model flan-t5-base /tmp/flan-t5-base
+device_data /tmp/data
 COMMON="--model /tmp/flan-t5-base --data /tmp/data --epochs 1 --batch-size 12 --gradient-accumulation-steps 4 \
   --eval-steps 20 --report-to jsonl --set logging.log_every=5 --set model.max_source_tokens=256"
 for run in "lora-nonoise:--disable-gradient-noise" "lora-noise:${NOISE_FLAGS:---set gradient_noise.enabled=true}" "full:--disable-lora --disable-gradient-noise"; do

@@ -45,13 +45,34 @@ def run(command: list[str], log: Path) -> float:
     return time.perf_counter() - started
 
 
+HELD_OUT_SITES = ("foodnetwork.com", "williams-sonoma.com")
+
+
+def split_sites(shared: Path, work: Path) -> tuple[Path, Path]:
+    """openrecipes without the held-out sites (trained on), and the held-out sites' recipes (never
+    trained on: the held-out source). Files already split in ``shared`` are used as they are."""
+    kept, held = shared / "allrecipes.jsonl", shared / "heldout_sites.jsonl"
+    if kept.is_file() and held.is_file():
+        return kept, held
+    kept, held = work / "allrecipes.jsonl", work / "heldout_sites.jsonl"
+    with (shared / "openrecipes_54k.jsonl").open(encoding="utf-8") as rows, kept.open("w") as a, held.open("w") as h:
+        for line in rows:
+            (h if json.loads(line).get("source") in HELD_OUT_SITES else a).write(line)
+    return kept, held
+
+
 def prepare(args) -> None:
     shared = Path(args.shared)
-    sources = [str(shared / name) for name in SOURCES]
+    kept, held = split_sites(shared, args.work)
+    sources = [str(kept), str(shared / SOURCES[1]), str(shared / SOURCES[2])]
     seconds = run([*CHEF, "prepare", *sources, "--out", str(args.work / "data")], args.work / "prepare.log")
+    run([*CHEF, "prepare", str(held), "--out", str(args.work / "heldout"), "--val-fraction", "0",
+         "--test-fraction", "0.99"], args.work / "prepare-heldout.log")
     report = json.loads((args.work / "data" / "data_report.json").read_text())
-    (args.work / "part-prepare.json").write_text(json.dumps({"seconds": seconds, "report": report}, indent=2))
-    print(f"prepared in {seconds:.0f} s: {report.get('splits', report.get('kept'))}")
+    held_report = json.loads((args.work / "heldout" / "data_report.json").read_text())
+    (args.work / "part-prepare.json").write_text(json.dumps({"seconds": seconds, "report": report,
+                                                             "heldout_report": held_report}, indent=2))
+    print(f"prepared in {seconds:.0f} s: {report.get('splits')}; held-out sites {held_report.get('splits')}")
 
 
 def train(args) -> None:
@@ -92,15 +113,99 @@ def evaluate(args) -> None:
         protocol = args.protocol_examples if number == 0 else 0
         result = evaluate_loaded(loaded.model, loaded.tokenizer, loaded.causal, recipes, SEED_TEMPLATES, decoding,
                                  args.max_new_tokens, samples_per_input=3, protocol_examples=protocol,
-                                 batch_size=args.batch_size, keep_samples=10)
+                                 batch_size=args.batch_size, keep_samples=10, split="test")
         result["seconds"] = time.perf_counter() - started
         results[decoding] = result
         print(f"{args.name} {decoding}: usable {result['recipe/usable_rate']:.3f} repetition "
-              f"{result['recipe/repetition']:.4f} val_loss {result['val_loss']:.4f} ({result['seconds']:.0f} s)",
+              f"{result['recipe/repetition']:.4f} test_loss {result['test_loss']:.4f} ({result['seconds']:.0f} s)",
               flush=True)
     part = {"model": str(path), "examples": len(recipes), "test_split": len(table), "decodings": results,
             "device": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor()}
     (args.work / f"part-eval-{args.name}{args.suffix}.json").write_text(json.dumps(part, indent=2))
+
+
+SETS = {"test": ("data", "test"), "val": ("data", "val"), "heldout": ("heldout", "test")}
+
+
+def generate_stage(args) -> None:
+    """N sampled candidates per prompt, each with the model's mean log-probability, as JSON Lines
+    (gen-NAME-SET-TAG.jsonl): the raw material of best-of-N and of the blind readings."""
+    import torch
+
+    from chef_genius.augment import canonical_prompt
+    from chef_genius.best_of import mean_logprobs
+    from chef_genius.config import SEED_TEMPLATES
+    from chef_genius.evaluation import held_out_rows, requested_names
+    from chef_genius.inference import generate_details, load_run
+    from chef_genius.training.data import load_split
+    from chef_genius.training.models import gguf_folder
+
+    path = gguf_folder(Path(args.gguf)) if args.name == "base" else args.work / args.name
+    loaded = load_run(path)
+    folder, split = SETS[args.set]
+    table = load_split(args.work / folder, split)
+    rows = held_out_rows(len(table), args.examples, seed=0)
+    recipes = [table.recipe(i) for i in rows]
+    foods = [requested_names(r) for r in recipes]
+    prompts = [canonical_prompt(SEED_TEMPLATES, r.title, f) for r, f in zip(recipes, foods, strict=True)]
+    started = time.perf_counter()
+    generations = generate_details(loaded.model, loaded.tokenizer, prompts, loaded.causal, args.decoding,
+                                   args.max_new_tokens, num_return_sequences=args.n, batch_size=args.batch_size,
+                                   seed=args.seed, grounded=args.grounded)
+    seconds = time.perf_counter() - started
+    flat_prompts = [p for p, g in zip(prompts, generations, strict=True) for _ in g]
+    flat_texts = [c.text for g in generations for c in g]
+    logprobs = mean_logprobs(loaded.model, loaded.tokenizer, loaded.causal, flat_prompts, flat_texts, batch_size=64)
+    tokens = sum(c.tokens for g in generations for c in g)
+    out = args.work / f"gen-{args.name}-{args.set}-{args.tag}.jsonl"
+    with out.open("w", encoding="utf-8") as f:
+        k = 0
+        for row, prompt, names, candidates in zip(rows, prompts, foods, generations, strict=True):
+            listed = []
+            for c in candidates:
+                listed.append({"text": c.text, "stopped": c.stopped, "tokens": c.tokens,
+                               "mean_logprob": logprobs[k]})
+                k += 1
+            f.write(json.dumps({"row": row, "request": prompt, "foods": names, "decoding": args.decoding,
+                                "grounded": args.grounded, "candidates": listed}, ensure_ascii=False) + "\n")
+    meta = {"model": str(path), "set": args.set, "decoding": args.decoding, "n": args.n, "grounded": args.grounded,
+            "examples": len(rows), "seconds": seconds, "generated_tokens": tokens,
+            "tokens_per_second": tokens / seconds,
+            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor()}
+    out.with_suffix(".meta.json").write_text(json.dumps(meta, indent=2))
+    print(f"{out.name}: {len(rows)} prompts x {args.n} in {seconds:.0f} s ({tokens / seconds:.0f} tokens/s)",
+          flush=True)
+
+
+def pick_stage(args) -> None:
+    """Best-of-N from a candidates file: one recipe per prompt (the first N candidates ranked by
+    `chef_genius.best_of.pick`), as the generation file `benchmarks/cook_reading.py` reads, and the
+    automatic verdicts of the picks."""
+    from chef_genius.best_of import pick
+    from chef_genius.cookable import check_cookable, summarize_cookable
+    from chef_genius.recipe import parse_recipe_text
+    from chef_genius.usability import check
+
+    source = Path(args.candidates)
+    rows = [json.loads(line) for line in source.read_text(encoding="utf-8").splitlines()]
+    out = source.with_name(f"{source.stem}-best{args.n}.jsonl")
+    verdicts, usable = [], 0
+    with out.open("w", encoding="utf-8") as f:
+        for row in rows:
+            candidates = row["candidates"][:args.n]
+            i = pick([c["text"] for c in candidates], [c["stopped"] for c in candidates],
+                     [c["mean_logprob"] for c in candidates], row["foods"])
+            chosen = candidates[i]
+            recipe = parse_recipe_text(chosen["text"]).recipe
+            verdicts.append(check_cookable(recipe, row["foods"], chosen["stopped"]))
+            usable += check(recipe, chosen["stopped"]).usable
+            f.write(json.dumps({"row": row["row"], "request": row["request"], "foods": row["foods"],
+                                "text": chosen["text"], "stopped": chosen["stopped"], "picked": i},
+                               ensure_ascii=False) + "\n")
+    summary = {"candidates": source.name, "n": args.n, "prompts": len(rows), "recipe/usable_rate": usable / len(rows),
+               **summarize_cookable(verdicts)}
+    out.with_suffix(".summary.json").write_text(json.dumps(summary, indent=2))
+    print(f"{out.name}: cookable {summary['recipe/cookable_rate']:.3f}, usable {summary['recipe/usable_rate']:.3f}")
 
 
 def report(args) -> None:
@@ -122,12 +227,15 @@ def report(args) -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     names = ["usable_rate", "repetition", "repeated_4grams", "ingredients_used", "stopped_rate", "overall_quality"]
-    print(f"{'model':<6} {'decoding':<8} {'val_loss':>8} {'ppl':>5} " + " ".join(f"{n[:12]:>12}" for n in names)
+    print(f"{'model':<6} {'decoding':<8} {'test_loss':>8} {'ppl':>5} " + " ".join(f"{n[:12]:>12}" for n in names)
           + f" {'rougeL':>6} {'cosim':>6} {'wer':>6} {'rouge2':>6} {'bleu':>6}")
     for name, evaluation in models.items():
         for decoding, r in evaluation["decodings"].items():
             ct = r.get("chef_transformer") or {}
-            print(f"{name:<6} {decoding:<8} {r['val_loss']:>8.4f} {r['val_perplexity']:>5.2f} "
+            # parts evaluated before the loss was named by its split call it val_loss
+            loss, perplexity = (r["test_loss"], r["test_perplexity"]) if "test_loss" in r else (r["val_loss"],
+                                                                                              r["val_perplexity"])
+            print(f"{name:<6} {decoding:<8} {loss:>8.4f} {perplexity:>5.2f} "
                   + " ".join(f"{r['recipe/' + n]:>12.4f}" for n in names) + f" {r['rougeL']:>6.3f}"
                   + "".join(f" {ct[k]:>6.3f}" if k in ct else f" {'':>6}" for k in ("cosim", "wer", "rouge2", "bleu")))
     print(f"wrote {RESULTS}")
@@ -135,7 +243,7 @@ def report(args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stage", choices=("prepare", "train", "evaluate", "report"))
+    parser.add_argument("stage", choices=("prepare", "train", "evaluate", "generate", "pick", "report"))
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--shared", default="../shared/data")
     parser.add_argument("--gguf", default="SmolLM2-135M-Instruct.Q4_1.gguf")
@@ -146,12 +254,20 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--suffix", default="", help="evaluate: appended to the result part's name")
+    parser.add_argument("--set", choices=tuple(SETS), default="test", help="generate: which prompts")
+    parser.add_argument("--decoding", default="careful", help="generate: the decoding preset")
+    parser.add_argument("--n", type=int, default=1, help="generate: candidates per prompt")
+    parser.add_argument("--grounded", type=float, default=0.0, help="generate: grounded decoding's penalty (0: off)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tag", default="plain", help="generate: appended to the output's name")
+    parser.add_argument("--candidates", help="pick: a candidates file written by generate")
     argv = sys.argv[1:]
     cut = argv.index("--") if "--" in argv else len(argv)
     args = parser.parse_args(argv[:cut])
     args.extra = argv[cut + 1:]  # after --: more `chef-genius train` flags
     args.work.mkdir(parents=True, exist_ok=True)
-    {"prepare": prepare, "train": train, "evaluate": evaluate, "report": report}[args.stage](args)
+    {"prepare": prepare, "train": train, "evaluate": evaluate, "generate": generate_stage, "pick": pick_stage,
+     "report": report}[args.stage](args)
 
 
 if __name__ == "__main__":

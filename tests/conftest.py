@@ -67,6 +67,6 @@ def t5_tokenizer():
 
 @pytest.fixture(scope="session")
 def byte_tokenizer():
-    from chef_genius.tokenizer import train_byte_level_tokenizer
+    from tests.harness.byte_level import train_byte_level_tokenizer
 
     return train_byte_level_tokenizer(_corpus(), vocab_size=1500)

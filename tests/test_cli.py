@@ -70,3 +70,57 @@ def test_decoding_presets_are_one_list():
     from chef_genius.inference import DECODING
 
     assert set(DECODING) == set(DECODING_NAMES)
+
+
+def test_chef_genius_warnings_are_one_plain_line(capsys):
+    """A warning of chef-genius' own (here: a LoRA learning rate for full fine-tuning) is one line
+    on stderr, without Python's source path and code line."""
+    assert main(["train", "--model", "some/model", "--disable-lora", "--learning-rate", "1e-3", "--print-config"]) == 0
+    err = capsys.readouterr().err
+    assert err == ("chef-genius: warning: full fine-tuning at learning rate 0.001, a LoRA rate; 0.0002 is the default "
+                   "for full fine-tuning (--learning-rate)\n")
+    import warnings
+
+    assert warnings.showwarning.__module__ == "warnings"  # restored after the command
+
+
+def test_other_libraries_warnings_keep_their_form():
+    from chef_genius.cli import _one_line_warnings
+
+    shown = []
+    show = _one_line_warnings(lambda *args: shown.append(args))
+    show(UserWarning("theirs"), UserWarning, "/site-packages/torch/x.py", 3)
+    show(DeprecationWarning("ours, but not a UserWarning"), DeprecationWarning, "/src/chef_genius/x.py", 3)
+    assert [args[0].args[0] for args in shown] == ["theirs", "ours, but not a UserWarning"]
+
+
+def test_model_tiny_says_which_of_its_own_settings_it_applies(capsys):
+    from chef_genius.config import build_config, tiny_settings
+
+    applied = tiny_settings(build_config(None, {"optim.epochs": 2, "optim.learning_rate": 0.005}))
+    assert "optim.epochs=6" not in applied and not any(s.startswith("optim.learning_rate") for s in applied)
+    assert {"optim.batch_size=16", "lora.target_modules=all-linear", "schedule.warmup_steps=6"} <= set(applied)
+    assert tiny_settings(build_config(None, {"model.name": "some/model"})) == []
+    assert main(["train", "--plan", "--epochs", "2"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("--model tiny: a small random T5") and "optim.learning_rate=0.01" in first
+    assert "optim.epochs" not in first
+
+
+def test_a_hub_name_that_cannot_load_offline_fails_at_once(monkeypatch, capsys):
+    """A typo in a hub id, offline: one line at once, not transformers' minute of retries."""
+    import time
+
+    from chef_genius.training import models
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # as the tests run
+    started = time.monotonic()
+    assert main(["train", "--model", "no-such-org/flan-t5-bsae", "--plan"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not in the local Hugging Face cache and HF_HUB_OFFLINE is set" in err
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(models, "hub_reachable", lambda timeout=3.0: False)  # no network
+    assert main(["train", "--model", "no-such-org/flan-t5-bsae", "--plan"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the hub cannot be reached" in err
+    assert time.monotonic() - started < 30

@@ -20,7 +20,7 @@ SEED_FLAGS = ["--epochs", "--batch-size", "--gradient-accumulation-steps", "--lo
 def test_defaults_are_the_seeds_except_where_the_ablation_study_says_otherwise():
     config = TrainConfig()
     assert (config.lora.r, config.lora.alpha, config.lora.dropout) == (16, 32, 0.1)
-    # README "What each improvement does": these four hurt or did nothing measurable; flags bring them back.
+    # docs/ablation.md: these four hurt or did nothing measurable; flags bring them back.
     assert config.optim.label_smoothing == 0.0 and config.data.augmentation_prob == 0.0
     assert not config.data.curriculum and not config.gradient_noise.enabled
     assert config.data.progressive_quality and config.data.mixed_templates and config.schedule.cosine

@@ -195,6 +195,8 @@ def test_plan_view(tmp_path, small_data, capsys):  # noqa: F811
                  "--output-dir", str(tmp_path / "never")]) == 0
     out = capsys.readouterr().out
     lines = out.strip().splitlines()
+    assert lines[0].startswith("--model tiny: ")  # the tiny model's own settings, said first
+    lines = lines[1:]
     assert lines[0].split() == ["epoch", "steps", "difficulty", "quality", ">=", "examples", "optimizer", "steps"]
     assert [line.split()[2] for line in lines[1:7]] == ["easy", "easy", "medium", "medium", "all", "all"]
     assert lines[-1].startswith("total ")

@@ -113,7 +113,8 @@ def test_encoding_is_forced_with_the_flag(tmp_path, capsys):
     assert [r.reason if isinstance(r, Rejected) else "ok" for r in rows] == ["non_utf8", "non_utf8", "ok"]
     utf8 = tmp_path / "utf8.csv"
     utf8.write_bytes(csv_text().encode("utf-8"))
-    misread = [item for _, item in read_rows(open_source(utf8, encoding="cp1252"))]  # as asked
+    with pytest.warns(UserWarning, match="mostly valid UTF-8"):  # mojibake ahead: said, then done as asked
+        misread = [item for _, item in read_rows(open_source(utf8, encoding="cp1252"))]
     assert misread[0].reason == "non_utf8"  # U+201D is E2 80 9D in UTF-8, and 9D is no cp1252 character
     assert misread[1].title.startswith("Soupe Ã")
     assert main(["prepare", str(path), "--out", str(tmp_path / "out"), "--quiet", "--workers", "0",
@@ -158,3 +159,39 @@ def test_a_stream_that_breaks_mid_file_keeps_the_rows_before(tmp_path, capsys):
     assert report["kept"] > 1000 and report["rejected"] == {"unreadable": 1}
     (reject,) = [json.loads(line) for line in (tmp_path / "out" / "rejects.jsonl").read_text().splitlines()]
     assert reject["detail"] == "the gzip stream ends early (a truncated file); the rest of the file is unreadable"
+
+
+def _accented_csv(path, encoding: str):
+    rows = [["title", "ingredients", "directions"]] + [
+        [f"Crème brûlée {i}", json.dumps(["2 œufs", "100 g de crème fraîche", "½ gousse de vanille"]),
+         json.dumps(["Fouetter les œufs.", "Cuire au bain-marie à 150 °C."])] for i in range(6)]
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows(rows)
+    path.write_bytes(buffer.getvalue().encode(encoding))
+    return path
+
+
+def test_forcing_an_encoding_on_utf8_text_warns_in_one_line(tmp_path, capsys):
+    utf8 = _accented_csv(tmp_path / "utf8.csv", "utf-8")
+    assert main(["prepare", str(utf8), "--out", str(tmp_path / "forced"), "--encoding", "cp1252", "--workers", "0",
+                 "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert err == (f"chef-genius: warning: {utf8}: --encoding cp1252 read on text that is mostly valid UTF-8: its "
+                   "accented letters will come out garbled (mojibake); leave --encoding out to detect the encoding "
+                   "per file\n")
+    # detected, or forced to what the file really is: no warning
+    cp1252 = _accented_csv(tmp_path / "cp1252.csv", "cp1252")
+    for source, forced in ((utf8, []), (cp1252, ["--encoding", "cp1252"]), (utf8, ["--encoding", "utf-8"])):
+        out = tmp_path / f"out-{source.stem}-{len(forced)}-{forced[-1] if forced else ''}"
+        assert main(["prepare", str(source), "--out", str(out), "--workers", "0", "--quiet", *forced]) == 0
+        assert capsys.readouterr().err == ""
+
+
+def test_mostly_utf8_counts_the_lines_with_non_ascii_bytes():
+    from chef_genius.sources.streams import mostly_utf8
+
+    assert mostly_utf8("crème\nplain\nbrûlée\n".encode())
+    assert not mostly_utf8(b"plain ascii only\n")
+    assert not mostly_utf8("crème\nbrûlée\nœuf\n".encode("cp1252", "replace"))
+    assert not mostly_utf8("crème\n".encode() + "brûlée\nsoufflé\n".encode("cp1252"))  # 1 of 3 lines
+    assert mostly_utf8("crème\nbrûlée\n".encode() + "soufflé".encode()[:-1], whole=False)  # a cut last line

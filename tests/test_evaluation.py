@@ -98,7 +98,7 @@ def test_cosim_wer_coverage_bleu_rouge_hand_computed():
     assert word_error_rate("mix flour sugar", "mix flour salt") == pytest.approx(1 / 3)
     recipe = Recipe("Soup", ["2 leeks", "1 potato"], ["Simmer the leeks and potato in stock."])
     assert ingredient_coverage(["leeks", "potato", "cream"], recipe) == pytest.approx(2 / 3)
-    assert corpus_bleu(["the cat sat on the mat"], ["the cat sat on the mat"]) == pytest.approx(100.0)
+    assert corpus_bleu(["the cat sat on the mat"], ["the cat sat on the mat"]) == pytest.approx(1.0)  # 0-1
     scores = rouge("the cat sat on the mat", "the cat is on the mat")
     assert scores["rougeL"] == pytest.approx(5 / 6) and scores["rouge2"] == pytest.approx(3 / 5)
 
@@ -143,6 +143,10 @@ def test_evaluate_cli_writes_json_with_every_metric(trained_run, small_data, cap
     result = json.loads(out.read_text())
     assert result["examples"] == 4 and result["split"] == "val"
     assert result["val_perplexity"] == pytest.approx(math.exp(result["val_loss"]))
+    assert "test_loss" not in result
+    # the loss is measured at the run's own token limits (small_config's), not 512 / 512
+    assert (result["max_source_tokens"], result["max_target_tokens"]) == (32, 64)
+    assert 0.0 <= result["bleu"] <= 1.0 and 0.0 <= result["chef_transformer"]["bleu"] <= 1.0
     assert {"recipe/overall_quality", "rougeL", "bleu", "ingredient_coverage", "recipe/usable_rate",
             "recipe/repetition", "recipe/stopped_rate", "recipe/ingredients_used"} <= set(result)
     assert set(result["chef_transformer"]) == {"cosim", "wer", "rouge2", "bleu", "samples_per_input", "examples"}
@@ -150,6 +154,41 @@ def test_evaluate_cli_writes_json_with_every_metric(trained_run, small_data, cap
     assert result["recipe/stopped_rate"] == 0.0 and result["recipe/usable_rate"] == 0.0
     assert len(result["samples"]) == 4 and all(not s["stopped"] for s in result["samples"])
     assert "chef_transformer/cosim" in capsys.readouterr().out
+
+
+def test_evaluate_names_the_loss_by_its_split_and_cuts_at_the_limits_given(trained_run, small_data):  # noqa: F811
+    from chef_genius.evaluation import evaluate_loaded
+    from chef_genius.inference import load_run
+    from chef_genius.training.data import load_split
+
+    loaded = load_run(trained_run, device="cpu")
+    table = load_split(small_data, "val")
+    recipes = [table.recipe(i) for i in range(4)]
+    results = [evaluate_loaded(loaded.model, loaded.tokenizer, loaded.causal, recipes, ["Recipe for: {text}"],
+                               "greedy", 8, protocol_examples=0, split="test", max_source_tokens=source,
+                               max_target_tokens=target) for source, target in ((32, 16), (512, 512))]
+    for result in results:
+        assert "val_loss" not in result and result["test_perplexity"] == pytest.approx(math.exp(result["test_loss"]))
+    assert results[0]["test_loss"] != pytest.approx(results[1]["test_loss"])  # 16 target tokens cut the recipes
+
+
+def test_report_includes_evaluations_and_no_raw_dicts(tmp_path):
+    from chef_genius.report import flatten, write_report
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text(json.dumps({"step": 1, "train/loss": 2.0, "val_loss": 1.5}) + "\n")
+    (run / "run_summary.json").write_text(json.dumps({"steps": 1, "data_report": {"rows": 1, "kept": 1},
+                                                      "final_weights": "best"}))
+    (run / "evaluation-test.json").write_text(json.dumps({
+        "run": "runs/x", "data": "prepared", "split": "test", "examples": 4, "test_loss": 2.25, "bleu": 0.125,
+        "chef_transformer": {"cosim": 0.5, "bleu": 0.0625}, "samples": [{"prompt": "p", "text": "t"}]}))
+    page = write_report(run).read_text()
+    assert "Evaluation on the test split (4 recipes of prepared" in page
+    assert "<th>test_loss</th><td>2.25</td>" in page and "<th>chef_transformer.bleu</th><td>0.0625</td>" in page
+    assert "<th>data_report.rows</th><td>1</td>" in page
+    assert "{" not in page.split("<body>")[1].replace("{}", "")  # no Python dict anywhere in the page body
+    assert flatten({"a": {"b": [1, 2.5]}, "c": None}) == [("a.b", "1, 2.5"), ("c", "-")]
 
 
 def test_report_writes_the_plots_and_html(trained_run):

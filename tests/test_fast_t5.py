@@ -174,11 +174,11 @@ def test_the_trainer_trains_through_it_with_the_same_losses_and_weights(tmp_path
 
 
 def test_allocator_setting_keeps_the_users_choice(monkeypatch):
-    from chef_genius.training import speed
+    from chef_genius.cli import configure_allocator
 
     monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF", raising=False)
-    speed.configure_allocator()
+    configure_allocator()
     assert os.environ["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True"
     monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "max_split_size_mb:128")
-    speed.configure_allocator()
+    configure_allocator()
     assert os.environ["PYTORCH_CUDA_ALLOC_CONF"] == "max_split_size_mb:128"

@@ -178,8 +178,13 @@ def test_one_epoch_with_the_defaults_trains_the_rising_threshold(tmp_path, small
     assert trainer.run_plan.by_step
     assert [(s.level, s.threshold) for s in trainer.run_plan.segments] == [("all", 0.5), ("all", 0.625),
                                                                           ("all", 0.75)]
-    assert trainer.run_plan.describe().startswith("quality threshold by optimizer step (1 epoch of 11 steps "
-                                                  "to train): quality >= 0.5 steps 1-3, quality >= 0.625 steps 4-7")
+    assert trainer.run_plan.describe().startswith("quality threshold by optimizer step (1 epoch, 11 optimizer steps "
+                                                  "in all): quality >= 0.5 steps 1-3, quality >= 0.625 steps 4-7")
+    stopped = Trainer(small_config(tmp_path / "plan2", small_data, **settings, **{"optim.max_steps": 5}))
+    stopped.setup_plan(tmp_path / "scratch2")
+    assert stopped.run_plan.describe().startswith(
+        "quality threshold by optimizer step (5 of the 11 optimizer steps planned over 1 epoch: --max-steps stops "
+        "training in epoch 0): ")
     examples, quality = trainer.epoch_data(0).examples, trainer.train_table.quality
     batches = trainer._plan(0)
     last = trainer.run_plan.segments[-1]
@@ -193,7 +198,9 @@ def test_plan_shows_the_stages_by_step(tmp_path, small_data, capsys):  # noqa: F
                  "--batch-size", "2",
                  "--output-dir", str(tmp_path / "never")]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0] == ("curriculum stages by optimizer step (1 epoch of 22 steps to train): easy steps 1-7, "
+    assert lines[0].startswith("--model tiny: ")  # the tiny model's own settings, said first
+    lines = lines[1:]
+    assert lines[0] == ("curriculum stages by optimizer step (1 epoch, 22 optimizer steps in all): easy steps 1-7, "
                         "medium steps 8-13, all steps 14-22")
     assert [line.split() for line in lines[2:5]] == [["0", "1-7", "easy", "0.500", "15", "7"],
                                                      ["0", "8-13", "medium", "0.625", "30", "6"],
@@ -205,6 +212,8 @@ def test_plan_shows_the_stages_by_step(tmp_path, small_data, capsys):  # noqa: F
                  "--max-steps", "20", "--output-dir", str(tmp_path / "never")]) == 0
     out = capsys.readouterr().out
     assert "easy steps 1-6, medium steps 7-12, all steps 13-20" in out
+    assert "(20 of the " in out
+    assert " optimizer steps planned over 6 epochs: --max-steps stops training in epoch 0)" in out
     assert "--max-steps 20: training stops in epoch 0, after 20 of its 22 steps" in out
 
 

@@ -196,7 +196,7 @@ def test_label_smoothing_is_in_the_training_loss_not_the_nll(tmp_path, small_dat
 def test_causal_model_trains_with_the_prompt_masked(tmp_path, small_data):
     from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
-    from chef_genius.tokenizer import train_byte_level_tokenizer
+    from tests.harness.byte_level import train_byte_level_tokenizer
 
     texts = [r["title"] + " " + " ".join(r["steps"]) for r in json.loads(sample_path().read_text())[:100]]
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=train_byte_level_tokenizer(texts, 600),

@@ -7,6 +7,8 @@ import contextlib
 import json
 import os
 import sys
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 from chef_genius import __version__
@@ -14,17 +16,21 @@ from chef_genius.encoding import USER_TOKENIZER_SETTING
 from chef_genius.errors import UserError
 
 EXIT_USER_ERROR = 2
+# Import names of the `train` extras (pyproject.toml) and of numpy, which they bring: without them
+# only prepare, score and --help run.
+TRAIN_EXTRAS = frozenset({"torch", "transformers", "peft", "accelerate", "safetensors", "sacrebleu", "rouge_score",
+                          "gguf", "jiwer", "matplotlib", "wandb", "tensorboard", "huggingface_hub", "numpy"})
 EXIT_TRAINING_STOPPED = 3
 
 
 def main(argv: list[str] | None = None) -> int:
-    from chef_genius.training.speed import configure_allocator
-
     configure_allocator()
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        return args.handler(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warnings(warnings.showwarning)
+            return args.handler(args)
     except UserError as error:
         message = " ".join(str(error).split("\n"))  # always one line
         print(f"chef-genius: error: {message}", file=sys.stderr)
@@ -32,6 +38,36 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("chef-genius: interrupted", file=sys.stderr)
         return 130
+    except ModuleNotFoundError as error:  # a light install (no `train` extras) asked to train
+        if error.name not in TRAIN_EXTRAS:  # a package itself missing, not a part of an installed one
+            raise
+        print(f"chef-genius: error: {args.command} needs the training stack ({error.name} is not installed): "
+              "pip install 'chef-genius[train]'", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+def _one_line_warnings(show: Callable) -> Callable:
+    """A `warnings.showwarning` that says chef-genius' own warnings as one plain line on stderr
+    (``chef-genius: warning: ...``), without Python's source path and code line, which look
+    like a crash; other libraries' warnings go to ``show`` as before."""
+
+    def showwarning(message, category, filename, lineno, file=None, line=None) -> None:
+        if issubclass(category, UserWarning) and f"{os.sep}chef_genius{os.sep}" in str(filename):
+            print(f"chef-genius: warning: {' '.join(str(message).split())}", file=file or sys.stderr)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    return showwarning
+
+
+def configure_allocator() -> None:
+    """Ask PyTorch's CUDA allocator for expandable segments unless the user chose a setting.
+
+    Batches of varying shapes leave the default allocator's fixed-size segments fragmented: on
+    an H100 a 16k-token budget reserved 52.7 GiB for 33.4 GiB allocated. Must run before CUDA is
+    first used, so `main` calls it at start (it imports nothing: `prepare`, `score` and `--help`
+    run without torch)."""
+    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -64,20 +100,25 @@ def _parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="fine-tune a model (no arguments: the offline demo)")
     train.add_argument("--config", type=Path, help="YAML config file")
-    train.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    train.add_argument("--print-config", action="store_true",
+                       help="print the resolved config, each key with its help, as YAML (usable as --config) and exit")
     train.add_argument("--plan", action="store_true",
                        help="print the plan by epoch, or by segment when curriculum stages advance by step "
                             "(difficulty, threshold, examples, steps) and exit")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="set any config key, e.g. --set eval.patience=5 (YAML value syntax)")
+                       help="set any config key, e.g. --set eval.patience=5 (YAML value syntax; --print-config "
+                            "lists every key with its help)")
     from chef_genius.config import DECODING_NAMES, FLAGS, EvalConfig
+    from chef_genius.config_help import field_help
 
     for flag, (key, kind) in FLAGS.items():
+        described = field_help(key).replace("%", "%%")  # argparse formats help with %
         if isinstance(kind, bool):
             train.add_argument(flag, dest=key, action="store_const", const=kind, default=None,
-                               help=f"sets {key} to {str(kind).lower()}")
+                               help=f"{described} (sets {key} to {str(kind).lower()})")
         else:
-            train.add_argument(flag, dest=key, type=kind, default=None, help=f"sets {key}")
+            train.add_argument(flag, dest=key, type=kind, default=None, metavar=key.rpartition(".")[2].upper(),
+                               help=f"{described} (sets {key})")
     train.set_defaults(handler=_train)
 
     gen = commands.add_parser("generate", help="write recipes with a trained run, adapter or model")
@@ -89,6 +130,7 @@ def _parser() -> argparse.ArgumentParser:
                          help="decoding preset (default: %(default)s)")
     gen.add_argument("--max-new-tokens", type=int, default=EvalConfig.max_new_tokens)
     gen.add_argument("--seed", type=int, default=0)
+    _quality_flags(gen)
     gen.set_defaults(handler=_generate)
 
     evaluate = commands.add_parser("evaluate", help="measure a run or adapter on a prepared dataset")
@@ -101,6 +143,7 @@ def _parser() -> argparse.ArgumentParser:
                          help="decoding preset (default: %(default)s)")
     evaluate.add_argument("--max-new-tokens", type=int, default=EvalConfig.max_new_tokens)
     evaluate.add_argument("--out", type=Path, help="JSON output (default: RUN/evaluation-SPLIT.json)")
+    _quality_flags(evaluate)
     evaluate.set_defaults(handler=_evaluate)
 
     merge = commands.add_parser("merge", help="write a standalone model with the LoRA adapter merged in")
@@ -129,6 +172,20 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--timeout", type=float, default=120.0, help="seconds a request may take (default: 120)")
     serve.add_argument("--device", help="cuda or cpu (default: cuda when there is one)")
     serve.set_defaults(handler=_serve)
+
+    export = commands.add_parser("export", help="write a run as a GGUF file with an Ollama Modelfile, or as a "
+                                                "merged Transformers folder")
+    export.add_argument("run", type=Path, help="run folder, checkpoint, adapter or model folder")
+    export.add_argument("--format", choices=("gguf", "merged"), default="gguf", dest="fmt",
+                        help="gguf: one file for llama.cpp and Ollama, a Modelfile beside it (Llama-architecture "
+                             "models); merged: a Transformers folder, as merge writes (default: %(default)s)")
+    export.add_argument("--outtype", choices=("f16", "q8_0"), default=None,
+                        help="GGUF tensor type of the 2-D weights (default: f16; norms stay f32)")
+    export.add_argument("--out", type=Path, required=True, help="FILE.gguf, or the folder of --format merged")
+    export.add_argument("--overwrite", action="store_true",
+                        help="replace files that chef-genius exported earlier (a GGUF file and its Modelfile; "
+                             "merged: as merge's --overwrite)")
+    export.set_defaults(handler=_export)
 
     report = commands.add_parser("report", help="plots and an HTML summary of a training run")
     report.add_argument("run", type=Path)
@@ -199,15 +256,16 @@ def _read_text(path: Path) -> str:
 
 
 TINY_NOTE = """Note: the `tiny` model starts from random weights and trains for a minute on the CPU: the
-recipes above show every part of chef-genius working, not a recipe model. For a real one, see the
-README's "Quality" section: SmolLM2-135M-Instruct fine-tuned with
+recipes above show every part of chef-genius working, not a recipe model. For a real one, see
+docs/quality.md: SmolLM2-135M-Instruct fine-tuned with
   chef-genius train --model SmolLM2-135M-Instruct.Q4_1.gguf --data prepared/"""
 
 
 def _train(args: argparse.Namespace) -> int:
     import yaml
 
-    from chef_genius.config import FLAGS, build_config, to_yaml
+    from chef_genius.config import FLAGS, build_config
+    from chef_genius.config_help import commented_yaml
 
     overrides = {key: getattr(args, key) for key, _ in FLAGS.values() if getattr(args, key) is not None}
     for assignment in args.set:
@@ -220,16 +278,28 @@ def _train(args: argparse.Namespace) -> int:
             raise UserError(f"--set {key}: cannot read value '{value}'") from None
     config = build_config(args.config, overrides)
     if args.print_config:
-        print(to_yaml(config), end="")
+        print(commented_yaml(config), end="")
         return 0
+    if config.model.name == "tiny":
+        from chef_genius.config import tiny_settings
+
+        applied = tiny_settings(config)
+        if applied:
+            print(f"--model tiny: a small random T5 for a quick CPU run, with its own settings (flags, --set and "
+                  f"--config override them): {' '.join(applied)}", flush=True)
     _quiet_libraries()
     if args.plan:
         return _print_plan(config)
     from chef_genius.errors import TrainingStopped
+    from chef_genius.training.interrupt import TrainingInterrupted
     from chef_genius.training.trainer import run_training
 
     try:
         result = run_training(config)
+    except TrainingInterrupted as error:
+        if os.environ.get("RANK", "0") == "0":
+            print(f"chef-genius: {error}", file=sys.stderr)
+        return 128 + error.signal_number  # the shell's code for a signal: 130 Ctrl-C, 143 SIGTERM
     except TrainingStopped as error:
         print(f"chef-genius: training stopped: {error}", file=sys.stderr)
         return EXIT_TRAINING_STOPPED
@@ -248,34 +318,73 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_templates(run: Path, folder: Path | None = None) -> list[str]:
-    """The templates a run trained with (a checkpoint's state, else the run's config.yaml), else
-    the seed's. ``folder``: the weights folder loaded for ``run``."""
+def _run_config(run: Path, folder: Path | None = None) -> dict:
+    """The config a run trained with, as plain data: a checkpoint's state, else the run's
+    config.yaml (beside the weights or up to two folders above); {} for a bare model or adapter.
+    ``folder``: the weights folder loaded for ``run``."""
     import yaml
-
-    from chef_genius.config import SEED_TEMPLATES
 
     places = [p for p in (folder, run) if p is not None]
     for place in places:
         state = place / "trainer_state.json"
         if state.is_file():
-            with contextlib.suppress(OSError, ValueError, AttributeError):
-                templates = json.loads(state.read_text(encoding="utf-8"))["config"]["data"]["templates"]
-                if templates:
-                    return templates
+            with contextlib.suppress(OSError, ValueError, AttributeError, KeyError, TypeError):
+                config = json.loads(state.read_text(encoding="utf-8"))["config"]
+                if isinstance(config, dict):
+                    return config
     candidates = [c / "config.yaml" for p in places for c in (p, p.parent, p.parent.parent)]
     for candidate in candidates:
         if candidate.is_file():
-            with contextlib.suppress(OSError, yaml.YAMLError, AttributeError):
-                return yaml.safe_load(candidate.read_text()).get("data", {}).get("templates") or SEED_TEMPLATES
-    return SEED_TEMPLATES
+            with contextlib.suppress(OSError, yaml.YAMLError):
+                config = yaml.safe_load(candidate.read_text())
+                if isinstance(config, dict):
+                    return config
+    return {}
+
+
+def _run_templates(run: Path, folder: Path | None = None) -> list[str]:
+    """The templates a run trained with (`_run_config`), else the default ones."""
+    from chef_genius.config import SEED_TEMPLATES
+
+    data = _run_config(run, folder).get("data")
+    return (data.get("templates") if isinstance(data, dict) else None) or SEED_TEMPLATES
+
+
+def _run_token_limits(run: Path, folder: Path | None = None) -> tuple[int, int]:
+    """(max_source_tokens, max_target_tokens) a run trained with, so that `evaluate`'s loss is
+    measured as training's was; 512 / 512 for a model or adapter without a run config."""
+    model = _run_config(run, folder).get("model")
+    limits = [model.get(key) if isinstance(model, dict) else None for key in ("max_source_tokens",
+                                                                               "max_target_tokens")]
+    return tuple(value if isinstance(value, int) and value > 0 else 512 for value in limits)
+
+
+def _quality_flags(parser: argparse.ArgumentParser) -> None:
+    from chef_genius.config import EvalConfig
+
+    parser.add_argument("--best-of", type=int, default=EvalConfig.best_of, metavar="N",
+                        help="sample N recipes per prompt and keep the one the cookable verdict ranks best "
+                             "(default: %(default)s)")
+    parser.add_argument("--grounded", type=float, default=EvalConfig.grounded, metavar="PENALTY",
+                        help="lower the logits of foods the recipe's own ingredient list lacks while the steps are "
+                             "written (0: off; default: %(default)s)")
+
+
+def _check_quality_flags(args: argparse.Namespace) -> None:
+    if args.best_of <= 0:
+        raise UserError(f"--best-of must be positive, got {args.best_of}")
+    if args.grounded < 0:
+        raise UserError(f"--grounded must be >= 0, got {args.grounded}")
 
 
 def _generate(args: argparse.Namespace) -> int:
     _quiet_libraries()
     from chef_genius.augment import canonical_prompt
-    from chef_genius.inference import generate, load_run
-    from chef_genius.recipe import parse_recipe, to_dict, to_markdown
+    from chef_genius.config import EvalConfig
+    from chef_genius.cookable import request_foods
+    from chef_genius.inference import load_run
+    from chef_genius.recipe import to_dict, to_markdown
+    from chef_genius.sampling import sample_recipes
 
     if args.prompt is not None and not args.prompt.strip():
         raise UserError("generate: the prompt is empty; say what to cook, e.g. \"pasta with tomatoes\"")
@@ -286,17 +395,25 @@ def _generate(args: argparse.Namespace) -> int:
         raise UserError("generate: give a prompt or --file" + (f" ({args.file} holds no prompt)" if args.file else ""))
     if args.max_new_tokens <= 0:
         raise UserError("--max-new-tokens must be positive")
+    _check_quality_flags(args)
     loaded = load_run(args.run)
     templates = _run_templates(args.run, loaded.folder)
     prompts = [canonical_prompt(templates, request, []) for request in requests]
-    texts = generate(loaded.model, loaded.tokenizer, prompts, loaded.causal, args.decoding, args.max_new_tokens,
-                     seed=args.seed)
-    recipes = [parse_recipe(t[0]) for t in texts]
+    config = EvalConfig(decoding=args.decoding, max_new_tokens=args.max_new_tokens, best_of=args.best_of,
+                        grounded=args.grounded)
+    samples = sample_recipes(loaded.model, loaded.tokenizer, loaded.causal, prompts, config, seed=args.seed,
+                             foods=[request_foods(r) for r in requests])
     if args.json:
-        print(json.dumps([{"prompt": r, **to_dict(recipe)} for r, recipe in zip(requests, recipes, strict=True)],
-                         indent=2, ensure_ascii=False))
+        print(json.dumps([{"prompt": r, **to_dict(s.recipe),
+                           "checks": {"usable": s.checks.usable, **s.cookable.as_dict()}}
+                          for r, s in zip(requests, samples, strict=True)], indent=2, ensure_ascii=False))
     else:
-        print("\n".join(to_markdown(recipe) for recipe in recipes), end="")
+        print("\n".join(to_markdown(s.recipe) for s in samples), end="")
+        for request, s in zip(requests, samples, strict=True):  # the checks on stderr: stdout stays the recipes
+            failed = "; ".join(s.cookable.failed.values())
+            verdict = "cookable" if s.cookable.cookable else f"NOT cookable ({failed})"
+            print(f"chef-genius: {request[:60]}: {'usable' if s.checks.usable else 'NOT usable'}, {verdict}",
+                  file=sys.stderr)
     return 0
 
 
@@ -306,11 +423,14 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     if args.max_examples <= 0 or args.samples <= 0:
         raise UserError("--max-examples and --samples must be positive")
+    _check_quality_flags(args)
     from chef_genius.inference import model_folder
 
     folder = model_folder(args.run)
+    max_source, max_target = _run_token_limits(args.run, folder)
     result = evaluate_run(args.run, args.data, args.split, args.max_examples, args.samples, args.decoding,
-                          args.max_new_tokens, _run_templates(args.run, folder))
+                          args.max_new_tokens, _run_templates(args.run, folder), max_source_tokens=max_source,
+                          max_target_tokens=max_target, best_of=args.best_of, grounded=args.grounded)
     out = args.out
     if out is None:  # beside the run; a checkpoint folder is no place for it (pruning removes it)
         checkpoint = (folder / "trainer_state.json").is_file()
@@ -367,6 +487,26 @@ def _serve(args: argparse.Namespace) -> int:
 
     return serve(args, _run_templates)
 
+def _export(args: argparse.Namespace) -> int:
+    _quiet_libraries()
+    from chef_genius.export import export_gguf, export_merged
+
+    if args.fmt == "merged":
+        if args.outtype is not None:
+            raise UserError("--outtype applies to --format gguf only")
+        out = export_merged(args.run, args.out, args.overwrite)
+        print(f"wrote the merged model {out}/")
+        return 0
+    from chef_genius.inference import model_folder
+
+    templates = _run_templates(args.run, model_folder(args.run))
+    gguf_file, modelfile = export_gguf(args.run, args.out, args.outtype or "f16", args.overwrite, templates)
+    size = gguf_file.stat().st_size / 2**20
+    print(f"wrote {gguf_file} ({size:.1f} MiB, {args.outtype or 'f16'}) and {modelfile}\n"
+          f"  llama.cpp: llama-cli -m {gguf_file}\n"
+          f"  Ollama:    cd {modelfile.parent} && ollama create NAME -f Modelfile")
+    return 0
+
 
 def _report(args: argparse.Namespace) -> int:
     from chef_genius.report import write_report
@@ -408,8 +548,6 @@ def _print_plan(config) -> int:
 
 def _quiet_libraries() -> None:
     """Keep library progress bars and deprecation chatter out of the training output."""
-    import warnings
-
     if "TOKENIZERS_PARALLELISM" in os.environ:  # the user's own choice: kept everywhere (encoding.tokenizer_threads)
         os.environ.setdefault(USER_TOKENIZER_SETTING, os.environ["TOKENIZERS_PARALLELISM"])
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

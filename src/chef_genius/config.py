@@ -34,7 +34,8 @@ SEED_TEMPLATES = [
 
 
 def doc(help_text: str, default: Any = dataclasses.MISSING, factory: Any = dataclasses.MISSING) -> Any:
-    """A dataclass field with its help text (shown by ``--help`` and ``--print-config``)."""
+    """A dataclass field with its help text (shown by ``--help``, ``--print-config`` and the README's
+    configuration table: `chef_genius.config_help`)."""
     if factory is not dataclasses.MISSING:
         return field(default_factory=factory, metadata={"help": help_text})
     return field(default=default, metadata={"help": help_text})
@@ -118,7 +119,7 @@ class DataConfig:
     num_workers: int = doc("DataLoader worker processes for collation.", 2)
     curriculum: bool = doc("Order training from easy to hard recipes: by epoch, or by optimizer step inside the "
                            "epochs when they are too few for the stages. Off by default: in the ablation study "
-                           "(README 'What each improvement does') it raised held-out loss slightly.", False)
+                           "(docs/ablation.md) it raised held-out loss slightly.", False)
     curriculum_stages: list[CurriculumStage] = doc(
         "Curriculum stages by training progress.",
         factory=lambda: [CurriculumStage(0.3, "easy"), CurriculumStage(0.6, "medium"), CurriculumStage(1.0, "all")])
@@ -130,7 +131,8 @@ class DataConfig:
                                   "existed resumes with it off (its threshold rose by epoch).", True)
     quality_start: float = doc("Quality threshold of the first epoch.", 0.50)
     quality_end: float = doc("Quality threshold of the last epoch.", 0.75)
-    augmentation_prob: float = doc("Probability that a training example is augmented (the seed's 0.3). 0 by "
+    augmentation_prob: float = doc("Probability that a training example is augmented (0.3 in the design "
+                                   "document). 0 by "
                                    "default: no measurable effect in the ablation study, and at full scale it "
                                    "re-tokenizes that share of the targets every epoch.", 0.0)
     mixed_templates: bool = doc("Draw one of the instruction templates per training example.", True)
@@ -163,7 +165,8 @@ class OptimConfig:
                                       "ablation study's tuned rates).", None)
     weight_decay: float = doc("AdamW weight decay.", 0.01)
     max_grad_norm: float = doc("Gradient clipping norm; 0 disables clipping.", 1.0)
-    label_smoothing: float = doc("Label smoothing epsilon of the training loss (the seed's 0.1). 0 by default: in "
+    label_smoothing: float = doc("Label smoothing epsilon of the training loss (0.1 in the design document). "
+                                 "0 by default: in "
                                  "the ablation study 0.1 raised held-out loss by 0.20.", 0.0)
     max_steps: int | None = doc("Stop after this many optimizer steps (the schedule is built for them); empty "
                                 "trains every epoch. A fixed budget for comparisons and short runs.", None)
@@ -200,8 +203,8 @@ class GradientNoiseConfig:
     enabled: bool = doc("Add annealed Gaussian noise to gradients (Neelakantan et al. 2015). Off by default: in "
                         "the ablation study it raised held-out loss slightly.", False)
     eta: float = doc("Noise variance per element: sigma^2 = eta / (1 + step)^gamma. Chosen by measurement "
-                     "(README: 'Choosing the noise scale') so the noise norm starts near 10 % of the "
-                     "gradient norm; the seed's 0.3 made it about 1,000 times the gradient.", 2e-9)
+                     "(docs/training.md, 'Choosing the noise scale') so the noise norm starts near 10 % of "
+                     "the gradient norm; the design document's 0.3 made it about 1,000 times the gradient.", 2e-9)
     gamma: float = doc("Annealing exponent.", 0.55)
 
     def __post_init__(self) -> None:
@@ -223,14 +226,20 @@ class EvalConfig:
     num_validation_samples: int = doc("Validation prompts generated at each evaluation, besides the fixed ones.",
                                       2)
     decoding: DecodingName = doc(
-        "Decoding of sample recipes (presets in chef_genius.inference.DECODING; README 'Quality' says how the "
+        "Decoding of sample recipes (presets in chef_genius.inference.DECODING; docs/quality.md says how the "
         "default was chosen).", "careful")
     max_new_tokens: int = doc("Longest generated recipe, in tokens (512 covers the 95th-percentile recipe of "
                               "the openrecipes corpus, 452 SmolLM2 tokens).", 512)
+    best_of: int = doc("Sample this many recipes per prompt and keep the one the cookable verdict ranks best "
+                       "(chef_genius.best_of); 1 keeps the first. Costs N times the generation.", 1)
+    grounded: float = doc("Grounded decoding: while the steps are written, lower the logits of foods the recipe's "
+                          "own ingredient list lacks by this much (chef_genius.grounding); 0 is off.", 0.0)
 
     def __post_init__(self) -> None:
         _positive("eval", eval_steps=self.eval_steps, max_eval_batches=self.max_eval_batches,
-                  max_new_tokens=self.max_new_tokens)
+                  max_new_tokens=self.max_new_tokens, best_of=self.best_of)
+        if self.grounded < 0:
+            raise UserError("eval.grounded must be >= 0")
         if self.patience < 0 or self.min_delta < 0:
             raise UserError("eval.patience and eval.min_delta must be >= 0")
 
@@ -267,14 +276,15 @@ class TrainConfig:
                                  "or with --resume auto the newest runs/run-* folder.", None)
     seed: int = doc("Seed of every random choice (data order, templates, augmentation, noise).", 42)
     preset: Literal["rtx5090", "rtx4090", "rtx3090", "h100"] | None = doc(
-        "Hardware preset from the seed's best practices; file and flags override it.", None)
+        "Hardware preset (batch size, accumulation, LoRA rank) from the design document's best "
+        "practices table; file and flags override it.", None)
     model: ModelConfig = doc("Base model.", factory=ModelConfig)
-    lora: LoraSettings = doc("LoRA adapters (improvement 5).", factory=LoraSettings)
-    data: DataConfig = doc("Data, curriculum, augmentation and templates (3, 4, 7, 9).", factory=DataConfig)
-    optim: OptimConfig = doc("Optimizer, batching and label smoothing (6).", factory=OptimConfig)
-    schedule: ScheduleConfig = doc("Learning-rate schedule (2).", factory=ScheduleConfig)
-    gradient_noise: GradientNoiseConfig = doc("Gradient noise (10).", factory=GradientNoiseConfig)
-    eval: EvalConfig = doc("Validation, early stopping and sample recipes (1, 8).", factory=EvalConfig)
+    lora: LoraSettings = doc("LoRA adapters.", factory=LoraSettings)
+    data: DataConfig = doc("Data, curriculum, quality threshold, augmentation and templates.", factory=DataConfig)
+    optim: OptimConfig = doc("Optimizer, batching and label smoothing.", factory=OptimConfig)
+    schedule: ScheduleConfig = doc("Learning-rate schedule.", factory=ScheduleConfig)
+    gradient_noise: GradientNoiseConfig = doc("Gradient noise.", factory=GradientNoiseConfig)
+    eval: EvalConfig = doc("Validation, early stopping and sample recipes.", factory=EvalConfig)
     logging: LoggingConfig = doc("Metric sinks.", factory=LoggingConfig)
     checkpoint: CheckpointConfig = doc("Checkpoints and resume.", factory=CheckpointConfig)
 
@@ -310,6 +320,21 @@ TINY_PROFILE: dict[str, Any] = {
     "checkpoint": {"save_steps": 20},
     "logging": {"log_every": 5},
 }
+
+
+def tiny_settings(config: TrainConfig) -> list[str]:
+    """The `tiny` model's own settings (`TINY_PROFILE`) in effect in ``config``, as ``key=value``
+    (a setting overridden by a preset, file or flag is left out)."""
+    applied: list[str] = []
+    if config.model.name != "tiny":
+        return applied
+    for section, values in TINY_PROFILE.items():
+        for key, value in values.items():
+            if getattr(getattr(config, section), key) == value:
+                shown = ",".join(value) if isinstance(value, list) else f"{value:g}" if isinstance(value, float) \
+                    else value
+                applied.append(f"{section}.{key}={shown}")
+    return applied
 
 
 # The seed's flags, spelled exactly as the seed spells them, and the DESIGN's additions.

@@ -57,14 +57,20 @@ def requested_names(recipe: Recipe) -> list[str]:
 def evaluate_loaded(model, tokenizer, causal: bool, recipes: list[Recipe], templates: list[str],
                     decoding: str, max_new_tokens: int, samples_per_input: int = 3,
                     protocol_examples: int | None = None, seed: int = 0, batch_size: int = 32,
-                    keep_samples: int = 10) -> dict:
-    """Every number of `evaluate_run` for a loaded model on reference recipes."""
+                    keep_samples: int = 10, split: str = "val", max_source_tokens: int = 512,
+                    max_target_tokens: int = 512, best_of: int = 1, grounded: float = 0.0) -> dict:
+    """Every number of `evaluate_run` for a loaded model on reference recipes of ``split``: the
+    loss and perplexity are named by it (``test_loss`` on the test split) and measured with
+    prompts and targets cut at the token limits given (a run's own, so that ``val_loss`` matches
+    training's). BLEU is a fraction (0-1), like every other score."""
     names = [requested_names(r) for r in recipes]
     prompts = [canonical_prompt(templates, r.title, n) for r, n in zip(recipes, names, strict=True)]
     references = [serialize(r) for r in recipes]
-    val_loss = loss_on(model, tokenizer, causal, prompts, references)
-    config = EvalConfig(decoding=decoding, max_new_tokens=max_new_tokens)
-    samples = sample_recipes(model, tokenizer, causal, prompts, config, seed=seed, batch_size=batch_size)
+    loss = loss_on(model, tokenizer, causal, prompts, references, max_source=max_source_tokens,
+                   max_target=max_target_tokens)
+    config = EvalConfig(decoding=decoding, max_new_tokens=max_new_tokens, best_of=best_of, grounded=grounded)
+    samples = sample_recipes(model, tokenizer, causal, prompts, config, seed=seed, batch_size=batch_size,
+                             foods=names)
     with_names = [(n, s.recipe) for n, s in zip(names, samples, strict=True) if n]
     reference_texts = [recipe_text(r) for r in recipes]
     hypothesis_texts = [recipe_text(s.recipe) for s in samples]
@@ -83,7 +89,8 @@ def evaluate_loaded(model, tokenizer, causal: bool, recipes: list[Recipe], templ
     n = len(recipes)
     return {
         "examples": n, "decoding": decoding, "max_new_tokens": max_new_tokens,
-        "val_loss": val_loss, "val_perplexity": math.exp(min(val_loss, 50.0)),
+        f"{split}_loss": loss, f"{split}_perplexity": math.exp(min(loss, 50.0)),
+        "max_source_tokens": max_source_tokens, "max_target_tokens": max_target_tokens,
         **sample_metrics(samples),
         "ingredient_coverage": (sum(ingredient_coverage(w, r) for w, r in with_names) / len(with_names)
                                 if with_names else None),
@@ -91,19 +98,21 @@ def evaluate_loaded(model, tokenizer, causal: bool, recipes: list[Recipe], templ
                       for h, r in zip(hypothesis_texts, reference_texts, strict=True)) / max(n, 1),
         "bleu": corpus_bleu(hypothesis_texts, reference_texts),
         "chef_transformer": protocol,
-        "samples": [{"prompt": s.prompt, "text": s.text, "usable": s.checks.usable, "stopped": s.checks.stopped}
-                    for s in samples[:keep_samples]],
+        "best_of": best_of, "grounded": grounded,
+        "samples": [{"prompt": s.prompt, "text": s.text, "usable": s.checks.usable, "stopped": s.checks.stopped,
+                     "cookable": s.cookable.cookable, "failed": s.cookable.failed} for s in samples[:keep_samples]],
     }
 
 
 def evaluate_run(path: str | Path, data: str | Path, split: str = "test", max_examples: int = 50,
                  samples_per_input: int = 3, decoding: str = EvalConfig.decoding,
                  max_new_tokens: int = EvalConfig.max_new_tokens,
-                 templates: list[str] | None = None, seed: int = 0) -> dict:
+                 templates: list[str] | None = None, seed: int = 0, max_source_tokens: int = 512,
+                 max_target_tokens: int = 512, best_of: int = 1, grounded: float = 0.0) -> dict:
     """All evaluation numbers for a run, adapter or model on a fixed random subset of a prepared
-    split: loss and perplexity, the seed's recipe metrics, usability (usable rate, repetition,
-    ingredients used, stopped), requested names covered, ROUGE-L and BLEU against the references,
-    and the Chef Transformer protocol."""
+    split: loss and perplexity (at the given token limits: pass the run's), the recipe metrics,
+    usability (usable rate, repetition, ingredients used, stopped), requested names covered,
+    ROUGE-L and BLEU (0-1) against the references, and the Chef Transformer protocol."""
     templates = templates or SEED_TEMPLATES
     loaded = load_run(path)
     table = load_split(Path(data), split)
@@ -111,15 +120,18 @@ def evaluate_run(path: str | Path, data: str | Path, split: str = "test", max_ex
         split, table = "val", load_split(Path(data), "val")
     recipes = [table.recipe(i) for i in held_out_rows(len(table), max_examples, seed)]
     result = evaluate_loaded(loaded.model, loaded.tokenizer, loaded.causal, recipes, templates, decoding,
-                             max_new_tokens, samples_per_input, seed=seed)
+                             max_new_tokens, samples_per_input, seed=seed, split=split,
+                             max_source_tokens=max_source_tokens, max_target_tokens=max_target_tokens,
+                             best_of=best_of, grounded=grounded)
     return {"run": str(path), "data": str(data), "split": split, **result}
 
 
 def format_evaluation(result: dict) -> str:
-    rows = [(k, v) for k, v in result.items() if isinstance(v, (int, float)) and k not in ("examples",
-                                                                                          "max_new_tokens")]
+    settings = ("examples", "max_new_tokens", "max_source_tokens", "max_target_tokens")
+    rows = [(k, v) for k, v in result.items() if isinstance(v, (int, float)) and k not in settings]
     rows += [(f"chef_transformer/{k}", v) for k, v in (result["chef_transformer"] or {}).items()]
     width = max(len(k) for k, _ in rows)
-    lines = [f"{result['run']} on {result['data']} ({result['split']}, {result['examples']} recipes)"]
+    lines = [f"{result['run']} on {result['data']} ({result['split']} split, {result['examples']} recipes; "
+             f"BLEU, ROUGE and the recipe scores are fractions, 0-1)"]
     lines += [f"  {k:<{width}}  {v:.4f}" if isinstance(v, float) else f"  {k:<{width}}  {v}" for k, v in rows]
     return "\n".join(lines)

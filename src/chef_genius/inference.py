@@ -120,7 +120,7 @@ def load_run(path: str | Path, device: str | None = None) -> LoadedRun:
     Raises:
         UserError: the folder holds no model, or its base model cannot be found.
     """
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+    from chef_genius.training.models import load_base
 
     folder, note = resolve_model_folder(path)
     if note:
@@ -135,23 +135,21 @@ def load_run(path: str | Path, device: str | None = None) -> LoadedRun:
     if note:
         print(f"chef-genius: {note}", file=sys.stderr)
     try:
-        config = AutoConfig.from_pretrained(base_name)
-        causal = not config.is_encoder_decoder
-        loader = AutoModelForCausalLM if causal else AutoModelForSeq2SeqLM
-        model = loader.from_pretrained(base_name)
-        if adapter:
-            from peft import PeftModel
+        base = load_base(base_name, tokenizer_name=tokenizer_name)
+    except UserError as error:
+        raise UserError(f"{folder}: {error}") from None
+    model = base.model
+    if adapter:
+        from peft import PeftModel
 
+        try:
             model = PeftModel.from_pretrained(model, str(folder))
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer_name)
-    except (OSError, ValueError, KeyError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserError(f"cannot load {folder} (base model '{base_name}'): {first_line}") from None
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
+        except (OSError, ValueError, KeyError) as error:
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise UserError(f"cannot load {folder} (base model '{base_name}'): {first_line}") from None
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device).eval()
-    return LoadedRun(model, tokenizer, causal, folder, adapter)
+    return LoadedRun(model, base.tokenizer, base.causal, folder, adapter)
 
 
 @dataclass(frozen=True)
@@ -163,19 +161,20 @@ class Generation:
 
 def generate(model: torch.nn.Module, tokenizer, prompts: list[str], causal: bool, decoding: str = "greedy",
              max_new_tokens: int = 512, num_return_sequences: int = 1, batch_size: int = 16, seed: int = 0,
-             max_source_tokens: int = 512) -> list[list[str]]:
+             max_source_tokens: int = 512, grounded: float = 0.0) -> list[list[str]]:
     """Recipe texts for each prompt (``num_return_sequences`` each); see `generate_details`."""
     details = generate_details(model, tokenizer, prompts, causal, decoding, max_new_tokens, num_return_sequences,
-                               batch_size, seed, max_source_tokens)
+                               batch_size, seed, max_source_tokens, grounded)
     return [[g.text for g in row] for row in details]
 
 
 @torch.no_grad()
 def generate_details(model: torch.nn.Module, tokenizer, prompts: list[str], causal: bool, decoding: str = "greedy",
                      max_new_tokens: int = 512, num_return_sequences: int = 1, batch_size: int = 16, seed: int = 0,
-                     max_source_tokens: int = 512) -> list[list[Generation]]:
+                     max_source_tokens: int = 512, grounded: float = 0.0) -> list[list[Generation]]:
     """Recipes for each prompt (``num_return_sequences`` each): text, whether it stopped at an end
-    token, and its length.
+    token, and its length. ``grounded`` > 0 pushes the logits of foods the recipe's own ingredient
+    list lacks down by that much while the steps are written (`chef_genius.grounding`).
 
     Prompts are encoded exactly as in training (`chef_genius.encoding`); causal prompts are
     left-padded and their tokens cut from the output; generation stops at the end of turn or EOS.
@@ -187,11 +186,11 @@ def generate_details(model: torch.nn.Module, tokenizer, prompts: list[str], caus
         raise UserError(f"unknown decoding '{decoding}' (choose from {', '.join(DECODING)})")
     with torch.compiler.set_stance("force_eager"):
         return _generate(model, tokenizer, prompts, causal, decoding, max_new_tokens, num_return_sequences,
-                         batch_size, seed, max_source_tokens)
+                         batch_size, seed, max_source_tokens, grounded)
 
 
 def _generate(model, tokenizer, prompts, causal, decoding, max_new_tokens, num_return_sequences, batch_size, seed,
-              max_source_tokens) -> list[list[Generation]]:
+              max_source_tokens, grounded) -> list[list[Generation]]:
     from chef_genius.encoding import encode_sources, stop_ids
 
     device = next(model.parameters()).device
@@ -209,10 +208,18 @@ def _generate(model, tokenizer, prompts, causal, decoding, max_new_tokens, num_r
             limit = _position_limit(model)
             new_tokens = max_new_tokens if not (causal and limit) else max(1, min(max_new_tokens,
                                                                                   limit - input_ids.shape[1]))
+            extra = {}
+            if grounded > 0:
+                from transformers import LogitsProcessorList
+
+                from chef_genius.grounding import GroundedFoods
+
+                extra["logits_processor"] = LogitsProcessorList([GroundedFoods(
+                    tokenizer, input_ids.shape[1] if causal else 0, prompts[start:start + batch_size], grounded)])
             generated = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
                                        max_new_tokens=new_tokens, pad_token_id=pad_id,
                                        eos_token_id=stops if len(stops) > 1 else stops[0],
-                                       num_return_sequences=num_return_sequences, **settings)
+                                       num_return_sequences=num_return_sequences, **settings, **extra)
             # Causal: the prompt's tokens; seq2seq: the decoder start token.
             generated = generated[:, input_ids.shape[1]:] if causal else generated[:, 1:]
             texts = tokenizer.batch_decode(generated, skip_special_tokens=True, clean_up_tokenization_spaces=False)

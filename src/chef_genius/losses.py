@@ -85,12 +85,17 @@ def batch_loss_sums(model: torch.nn.Module, batch: dict[str, torch.Tensor], eps:
         # recompiles them as the cache fills (torch.compile's recompile limit was hit on an H200).
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
         return smoothed_cross_entropy_sums(logits[:, :-1], labels[:, 1:], eps)
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                   decoder_input_ids=decoder_inputs(labels, pad_id, decoder_start_id)).logits
+    return smoothed_cross_entropy_sums(logits, labels, eps)
+
+
+def decoder_inputs(labels: torch.Tensor, pad_id: int, decoder_start_id: int | None) -> torch.Tensor:
+    """A seq2seq decoder's inputs: the labels shifted right behind the decoder start token."""
     decoder_input_ids = labels.new_full(labels.shape, pad_id)
     decoder_input_ids[:, 0] = pad_id if decoder_start_id is None else decoder_start_id
     decoder_input_ids[:, 1:] = labels[:, :-1].masked_fill(labels[:, :-1] == IGNORE_INDEX, pad_id)
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                   decoder_input_ids=decoder_input_ids).logits
-    return smoothed_cross_entropy_sums(logits, labels, eps)
+    return decoder_input_ids
 
 
 @torch.no_grad()

@@ -20,7 +20,6 @@ returns whatever part of a recipe it can find.
 from __future__ import annotations
 
 import html
-import json
 import re
 import unicodedata
 from collections.abc import Iterable
@@ -100,10 +99,6 @@ class Recipe:
         set_(self, "steps", clean_items(self.steps or ()))
         set_(self, "ner", clean_items(self.ner or ()))
         set_(self, "source", clean_text(self.source or ""))
-
-    @property
-    def is_empty(self) -> bool:
-        return not (self.title or self.ingredients or self.steps)
 
 
 def serialize(recipe: Recipe) -> str:
@@ -290,7 +285,3 @@ def to_dict(recipe: Recipe) -> dict:
     if recipe.source:
         out["source"] = recipe.source
     return out
-
-
-def to_json(recipe: Recipe) -> str:
-    return json.dumps(to_dict(recipe), ensure_ascii=False, indent=2)

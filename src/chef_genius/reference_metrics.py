@@ -1,7 +1,9 @@
 """Metrics against a request or a reference recipe.
 
 - ingredient coverage: share of the requested food names that the generated recipe uses;
-- ROUGE-L (rouge-score) and corpus BLEU (sacrebleu) of generated against reference text;
+- ROUGE-L (rouge-score) and corpus BLEU (sacrebleu's score / 100: a fraction, 0-1, like every
+  other score here and like the published Chef Transformer / RecipeNLG figures) of generated
+  against reference text;
 - the Chef Transformer protocol (Chef Transformer / RecipeNLG evaluations), for comparison with
   published numbers: the food names are the input, several samples are drawn per input, texts
   are lower-cased and cleaned of punctuation and stopwords, and each input keeps its best sample
@@ -61,11 +63,12 @@ def rouge(hypothesis: str, reference: str) -> dict[str, float]:
 
 
 def corpus_bleu(hypotheses: list[str], references: list[str]) -> float:
+    """Corpus BLEU as a fraction (0-1): sacrebleu's 0-100 score / 100."""
     import sacrebleu
 
     if not hypotheses:
         return 0.0
-    return float(sacrebleu.corpus_bleu(hypotheses, [references]).score)
+    return float(sacrebleu.corpus_bleu(hypotheses, [references]).score) / 100.0
 
 
 def word_error_rate(hypothesis: str, reference: str) -> float:

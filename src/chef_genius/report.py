@@ -107,21 +107,69 @@ def write_report(run: str | Path) -> Path:
     return page
 
 
+def flatten(value: object, prefix: str = "") -> list[tuple[str, str]]:
+    """(name, text) rows of a value for a table: nested mappings become dotted names, lists are
+    joined, numbers rounded; no raw Python dict or list is ever shown."""
+    if isinstance(value, dict):
+        rows: list[tuple[str, str]] = []
+        for key, inner in value.items():
+            rows += flatten(inner, f"{prefix}.{key}" if prefix else str(key))
+        return rows
+    if isinstance(value, (list, tuple)):
+        if all(not isinstance(item, (dict, list, tuple)) for item in value):
+            return [(prefix, ", ".join(_plain(item) for item in value) or "(none)")]
+        return [row for i, item in enumerate(value) for row in flatten(item, f"{prefix}[{i}]")]
+    return [(prefix, _plain(value))]
+
+
+def _plain(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def evaluations(run: Path) -> list[tuple[str, dict]]:
+    """The results `evaluate` wrote beside the run (evaluation-SPLIT[-CHECKPOINT].json), by name."""
+    found = []
+    for path in sorted(run.glob("evaluation-*.json")):
+        try:
+            result = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(result, dict):
+            found.append((path.name, result))
+    return found
+
+
+def _table(rows: list[tuple[str, str]]) -> str:
+    return "<table>" + "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows) + \
+        "</table>"
+
+
+def _evaluation_html(name: str, result: dict) -> str:
+    scores = {k: v for k, v in result.items() if k not in ("run", "data", "split", "samples")}
+    title = (f"Evaluation on the {result.get('split', '?')} split ({result.get('examples', '?')} recipes of "
+             f"{result.get('data', '?')}; BLEU, ROUGE and the recipe scores are fractions, 0-1): {name}")
+    return f"<h2>{html.escape(title)}</h2>{_table(flatten(scores))}"
+
+
 def _html(run: Path, rows: list[dict], plots: list[tuple[str, str]]) -> str:
     summary = json.loads((run / "run_summary.json").read_text()) if (run / "run_summary.json").exists() else {}
     last = {}
     for row in rows:
         last.update(row)
-    facts = [(k, v) for k, v in summary.items()] + [
-        (k, round(v, 4)) for k, v in last.items() if k.startswith(("val_", "recipe/")) and isinstance(v, float)]
+    facts = flatten(summary) + [
+        (k, _plain(v)) for k, v in last.items() if k.startswith(("val_", "recipe/")) and isinstance(v, float)]
     samples = sorted((run / "samples").glob("step-*.md")) if (run / "samples").exists() else []
     sample_text = samples[-1].read_text(encoding="utf-8") if samples else "(no samples)"
-    table = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in facts)
+    table = _table(facts) + "".join(_evaluation_html(name, result) for name, result in evaluations(run))
     images = "".join(f'<figure><img src="plots/{name}.png" alt="{html.escape(title)}"><figcaption>'
                      f"{html.escape(title)}</figcaption></figure>" for name, title in plots)
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>chef-genius run {html.escape(run.name)}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}figure{{display:inline-block;margin:.5em}}
 img{{width:520px}}th{{text-align:left;padding-right:1em}}pre{{background:#f6f6f6;padding:1em;white-space:pre-wrap}}</style>
-</head><body><h1>chef-genius run: {html.escape(run.name)}</h1><table>{table}</table>{images}
+</head><body><h1>chef-genius run: {html.escape(run.name)}</h1>{table}{images}
 <h2>Latest sample recipes</h2><pre>{html.escape(sample_text)}</pre></body></html>
 """

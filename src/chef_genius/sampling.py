@@ -1,8 +1,10 @@
 """Sample recipes and their scores: one home for training's validation samples and `evaluate`.
 
-A `Sample` is a generated recipe with the seed's four metrics (`metrics`) and the checks that a
-loop or a step-less list cannot pass (`usability`). `sample_metrics` gives the logged means:
-``recipe/overall_quality`` and the other seed names, ``recipe/usable_rate``, ``recipe/repetition``...
+A `Sample` is a generated recipe with the seed's four metrics (`metrics`), the form checks that a
+loop or a step-less list cannot pass (`usability`) and the cookable verdict (`cookable`).
+`sample_metrics` gives the logged means: ``recipe/overall_quality`` and the other seed names,
+``recipe/usable_rate``, ``recipe/repetition``..., ``recipe/cookable_rate`` and each cookable check's
+failure rate (``cookable/fails/<check>``).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chef_genius.config import EvalConfig
+from chef_genius.cookable import Cookable, check_cookable, request_foods, summarize_cookable
 from chef_genius.inference import Generation, generate_details
 from chef_genius.metrics import RecipeScores, mean_scores, score_parsed
 from chef_genius.recipe import Recipe, parse_recipe_text, to_markdown
@@ -24,25 +27,44 @@ class Sample:
     recipe: Recipe
     scores: RecipeScores
     checks: Usability
+    cookable: Cookable
 
 
-def score_generation(prompt: str, generation: Generation) -> Sample:
+def score_generation(prompt: str, generation: Generation, foods=None) -> Sample:
+    """Score one generated recipe; ``foods`` are the requested food names (default: those the
+    prompt names after its last "with")."""
     parsed = parse_recipe_text(generation.text)
+    foods = request_foods(prompt) if foods is None else foods
     return Sample(prompt, generation.text, parsed.recipe, score_parsed(parsed),
-                  check(parsed.recipe, generation.stopped))
+                  check(parsed.recipe, generation.stopped), check_cookable(parsed.recipe, foods, generation.stopped))
 
 
 def sample_recipes(model, tokenizer, causal: bool, prompts: list[str], config: EvalConfig, seed: int = 0,
-                   batch_size: int = 16) -> list[Sample]:
-    """Generate one recipe per prompt with the configured decoding, and score it."""
+                   batch_size: int = 16, foods: list | None = None) -> list[Sample]:
+    """Generate one recipe per prompt with the configured decoding (best of ``config.best_of``
+    candidates, grounded decoding when ``config.grounded`` > 0), and score it."""
+    from chef_genius.best_of import mean_logprobs, rank_key
+
+    n = config.best_of
     generations = generate_details(model, tokenizer, prompts, causal, config.decoding, config.max_new_tokens,
-                                   batch_size=batch_size, seed=seed)
-    return [score_generation(p, g[0]) for p, g in zip(prompts, generations, strict=True)]
+                                   num_return_sequences=n, batch_size=max(1, batch_size // n), seed=seed,
+                                   grounded=config.grounded)
+    foods = foods if foods is not None else [None] * len(prompts)
+    samples = []
+    for prompt, candidates, names in zip(prompts, generations, foods, strict=True):
+        scored = [score_generation(prompt, c, names) for c in candidates]
+        if n > 1:
+            logprobs = mean_logprobs(model, tokenizer, causal, [prompt] * n, [c.text for c in candidates])
+            keys = [rank_key(s.cookable, s.checks, lp) for s, lp in zip(scored, logprobs, strict=True)]
+            scored = [scored[max(range(n), key=lambda i: (keys[i], -i))]]
+        samples.append(scored[0])
+    return samples
 
 
 def sample_metrics(samples: list[Sample]) -> dict[str, float]:
-    """Mean seed metrics and usability checks of the samples, under their logged names."""
-    return {**mean_scores([s.scores for s in samples]).as_log(), **summarize([s.checks for s in samples])}
+    """Mean seed metrics, usability checks and cookable verdicts of the samples, under their logged names."""
+    return {**mean_scores([s.scores for s in samples]).as_log(), **summarize([s.checks for s in samples]),
+            **summarize_cookable([s.cookable for s in samples])}
 
 
 def format_samples(step: int, samples: list[Sample]) -> str:
@@ -51,10 +73,14 @@ def format_samples(step: int, samples: list[Sample]) -> str:
     for sample in samples:
         short = sample.text if len(sample.text) <= 160 else sample.text[:157] + "..."
         verdict = "usable" if sample.checks.usable else "NOT usable"
+        verdict += ", cookable" if sample.cookable.cookable else ", NOT cookable: " + "; ".join(
+            sample.cookable.failed.values())[:200]
         lines += [f"   Prompt: {sample.prompt}", f"   Recipe: {short}",
                   f"   Quality: {sample.scores.overall_quality:.2f}, {verdict}", ""]
     usable = sum(s.checks.usable for s in samples)
-    lines.append(f"   {usable} of {len(samples)} usable")
+    cookable = sum(s.cookable.cookable for s in samples)
+    lines.append(f"   {usable} of {len(samples)} usable, {cookable} cookable (an automatic check; a cook's reading "
+                 "is the judge)")
     return "\n".join(lines)
 
 
@@ -64,6 +90,8 @@ def samples_markdown(step: int, samples: list[Sample]) -> str:
         metrics = ", ".join(f"{k.replace('_', ' ')} {v:.2f}" for k, v in sample.scores.as_dict().items())
         checks = ", ".join(f"{k.replace('_', ' ')} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
                            for k, v in sample.checks.as_dict().items())
+        checks += f", cookable {sample.cookable.cookable}" + "".join(
+            f"; {name}: {why}" for name, why in sample.cookable.failed.items())
         parts += [f"## Prompt: {sample.prompt}\n", f"Metrics: {metrics}\n", f"Checks: {checks}\n",
                   to_markdown(sample.recipe).replace("# ", "### ", 1), f"Raw output: `{sample.text}`\n"]
     return "\n".join(parts)

@@ -1,10 +1,8 @@
-"""Tokenizers trained in memory, for the offline `tiny` model and for tests.
+"""A tokenizer trained in memory for the offline `tiny` model.
 
-Two families matter for the recipe serialization round trip:
-
-- T5-style: SentencePiece-like Unigram with Metaspace; like T5's SentencePiece it turns every
-  run of whitespace, newlines included, into one space;
-- byte-level BPE (GPT-2, Llama 3 style), which keeps every byte.
+T5-style: SentencePiece-like Unigram (or BPE) with Metaspace; like T5's SentencePiece it turns
+every run of whitespace, newlines included, into one space. (The tests' byte-level BPE tokenizer,
+GPT-2 and Llama 3 style, lives in tests/harness/byte_level.py.)
 """
 
 from __future__ import annotations
@@ -14,7 +12,6 @@ from collections.abc import Iterable
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 T5_SPECIAL_TOKENS = ["<pad>", "</s>", "<unk>"]
-BYTE_LEVEL_SPECIAL_TOKENS = ["<|endoftext|>", "<pad>"]
 
 
 def train_t5_style_tokenizer(texts: Iterable[str], vocab_size: int = 2000, alphabet: str = "",
@@ -49,17 +46,4 @@ def train_t5_style_tokenizer(texts: Iterable[str], vocab_size: int = 2000, alpha
     tokenizer.train_from_iterator(texts, trainer=trainer)
     eos = tokenizer.token_to_id("</s>")
     tokenizer.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", eos)])
-    return tokenizer
-
-
-def train_byte_level_tokenizer(texts: Iterable[str], vocab_size: int = 2000) -> Tokenizer:
-    """Train a byte-level BPE tokenizer (GPT-2 style): any text encodes and decodes exactly."""
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=BYTE_LEVEL_SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
-    )
-    tokenizer.train_from_iterator(texts, trainer=trainer)
     return tokenizer

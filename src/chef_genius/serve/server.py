@@ -76,12 +76,12 @@ def serve(args, templates_for) -> int:
     """The CLI's handler; ``templates_for(run, folder)`` gives the templates the run trained with."""
     key = check_options(args)
     try:
+        import fastapi  # noqa: F401
         import uvicorn
-
-        from chef_genius.serve.app import ServeConfig, create_app
     except ImportError as error:
         raise UserError(f"serve needs {error.name}: pip install 'chef-genius[serve]'") from None
-    from chef_genius.inference import load_run
+    from chef_genius.inference import load_run  # torch: the `train` extras (the CLI says so when absent)
+    from chef_genius.serve.app import ServeConfig, create_app
     from chef_genius.serve.engine import Engine
     from chef_genius.serve.prompts import Limits
 

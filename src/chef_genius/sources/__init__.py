@@ -28,6 +28,7 @@ from chef_genius.sources.streams import (
     decoded_head,
     detect_encoding,
     first_line,
+    mostly_utf8,
     printable,
     sources_in,
 )
@@ -81,6 +82,12 @@ def _reader(source: Source, fmt: str, columns: str | None, progress: bool, encod
         raise UserError(f"unknown --format '{fmt}' (choose from {', '.join(FORMATS)})")
     forced = check_encoding(encoding) if encoding else None
     sample = source.head(DETECT_BYTES)
+    if forced and not forced.startswith("utf-8") and mostly_utf8(sample, whole=len(sample) < DETECT_BYTES):
+        import warnings
+
+        warnings.warn(f"{source.label}: --encoding {encoding} read on text that is mostly valid UTF-8: its accented "
+                      "letters will come out garbled (mojibake); leave --encoding out to detect the encoding per "
+                      "file", stacklevel=2)
     encoding = forced or detect_encoding(sample, whole=len(sample) < DETECT_BYTES)
     text = decoded_head(sample[:65536], encoding)
     if not text.strip().lstrip("\ufeff").strip():

@@ -151,15 +151,6 @@ _STEP_KEYS = ("directions", "steps", "instructions_list", "recipeInstructions", 
 _NER_KEYS = ("NER", "ner", "food_names")
 
 
-def looks_like_recipe(obj: object) -> bool:
-    """True for an object carrying a recipe (by key names), schema.org graph, or project JSONL."""
-    if not isinstance(obj, dict):
-        return False
-    if "@graph" in obj or ("input" in obj and "output" in obj):
-        return True
-    return any(k in obj for k in _INGREDIENT_KEYS) or any(k in obj for k in _STEP_KEYS)
-
-
 def recipe_from_object(obj: object, fallback_title: str = "") -> Recipe | Rejected:
     """Map one JSON object onto a `Recipe` (see the module docstring for the layouts read)."""
     if not isinstance(obj, dict):

@@ -182,6 +182,24 @@ def detect_encoding(head: bytes, whole: bool = True) -> str:
     return "cp1252"
 
 
+def mostly_utf8(head: bytes, whole: bool = True) -> bool:
+    """Whether most of the sample's lines that hold non-ASCII bytes are valid UTF-8: text that an
+    encoding forced on it (``--encoding cp1252``) would turn into mojibake. ``whole``: as in
+    `detect_encoding` (else the last line, perhaps cut, is left out)."""
+    lines = head.splitlines()
+    if not whole:
+        lines = lines[:-1]
+    non_ascii = [line for line in lines if not line.isascii()]
+    valid = 0
+    for line in non_ascii:
+        try:
+            line.decode("utf-8")
+            valid += 1
+        except UnicodeDecodeError:
+            pass
+    return bool(non_ascii) and valid * 2 > len(non_ascii)
+
+
 def decoded_head(head: bytes, encoding: str) -> str:
     """The sample as text, for detecting the layout (a character cut at its end is dropped)."""
     return head.decode(encoding, "replace")

@@ -123,6 +123,54 @@ def gguf_folder(path: Path) -> Path:
     return folder
 
 
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub (or $HF_ENDPOINT) answers a TCP connection within ``timeout``."""
+    import socket
+    from urllib.parse import urlparse
+
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    try:
+        socket.create_connection((endpoint.hostname or "huggingface.co",
+                                  endpoint.port or (80 if endpoint.scheme == "http" else 443)), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def check_hub_model(name: str) -> None:
+    """Fail fast on a hub id that cannot load: not in the local Hugging Face cache while offline
+    (HF_HUB_OFFLINE, or the hub unreachable), where transformers would retry for most of a minute
+    before saying so. Local folders pass unchecked.
+
+    Raises:
+        UserError: the model is neither cached nor downloadable.
+    """
+    if Path(name).expanduser().exists():
+        return
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # transformers brings it; without it, transformers' own error follows
+        return
+    try:
+        cached = try_to_load_from_cache(name, "config.json")
+    except ValueError:  # not a valid hub id: transformers says why
+        return
+    if isinstance(cached, str):
+        return
+    if _offline():
+        raise UserError(f"cannot load model '{name}': not in the local Hugging Face cache and HF_HUB_OFFLINE is "
+                        "set; check the name (a hub id such as google/flan-t5-base, a model folder or a .gguf "
+                        "file), or download it online first")
+    if not hub_reachable():
+        raise UserError(f"cannot load model '{name}': not in the local Hugging Face cache, and the hub cannot be "
+                        "reached (offline?); check the name (a hub id such as google/flan-t5-base, a model folder "
+                        "or a .gguf file), or download it online first")
+
+
 def local_model_name(name: str) -> str:
     """A GGUF file becomes its converted folder; an existing path becomes absolute (an adapter's
     config records it); hub ids pass through.
@@ -139,8 +187,16 @@ def local_model_name(name: str) -> str:
     return name
 
 
-def load_base(name: str, architecture: str = "auto", dtype: torch.dtype = torch.float32) -> LoadedModel:
-    """Load a model and tokenizer from a hub id or a local folder.
+def load_base(name: str, architecture: str = "auto", dtype: torch.dtype = torch.float32,
+              tokenizer_name: str | None = None) -> LoadedModel:
+    """Load a model and tokenizer from a hub id or a local folder: the one loader of training,
+    `generate`, `evaluate` and `merge` (`chef_genius.inference.load_run` adds a run's adapter).
+
+    Args:
+        name: hub id or local model folder.
+        architecture: "auto" (from the model config), "seq2seq" or "causal".
+        dtype: the weights' dtype once loaded.
+        tokenizer_name: where the tokenizer is, when not beside the weights.
 
     Raises:
         UserError: the model cannot be found or loaded (one line, with the reason).
@@ -148,12 +204,13 @@ def load_base(name: str, architecture: str = "auto", dtype: torch.dtype = torch.
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
     logging.getLogger("transformers").setLevel(logging.ERROR)
+    check_hub_model(name)
     try:
         config = AutoConfig.from_pretrained(name)
         causal = (not config.is_encoder_decoder) if architecture == "auto" else architecture == "causal"
         loader = AutoModelForCausalLM if causal else AutoModelForSeq2SeqLM
         model = loader.from_pretrained(name, dtype=dtype)
-        tokenizer = AutoTokenizer.from_pretrained(name)
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_name or name)
     except (OSError, ValueError, KeyError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserError(f"cannot load model '{name}': {first_line}") from None
@@ -229,6 +286,7 @@ def resolve_tokenizer(config: ModelConfig, folder_for_tiny: Path, texts: list[st
         name = str(folder_for_tiny)
     else:
         name = local_model_name(name)
+        check_hub_model(name)
     try:
         model_config = AutoConfig.from_pretrained(name)
         tokenizer = AutoTokenizer.from_pretrained(name)

@@ -174,7 +174,12 @@ class RunPlan:
             if mine:  # the curriculum off: the threshold alone changes (every level 'all')
                 name = stage.level if data.curriculum else f"quality >= {mine[0].threshold:.4g}"
                 spans.append(f"{name} steps {mine[0].first_step + 1}-{min(mine[-1].end_step, self.total_steps)}")
-        epochs = len(self.steps_per_epoch)
+        epochs, planned = len(self.steps_per_epoch), sum(self.steps_per_epoch)
         what = "curriculum stages" if data.curriculum else "quality threshold"
-        return (f"{what} by optimizer step ({epochs} epoch{'s' if epochs > 1 else ''} of "
-                f"{self.total_steps} steps to train): " + ", ".join(spans))
+        if self.total_steps < planned:  # --max-steps: say what is trained, and of what plan
+            started = epochs_started(self.steps_per_epoch, self.total_steps)
+            span = (f"{self.total_steps:,} of the {planned:,} optimizer steps planned over {epochs} "
+                    f"epoch{'s' if epochs > 1 else ''}: --max-steps stops training in epoch {started - 1}")
+        else:
+            span = f"{epochs} epoch{'s' if epochs > 1 else ''}, {planned:,} optimizer steps in all"
+        return f"{what} by optimizer step ({span}): " + ", ".join(spans)

@@ -27,6 +27,7 @@ from chef_genius.training import run_guards as guards
 from chef_genius.training.data import BatchPlan, PlannedBatches, load_split
 from chef_genius.training.epochs import EpochBuilder, EpochData, minimum_examples
 from chef_genius.training.graphs import GraphedSteps, graphs_unsupported_reason
+from chef_genius.training.interrupt import ignore_interrupts
 from chef_genius.training.models import resolve_model
 from chef_genius.training.placement import place_model
 from chef_genius.training.ranks import Ranks
@@ -183,7 +184,8 @@ class TrainerSetup:
         loader = torch.utils.data.DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers,
                                              pin_memory=self.device.type == "cuda", persistent_workers=False,
                                              prefetch_factor=4 if workers else None,
-                                             generator=torch.Generator().manual_seed(self.config.seed))
+                                             generator=torch.Generator().manual_seed(self.config.seed),
+                                             worker_init_fn=ignore_interrupts if workers else None)
         return iter(loader)
 
     # ------------------------------------------------------------- the plan

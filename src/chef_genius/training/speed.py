@@ -1,5 +1,5 @@
 """Speed levers applied to a loaded model, each on its own switch so its gain can be measured
-(`benchmarks/throughput.py`, README "Performance").
+(`benchmarks/throughput.py`, docs/performance.md).
 
 - `fuse_norms`: T5's RMS norm as one fused `torch.nn.functional.rms_norm` instead of the
   Hugging Face module's six elementwise kernels with an fp32 copy of the activations.
@@ -19,22 +19,12 @@ check that the lever reached the model.
 from __future__ import annotations
 
 import functools
-import os
 import types
 
 import torch
 import torch.nn.functional as F
 
 ATTENTION_NAME = "chef_genius_sdpa"
-
-
-def configure_allocator() -> None:
-    """Ask PyTorch's CUDA allocator for expandable segments unless the user chose a setting.
-
-    Batches of varying shapes leave the default allocator's fixed-size segments fragmented: on
-    an H100 a 16k-token budget reserved 52.7 GiB for 33.4 GiB allocated. Must run before CUDA is
-    first used (the CLI calls it at start)."""
-    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
 
 
 def _t5_norm_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:

@@ -38,6 +38,7 @@ from chef_genius.training import run_guards as guards
 from chef_genius.training import sharding
 from chef_genius.training.data import Collator, PlannedBatches
 from chef_genius.training.evaluating import TrainerEvaluation
+from chef_genius.training.interrupt import StopRequest, TrainingInterrupted, resume_command
 from chef_genius.training.models import resolve_tokenizer
 from chef_genius.training.persistence import FinalWeights, RunCheckpoints
 from chef_genius.training.run_plan import rss_mib
@@ -75,6 +76,8 @@ class Trainer(TrainerSetup, TrainerEvaluation):
         # to the first optimizer step from the loop's start (that epoch's build, the loader and
         # torch.compile's work included); "token_cache": built or reused.
         self.timings: dict = {}
+        self.stop_request = StopRequest()  # Ctrl-C / SIGTERM: a checkpoint after the step (`interrupt`)
+        self.stop_agreed = False  # some rank asked to stop: every rank stops after this step
 
     # ----------------------------------------------------------------- setup
     def setup_plan(self, scratch: Path, examples: bool = False) -> None:
@@ -207,6 +210,8 @@ class Trainer(TrainerSetup, TrainerEvaluation):
                     stopped_early = self._evaluate_and_keep_best()                  # 1. validation
                 if state.step % self.config.checkpoint.save_steps == 0:
                     self._save()
+                if self.stop_agreed:                                          # Ctrl-C / SIGTERM: save, exit
+                    self._stop_on_signal()
                 if stopped_early or state.step >= budget:
                     break
             if state.step >= budget:
@@ -245,8 +250,11 @@ class Trainer(TrainerSetup, TrainerEvaluation):
         # Target tokens (the loss's divisor) and prompt tokens of the step, over all ranks.
         targets = sum(int((b["labels"] != IGNORE_INDEX).sum()) for b in micro_batches)
         prompts = sum(int(b["attention_mask"].sum()) for b in micro_batches)
-        counts = self.ranks.all_reduce(torch.tensor([float(targets), float(prompts)]))
+        # The third count: ranks asking to stop (a signal), summed with the others at no extra cost.
+        counts = self.ranks.all_reduce(torch.tensor([float(targets), float(prompts),
+                                                     float(self.stop_request.requested)]))
         tokens, input_tokens = counts[0], float(counts[1])
+        self.stop_agreed = bool(counts[2] > 0)
         smoothed_total = torch.zeros((), device=self.device)
         nll_total = torch.zeros((), device=self.device)
         tick = time.perf_counter()
@@ -285,6 +293,16 @@ class Trainer(TrainerSetup, TrainerEvaluation):
                         "train/noise_to_grad_ratio": noise_ratio, "train/tokens": input_tokens + float(tokens),
                         "train/seconds": seconds, "train/epoch": state.epoch})
         return metrics
+
+    def _stop_on_signal(self) -> None:
+        """Save this state as a checkpoint (unless the newest holds it) and stop, naming the
+        command that resumes the run."""
+        self._save()
+        self.tracker.close()
+        number = self.stop_request.signal_number or 2  # another rank's signal: say Ctrl-C's
+        raise TrainingInterrupted(f"interrupted at step {self.state.step}: checkpoint saved in "
+                                  f"{self.run_dir / 'checkpoints'}; resume with: {resume_command(self.run_dir)}",
+                                  number)
 
     def _skip_bad_step(self, metrics: dict[str, float]) -> dict[str, float]:
         state = self.state
@@ -327,8 +345,9 @@ def run_training(config: TrainConfig) -> RunResult:
     """Set up, train, clean up. Raises UserError / TrainingStopped with a one-line message."""
     trainer = Trainer(config)
     try:
-        trainer.setup()
-        return trainer.train()
+        with trainer.stop_request:
+            trainer.setup()
+            return trainer.train()
     except torch.cuda.OutOfMemoryError:
         raise TrainingStopped("CUDA out of memory: lower --batch-size, or --max-tokens when set, or use a "
                               "--preset for your card") from None

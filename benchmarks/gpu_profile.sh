@@ -1,4 +1,10 @@
-. benchmarks/.device_setup.sh
+#!/usr/bin/env bash
+# Profiles of one training step (benchmarks/profile_step.py) in several configurations on one GPU, on
+# a FLAN-T5-large-shaped model (run on the device machine; needs .whl and .devdata carried, see
+# device_common.sh). One line per configuration; logs and JSON in $OUT.
+set -u
+CODE=$PWD; source "$(dirname "$0")/device_common.sh"
+device_wheels && device_model flan-t5-large /tmp/fl && device_data /tmp/data
 P="python3 benchmarks/profile_step.py --model /tmp/fl --data /tmp/data"
 SEED="--set optim.batch_size=12 --set optim.gradient_accumulation_steps=4"
 T16="--set optim.max_tokens=16384 --set optim.gradient_accumulation_steps=1"

@@ -1,0 +1,68 @@
+"""Best-of-N: sample N recipes for a request and keep the one a cook is likeliest to make.
+
+Candidates are ranked by the cookable verdict (`chef_genius.cookable`: cookable first, then the
+fewest failed checks), then the usable verdict, then the model's own length-normalized
+log-likelihood of the text (`mean_logprobs`, teacher-forced, no temperature). N = 1 is plain
+sampling; the cost is N times the generation plus one scoring forward pass per candidate.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from chef_genius.cookable import Cookable
+from chef_genius.usability import Usability
+
+
+def rank_key(verdict: Cookable, checks: Usability, mean_logprob: float) -> tuple:
+    """Larger is better."""
+    return (verdict.cookable, -len(verdict.failed), checks.usable, mean_logprob)
+
+
+def best_index(keys: list[tuple]) -> int:
+    """The first candidate with the largest key (ties keep sampling order)."""
+    return max(range(len(keys)), key=lambda i: (keys[i], -i))
+
+
+@torch.no_grad()
+def mean_logprobs(model, tokenizer, causal: bool, prompts: list[str], texts: list[str], batch_size: int = 16,
+                  max_source: int = 512, max_target: int = 512) -> list[float]:
+    """Mean log-probability per target token of each text given its prompt (as trained: the same
+    encoding, the end token included)."""
+    from chef_genius.losses import IGNORE_INDEX, decoder_inputs
+    from chef_genius.training.data import Collator, tokenize_examples
+
+    examples = tokenize_examples(tokenizer, prompts, texts, max_source, max_target, causal)
+    collator = Collator(examples, tokenizer.pad_token_id, causal)
+    device = next(model.parameters()).device
+    start_id = getattr(getattr(model, "config", None), "decoder_start_token_id", None)
+    was_training = model.training
+    model.eval()
+    out: list[float] = []
+    for start in range(0, len(texts), batch_size):
+        batch = {k: v.to(device) for k, v in collator(list(range(start, min(start + batch_size, len(texts))))).items()}
+        labels = batch["labels"]
+        if causal:
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
+            logits, labels = logits[:, :-1], labels[:, 1:]
+        else:
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                           decoder_input_ids=decoder_inputs(labels, tokenizer.pad_token_id, start_id)).logits
+        mask = labels != IGNORE_INDEX
+        picked = torch.log_softmax(logits.float(), dim=-1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        out += ((picked * mask).sum(1) / mask.sum(1).clamp(min=1)).tolist()
+    model.train(was_training)
+    return out
+
+
+def pick(texts: list[str], stopped: list[bool], logprobs: list[float], request_foods) -> int:
+    """Index of the best candidate (`rank_key`) among generated texts for one request."""
+    from chef_genius.cookable import check_cookable
+    from chef_genius.recipe import parse_recipe_text
+    from chef_genius.usability import check
+
+    keys = []
+    for text, done, logprob in zip(texts, stopped, logprobs, strict=True):
+        recipe = parse_recipe_text(text).recipe
+        keys.append(rank_key(check_cookable(recipe, request_foods, done), check(recipe, done), logprob))
+    return best_index(keys)
