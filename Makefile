@@ -1,13 +1,15 @@
 # Two commands set everything up on a fresh machine:
 #   make demo   create .venv, install chef-genius, train the tiny model on the bundled sample (CPU)
-#   make test   create .venv (if needed), install test tools, run the test suite
+#   make test   create .venv (if needed), install test tools (and, as root with apt, Debian's chromium for
+#               the page test), run the test suite
+#   make browser   only the chromium step: installs it, or says how (the page test is skipped without it)
 #   make docker-test   build the Docker image for real and test it (root, a few minutes; not in CI)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean docker-test
+.PHONY: demo test lint bench clean docker-test browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +24,21 @@ demo: $(STAMP)
 	$(BIN)/chef-genius train --output-dir runs/demo
 	@echo "chef-genius is installed in $(VENV)/: run $(BIN)/chef-genius --help, or 'source $(BIN)/activate' first"
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest
+
+# tests/test_serve_page.py drives Debian's chromium through chromium-driver (about 120 MB, a
+# minute with apt); without them it is skipped with a one-line reason.
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing Debian's chromium and chromium-driver for the page test"; \
+		(export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && \
+		 apt-get install -y -qq chromium chromium-driver >/dev/null) \
+		|| echo "could not install chromium: the page test will be skipped"; \
+	else \
+		echo "the page test needs Debian's chromium: sudo apt-get install chromium chromium-driver (else it is skipped)"; \
+	fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -154,6 +154,25 @@ def _parser() -> argparse.ArgumentParser:
                        help="write into a non-empty folder that holds no merged model (its other files are kept)")
     merge.set_defaults(handler=_merge)
 
+    serve = commands.add_parser("serve", help="serve a run over HTTP: OpenAI-compatible API, recipes and a web page")
+    serve.add_argument("run", type=Path, help="run folder, adapter folder, model folder or GGUF file")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default: %(default)s; any other needs an API key)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default: %(default)s; 0 picks a free one)")
+    serve.add_argument("--api-key", help="key clients must send (Authorization: Bearer KEY); default: the "
+                                         "CHEF_GENIUS_API_KEY environment variable")
+    serve.add_argument("--decoding", choices=DECODING_NAMES, default=EvalConfig.decoding,
+                       help="decoding of requests that name none (default: %(default)s)")
+    serve.add_argument("--max-tokens", type=int, default=EvalConfig.max_new_tokens,
+                       help="tokens written when a request does not say (default: %(default)s)")
+    serve.add_argument("--max-tokens-cap", type=int, default=1024, help="most max_tokens a request may ask")
+    serve.add_argument("--max-batch", type=int, default=64, help="rows decoded together (default: %(default)s)")
+    serve.add_argument("--max-queue", type=int, default=256,
+                       help="requests queued or running; more are answered 503 (default: %(default)s)")
+    serve.add_argument("--timeout", type=float, default=120.0, help="seconds a request may take (default: 120)")
+    serve.add_argument("--device", help="cuda or cpu (default: cuda when there is one)")
+    serve.set_defaults(handler=_serve)
+
     export = commands.add_parser("export", help="write a run as a GGUF file with an Ollama Modelfile, or as a "
                                                 "merged Transformers folder")
     export.add_argument("run", type=Path, help="run folder, checkpoint, adapter or model folder")
@@ -461,6 +480,12 @@ def _merge(args: argparse.Namespace) -> int:
     print(f"merged {loaded.folder} into a standalone model: {args.out}")
     return 0
 
+
+def _serve(args: argparse.Namespace) -> int:
+    _quiet_libraries()
+    from chef_genius.serve.server import serve
+
+    return serve(args, _run_templates)
 
 def _export(args: argparse.Namespace) -> int:
     _quiet_libraries()

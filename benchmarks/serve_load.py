@@ -1,0 +1,154 @@
+"""Load on `chef-genius serve`: N requests at once, streamed, against a server this script starts.
+
+Each request is a streamed chat completion ("Create a recipe: TITLE", the run's own first template
+is not needed: the chat endpoint takes the user's words); the script records its latency (sent ->
+last byte), its time to first token (sent -> first piece of text) and its generated tokens (the
+server's usage count). It reports p50/p95 of both, requests answered, and generated tokens per
+second over the wall time of the whole load. Results go to benchmarks/results/serve_load.json.
+
+    python benchmarks/serve_load.py --tiny                      # CPU: the tests' tiny recipe model
+    python benchmarks/serve_load.py --model RUN --requests 64 --max-tokens 256   # e.g. SmolLM2-135M on a GPU
+
+``--tiny`` builds the tests' tiny Llama (tests/harness/tiny_server_model.py, a checkout is needed);
+``--random-smollm2`` a Llama of SmolLM2-135M's published shape with random weights and a 49,152-token
+vocabulary trained on the bundled recipes (for machines that cannot reach the model hub: speed
+does not depend on the weights, but random weights rarely end a recipe, so every request writes
+``--max-tokens`` tokens). benchmarks/gpu_serve.sh runs it on the device machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TITLES = ["Tomato Pasta", "Lemon Chicken", "Bean Stew", "Garlic Bread", "Apple Pie", "Fish Curry", "Rice Salad",
+          "Beef Soup"]
+
+
+SMOLLM2_135M = {"hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30, "num_attention_heads": 9,
+                "num_key_value_heads": 3, "max_position_embeddings": 8192, "rope_theta": 100000.0,
+                "rms_norm_eps": 1e-5, "tie_word_embeddings": True, "vocab_size": 49152}  # its config.json
+
+
+def random_smollm2(out: Path) -> Path:
+    """SmolLM2-135M's shape, random weights, a ChatML tokenizer of its vocabulary size (bf16)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from chef_genius.recipe import Recipe, serialize
+    from tests.harness.tiny_causal import CHAT_TEMPLATE, _byte_level
+
+    data = json.loads((ROOT / "tests" / "data" / "wikibooks_recipes.json").read_text(encoding="utf-8"))
+    texts = [serialize(Recipe(v["title"], v["ingredients"] or [], v["steps"] or [])) for v in data.values()]
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=_byte_level(texts, SMOLLM2_135M["vocab_size"]),
+                                        eos_token="<|endoftext|>", pad_token="<pad>",
+                                        additional_special_tokens=["<|im_start|>", "<|im_end|>"],
+                                        chat_template=CHAT_TEMPLATE)
+    # A corpus this small learns fewer merges: filler tokens bring the vocabulary to the model's size.
+    tokenizer.add_tokens([f"\u27e8{i}\u27e9" for i in range(len(tokenizer), SMOLLM2_135M["vocab_size"])])
+    torch.manual_seed(0)
+    config = LlamaConfig(**SMOLLM2_135M, bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id)
+    LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def _percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(share * (len(ordered) - 1))))]
+
+
+async def _one(client, url: str, index: int, max_tokens: int, temperature: float) -> dict:
+    body = {"model": "x", "messages": [{"role": "user", "content": f"Create a recipe: {TITLES[index % len(TITLES)]}"}],
+            "max_tokens": max_tokens, "temperature": temperature, "seed": index, "stream": True,
+            "stream_options": {"include_usage": True}}
+    start = time.perf_counter()
+    first, tokens, status = None, 0, None
+    async with client.stream("POST", url + "/v1/chat/completions", json=body) as response:
+        status = response.status_code
+        async for line in response.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            event = json.loads(line[6:])
+            if event.get("usage"):
+                tokens = event["usage"]["completion_tokens"]
+            if first is None and event.get("choices") and event["choices"][0]["delta"].get("content"):
+                first = time.perf_counter() - start
+    return {"status": status, "latency": time.perf_counter() - start, "ttft": first, "tokens": tokens}
+
+
+async def _load(url: str, requests: int, max_tokens: int, temperature: float) -> tuple[list[dict], float]:
+    import httpx
+
+    limits = httpx.Limits(max_connections=requests + 4, max_keepalive_connections=requests + 4)
+    async with httpx.AsyncClient(timeout=600, limits=limits) as client:
+        await _one(client, url, 0, 8, temperature)  # warm-up, not counted
+        start = time.perf_counter()
+        results = await asyncio.gather(*(_one(client, url, i, max_tokens, temperature) for i in range(requests)))
+        return list(results), time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", type=Path, help="run, adapter or model folder to serve")
+    parser.add_argument("--tiny", action="store_true", help="serve the tests' tiny recipe model (CPU)")
+    parser.add_argument("--random-smollm2", action="store_true", help="serve SmolLM2-135M's shape, random weights")
+    parser.add_argument("--requests", type=int, default=64, help="requests sent at once")
+    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--temperature", type=float, default=0.8)
+    parser.add_argument("--server-arg", action="append", default=[], help="more `serve` options, e.g. --device=cuda")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "serve_load.json")
+    args = parser.parse_args()
+    if (args.model is not None) + args.tiny + args.random_smollm2 != 1:
+        parser.error("give one of --model RUN, --tiny, --random-smollm2")
+    sys.path.insert(0, str(ROOT))
+    import httpx
+
+    from tests.harness.serve_process import running_server
+
+    with tempfile.TemporaryDirectory() as scratch:
+        model = args.model
+        if args.tiny:
+            from tests.harness.tiny_server_model import build_tiny_recipe_model
+
+            model = build_tiny_recipe_model(Path(scratch) / "tiny-recipes")
+        if args.random_smollm2:
+            model = random_smollm2(Path(scratch) / "random-smollm2-135m")
+        with running_server(model, "--max-batch", str(max(64, args.requests)), *args.server_arg) as server:
+            health = httpx.get(server.url + "/health").json()
+            results, wall = asyncio.run(_load(server.url, args.requests, args.max_tokens, args.temperature))
+    answered = [r for r in results if r["status"] == 200 and r["ttft"] is not None]
+    latencies, ttfts = [r["latency"] for r in answered], [r["ttft"] for r in answered]
+    tokens = sum(r["tokens"] for r in answered)
+    summary = {
+        "model": ("tiny (tests/harness/tiny_server_model.py)" if args.tiny else
+                  "SmolLM2-135M's shape, random weights" if args.random_smollm2 else str(args.model)),
+        "device": health["device"], "requests": args.requests, "answered": len(answered),
+        "max_tokens": args.max_tokens, "temperature": args.temperature,
+        "latency_p50_s": statistics.median(latencies), "latency_p95_s": _percentile(latencies, 0.95),
+        "ttft_p50_s": statistics.median(ttfts), "ttft_p95_s": _percentile(ttfts, 0.95),
+        "generated_tokens": tokens, "wall_s": wall, "tokens_per_s": tokens / wall,
+        "machine": f"{platform.machine()}, {platform.processor() or platform.system()}",
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"{'requests':>9} {'answered':>9} {'p50 s':>7} {'p95 s':>7} {'TTFT p50':>9} {'TTFT p95':>9} "
+          f"{'tokens':>7} {'tokens/s':>9}")
+    print(f"{args.requests:>9} {len(answered):>9} {summary['latency_p50_s']:>7.2f} {summary['latency_p95_s']:>7.2f} "
+          f"{summary['ttft_p50_s']:>9.3f} {summary['ttft_p95_s']:>9.3f} {tokens:>7} {summary['tokens_per_s']:>9.0f}")
+    print(f"on {health['device']}; wrote {args.out}")
+    if len(answered) < args.requests:
+        sys.exit(f"{args.requests - len(answered)} requests were not answered")
+
+
+if __name__ == "__main__":
+    main()

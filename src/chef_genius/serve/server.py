@@ -1,0 +1,112 @@
+"""Start `chef-genius serve`: check the address and the key, bind, load the model once, serve.
+
+Safe by default: it binds 127.0.0.1; any address that is not loopback needs an API key (``--api-key``
+or CHEF_GENIUS_API_KEY), else it refuses to start. The port is bound before the model loads, so a
+port in use is one line at once (port 0 picks a free one; the line it prints says which).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import sys
+from pathlib import Path
+
+from chef_genius.errors import UserError
+
+KEY_VARIABLE = "CHEF_GENIUS_API_KEY"
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name other than localhost may resolve anywhere
+        return False
+
+
+def check_options(args) -> str | None:
+    """The API key (None for none); `UserError` for options that cannot serve."""
+    key = args.api_key if args.api_key is not None else os.environ.get(KEY_VARIABLE)
+    key = key.strip() if key else None
+    if not is_loopback(args.host) and not key:
+        raise UserError(f"serve: --host {args.host} is not a loopback address: give an API key (--api-key KEY or "
+                        f"{KEY_VARIABLE}) to serve beyond this machine")
+    if key is not None and len(key) < 8:
+        raise UserError("serve: the API key is shorter than 8 characters")
+    if not 0 <= args.port <= 65535:
+        raise UserError(f"serve: --port {args.port} is not a port (0-65535; 0 picks a free one)")
+    for name in ("max_tokens", "max_tokens_cap", "max_batch", "max_queue"):
+        if getattr(args, name) <= 0:
+            raise UserError(f"serve: --{name.replace('_', '-')} must be positive")
+    if args.max_tokens > args.max_tokens_cap:
+        raise UserError(f"serve: --max-tokens {args.max_tokens} is over --max-tokens-cap {args.max_tokens_cap}")
+    if not args.timeout > 0:
+        raise UserError("serve: --timeout must be positive")
+    return key
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host.strip("[]"), port))
+    except OSError as error:
+        sock.close()
+        raise UserError(f"serve: cannot listen on {host}:{port}: {error.strerror or error}") from None
+    sock.listen(2048)
+    return sock
+
+
+def model_source(run: Path) -> tuple[Path, str]:
+    """What to load for RUN (a GGUF file is converted once to a model folder, as `train --model`
+    does) and the model's name in the API (the run folder's, or the file's stem)."""
+    path = Path(os.path.abspath(run))
+    if path.suffix.lower() == ".gguf":
+        from chef_genius.training.models import gguf_folder
+
+        return gguf_folder(path), path.stem
+    return path, path.parent.name if path.name == "final" else path.name
+
+
+def serve(args, templates_for) -> int:
+    """The CLI's handler; ``templates_for(run, folder)`` gives the templates the run trained with."""
+    key = check_options(args)
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn
+    except ImportError as error:
+        raise UserError(f"serve needs {error.name}: pip install 'chef-genius[serve]'") from None
+    from chef_genius.inference import load_run  # torch: the `train` extras (the CLI says so when absent)
+    from chef_genius.serve.app import ServeConfig, create_app
+    from chef_genius.serve.engine import Engine
+    from chef_genius.serve.prompts import Limits
+
+    sock = bind(args.host, args.port)
+    try:
+        source, name = model_source(args.run)
+        loaded = load_run(source, device=args.device)
+        engine = Engine(loaded.model, loaded.tokenizer, loaded.causal, max_rows=args.max_batch,
+                        max_queue=args.max_queue, timeout=args.timeout)
+        limit = engine.position_limit if loaded.causal and engine.position_limit else 4096
+        limits = Limits(max_prompt_tokens=min(1024, max(1, limit - 1)), max_tokens=args.max_tokens,
+                        max_tokens_cap=args.max_tokens_cap)
+        config = ServeConfig(name, templates_for(source, loaded.folder), args.decoding, key,
+                             limits=limits)
+        app = create_app(engine, loaded.tokenizer, loaded.causal, config)
+        host, port = sock.getsockname()[:2]
+        shown = f"[{host}]" if ":" in host else host
+        print(f"chef-genius: serving {config.model_id} ({loaded.folder}) on {engine.device} at http://{shown}:{port}/ "
+              f"(decoding {args.decoding}, batch {args.max_batch}, queue {args.max_queue}"
+              f"{', API key required' if key else ''})", flush=True)
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,
+                                               timeout_graceful_shutdown=5))
+        server.run(sockets=[sock])
+        engine.close()
+    finally:
+        sock.close()
+    print("chef-genius: server stopped", file=sys.stderr)
+    return 0

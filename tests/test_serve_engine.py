@@ -1,0 +1,213 @@
+"""The serving engine in process: what it writes is what `generate` writes (greedy, seeded
+sampling, beam; causal and seq2seq; rows batched together or joining a running batch), and it keeps
+its bounds (a full queue, a timeout, a cancelled stream)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+import torch
+
+from chef_genius.inference import DECODING, NEUTRAL, generate_details
+from chef_genius.serve.engine import Engine, EngineBusy, GenerationRequest
+from tests.harness.tiny_causal import chat_tokenizer
+from tests.harness.tiny_server_model import ENDLESS, RECIPE
+
+PROMPTS = ["Create a recipe: Soup", "Create a recipe: Lemon Chicken with chicken, lemon, garlic and thyme", "x"]
+
+
+@pytest.fixture(scope="module")
+def random_llama():
+    """Random weights: sampled text is all over the vocabulary, so a seed must be honoured exactly."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = chat_tokenizer([RECIPE, *PROMPTS])
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                         max_position_embeddings=1024, pad_token_id=tokenizer.pad_token_id))
+    return model.eval(), tokenizer
+
+
+@pytest.fixture(scope="module")
+def random_t5(t5_tokenizer):
+    from transformers import PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
+
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=t5_tokenizer, pad_token="<pad>", eos_token="</s>",
+                                        unk_token="<unk>")
+    torch.manual_seed(0)
+    model = T5ForConditionalGeneration(T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=2,
+                                                num_heads=4, decoder_start_token_id=0, pad_token_id=0,
+                                                eos_token_id=1, tie_word_embeddings=False))
+    return model.eval(), tokenizer
+
+
+def _encode(tokenizer, causal, prompts):
+    from chef_genius.encoding import encode_sources
+
+    return encode_sources(tokenizer, prompts, 512, causal)
+
+
+async def _texts(engine: Engine, requests: list[GenerationRequest], stagger: bool = False) -> list[list[str]]:
+    """Each request's row texts; ``stagger``: each request is sent once the previous one has
+    written, so it joins a running batch."""
+    async def collect(request, started: asyncio.Event | None):
+        texts = [""] * request.rows
+        async for piece in engine.submit(request):
+            assert piece.finish_reason not in ("timeout", "error"), piece.text
+            texts[piece.index] += piece.text
+            if started is not None:
+                started.set()
+        return texts
+
+    if not stagger:
+        return list(await asyncio.gather(*(collect(r, None) for r in requests)))
+    tasks = []
+    for request in requests:
+        started = asyncio.Event()
+        tasks.append(asyncio.create_task(collect(request, started)))
+        await started.wait()
+    return [await t for t in tasks]
+
+
+def _settings(name: str) -> dict:
+    return {**NEUTRAL, **DECODING[name]}
+
+
+@pytest.mark.parametrize("stagger", [False, True], ids=["together", "joining"])
+@pytest.mark.parametrize("decoding", ["greedy", "guarded", "chef"])
+def test_batched_rows_write_what_generate_writes(random_llama, decoding, stagger):
+    model, tokenizer = random_llama
+    engine = Engine(model, tokenizer, True, batch_wait=0.05)
+    try:
+        ids = _encode(tokenizer, True, PROMPTS)
+        requests = [GenerationRequest([i], 40, _settings(decoding), seed=5) for i in ids]
+        got = asyncio.run(_texts(engine, requests, stagger))
+    finally:
+        engine.close()
+    expected = [generate_details(model, tokenizer, [p], True, decoding, 40, seed=5)[0][0].text for p in PROMPTS]
+    assert [g[0] for g in got] == expected
+    assert len(set(expected)) == 3 and all(len(e) > 20 for e in expected)
+
+
+def test_n_sampled_rows_are_generates_num_return_sequences(random_llama):
+    model, tokenizer = random_llama
+    engine = Engine(model, tokenizer, True)
+    try:
+        [ids] = _encode(tokenizer, True, PROMPTS[:1])
+        [got] = asyncio.run(_texts(engine, [GenerationRequest([ids], 30, _settings("sample"), n=3, seed=9)]))
+    finally:
+        engine.close()
+    expected = [g.text for g in generate_details(model, tokenizer, PROMPTS[:1], True, "sample", 30, 3, seed=9)[0]]
+    assert got == expected and len(set(got)) == 3
+
+
+@pytest.mark.parametrize("decoding", ["greedy", "sample", "beam"])
+def test_a_seq2seq_model_writes_what_generate_writes(random_t5, decoding):
+    model, tokenizer = random_t5
+    engine = Engine(model, tokenizer, False)
+    try:
+        ids = _encode(tokenizer, False, PROMPTS)
+        requests = [GenerationRequest([i], 24, _settings(decoding), seed=3) for i in ids]
+        got = asyncio.run(_texts(engine, requests))
+    finally:
+        engine.close()
+    expected = [generate_details(model, tokenizer, [p], False, decoding, 24, seed=3)[0][0].text for p in PROMPTS]
+    assert [g[0] for g in got] == expected
+
+
+@pytest.fixture(scope="module")
+def tiny_recipes(tmp_path_factory):
+    from chef_genius.inference import load_run
+    from tests.harness.tiny_server_model import shared_tiny_recipe_model
+
+    loaded = load_run(shared_tiny_recipe_model(tmp_path_factory), device="cpu")
+    return loaded.model, loaded.tokenizer
+
+
+def test_a_full_queue_refuses_and_a_closed_stream_frees_its_place(tiny_recipes):
+    model, tokenizer = tiny_recipes
+    engine = Engine(model, tokenizer, True, max_queue=1)
+    [endless] = _encode(tokenizer, True, [ENDLESS])
+
+    async def scenario():
+        pieces = engine.submit(GenerationRequest([endless], 3000, _settings("greedy")))
+        written = [await pieces.__anext__() for _ in range(5)]
+        assert "la" in "".join(p.text for p in written) and engine.active_rows == 1
+        with pytest.raises(EngineBusy):
+            engine.submit(GenerationRequest([endless], 3, _settings("greedy")))
+        await pieces.aclose()  # the client hangs up
+        assert engine.load == 0
+        start = time.monotonic()
+        while engine.active_rows and time.monotonic() - start < 5:
+            await asyncio.sleep(0.01)
+        return time.monotonic() - start, await _texts(engine, [GenerationRequest([endless], 3, _settings("greedy"))])
+
+    try:
+        seconds, [[text]] = asyncio.run(scenario())
+    finally:
+        engine.close()
+    assert engine.active_rows == 0 and seconds < 1.0  # its row left the batch (3000 tokens take several seconds)
+    assert text.split() == ["la", "la", "la"]
+
+
+def test_a_request_out_of_time_ends_with_a_timeout(tiny_recipes):
+    model, tokenizer = tiny_recipes
+    engine = Engine(model, tokenizer, True, timeout=0.3)
+    [endless] = _encode(tokenizer, True, [ENDLESS])
+
+    async def scenario():
+        start, reasons = time.monotonic(), []
+        async for piece in engine.submit(GenerationRequest([endless], 3000, _settings("greedy"))):
+            reasons.append(piece.finish_reason)
+        return time.monotonic() - start, reasons
+
+    try:
+        seconds, reasons = asyncio.run(scenario())
+    finally:
+        engine.close()
+    assert reasons[-1] == "timeout" and set(reasons[:-1]) == {None} and len(reasons) > 3
+    assert 0.3 <= seconds < 1.5 and engine.load == 0
+
+
+def test_checks_hold_usable_and_any_cookable_verdict(monkeypatch):
+    """``checks`` has one entry per verdict; cookable comes as `chef_genius.cookable` gives it
+    (``as_dict()`` with ``cookable`` and ``failed``, its CHECKS in order), and not at all without it."""
+    import sys
+    import types
+    from dataclasses import dataclass
+
+    from chef_genius.recipe import parse_recipe
+    from chef_genius.serve.checks import recipe_checks
+
+    recipe = parse_recipe(RECIPE)
+    monkeypatch.setitem(sys.modules, "chef_genius.cookable", None)  # not installed: import fails
+    assert list(recipe_checks(recipe, ["pasta"], True)) == ["usable"]
+
+    @dataclass(frozen=True)
+    class Cookable:
+        cookable: bool
+        failed: dict
+
+        def as_dict(self) -> dict:
+            return {"cookable": self.cookable, "failed": dict(self.failed)}
+
+    seen = {}
+
+    def check_cookable(recipe, request_foods=(), stopped=True):
+        seen.update(foods=list(request_foods), stopped=stopped, title=recipe.title)
+        return Cookable(False, {"oven": "bakes with no time"})
+
+    module = types.SimpleNamespace(check_cookable=check_cookable, CHECKS=("finished", "oven", "amount"))
+    monkeypatch.setitem(sys.modules, "chef_genius.cookable", module)
+    checks = recipe_checks(recipe, ["pasta", "basil"], False)
+    assert seen == {"foods": ["pasta", "basil"], "stopped": False, "title": "Tomato Pasta"}
+    assert checks["cookable"]["passed"] is False
+    assert checks["cookable"]["reasons"] == [{"check": "finished", "passed": True, "detail": ""},
+                                             {"check": "oven", "passed": False, "detail": "bakes with no time"},
+                                             {"check": "amount", "passed": True, "detail": ""}]
+    usable = checks["usable"]
+    assert usable["passed"] is False and usable["values"]["stopped"] is False
+    assert [r["check"] for r in usable["reasons"] if not r["passed"]] == ["finished"]
