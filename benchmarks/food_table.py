@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
-
 from types import SimpleNamespace
 
 import pyarrow.ipc as ipc

@@ -134,7 +134,8 @@ def test_the_judge_passes_a_sound_recipe_and_fails_one_that_reads_like_a_broken_
     judge = shipped_judge()
     assert judge is not None and 0 < judge.threshold < 1
     sound = judge.probability(features(GOOD, ["butter", "egg"], food_table()))
-    broken = _with(title="Chicken Allspirgin Bake", ingredients=GOOD.ingredients + ("1/2 cup allspirgin", "1 cup sugar"),
+    broken = _with(title="Chicken Allspirgin Bake",
+                   ingredients=GOOD.ingredients + ("1/2 cup allspirgin", "1 cup sugar"),
                    steps=GOOD.steps + ("Add the chicken, shrimp, bacon and rice.",) * 3)
     score = judge.probability(features(broken, ["ancho chiles", "pork"], food_table()))
     assert sound >= judge.threshold > score

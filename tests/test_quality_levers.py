@@ -24,7 +24,7 @@ from tests.test_cookable import GOOD
 
 pytest.importorskip("gguf")
 TEXTS = [serialize(GOOD), "Create a recipe: tomato soup with basil, onion and garlic",
-         "Title: Soup || Ingredients: 1 cup water | 2 carrots | 1 chicken || Steps: Boil the water. | Add chicken."] * 40
+         "Title: Soup || Ingredients: 1 cup water | 2 carrots || Steps: Boil the water. | Add the butter."] * 40
 
 
 @pytest.fixture(scope="module")
