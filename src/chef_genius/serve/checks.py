@@ -1,14 +1,12 @@
 """The verdicts a served recipe comes with, one entry per verdict in ``checks``.
 
 Each verdict is ``{"passed": bool, "reasons": [{"check", "passed", "detail"}...], "values": {...}}``:
-``usable`` (`chef_genius.usability.check`) always; ``cookable``
-(`chef_genius.cookable.check_cookable`) when that module is there. A later verdict is one more
+``usable`` (`chef_genius.usability.check`) and ``cookable``
+(`chef_genius.cookable.check_cookable`). A later verdict is one more
 entry; the page shows whatever entries come.
 """
 
 from __future__ import annotations
-
-import importlib
 
 from chef_genius.recipe import Recipe
 
@@ -33,23 +31,15 @@ def usable(recipe: Recipe, stopped: bool) -> dict:
             "values": result.as_dict()}
 
 
-def cookable(recipe: Recipe, request_foods: list[str], stopped: bool) -> dict | None:
-    """The cookable verdict, or None where `chef_genius.cookable` is not there."""
-    try:
-        module = importlib.import_module("chef_genius.cookable")
-    except ImportError:
-        return None
-    result = module.check_cookable(recipe, request_foods=request_foods, stopped=stopped)
-    values = result.as_dict()
-    failed = dict(values.get("failed", {}))
-    names = list(getattr(module, "CHECKS", ())) or list(failed)
-    reasons = [{"check": name, "passed": name not in failed, "detail": failed.get(name, "")} for name in names]
-    return {"passed": bool(values.get("cookable")), "reasons": reasons, "values": values}
+def cookable(recipe: Recipe, request_foods: list[str], stopped: bool) -> dict:
+    """The cookable verdict: passed, each check with why it failed, and the raw values."""
+    from chef_genius.cookable import CHECKS, check_cookable
+
+    result = check_cookable(recipe, request_foods=request_foods, stopped=stopped)
+    reasons = [{"check": name, "passed": name not in result.failed, "detail": result.failed.get(name, "")}
+               for name in CHECKS]
+    return {"passed": result.cookable, "reasons": reasons, "values": result.as_dict()}
 
 
 def recipe_checks(recipe: Recipe, request_foods: list[str], stopped: bool) -> dict:
-    checks = {"usable": usable(recipe, stopped)}
-    verdict = cookable(recipe, request_foods, stopped)
-    if verdict is not None:
-        checks["cookable"] = verdict
-    return checks
+    return {"usable": usable(recipe, stopped), "cookable": cookable(recipe, request_foods, stopped)}
