@@ -1,0 +1,138 @@
+"""Decoding a causal model (Llama family: SmolLM2) with continuous batching.
+
+A fixed number of slots share one KV cache (`RowCache`) allocated once. Prompts are prefilled in
+one forward pass per group (left-padded, the last token's logits only); then each decode step feeds
+every slot its last token, computes the next with `rules.next_tokens` and appends it on the
+device. Every ``check_every`` steps the host reads which rows ended: their tokens are collected
+and, when ``continuous``, waiting prompts are prefilled into the freed slots while the other rows
+keep their cache, so one long recipe does not hold the batch. On CUDA the decode step is captured
+once as a CUDA graph and replayed (the shapes and addresses never change; refills write in place).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+
+import torch
+
+from chef_genius.generation.rules import DecodingRule, next_tokens
+from chef_genius.generation.state import RowCache, RowState, additive_mask
+
+
+def model_dtype(model: torch.nn.Module) -> torch.dtype:
+    return next(p for p in model.parameters() if p.is_floating_point()).dtype
+
+
+class CausalDecoder:
+    """Decode prompts on ``slots`` rows of one cache.
+
+    Args:
+        model: a causal LM whose forward takes ``cache``, a 4D additive mask and position ids.
+        rule: the preset (`DecodingRule`).
+        stops: token ids that end a row.
+        pad_id: left padding, and what a finished row emits.
+        max_new_tokens: the token limit of a row.
+        slots: rows decoded at once.
+        prompt_width: the longest prompt (sets the cache's capacity).
+        continuous: refill finished rows from the queue at once (else batch after batch).
+        check_every: decode steps between reads of the finished rows (1: Transformers' own
+            timing, so a seed gives its very samples; more: fewer host syncs).
+        graphs: capture the decode step as a CUDA graph (CUDA only).
+    """
+
+    def __init__(self, model: torch.nn.Module, rule: DecodingRule, stops: list[int], pad_id: int,
+                 max_new_tokens: int, slots: int, prompt_width: int, continuous: bool = True, check_every: int = 1,
+                 graphs: bool = False):
+        self.model, self.rule, self.pad_id = model, rule, pad_id
+        self.device = next(model.parameters()).device
+        self.dtype = model_dtype(model)
+        self.slots, self.continuous, self.check_every = slots, continuous, max(1, check_every)
+        self.graphs = graphs and self.device.type == "cuda"
+        self.capacity = prompt_width + max_new_tokens + 1
+        self.state = RowState(slots, self.capacity, max_new_tokens, stops, pad_id, self.device)
+        self.cache = RowCache(slots, self.capacity, self.state.column)
+        self._replay: Callable[[], None] | None = None
+
+    def run(self, prompts: list[list[int]]) -> list[tuple[list[int], bool]]:
+        """(generated ids, ended at a stop token) for each prompt, in order."""
+        results: list[tuple[list[int], bool] | None] = [None] * len(prompts)
+        waiting = deque(range(len(prompts)))
+        owner: dict[int, int] = {}  # slot -> prompt index
+        steps = 0
+        while waiting or owner:
+            free = [s for s in range(self.slots) if s not in owner]
+            if waiting and free and (self.continuous or not owner):
+                taken = [waiting.popleft() for _ in range(min(len(free), len(waiting)))]
+                self._prefill(free[:len(taken)], [prompts[i] for i in taken])
+                owner.update(zip(free[:len(taken)], taken, strict=True))
+            elif owner:
+                self._step()
+                steps += 1
+                if steps % self.check_every:
+                    continue
+            done = self.state.finished.tolist()
+            for slot in [s for s in owner if done[s]]:
+                results[owner.pop(slot)] = self.state.result(slot)
+        return results  # type: ignore[return-value]
+
+    def _forward(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=self.cache, use_cache=True,
+                         logits_to_keep=1)
+        return out.logits[:, -1]
+
+    def _prefill(self, slots: list[int], prompts: list[list[int]]) -> None:
+        """Run ``prompts`` into ``slots`` in one pass and choose their first tokens."""
+        width = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
+        for i, prompt in enumerate(prompts):
+            ids[i, width - len(prompt):] = torch.tensor(prompt, dtype=torch.long)
+        ids = ids.to(self.device)
+        rows = torch.tensor(slots, dtype=torch.long, device=self.device)
+        starts = torch.tensor([width - len(p) for p in prompts], dtype=torch.long, device=self.device)
+        columns = torch.arange(width, device=self.device)
+        real = columns[None, :] >= starts[:, None]
+        # Transformers' position ids for a left-padded batch: cumsum(mask) - 1, padding at 1.
+        positions = (columns[None, :] - starts[:, None]).masked_fill(~real, 1)
+        allowed = real[:, None, None, :] & (columns[None, None, None, :] <= columns[None, None, :, None])
+        self.cache.prefill_rows = rows
+        try:
+            logits = self._forward(ids, additive_mask(allowed, self.dtype), positions)
+        finally:
+            self.cache.prefill_rows = None
+        self.state.begin(rows, ids, starts)
+        chosen = next_tokens(logits, self.state.history[rows], self.state.column[rows], self.rule, race=self.graphs)
+        self.state.commit(chosen, rows)
+
+    def _decode_step(self) -> None:
+        """One token for every slot, all on the device (what the CUDA graph replays)."""
+        state = self.state
+        columns = torch.arange(self.capacity, device=self.device)
+        allowed = (columns[None, :] >= state.start[:, None]) & (columns[None, :] < state.column[:, None])
+        positions = (state.column - 1 - state.start)[:, None]
+        logits = self._forward(state.last[:, None], additive_mask(allowed[:, None, None, :], self.dtype), positions)
+        state.commit(next_tokens(logits, state.history, state.column, self.rule, race=self.graphs))
+
+    def _step(self) -> None:
+        if not self.graphs:
+            self._decode_step()
+            return
+        if self._replay is None:
+            self._replay = capture(self._decode_step)
+        else:
+            self._replay()
+
+
+def capture(step: Callable[[], None], warmups: int = 2) -> Callable[[], None]:
+    """Run ``step`` ``warmups`` times on a side stream (real steps: the state advances), then record
+    it as a CUDA graph; returns the graph's replay. Recording runs nothing."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(warmups):
+            step()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    return graph.replay

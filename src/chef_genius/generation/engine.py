@@ -1,0 +1,102 @@
+"""The generation engine's entry point: token ids in, generated ids out, for a preset.
+
+Prompts are sorted by length (longest first), so that a prefill group pads little and a batch
+ends together, and the results are put back in the caller's order. With ``num_return_sequences``
+each prompt is repeated that many times in a row, as Transformers expands a batch.
+
+Seeds: the caller seeds the RNG (`chef_genius.inference` does, and restores it). On the eager path
+with ``exact=True`` (no sorting, batch after batch, finished rows checked every step) the engine
+draws exactly as `transformers.generate` does, so a seed gives the same recipes; otherwise a seed
+gives recipes from the same distribution, drawn in another order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from chef_genius.generation.causal import CausalDecoder
+from chef_genius.generation.rules import DecodingRule
+from chef_genius.generation.seq2seq import Seq2SeqDecoder
+
+CAUSAL_TYPES = ("llama",)  # tested: a tiny Llama (SmolLM2's architecture)
+SEQ2SEQ_TYPES = ("t5",)  # tested: tiny T5 v1.0 and gated-gelu (FLAN-T5) models
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How the engine batches and syncs.
+
+    Attributes:
+        exact: decode batch after batch in the caller's order, checking for finished rows every
+            step: Transformers' own batches and draws (the proofs use it).
+        check_every: decode steps between reads of finished rows when not ``exact`` (the only
+            host syncs of the decode loop).
+        graphs: capture decode steps as CUDA graphs (CUDA only; ignored on the CPU).
+    """
+
+    exact: bool = False
+    check_every: int = 8
+    graphs: bool = True
+
+
+def model_type(model: torch.nn.Module) -> str:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return str(getattr(base.config, "model_type", ""))
+
+
+def unsupported(model: torch.nn.Module, causal: bool, settings: dict) -> str | None:
+    """Why the engine cannot run this model and preset (None when it can)."""
+    kind = model_type(model)
+    if kind not in (CAUSAL_TYPES if causal else SEQ2SEQ_TYPES):
+        return f"model type '{kind}' is not one the engine was proven on"
+    try:
+        DecodingRule.from_settings(settings)
+    except ValueError as error:
+        return str(error)
+    return None
+
+
+def generate_ids(model: torch.nn.Module, sources: list[list[int]], causal: bool, settings: dict,
+                 stops: list[int], pad_id: int, max_new_tokens: int, batch_size: int, num_return_sequences: int = 1,
+                 options: EngineOptions = EngineOptions()) -> list[tuple[list[int], bool]]:
+    """Generated ids (a final stop token included) and whether each ended at a stop token.
+
+    Args:
+        model: a model `unsupported` accepts, in eval mode.
+        sources: prompt ids (`chef_genius.encoding.encode_sources`).
+        causal: a decoder-only model (else encoder-decoder).
+        settings: Transformers' keyword settings of the preset (``NEUTRAL`` then the preset).
+        stops: token ids that end a recipe.
+        pad_id: the tokenizer's padding id.
+        max_new_tokens: the token limit of a recipe.
+        batch_size: rows decoded at once.
+        num_return_sequences: recipes per prompt, one after another in the result.
+        options: batching and syncing (`EngineOptions`).
+
+    Returns:
+        One entry per prompt and return sequence, prompt by prompt.
+
+    Raises:
+        ValueError: the preset uses a setting the engine does not implement.
+    """
+    rule = DecodingRule.from_settings(settings)
+    rows = [ids for ids in sources for _ in range(num_return_sequences)]
+    if not rows:
+        return []
+    order = list(range(len(rows))) if options.exact else sorted(range(len(rows)), key=lambda i: -len(rows[i]))
+    ordered = [rows[i] for i in order]
+    check_every = 1 if options.exact else options.check_every
+    slots = min(batch_size, len(rows))
+    if causal:
+        decoder = CausalDecoder(model, rule, stops, pad_id, max_new_tokens, slots, max(len(r) for r in rows),
+                                continuous=not options.exact, check_every=check_every, graphs=options.graphs)
+    else:
+        decoder = Seq2SeqDecoder(model, rule, stops, pad_id, max_new_tokens, slots, check_every=check_every,
+                                 graphs=options.graphs)
+    decoded = decoder.run(ordered)
+    results: list[tuple[list[int], bool]] = [([], False)] * len(rows)
+    for position, index in enumerate(order):
+        results[index] = decoded[position]
+    return results
