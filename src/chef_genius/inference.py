@@ -30,6 +30,9 @@ DECODING = {
     "chef": {"do_sample": True, "top_k": 60, "top_p": 0.95, "no_repeat_ngram_size": 3},
 }
 
+# Who writes the recipes: Transformers' `generate`, or chef-genius' own engine (`chef_genius.generation`).
+ENGINES = ("transformers", "chef-genius")
+
 
 @dataclass
 class LoadedRun:
@@ -161,17 +164,18 @@ class Generation:
 
 def generate(model: torch.nn.Module, tokenizer, prompts: list[str], causal: bool, decoding: str = "greedy",
              max_new_tokens: int = 512, num_return_sequences: int = 1, batch_size: int = 16, seed: int = 0,
-             max_source_tokens: int = 512, grounded: float = 0.0) -> list[list[str]]:
+             max_source_tokens: int = 512, grounded: float = 0.0, engine: str = "transformers") -> list[list[str]]:
     """Recipe texts for each prompt (``num_return_sequences`` each); see `generate_details`."""
     details = generate_details(model, tokenizer, prompts, causal, decoding, max_new_tokens, num_return_sequences,
-                               batch_size, seed, max_source_tokens, grounded)
+                               batch_size, seed, max_source_tokens, grounded, engine=engine)
     return [[g.text for g in row] for row in details]
 
 
 @torch.no_grad()
 def generate_details(model: torch.nn.Module, tokenizer, prompts: list[str], causal: bool, decoding: str = "greedy",
                      max_new_tokens: int = 512, num_return_sequences: int = 1, batch_size: int = 16, seed: int = 0,
-                     max_source_tokens: int = 512, grounded: float = 0.0) -> list[list[Generation]]:
+                     max_source_tokens: int = 512, grounded: float = 0.0,
+                     engine: str = "transformers") -> list[list[Generation]]:
     """Recipes for each prompt (``num_return_sequences`` each): text, whether it stopped at an end
     token, and its length. ``grounded`` > 0 pushes the logits of foods the recipe's own ingredient
     list lacks down by that much while the steps are written (`chef_genius.grounding`).
@@ -181,12 +185,64 @@ def generate_details(model: torch.nn.Module, tokenizer, prompts: list[str], caus
     Sampling is seeded, and the caller's RNG states (CPU and CUDA) are restored afterwards, so
     generating during training never changes training. Compiled blocks run eagerly here: the
     growing KV cache would recompile them at every step.
+
+    ``engine`` "chef-genius" decodes with `chef_genius.generation` (a cache allocated once,
+    length-sorted continuous batches, CUDA graphs on a GPU): greedy and guarded give the same
+    recipes as "transformers" (Transformers' ``generate``), sampled presets recipes from the same
+    distribution. Beam search, ``grounded`` > 0 and models it was not proven on use Transformers.
     """
     if decoding not in DECODING:
         raise UserError(f"unknown decoding '{decoding}' (choose from {', '.join(DECODING)})")
+    if engine not in ENGINES:
+        raise UserError(f"unknown generation engine '{engine}' (choose from {', '.join(ENGINES)})")
     with torch.compiler.set_stance("force_eager"):
+        if engine == "chef-genius" and grounded <= 0 and _engine_runs(model, causal, decoding, num_return_sequences):
+            return _generate_with_engine(model, tokenizer, prompts, causal, decoding, max_new_tokens,
+                                         num_return_sequences, batch_size, seed, max_source_tokens)
         return _generate(model, tokenizer, prompts, causal, decoding, max_new_tokens, num_return_sequences,
                          batch_size, seed, max_source_tokens, grounded)
+
+
+def _settings(decoding: str, num_return_sequences: int) -> dict:
+    settings = {**NEUTRAL, **DECODING[decoding]}
+    if num_return_sequences > 1 and not settings["do_sample"]:
+        settings["num_beams"] = max(settings["num_beams"], num_return_sequences)
+    return settings
+
+
+def _engine_runs(model, causal: bool, decoding: str, num_return_sequences: int) -> bool:
+    """Whether `chef_genius.generation` decodes this (else Transformers does, and says why on stderr
+    when the model is the reason)."""
+    from chef_genius.generation import unsupported
+
+    reason = unsupported(model, causal, _settings(decoding, num_return_sequences))
+    if reason is not None and "model type" in reason:
+        print(f"chef-genius: {reason}: generating with transformers", file=sys.stderr)
+    return reason is None
+
+
+def _generate_with_engine(model, tokenizer, prompts, causal, decoding, max_new_tokens, num_return_sequences,
+                          batch_size, seed, max_source_tokens) -> list[list[Generation]]:
+    from chef_genius.encoding import encode_sources, stop_ids
+    from chef_genius.generation import generate_ids
+
+    device = next(model.parameters()).device
+    stops, pad_id = stop_ids(tokenizer, causal), tokenizer.pad_token_id
+    sources = encode_sources(tokenizer, prompts, max_source_tokens, causal)
+    if not sources:
+        return []
+    limit = _position_limit(model)
+    longest = max(len(s) for s in sources)
+    new_tokens = max_new_tokens if not (causal and limit) else max(1, min(max_new_tokens, limit - longest))
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        decoded = generate_ids(model, sources, causal, _settings(decoding, num_return_sequences), stops, pad_id,
+                               new_tokens, batch_size, num_return_sequences)
+    texts = tokenizer.batch_decode([ids for ids, _ in decoded], skip_special_tokens=True,
+                                   clean_up_tokenization_spaces=False)
+    rows = [Generation(text, stopped, len(ids) - 1 if stopped else sum(1 for t in ids if t != pad_id))
+            for text, (ids, stopped) in zip(texts, decoded, strict=True)]
+    return [rows[i:i + num_return_sequences] for i in range(0, len(rows), num_return_sequences)]
 
 
 def _generate(model, tokenizer, prompts, causal, decoding, max_new_tokens, num_return_sequences, batch_size, seed,
@@ -195,9 +251,7 @@ def _generate(model, tokenizer, prompts, causal, decoding, max_new_tokens, num_r
 
     device = next(model.parameters()).device
     stops = stop_ids(tokenizer, causal)
-    settings = {**NEUTRAL, **DECODING[decoding]}
-    if num_return_sequences > 1 and not settings["do_sample"]:
-        settings["num_beams"] = max(settings["num_beams"], num_return_sequences)
+    settings = _settings(decoding, num_return_sequences)
     pad_id = tokenizer.pad_token_id
     outputs: list[list[Generation]] = []
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):

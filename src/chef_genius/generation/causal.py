@@ -39,16 +39,18 @@ class CausalDecoder:
         check_every: decode steps between reads of the finished rows (1: Transformers' own
             timing, so a seed gives its very samples; more: fewer host syncs).
         graphs: capture the decode step as a CUDA graph (CUDA only).
+        race: sample by the exponential race (None: when graphs run; see `rules`).
     """
 
     def __init__(self, model: torch.nn.Module, rule: DecodingRule, stops: list[int], pad_id: int,
                  max_new_tokens: int, slots: int, prompt_width: int, continuous: bool = True, check_every: int = 1,
-                 graphs: bool = False):
+                 graphs: bool = False, race: bool | None = None):
         self.model, self.rule, self.pad_id = model, rule, pad_id
         self.device = next(model.parameters()).device
         self.dtype = model_dtype(model)
         self.slots, self.continuous, self.check_every = slots, continuous, max(1, check_every)
         self.graphs = graphs and self.device.type == "cuda"
+        self.race = self.graphs if race is None else race
         self.capacity = prompt_width + max_new_tokens + 1
         self.state = RowState(slots, self.capacity, max_new_tokens, stops, pad_id, self.device)
         self.cache = RowCache(slots, self.capacity, self.state.column)
@@ -101,7 +103,7 @@ class CausalDecoder:
         finally:
             self.cache.prefill_rows = None
         self.state.begin(rows, ids, starts)
-        chosen = next_tokens(logits, self.state.history[rows], self.state.column[rows], self.rule, race=self.graphs)
+        chosen = next_tokens(logits, self.state.history[rows], self.state.column[rows], self.rule, race=self.race)
         self.state.commit(chosen, rows)
 
     def _decode_step(self) -> None:
@@ -111,7 +113,7 @@ class CausalDecoder:
         allowed = (columns[None, :] >= state.start[:, None]) & (columns[None, :] < state.column[:, None])
         positions = (state.column - 1 - state.start)[:, None]
         logits = self._forward(state.last[:, None], additive_mask(allowed[:, None, None, :], self.dtype), positions)
-        state.commit(next_tokens(logits, state.history, state.column, self.rule, race=self.graphs))
+        state.commit(next_tokens(logits, state.history, state.column, self.rule, race=self.race))
 
     def _step(self) -> None:
         if not self.graphs:

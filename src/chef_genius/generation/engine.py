@@ -34,11 +34,14 @@ class EngineOptions:
         check_every: decode steps between reads of finished rows when not ``exact`` (the only
             host syncs of the decode loop).
         graphs: capture decode steps as CUDA graphs (CUDA only; ignored on the CPU).
+        race: draw samples by the exponential race (what a CUDA graph replays) instead of
+            ``torch.multinomial``; None: exactly when graphs run.
     """
 
     exact: bool = False
     check_every: int = 8
     graphs: bool = True
+    race: bool | None = None
 
 
 def model_type(model: torch.nn.Module) -> str:
@@ -91,10 +94,11 @@ def generate_ids(model: torch.nn.Module, sources: list[list[int]], causal: bool,
     slots = min(batch_size, len(rows))
     if causal:
         decoder = CausalDecoder(model, rule, stops, pad_id, max_new_tokens, slots, max(len(r) for r in rows),
-                                continuous=not options.exact, check_every=check_every, graphs=options.graphs)
+                                continuous=not options.exact, check_every=check_every, graphs=options.graphs,
+                                race=options.race)
     else:
         decoder = Seq2SeqDecoder(model, rule, stops, pad_id, max_new_tokens, slots, check_every=check_every,
-                                 graphs=options.graphs)
+                                 graphs=options.graphs, race=options.race)
     decoded = decoder.run(ordered)
     results: list[tuple[list[int], bool]] = [([], False)] * len(rows)
     for position, index in enumerate(order):

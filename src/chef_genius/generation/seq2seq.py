@@ -34,17 +34,18 @@ class Seq2SeqDecoder:
 
     Args:
         model: an encoder-decoder LM (``get_encoder()``, ``decoder_start_token_id``).
-        rule, stops, pad_id, max_new_tokens, check_every, graphs: as `causal.CausalDecoder`.
+        rule, stops, pad_id, max_new_tokens, check_every, graphs, race: as `causal.CausalDecoder`.
         slots: rows decoded at once.
     """
 
     def __init__(self, model: torch.nn.Module, rule: DecodingRule, stops: list[int], pad_id: int,
-                 max_new_tokens: int, slots: int, check_every: int = 1, graphs: bool = False):
+                 max_new_tokens: int, slots: int, check_every: int = 1, graphs: bool = False, race: bool | None = None):
         self.model, self.rule, self.pad_id, self.slots = model, rule, pad_id, slots
         self.max_new_tokens, self.check_every = max_new_tokens, max(1, check_every)
         self.device = next(model.parameters()).device
         self.dtype = model_dtype(model)
         self.graphs = graphs and self.device.type == "cuda"
+        self.race = self.graphs if race is None else race
         self.stops = stops
         config = model.get_base_model().config if hasattr(model, "get_base_model") else model.config
         self.start_id = config.decoder_start_token_id
@@ -84,7 +85,7 @@ class Seq2SeqDecoder:
             allowed = (columns <= step_index).expand(rows, length)[:, None, None, :]
             out = self.model(encoder_outputs=encoded, attention_mask=cross, decoder_input_ids=state.last[:, None],
                              decoder_attention_mask=additive_mask(allowed, self.dtype), cache=cache, use_cache=True)
-            state.commit(next_tokens(out.logits[:, -1], state.history, state.column, self.rule, race=self.graphs))
+            state.commit(next_tokens(out.logits[:, -1], state.history, state.column, self.rule, race=self.race))
             step_index.add_(1)
 
         step()  # the first step fills the cross-attention cache: never captured

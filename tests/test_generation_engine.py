@@ -1,0 +1,296 @@
+"""The generation engine (`chef_genius.generation`) writes what `transformers.generate` writes.
+
+Greedy and guarded decoding: token for token, on a tiny Llama (SmolLM2's architecture, from a GGUF
+file) with a left-padded batch of varied prompt lengths and on tiny T5 models; with length-sorted,
+continuous batching too. Sampled decoding with a seed: the very tokens on the engine's exact path,
+and the same token-frequency and length distributions (permutation tests that do reject a changed
+temperature) on its fast path with the graph's sampler. The n-gram ban never lets an n-gram
+repeat; stop tokens end rows.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from chef_genius.encoding import encode_sources, end_of_turn_id, stop_ids
+from chef_genius.generation import EngineOptions, generate_ids
+from chef_genius.generation.rules import ban_repeated_ngrams
+from chef_genius.inference import DECODING, NEUTRAL, _pad, generate_details
+from tests.harness.tiny_causal import write_tiny_gguf
+
+pytest.importorskip("gguf")
+TEXTS = ["Title: Soup || Ingredients: 1 cup water | 2 carrots || Steps: Boil the water. | Add the carrots.",
+         "Create a recipe: tomato soup with basil, onion and garlic"] * 40
+PROMPTS = ["soup", "tomato soup with basil, onion and garlic, slowly", "carrots", "water, onion and a little garlic",
+           "basil", "a soup of carrots and water for two"]
+EXACT = EngineOptions(exact=True)
+
+
+@pytest.fixture(scope="module")
+def llama(tmp_path_factory):
+    """The tiny GGUF Llama and its chat tokenizer."""
+    from chef_genius.inference import load_run
+    from chef_genius.training.models import gguf_folder
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CHEF_GENIUS_CACHE", str(tmp_path_factory.mktemp("cache")))
+        loaded = load_run(gguf_folder(write_tiny_gguf(tmp_path_factory.mktemp("gguf") / "tiny.gguf", TEXTS)), "cpu")
+    return loaded.model, loaded.tokenizer
+
+
+def sharpened(model, tokenizer, scale: float = 30.0, stop_bias: float = 4.0):
+    """A copy that listens to its prompt (RMS norms at 1, as trained models have them, not the
+    file's random 0.02), whose head is confident (times ``scale``: it loops under greedy) and likes
+    the end of turn by ``stop_bias`` (rows end at varied lengths)."""
+    model = copy.deepcopy(model)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "norm" in name:
+                param.fill_(1.0)
+    head = model.lm_head
+    biased = torch.nn.Linear(head.in_features, head.out_features, bias=True)
+    with torch.no_grad():
+        biased.weight.copy_(head.weight * scale)
+        biased.bias.zero_()
+        biased.bias[end_of_turn_id(tokenizer)] = stop_bias
+    model.lm_head = biased
+    return model.eval()
+
+
+def transformers_rows(model, sources, pad_id, stops, settings, max_new, left, seed=0) -> list[list[int]]:
+    """`transformers.generate` on one padded batch: each row's new tokens up to and with its stop."""
+    ids, mask = _pad(sources, pad_id, left=left)
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new, pad_token_id=pad_id,
+                             eos_token_id=stops, **settings)
+    out = out[:, ids.shape[1]:] if left else out[:, 1:]
+    rows = []
+    for row in out.tolist():
+        ends = [i for i, t in enumerate(row) if t in stops]
+        rows.append(row[:ends[0] + 1] if ends else row)
+    return rows
+
+
+def engine_rows(model, sources, pad_id, stops, settings, max_new, causal, batch, options=EXACT, seed=0):
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        return generate_ids(model, sources, causal, settings, stops, pad_id, max_new, batch, options=options)
+
+
+def causal_case(llama, preset):
+    model, tokenizer = llama
+    model = sharpened(model, tokenizer)
+    sources = encode_sources(tokenizer, PROMPTS, 64, True)
+    assert len({len(s) for s in sources}) >= 4  # varied prompt lengths: real left padding
+    return model, sources, tokenizer.pad_token_id, stop_ids(tokenizer, True), {**NEUTRAL, **DECODING[preset]}
+
+
+@pytest.mark.parametrize("preset", ["greedy", "guarded", "careful", "chef"])
+def test_causal_exact_path_is_token_identical_to_transformers(llama, preset):
+    model, sources, pad_id, stops, settings = causal_case(llama, preset)
+    expected = transformers_rows(model, sources, pad_id, stops, settings, 40, left=True)
+    got = engine_rows(model, sources, pad_id, stops, settings, 40, True, batch=len(sources))
+    assert [ids for ids, _ in got] == expected
+    assert [stopped for _, stopped in got] == [bool(row) and row[-1] in stops for row in expected]
+    lengths = {len(row) for row in expected}
+    assert len(lengths) >= 3 and max(lengths) == 40  # rows end at their stop tokens, at varied steps, or run out
+
+
+def test_the_ngram_ban_changes_what_greedy_writes(llama):
+    """Guarded is not greedy on the looping model: the comparison above exercises the ban."""
+    model, sources, pad_id, stops, greedy = causal_case(llama, "greedy")
+    guarded = {**greedy, **DECODING["guarded"]}
+    plain = engine_rows(model, sources, pad_id, stops, greedy, 40, True, batch=6)
+    banned = engine_rows(model, sources, pad_id, stops, guarded, 40, True, batch=6)
+    assert sum(a != b for a, b in zip(plain, banned, strict=True)) >= 2
+
+
+@pytest.mark.parametrize("preset", ["greedy", "guarded"])
+def test_sorted_continuous_batches_give_transformers_greedy_recipes(llama, preset, monkeypatch):
+    """Six prompts on two slots, length-sorted, finished rows refilled from the queue: each recipe is
+    the one Transformers writes for its prompt alone."""
+    from chef_genius.generation import causal
+
+    model, sources, pad_id, stops, settings = causal_case(llama, preset)
+    prefills = []
+    original = causal.CausalDecoder._prefill
+    monkeypatch.setattr(causal.CausalDecoder, "_prefill",
+                        lambda self, slots, prompts: prefills.append(slots) or original(self, slots, prompts))
+    got = engine_rows(model, sources, pad_id, stops, settings, 40, True, batch=2,
+                      options=EngineOptions(check_every=3))
+    expected = [transformers_rows(model, [s], pad_id, stops, settings, 40, left=True)[0] for s in sources]
+    assert [ids for ids, _ in got] == expected
+    assert len(prefills) >= 4 and any(len(slots) == 1 for slots in prefills)  # rows refilled one by one
+
+
+def t5_model(gated: bool, seed: int = 0):
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    config = T5Config(vocab_size=97, d_model=32, d_kv=8, d_ff=48, num_layers=3, num_decoder_layers=2, num_heads=4,
+                      feed_forward_proj="gated-gelu" if gated else "relu", dropout_rate=0.0,
+                      decoder_start_token_id=0, pad_token_id=0, eos_token_id=1, relative_attention_num_buckets=8,
+                      relative_attention_max_distance=16)
+    torch.manual_seed(seed)
+    model = T5ForConditionalGeneration(config).eval()
+    head = torch.nn.Linear(32, 97, bias=True)
+    with torch.no_grad():  # confident enough to loop; EOS a little likelier, so that a ban ends a loop
+        head.weight.copy_(model.lm_head.weight * 8.0)
+        head.bias.zero_()
+        head.bias[1] = 20.0 if gated else 30.0
+    model.lm_head = head
+    return model
+
+
+@pytest.mark.parametrize("gated", [True, False])
+@pytest.mark.parametrize("preset", ["greedy", "guarded", "careful"])
+def test_t5_is_token_identical_to_transformers(gated, preset):
+    model = t5_model(gated)
+    generator = torch.Generator().manual_seed(1)
+    sources = [torch.randint(2, 97, (n,), generator=generator).tolist() + [1] for n in (5, 12, 3, 9, 17, 7, 2)]
+    settings = {**NEUTRAL, **DECODING[preset]}
+    expected = transformers_rows(model, sources, 0, [1], settings, 30, left=False)
+    for batch in (7, 3):  # one batch as Transformers runs it; and sorted batches of three (greedy only)
+        options = EXACT if batch == 7 else EngineOptions(check_every=4)
+        if batch == 3 and settings["do_sample"]:
+            continue
+        got = engine_rows(model, sources, 0, [1], settings, 30, False, batch=batch, options=options)
+        assert [ids for ids, _ in got] == expected
+    assert len({len(row) for row in expected}) >= 2 and any(row[-1] == 1 for row in expected)  # EOS, varied steps
+
+
+def test_ngram_ban_on_hand_computed_rows():
+    history = torch.tensor([[5, 6, 7, 5, 6, 0, 0], [1, 2, 3, 4, 1, 2, 3]])
+    length = torch.tensor([5, 7])
+    banned = ban_repeated_ngrams(torch.zeros(2, 10), history, length, 3)
+    assert torch.isinf(banned[0]).nonzero().flatten().tolist() == [7]  # 5 6 -> 7 was seen
+    assert torch.isinf(banned[1]).nonzero().flatten().tolist() == [4]  # 2 3 -> 4 was seen
+    assert not torch.isinf(ban_repeated_ngrams(torch.zeros(2, 10), history, torch.tensor([2, 3]), 3)).any()
+
+
+def repeated_ngram(row: list[int], n: int) -> bool:
+    grams = [tuple(row[i:i + n]) for i in range(len(row) - n + 1)]
+    return len(grams) != len(set(grams))
+
+
+@pytest.mark.parametrize("preset,n", [("guarded", 8), ("careful", 10), ("chef", 3)])
+def test_the_ngram_ban_never_lets_an_ngram_repeat(llama, preset, n):
+    """Prompt and recipe together (Transformers bans over both), on the fast path; without the
+    ban the same model loops (greedy)."""
+    model, sources, pad_id, stops, settings = causal_case(llama, preset)
+    model.lm_head.bias.data.zero_()  # no early end: long rows, every chance to loop
+    got = engine_rows(model, sources * 4, pad_id, stops, settings, 60, True, batch=8,
+                      options=EngineOptions(check_every=4, race=True))
+    assert all(not repeated_ngram(source + ids, n) for source, (ids, _) in zip(sources * 4, got, strict=True))
+    free = engine_rows(model, sources, pad_id, stops, {**NEUTRAL, **DECODING["greedy"]}, 60, True, batch=8)
+    assert any(repeated_ngram(source + ids, n) for source, (ids, _) in zip(sources, free, strict=True))
+
+
+@pytest.mark.parametrize("stop", ["end_of_turn", "eos"])
+def test_stop_tokens_end_rows(llama, stop):
+    model, tokenizer = llama
+    token = end_of_turn_id(tokenizer) if stop == "end_of_turn" else tokenizer.eos_token_id
+    model = sharpened(model, tokenizer, scale=1.0, stop_bias=0.0)
+    model.lm_head.bias.data[token] = 100.0
+    rows = generate_details(model, tokenizer, PROMPTS[:3], True, "careful", 12, engine="chef-genius")
+    assert all(g.stopped and g.tokens == 0 and g.text == "" for [g] in rows)
+    model.lm_head.bias.data[token] = -100.0
+    model.lm_head.bias.data[[end_of_turn_id(tokenizer), tokenizer.eos_token_id]] = -100.0
+    rows = generate_details(model, tokenizer, PROMPTS[:3], True, "careful", 12, engine="chef-genius")
+    assert all(not g.stopped and g.tokens == 12 for [g] in rows)
+
+
+def permutation_p(a: list[list[int]], b: list[list[int]], statistic, rounds: int = 300) -> float:
+    """P-value of ``statistic(a, b)`` under the null that recipes of a and b come from one
+    distribution: recipes (not tokens, which depend on each other) are shuffled between the sides."""
+    rng = np.random.default_rng(0)
+    pooled, observed = a + b, statistic(a, b)
+    hits = 0
+    for _ in range(rounds):
+        order = rng.permutation(len(pooled))
+        shuffled = [pooled[i] for i in order]
+        hits += statistic(shuffled[:len(a)], shuffled[len(a):]) >= observed
+    return (hits + 1) / (rounds + 1)
+
+
+def token_distance(a: list[list[int]], b: list[list[int]]) -> float:
+    """Total variation distance between the two sides' token frequencies."""
+    size = 1 + max(max((max(r) for r in a + b if r), default=0), 0)
+    fa = np.bincount([t for r in a for t in r], minlength=size) / max(1, sum(map(len, a)))
+    fb = np.bincount([t for r in b for t in r], minlength=size) / max(1, sum(map(len, b)))
+    return float(np.abs(fa - fb).sum() / 2)
+
+
+def length_distance(a: list[list[int]], b: list[list[int]]) -> float:
+    """Kolmogorov-Smirnov distance between the two sides' recipe lengths."""
+    la, lb = np.sort([len(r) for r in a]), np.sort([len(r) for r in b])
+    grid = np.union1d(la, lb)
+    return float(np.max(np.abs(np.searchsorted(la, grid, "right") / len(la) - np.searchsorted(lb, grid, "right")
+                               / len(lb))))
+
+
+def test_sampled_recipes_follow_transformers_distribution(llama):
+    """`careful` with a seed, 144 recipes each: Transformers (16-row batches) against the engine's
+    fast path (sorted, continuous, checked every 4 steps, the CUDA graph's exponential-race
+    sampler). Neither token frequencies nor lengths differ (p > 0.01); the same tests reject the
+    engine at temperature 1.0 and top-p 1.0 instead (p < 0.01), so they can fail."""
+    model, sources, pad_id, stops, settings = causal_case(llama, "careful")
+    many = sources * 24
+    reference: list[list[int]] = []
+    for first in range(0, len(many), 16):
+        reference += transformers_rows(model, many[first:first + 16], pad_id, stops, settings, 24, left=True,
+                                       seed=first)
+    fast = EngineOptions(check_every=4, race=True)
+    engine = [ids for ids, _ in engine_rows(model, many, pad_id, stops, settings, 24, True, batch=16, options=fast,
+                                            seed=7)]
+    hotter = {**settings, "temperature": 1.0, "top_p": 1.0}
+    changed = [ids for ids, _ in engine_rows(model, many, pad_id, stops, hotter, 24, True, batch=16, options=fast,
+                                             seed=7)]
+    assert engine != reference  # drawn in another order: a distribution to compare, not a copy
+    lengths = {len(r) for r in reference}
+    assert 24 in lengths and len(lengths) > 10  # rows end at stop tokens at many steps, and at the limit
+    assert permutation_p(reference, engine, token_distance) > 0.01
+    assert permutation_p(reference, engine, length_distance) > 0.01
+    assert min(permutation_p(reference, changed, token_distance),
+               permutation_p(reference, changed, length_distance)) < 0.01
+    assert not math.isnan(token_distance(reference, engine))
+
+
+def test_generate_details_with_the_engine_gives_todays_greedy_recipes(llama):
+    tokenizer = llama[1]
+    model = sharpened(*llama)
+    for preset in ("greedy", "guarded"):
+        today = generate_details(model, tokenizer, PROMPTS, True, preset, 20, batch_size=4)
+        assert len({g.text for [g] in today}) >= 3 and {g.stopped for [g] in today} == {True, False}
+        assert generate_details(model, tokenizer, PROMPTS, True, preset, 20, batch_size=4,
+                                engine="chef-genius") == today
+    # Grounded decoding and beam search stay on Transformers' path: the same recipes either way.
+    assert (generate_details(model, tokenizer, PROMPTS[:2], True, "greedy", 12, grounded=2.0, engine="chef-genius")
+            == generate_details(model, tokenizer, PROMPTS[:2], True, "greedy", 12, grounded=2.0))
+    assert (generate_details(model, tokenizer, PROMPTS[:2], True, "beam", 12, engine="chef-genius")
+            == generate_details(model, tokenizer, PROMPTS[:2], True, "beam", 12))
+    three = generate_details(model, tokenizer, PROMPTS[:2], True, "careful", 12, num_return_sequences=3,
+                             engine="chef-genius")
+    assert [len(row) for row in three] == [3, 3] and len({g.text for g in three[0]}) > 1
+    with pytest.raises(Exception, match="unknown generation engine"):
+        generate_details(model, tokenizer, PROMPTS, True, "greedy", 5, engine="vllm")
+
+
+def test_generate_details_with_the_engine_on_t5(t5_tokenizer):
+    from transformers import PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
+
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=t5_tokenizer, pad_token="<pad>", eos_token="</s>",
+                                        unk_token="<unk>")
+    torch.manual_seed(0)
+    model = T5ForConditionalGeneration(T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=2,
+                                                num_heads=4, decoder_start_token_id=0, pad_token_id=0,
+                                                eos_token_id=1)).eval()
+    for preset in ("greedy", "guarded"):
+        today = generate_details(model, tokenizer, PROMPTS, False, preset, 16, batch_size=4)
+        assert generate_details(model, tokenizer, PROMPTS, False, preset, 16, batch_size=4,
+                                engine="chef-genius") == today
