@@ -368,6 +368,9 @@ def _quality_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grounded", type=float, default=EvalConfig.grounded, metavar="PENALTY",
                         help="lower the logits of foods the recipe's own ingredient list lacks while the steps are "
                              "written (0: off; default: %(default)s)")
+    parser.add_argument("--engine", choices=["transformers", "chef-genius"], default=EvalConfig.engine,
+                        help="who writes the recipes: transformers' generate or chef-genius' own engine (continuous "
+                             "batches, CUDA graphs; docs/generation.md) (default: %(default)s)")
 
 
 def _check_quality_flags(args: argparse.Namespace) -> None:
@@ -400,7 +403,7 @@ def _generate(args: argparse.Namespace) -> int:
     templates = _run_templates(args.run, loaded.folder)
     prompts = [canonical_prompt(templates, request, []) for request in requests]
     config = EvalConfig(decoding=args.decoding, max_new_tokens=args.max_new_tokens, best_of=args.best_of,
-                        grounded=args.grounded)
+                        grounded=args.grounded, engine=args.engine)
     samples = sample_recipes(loaded.model, loaded.tokenizer, loaded.causal, prompts, config, seed=args.seed,
                              foods=[request_foods(r) for r in requests])
     if args.json:
@@ -430,7 +433,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     max_source, max_target = _run_token_limits(args.run, folder)
     result = evaluate_run(args.run, args.data, args.split, args.max_examples, args.samples, args.decoding,
                           args.max_new_tokens, _run_templates(args.run, folder), max_source_tokens=max_source,
-                          max_target_tokens=max_target, best_of=args.best_of, grounded=args.grounded)
+                          max_target_tokens=max_target, best_of=args.best_of, grounded=args.grounded,
+                          engine=args.engine)
     out = args.out
     if out is None:  # beside the run; a checkpoint folder is no place for it (pruning removes it)
         checkpoint = (folder / "trainer_state.json").is_file()

@@ -234,6 +234,10 @@ class EvalConfig:
                        "(chef_genius.best_of); 1 keeps the first. Costs N times the generation.", 1)
     grounded: float = doc("Grounded decoding: while the steps are written, lower the logits of foods the recipe's "
                           "own ingredient list lacks by this much (chef_genius.grounding); 0 is off.", 0.0)
+    engine: Literal["transformers", "chef-genius"] = doc(
+        "Who writes sample and evaluation recipes: transformers (its generate) or chef-genius (chef_genius.generation: "
+        "a cache allocated once, length-sorted continuous batches, CUDA graphs; greedy and guarded give the same "
+        "recipes, sampled presets the same distribution; docs/generation.md).", "transformers")
 
     def __post_init__(self) -> None:
         _positive("eval", eval_steps=self.eval_steps, max_eval_batches=self.max_eval_batches,

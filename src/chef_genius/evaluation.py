@@ -58,7 +58,8 @@ def evaluate_loaded(model, tokenizer, causal: bool, recipes: list[Recipe], templ
                     decoding: str, max_new_tokens: int, samples_per_input: int = 3,
                     protocol_examples: int | None = None, seed: int = 0, batch_size: int = 32,
                     keep_samples: int = 10, split: str = "val", max_source_tokens: int = 512,
-                    max_target_tokens: int = 512, best_of: int = 1, grounded: float = 0.0) -> dict:
+                    max_target_tokens: int = 512, best_of: int = 1, grounded: float = 0.0,
+                    engine: str = EvalConfig.engine) -> dict:
     """Every number of `evaluate_run` for a loaded model on reference recipes of ``split``: the
     loss and perplexity are named by it (``test_loss`` on the test split) and measured with
     prompts and targets cut at the token limits given (a run's own, so that ``val_loss`` matches
@@ -68,7 +69,8 @@ def evaluate_loaded(model, tokenizer, causal: bool, recipes: list[Recipe], templ
     references = [serialize(r) for r in recipes]
     loss = loss_on(model, tokenizer, causal, prompts, references, max_source=max_source_tokens,
                    max_target=max_target_tokens)
-    config = EvalConfig(decoding=decoding, max_new_tokens=max_new_tokens, best_of=best_of, grounded=grounded)
+    config = EvalConfig(decoding=decoding, max_new_tokens=max_new_tokens, best_of=best_of, grounded=grounded,
+                        engine=engine)
     samples = sample_recipes(model, tokenizer, causal, prompts, config, seed=seed, batch_size=batch_size,
                              foods=names)
     with_names = [(n, s.recipe) for n, s in zip(names, samples, strict=True) if n]
@@ -82,7 +84,8 @@ def evaluate_loaded(model, tokenizer, causal: bool, recipes: list[Recipe], templ
         food_prompts = [templates[0].format(text=request_text(r.title, n, form=2))
                         for r, n in zip(recipes[:k], names[:k], strict=True)]
         sampled = generate(model, tokenizer, food_prompts, causal, "chef", max_new_tokens,
-                           num_return_sequences=samples_per_input, seed=seed, batch_size=max(1, batch_size // 2))
+                           num_return_sequences=samples_per_input, seed=seed, batch_size=max(1, batch_size // 2),
+                           engine=engine)
         protocol = {**chef_transformer_protocol([[recipe_text(parse_recipe(t)) for t in s] for s in sampled],
                                                 reference_texts[:k]),
                     "samples_per_input": samples_per_input, "examples": k}
@@ -108,7 +111,8 @@ def evaluate_run(path: str | Path, data: str | Path, split: str = "test", max_ex
                  samples_per_input: int = 3, decoding: str = EvalConfig.decoding,
                  max_new_tokens: int = EvalConfig.max_new_tokens,
                  templates: list[str] | None = None, seed: int = 0, max_source_tokens: int = 512,
-                 max_target_tokens: int = 512, best_of: int = 1, grounded: float = 0.0) -> dict:
+                 max_target_tokens: int = 512, best_of: int = 1, grounded: float = 0.0,
+                 engine: str = EvalConfig.engine) -> dict:
     """All evaluation numbers for a run, adapter or model on a fixed random subset of a prepared
     split: loss and perplexity (at the given token limits: pass the run's), the recipe metrics,
     usability (usable rate, repetition, ingredients used, stopped), requested names covered,
@@ -122,7 +126,7 @@ def evaluate_run(path: str | Path, data: str | Path, split: str = "test", max_ex
     result = evaluate_loaded(loaded.model, loaded.tokenizer, loaded.causal, recipes, templates, decoding,
                              max_new_tokens, samples_per_input, seed=seed, split=split,
                              max_source_tokens=max_source_tokens, max_target_tokens=max_target_tokens,
-                             best_of=best_of, grounded=grounded)
+                             best_of=best_of, grounded=grounded, engine=engine)
     return {"run": str(path), "data": str(data), "split": split, **result}
 
 

@@ -48,7 +48,7 @@ def sample_recipes(model, tokenizer, causal: bool, prompts: list[str], config: E
     n = config.best_of
     generations = generate_details(model, tokenizer, prompts, causal, config.decoding, config.max_new_tokens,
                                    num_return_sequences=n, batch_size=max(1, batch_size // n), seed=seed,
-                                   grounded=config.grounded)
+                                   grounded=config.grounded, engine=config.engine)
     foods = foods if foods is not None else [None] * len(prompts)
     samples = []
     for prompt, candidates, names in zip(prompts, generations, foods, strict=True):

@@ -56,8 +56,10 @@ class CausalDecoder:
         self.cache = RowCache(slots, self.capacity, self.state.column)
         self._replay: Callable[[], None] | None = None
 
-    def run(self, prompts: list[list[int]]) -> list[tuple[list[int], bool]]:
-        """(generated ids, ended at a stop token) for each prompt, in order."""
+    def run(self, prompts: list[list[int]],
+            on_done: Callable[[int], None] | None = None) -> list[tuple[list[int], bool]]:
+        """(generated ids, ended at a stop token) for each prompt, in order; ``on_done(i)`` as
+        prompt i's row is collected."""
         results: list[tuple[list[int], bool] | None] = [None] * len(prompts)
         waiting = deque(range(len(prompts)))
         owner: dict[int, int] = {}  # slot -> prompt index
@@ -75,7 +77,10 @@ class CausalDecoder:
                     continue
             done = self.state.finished.tolist()
             for slot in [s for s in owner if done[s]]:
-                results[owner.pop(slot)] = self.state.result(slot)
+                index = owner.pop(slot)
+                results[index] = self.state.result(slot)
+                if on_done is not None:
+                    on_done(index)
         return results  # type: ignore[return-value]
 
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:

@@ -12,6 +12,7 @@ gives recipes from the same distribution, drawn in another order.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -63,7 +64,8 @@ def unsupported(model: torch.nn.Module, causal: bool, settings: dict) -> str | N
 
 def generate_ids(model: torch.nn.Module, sources: list[list[int]], causal: bool, settings: dict,
                  stops: list[int], pad_id: int, max_new_tokens: int, batch_size: int, num_return_sequences: int = 1,
-                 options: EngineOptions = EngineOptions()) -> list[tuple[list[int], bool]]:
+                 options: EngineOptions = EngineOptions(),
+                 on_done: Callable[[int], None] | None = None) -> list[tuple[list[int], bool]]:
     """Generated ids (a final stop token included) and whether each ended at a stop token.
 
     Args:
@@ -77,6 +79,7 @@ def generate_ids(model: torch.nn.Module, sources: list[list[int]], causal: bool,
         batch_size: rows decoded at once.
         num_return_sequences: recipes per prompt, one after another in the result.
         options: batching and syncing (`EngineOptions`).
+        on_done: called with a row's index in the result as soon as the row is collected (latency).
 
     Returns:
         One entry per prompt and return sequence, prompt by prompt.
@@ -99,7 +102,7 @@ def generate_ids(model: torch.nn.Module, sources: list[list[int]], causal: bool,
     else:
         decoder = Seq2SeqDecoder(model, rule, stops, pad_id, max_new_tokens, slots, check_every=check_every,
                                  graphs=options.graphs, race=options.race)
-    decoded = decoder.run(ordered)
+    decoded = decoder.run(ordered, None if on_done is None else (lambda position: on_done(order[position])))
     results: list[tuple[list[int], bool]] = [([], False)] * len(rows)
     for position, index in enumerate(order):
         results[index] = decoded[position]

@@ -10,6 +10,7 @@ CUDA graph and replayed. A batch takes no newcomers: its encoder output is share
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import torch
 
@@ -51,11 +52,16 @@ class Seq2SeqDecoder:
         self.start_id = config.decoder_start_token_id
         self.cache_config = _decoder_config(model.get_base_model() if hasattr(model, "get_base_model") else model)
 
-    def run(self, prompts: list[list[int]]) -> list[tuple[list[int], bool]]:
-        """(generated ids, ended at a stop token) for each prompt, in order."""
+    def run(self, prompts: list[list[int]],
+            on_done: Callable[[int], None] | None = None) -> list[tuple[list[int], bool]]:
+        """(generated ids, ended at a stop token) for each prompt, in order; ``on_done(i)`` as
+        prompt i's batch ends."""
         results: list[tuple[list[int], bool]] = []
         for first in range(0, len(prompts), self.slots):
             results.extend(self._batch(prompts[first:first + self.slots]))
+            for index in range(first, len(results)):
+                if on_done is not None:
+                    on_done(index)
         return results
 
     def _batch(self, prompts: list[list[int]]) -> list[tuple[list[int], bool]]:

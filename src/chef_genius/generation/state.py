@@ -93,7 +93,7 @@ class RowState:
         self.generated[rows, self.count[rows]] = tokens
         self.count[rows] += live
         self.column[rows] += live
-        self.finished[rows] |= live & (torch.isin(tokens, self.stops) | (self.count[rows] >= self.max_new_tokens))
+        self.finished[rows] |= live & (self._is_stop(tokens) | (self.count[rows] >= self.max_new_tokens))
         self.last[rows] = tokens
 
     def _commit_all(self, tokens: torch.Tensor) -> None:
@@ -103,8 +103,11 @@ class RowState:
         self.generated.scatter_(1, self.count[:, None], tokens[:, None])
         self.count.add_(live)
         self.column.add_(live)
-        self.finished.logical_or_(live & (torch.isin(tokens, self.stops) | (self.count >= self.max_new_tokens)))
+        self.finished.logical_or_(live & (self._is_stop(tokens) | (self.count >= self.max_new_tokens)))
         self.last.copy_(tokens)
+
+    def _is_stop(self, tokens: torch.Tensor) -> torch.Tensor:
+        return (tokens[:, None] == self.stops[None, :]).any(dim=-1)
 
     def result(self, row: int) -> tuple[list[int], bool]:
         """(the row's generated ids, a stop token last included; whether it ended at a stop token)."""
