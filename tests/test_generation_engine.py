@@ -205,6 +205,16 @@ def test_stop_tokens_end_rows(llama, stop):
     assert all(not g.stopped and g.tokens == 12 for [g] in rows)
 
 
+def test_a_row_stops_where_the_model_positions_end(llama):
+    """The tiny Llama has 256 positions: asked for 300 tokens, every row ends at 256 with its prompt."""
+    model, tokenizer = llama
+    sources = encode_sources(tokenizer, PROMPTS, 64, True)
+    greedy = {**NEUTRAL, **DECODING["greedy"]}
+    got = engine_rows(model, sources, tokenizer.pad_token_id, stop_ids(tokenizer, True), greedy, 300, True, batch=4,
+                      options=EngineOptions(check_every=8))
+    assert [len(s) + len(ids) for s, (ids, stopped) in zip(sources, got, strict=True) if not stopped] == [256] * 6
+
+
 def permutation_p(a: list[list[int]], b: list[list[int]], statistic, rounds: int = 300) -> float:
     """P-value of ``statistic(a, b)`` under the null that recipes of a and b come from one
     distribution: recipes (not tokens, which depend on each other) are shuffled between the sides."""

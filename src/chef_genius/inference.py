@@ -190,6 +190,8 @@ def generate_details(model: torch.nn.Module, tokenizer, prompts: list[str], caus
     length-sorted continuous batches, CUDA graphs on a GPU): greedy and guarded give the same
     recipes as "transformers" (Transformers' ``generate``), sampled presets recipes from the same
     distribution. Beam search, ``grounded`` > 0 and models it was not proven on use Transformers.
+    Where a causal model's positions end, the engine stops each row at its own prompt's limit
+    (Transformers: every row of a batch at its longest prompt's).
     """
     if decoding not in DECODING:
         raise UserError(f"unknown decoding '{decoding}' (choose from {', '.join(DECODING)})")
@@ -231,13 +233,10 @@ def _generate_with_engine(model, tokenizer, prompts, causal, decoding, max_new_t
     sources = encode_sources(tokenizer, prompts, max_source_tokens, causal)
     if not sources:
         return []
-    limit = _position_limit(model)
-    longest = max(len(s) for s in sources)
-    new_tokens = max_new_tokens if not (causal and limit) else max(1, min(max_new_tokens, limit - longest))
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         decoded = generate_ids(model, sources, causal, _settings(decoding, num_return_sequences), stops, pad_id,
-                               new_tokens, batch_size, num_return_sequences)
+                               max_new_tokens, batch_size, num_return_sequences)
     texts = tokenizer.batch_decode([ids for ids, _ in decoded], skip_special_tokens=True,
                                    clean_up_tokenization_spaces=False)
     rows = [Generation(text, stopped, len(ids) - 1 if stopped else sum(1 for t in ids if t != pad_id))

@@ -39,18 +39,21 @@ class CausalDecoder:
         check_every: decode steps between reads of the finished rows (1: Transformers' own
             timing, so a seed gives its very samples; more: fewer host syncs).
         graphs: capture the decode step as a CUDA graph (CUDA only).
+        position_limit: the longest sequence the model's positions allow: a row stops there, its
+            prompt included (None: unbounded).
         race: sample by the exponential race (None: when graphs run; see `rules`).
     """
 
     def __init__(self, model: torch.nn.Module, rule: DecodingRule, stops: list[int], pad_id: int,
                  max_new_tokens: int, slots: int, prompt_width: int, continuous: bool = True, check_every: int = 1,
-                 graphs: bool = False, race: bool | None = None):
+                 graphs: bool = False, race: bool | None = None, position_limit: int | None = None):
         self.model, self.rule, self.pad_id = model, rule, pad_id
         self.device = next(model.parameters()).device
         self.dtype = model_dtype(model)
         self.slots, self.continuous, self.check_every = slots, continuous, max(1, check_every)
         self.graphs = graphs and self.device.type == "cuda"
         self.race = self.graphs if race is None else race
+        self.position_limit = position_limit
         self.capacity = prompt_width + max_new_tokens + 1
         self.state = RowState(slots, self.capacity, max_new_tokens, stops, pad_id, self.device)
         self.cache = RowCache(slots, self.capacity, self.state.column)
@@ -107,7 +110,10 @@ class CausalDecoder:
             logits = self._forward(ids, additive_mask(allowed, self.dtype), positions)
         finally:
             self.cache.prefill_rows = None
-        self.state.begin(rows, ids, starts)
+        lengths = torch.tensor([len(p) for p in prompts], dtype=torch.long, device=self.device)
+        limits = None if self.position_limit is None else \
+            (self.position_limit - lengths).clamp(1, self.state.max_new_tokens)
+        self.state.begin(rows, ids, starts, limits)
         chosen = next_tokens(logits, self.state.history[rows], self.state.column[rows], self.rule, race=self.race)
         self.state.commit(chosen, rows)
 

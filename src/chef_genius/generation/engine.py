@@ -50,6 +50,13 @@ def model_type(model: torch.nn.Module) -> str:
     return str(getattr(base.config, "model_type", ""))
 
 
+def position_limit(model: torch.nn.Module) -> int | None:
+    """The longest sequence a causal model's position embeddings allow (None when unbounded)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = base.config
+    return getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
+
+
 def unsupported(model: torch.nn.Module, causal: bool, settings: dict) -> str | None:
     """Why the engine cannot run this model and preset (None when it can)."""
     kind = model_type(model)
@@ -75,7 +82,8 @@ def generate_ids(model: torch.nn.Module, sources: list[list[int]], causal: bool,
         settings: Transformers' keyword settings of the preset (``NEUTRAL`` then the preset).
         stops: token ids that end a recipe.
         pad_id: the tokenizer's padding id.
-        max_new_tokens: the token limit of a recipe.
+        max_new_tokens: the token limit of a recipe; a causal row also stops where the model's
+            positions end (`position_limit`), its prompt included.
         batch_size: rows decoded at once.
         num_return_sequences: recipes per prompt, one after another in the result.
         options: batching and syncing (`EngineOptions`).
@@ -98,7 +106,7 @@ def generate_ids(model: torch.nn.Module, sources: list[list[int]], causal: bool,
     if causal:
         decoder = CausalDecoder(model, rule, stops, pad_id, max_new_tokens, slots, max(len(r) for r in rows),
                                 continuous=not options.exact, check_every=check_every, graphs=options.graphs,
-                                race=options.race)
+                                race=options.race, position_limit=position_limit(model))
     else:
         decoder = Seq2SeqDecoder(model, rule, stops, pad_id, max_new_tokens, slots, check_every=check_every,
                                  graphs=options.graphs, race=options.race)

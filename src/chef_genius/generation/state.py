@@ -70,11 +70,15 @@ class RowState:
         self.start = torch.zeros(rows, **long)
         self.last = torch.full((rows,), pad_id, **long)
         self.finished = torch.ones(rows, dtype=torch.bool, device=device)
+        self.limit = torch.full((rows,), max_new_tokens, **long)  # a row's own token limit
         self.stops = torch.tensor(stops, **long)
 
-    def begin(self, rows: torch.Tensor, prompts: torch.Tensor, starts: torch.Tensor) -> None:
-        """Rows ``rows`` take new prompts: ``prompts`` (n, width) left-padded, ``starts`` their first real column."""
+    def begin(self, rows: torch.Tensor, prompts: torch.Tensor, starts: torch.Tensor,
+              limits: torch.Tensor | None = None) -> None:
+        """Rows ``rows`` take new prompts: ``prompts`` (n, width) left-padded, ``starts`` their first
+        real column, ``limits`` their token limits (default: ``max_new_tokens``)."""
         width = prompts.shape[1]
+        self.limit[rows] = self.max_new_tokens if limits is None else limits
         self.history[rows, :width] = prompts
         self.column[rows] = width
         self.start[rows] = starts
@@ -93,7 +97,7 @@ class RowState:
         self.generated[rows, self.count[rows]] = tokens
         self.count[rows] += live
         self.column[rows] += live
-        self.finished[rows] |= live & (self._is_stop(tokens) | (self.count[rows] >= self.max_new_tokens))
+        self.finished[rows] |= live & (self._is_stop(tokens) | (self.count[rows] >= self.limit[rows]))
         self.last[rows] = tokens
 
     def _commit_all(self, tokens: torch.Tensor) -> None:
@@ -103,7 +107,7 @@ class RowState:
         self.generated.scatter_(1, self.count[:, None], tokens[:, None])
         self.count.add_(live)
         self.column.add_(live)
-        self.finished.logical_or_(live & (self._is_stop(tokens) | (self.count >= self.max_new_tokens)))
+        self.finished.logical_or_(live & (self._is_stop(tokens) | (self.count >= self.limit)))
         self.last.copy_(tokens)
 
     def _is_stop(self, tokens: torch.Tensor) -> torch.Tensor:
