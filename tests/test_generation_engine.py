@@ -291,6 +291,24 @@ def test_generate_details_with_the_engine_gives_todays_greedy_recipes(llama):
         generate_details(model, tokenizer, PROMPTS, True, "greedy", 5, engine="vllm")
 
 
+def test_a_lora_adapter_decodes_through_peft_the_same(llama):
+    """Runs are LoRA adapters by default: the engine calls the PEFT model as Transformers does."""
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    tokenizer = llama[1]
+    model = get_peft_model(sharpened(*llama), LoraConfig(task_type=TaskType.CAUSAL_LM, r=4, lora_alpha=8,
+                                                         target_modules=["q_proj", "v_proj"]))
+    with torch.no_grad():  # PEFT starts B at zero: give the adapter something to change
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5, generator=torch.Generator().manual_seed(3))
+    model.eval()
+    today = generate_details(model, tokenizer, PROMPTS, True, "guarded", 20, batch_size=4)
+    with model.disable_adapter():
+        assert today != generate_details(model, tokenizer, PROMPTS, True, "guarded", 20, batch_size=4)
+    assert generate_details(model, tokenizer, PROMPTS, True, "guarded", 20, batch_size=4, engine="chef-genius") == today
+
+
 def test_generate_details_with_the_engine_on_t5(t5_tokenizer):
     from transformers import PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
 
