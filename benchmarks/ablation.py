@@ -201,7 +201,7 @@ def score(args, final: Path | None) -> dict:
     recipes = [table.recipe(i) for i in held_out_rows(len(table), args.examples, seed=0)]
     result = evaluate_loaded(loaded.model, loaded.tokenizer, loaded.causal, recipes, SEED_TEMPLATES, "careful",
                              512, samples_per_input=3, protocol_examples=args.protocol_examples, seed=0,
-                             batch_size=args.examples, keep_samples=4, split="test")
+                             batch_size=args.examples, keep_samples=4, split="test", engine=args.engine)
     protocol = result.get("chef_transformer") or {}
     return {"heldout_loss": result["test_loss"], "heldout_perplexity": result["test_perplexity"],
             "usable_rate": result["recipe/usable_rate"], "repetition": result["recipe/repetition"],
@@ -401,6 +401,8 @@ def main() -> None:
     parser.add_argument("--arm", choices=["base", *ALL_ARMS], default="v2")
     parser.add_argument("--arms", help="run: comma-separated arms (default: base, every arm, the tuning arms)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--engine", choices=("transformers", "chef-genius"), default="transformers",
+                        help="who writes the held-out recipes (docs/generation.md)")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--steps", type=int, default=STEPS)
     parser.add_argument("--examples", type=int, default=128, help="held-out recipes scored per cell")

@@ -113,7 +113,7 @@ def evaluate(args) -> None:
         protocol = args.protocol_examples if number == 0 else 0
         result = evaluate_loaded(loaded.model, loaded.tokenizer, loaded.causal, recipes, SEED_TEMPLATES, decoding,
                                  args.max_new_tokens, samples_per_input=3, protocol_examples=protocol,
-                                 batch_size=args.batch_size, keep_samples=10, split="test")
+                                 batch_size=args.batch_size, keep_samples=10, split="test", engine=args.engine)
         result["seconds"] = time.perf_counter() - started
         results[decoding] = result
         print(f"{args.name} {decoding}: usable {result['recipe/usable_rate']:.3f} repetition "
@@ -151,7 +151,7 @@ def generate_stage(args) -> None:
     started = time.perf_counter()
     generations = generate_details(loaded.model, loaded.tokenizer, prompts, loaded.causal, args.decoding,
                                    args.max_new_tokens, num_return_sequences=args.n, batch_size=args.batch_size,
-                                   seed=args.seed, grounded=args.grounded)
+                                   seed=args.seed, grounded=args.grounded, engine=args.engine)
     seconds = time.perf_counter() - started
     flat_prompts = [p for p, g in zip(prompts, generations, strict=True) for _ in g]
     flat_texts = [c.text for g in generations for c in g]
@@ -259,6 +259,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1, help="generate: candidates per prompt")
     parser.add_argument("--grounded", type=float, default=0.0, help="generate: grounded decoding's penalty (0: off)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--engine", choices=("transformers", "chef-genius"), default="transformers",
+                        help="evaluate, generate: who writes the recipes (docs/generation.md)")
     parser.add_argument("--tag", default="plain", help="generate: appended to the output's name")
     parser.add_argument("--candidates", help="pick: a candidates file written by generate")
     argv = sys.argv[1:]

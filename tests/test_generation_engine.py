@@ -65,6 +65,8 @@ def sharpened(model, tokenizer, scale: float = 30.0, stop_bias: float = 4.0):
 def transformers_rows(model, sources, pad_id, stops, settings, max_new, left, seed=0) -> list[list[int]]:
     """`transformers.generate` on one padded batch: each row's new tokens up to and with its stop."""
     ids, mask = _pad(sources, pad_id, left=left)
+    device = next(model.parameters()).device
+    ids, mask = ids.to(device), mask.to(device)
     torch.manual_seed(seed)
     with torch.no_grad():
         out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new, pad_token_id=pad_id,
@@ -322,3 +324,17 @@ def test_generate_details_with_the_engine_on_t5(t5_tokenizer):
         today = generate_details(model, tokenizer, PROMPTS, False, preset, 16, batch_size=4)
         assert generate_details(model, tokenizer, PROMPTS, False, preset, 16, batch_size=4,
                                 engine="chef-genius") == today
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("preset", ["greedy", "guarded"])
+def test_cuda_graph_path_writes_transformers_greedy_recipes(llama, preset):
+    """On a GPU: decode steps captured as CUDA graphs and replayed, rows refilled between replays,
+    give each prompt's own greedy recipe (float32, so that batching cannot flip a near tie)."""
+    model, sources, pad_id, stops, settings = causal_case(llama, preset)
+    model = model.cuda()
+    got = engine_rows(model, sources * 3, pad_id, stops, settings, 40, True, batch=4,
+                      options=EngineOptions(check_every=4, graphs=True))
+    expected = [transformers_rows(model, [s], pad_id, stops, settings, 40, left=True)[0] for s in sources]
+    assert [ids for ids, _ in got] == expected * 3
