@@ -166,6 +166,20 @@ def test_t5_is_token_identical_to_transformers(gated, preset):
     assert len({len(row) for row in expected}) >= 2 and any(row[-1] == 1 for row in expected)  # EOS, varied steps
 
 
+def test_t5_with_a_lora_adapter_is_token_identical_to_transformers():
+    from test_fast_t5 import with_lora
+
+    model = with_lora(t5_model(True)).eval()
+    generator = torch.Generator().manual_seed(1)
+    sources = [torch.randint(2, 97, (n,), generator=generator).tolist() + [1] for n in (5, 12, 3, 9, 17, 7, 2)]
+    guarded = {**NEUTRAL, **DECODING["guarded"]}
+    expected = transformers_rows(model, sources, 0, [1], guarded, 30, left=False)
+    with model.disable_adapter():
+        assert transformers_rows(model, sources, 0, [1], guarded, 30, left=False) != expected
+    got = engine_rows(model, sources, 0, [1], guarded, 30, False, batch=3, options=EngineOptions(check_every=4))
+    assert [ids for ids, _ in got] == expected
+
+
 def test_ngram_ban_on_hand_computed_rows():
     history = torch.tensor([[5, 6, 7, 5, 6, 0, 0], [1, 2, 3, 4, 1, 2, 3]])
     length = torch.tensor([5, 7])
