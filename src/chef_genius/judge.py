@@ -81,7 +81,7 @@ def words(recipe: Recipe) -> set[str]:
         tokens = ["<n>" if t[0].isdigit() else t for t in _TOKEN.findall(text.lower())]
         out.update(tag + t for t in tokens)
         if not tag:
-            out.update(f"{a} {b}" for a, b in zip(tokens, tokens[1:]))
+            out.update(f"{a} {b}" for a, b in zip(tokens, tokens[1:], strict=False))
     return out
 
 
