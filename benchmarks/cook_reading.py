@@ -6,7 +6,8 @@
         --real PREPARED --real-split test --real-n 20 [--seed 0]
     # 2. a reader (a helper given only reading.md and instructions.md) writes ratings.json
     # 3. join the ratings with the key: per source, cookable / matches / mean score and the
-    #    automatic verdicts beside them; updates benchmarks/results/cook_reading.json
+    #    automatic verdicts beside them (and, where a second reader wrote ratings-2.json, how much
+    #    the readers agree); updates benchmarks/results/cook_reading.json
     python benchmarks/cook_reading.py join benchmarks/readings/NAME
 
 A generation file (`benchmarks/quality.py generate` writes them) is JSON Lines, one recipe a line:
@@ -148,10 +149,22 @@ def score(folder: Path) -> dict:
             "false_fails": sum(bool(r["cookable"]) and not v[1] for _, r, v in rows),
         })
     total = sum(len(rows) for rows in by_source.values())
+    second = folder / "ratings-2.json"  # a second reader of the same file: how much readers disagree
+    readers = None
+    if second.is_file():
+        other = {r["i"]: r for r in json.loads(second.read_text(encoding="utf-8"))}
+        both = [i for i in ratings if i in other]
+        readers = {"n": len(both),
+                   "cookable_agreement": sum(bool(ratings[i]["cookable"]) == bool(other[i]["cookable"])
+                                             for i in both) / max(len(both), 1),
+                   "matches_agreement": sum(bool(ratings[i]["matches"]) == bool(other[i]["matches"])
+                                            for i in both) / max(len(both), 1),
+                   "cookable_by_source": {source: sum(bool(other[e["i"]]["cookable"]) for e, _, _ in rows) / len(rows)
+                                          for source, rows in by_source.items()}}
     agreement = sum(r["agreement"] * r["n"] for r in readings) / total
     usable_agreement = sum(bool(r["cookable"]) == v[0] for rows in by_source.values() for _, r, v in rows) / total
     return {"reading": folder.name, "n": total, "agreement": agreement, "usable_agreement": usable_agreement,
-            "readings": readings}
+            "second_reader": readers, "readings": readings}
 
 
 def join(args) -> None:
@@ -162,13 +175,18 @@ def join(args) -> None:
     for folder in folders:
         summary = score(folder)
         (folder / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-        summaries[folder.name] = {k: summary[k] for k in ("n", "agreement", "usable_agreement")}
+        summaries[folder.name] = {k: summary[k] for k in ("n", "agreement", "usable_agreement", "second_reader")}
         for row in summary["readings"]:
             latest[(row["source"], row["reading"])] = row
         print(f"{folder.name}: {summary['n']} recipes, cookable verdict agrees with the reader on "
               f"{summary['agreement']:.1%} (usable: {summary['usable_agreement']:.1%})")
         print(f"  {'source':<24}{'n':>4}{'cookable':>10}{'matches':>9}{'score':>7}{'auto_cookable':>15}"
               f"{'usable':>8}{'agree':>7}{'false+':>7}{'false-':>7}")
+        if summary["second_reader"]:
+            second = summary["second_reader"]
+            print(f"  a second reader agrees with the first on cookable for {second['cookable_agreement']:.1%} and on "
+                  f"matches for {second['matches_agreement']:.1%} of {second['n']} recipes; their cookable rates: "
+                  + ", ".join(f"{k} {v:.0%}" for k, v in second["cookable_by_source"].items()))
         for r in summary["readings"]:
             print(f"  {r['source']:<24}{r['n']:>4}{r['cookable']:>10.0%}{r['matches']:>9.0%}{r['mean_score']:>7.2f}"
                   f"{r['auto_cookable']:>15.0%}{r['auto_usable']:>8.0%}{r['agreement']:>7.0%}{r['false_passes']:>7}"

@@ -13,6 +13,13 @@ Stages (each a command, so a GPU session can run them as separate calls or in th
     python benchmarks/quality.py train    --work W --gguf G --name lora [-- extra train flags]
     python benchmarks/quality.py evaluate --work W --name lora --examples 500 --decodings guarded,greedy
     python benchmarks/quality.py report   --work W   # -> benchmarks/results/quality.json and a table
+    python benchmarks/quality.py generate --work W --name full --set test --n 4 [--grounded 5]
+        # N candidates per prompt with their mean log-probability: gen-NAME-SET-TAG.jsonl
+    python benchmarks/quality.py pick --work W --candidates W/gen-full-test-plain.jsonl --n 4
+        # best-of-N by the cookable verdict, in the form benchmarks/cook_reading.py reads
+
+`prepare` holds foodnetwork.com and williams-sonoma.com out of training (W/heldout: the held-out
+source); the blind readings and the cookable verdict are in docs/quality.md.
 
 `evaluate --name base --gguf G` measures the base model itself.
 """

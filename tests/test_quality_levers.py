@@ -130,3 +130,9 @@ def test_a_reading_is_built_blind_and_joined_with_its_key(tmp_path, monkeypatch)
         assert rows[name]["cookable"] == pytest.approx(stopped)
         # the verdict fails exactly the recipes cut off (the reader's "no" here): full agreement
         assert rows[name]["agreement"] == 1.0 and rows[name]["n"] == 5
+    assert summary["second_reader"] is None
+    second = [{**r, "cookable": True} for r in ratings]  # a lenient second reader
+    (out / "ratings-2.json").write_text(json.dumps(second))
+    readers = cook_reading.score(out)["second_reader"]
+    assert readers["n"] == 10 and readers["matches_agreement"] == 1.0
+    assert readers["cookable_agreement"] == pytest.approx(sum(e["stopped"] for e in key) / 10)

@@ -268,7 +268,9 @@ def test_generate_from_a_checkpoint_folder(finished, capsys):
     checkpoint = ckpt.list_checkpoints(finished / "checkpoints")[-1]
     assert main(["generate", str(checkpoint), "soup", "--max-new-tokens", "8"]) == 0
     captured = capsys.readouterr()
-    assert captured.out.startswith("# ") and captured.err == ""
+    # stderr holds only the recipe's checks: no note about which weights or tokenizer were used
+    assert captured.out.startswith("# ") and captured.err.startswith("chef-genius: soup: ")
+    assert captured.err.count("\n") == 1 and "cookable" in captured.err
 
 
 def test_generate_evaluate_merge_an_interrupted_run(run_copy, small_data, tmp_path, capsys):  # noqa: F811

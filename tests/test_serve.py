@@ -171,6 +171,20 @@ def test_the_recipe_streams_then_comes_parsed(server):
     assert final["decoding"]["preset"] == "guarded" and final["decoding"]["settings"]["no_repeat_ngram_size"] == 8
 
 
+def test_recipe_best_of_answers_one_of_n_candidates(server):
+    greedy = {"title": "Tomato Pasta", "max_tokens": 30, "decoding": "greedy"}
+    single = post(server, "/v1/recipes", greedy).json()
+    best = post(server, "/v1/recipes", {**greedy, "best_of": 3}).json()  # three equal candidates: the same answer
+    assert best["decoding"]["best_of"] == 3 and single["decoding"]["best_of"] == 1
+    assert best["text"] == single["text"] and best["checks"] == single["checks"]
+    sampled = post(server, "/v1/recipes", {"title": "Tomato Pasta", "max_tokens": 30, "decoding": "sample",
+                                           "best_of": 3, "seed": 5})
+    assert sampled.status_code == 200 and set(sampled.json()["checks"]) == {"usable", "cookable"}
+    refused = post(server, "/v1/recipes", {"title": "Tomato Pasta", "best_of": 2, "stream": True})
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "best_of"
+    assert post(server, "/v1/recipes", {"title": "Tomato Pasta", "best_of": 0}).status_code == 400
+
+
 def test_beam_search_gives_generates_recipe(server):
     result = post(server, "/v1/recipes", {"title": "Tomato Pasta", "decoding": "beam"}).json()
     assert result["text"] == RECIPE and result["decoding"]["settings"]["num_beams"] == 4

@@ -449,39 +449,17 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-MERGE_MARKER = ".chef-genius-model"
-
-
 def _merge(args: argparse.Namespace) -> int:
-    """Written like `prepare`'s dataset (`chef_genius.outputs`): a foreign folder needs --overwrite,
-    and no file that merge did not write is removed or replaced."""
+    """The LoRA adapter merged into its base model (`chef_genius.export.export_merged`)."""
     _quiet_libraries()
-    from chef_genius.inference import load_run, model_folder
-    from chef_genius.outputs import OutputFolder
+    from chef_genius.export import export_merged
+    from chef_genius.inference import model_folder
 
-    destination = OutputFolder(args.out, MERGE_MARKER, "merged model", args.overwrite)
-    destination.check()
     folder = model_folder(args.run)
-    if destination.path in (Path(os.path.abspath(folder)), Path(os.path.abspath(args.run))):
-        raise UserError(f"{args.out}: is the folder merge reads from; choose another --out")
-    loaded = load_run(args.run, device="cpu")
-    if not loaded.is_adapter:
+    if not (folder / "adapter_config.json").is_file():
         raise UserError(f"{args.run}: holds a full model, not a LoRA adapter: nothing to merge")
-    base = Path(json.loads((loaded.folder / "adapter_config.json").read_text())["base_model_name_or_path"])
-    inputs = [p for d in (loaded.folder, base) if d.is_dir() for p in d.iterdir() if p.is_file()]
-    merged = loaded.model.merge_and_unload()
-    staging = destination.stage()
-    try:
-        merged.save_pretrained(str(staging), safe_serialization=True)
-        loaded.tokenizer.save_pretrained(str(staging))
-    except OSError as error:
-        destination.discard(staging)
-        raise UserError(f"{args.out}: cannot write the merged model: {error.strerror or error}") from None
-    except BaseException:
-        destination.discard(staging)
-        raise
-    destination.install(staging, inputs)
-    print(f"merged {loaded.folder} into a standalone model: {args.out}")
+    export_merged(args.run, args.out, args.overwrite, command="merge")
+    print(f"merged {folder} into a standalone model: {args.out}")
     return 0
 
 

@@ -232,7 +232,7 @@ def check_cookable(recipe: Recipe, request_foods=(), stopped: bool = True, table
                    use_judge: bool = True) -> Cookable:
     """Every check of the module docstring; ``request_foods`` are the food names the request asked
     for; ``use_judge`` false leaves the learned judge out (the rules alone)."""
-    from chef_genius.judge import features, shipped_judge
+    from chef_genius.judge import shipped_judge
 
     table = table or food_table()
     failed: dict[str, str] = {}
@@ -271,8 +271,7 @@ def check_cookable(recipe: Recipe, request_foods=(), stopped: bool = True, table
     if judge is None:
         failed.update(soft)
     else:
-        values = features(recipe, request_foods, table)
-        probability = judge.probability(values)
+        probability, values = judge.score(recipe, request_foods, table)
         if probability < judge.threshold:
             found = [f"{name.replace('_', ' ')} {values[name]:.0f}" for name in JUDGE_REASONS if values[name] >= 1]
             failed["judge"] = f"reads unlike a sound recipe (score {probability:.2f} < {judge.threshold:.2f}" + (

@@ -178,10 +178,14 @@ def export_gguf(run: Path, out: Path, outtype: str, overwrite: bool, templates: 
     return out, modelfile
 
 
-def export_merged(run: Path, out: Path, overwrite: bool) -> Path:
-    """A standalone Transformers folder (safetensors and tokenizer), written as `merge` writes one,
-    with the same marker, so either command may later refresh it; a full model is written as is."""
-    from chef_genius.cli import MERGE_MARKER
+MERGE_MARKER = ".chef-genius-model"  # marks a folder `merge` / `export --format merged` wrote
+
+
+def export_merged(run: Path, out: Path, overwrite: bool, command: str = "export") -> Path:
+    """A standalone Transformers folder (safetensors and tokenizer; `merge` and `export --format
+    merged` both write it, with the same marker, so either may later refresh it); a full model is
+    written as is. Written like `prepare`'s dataset (`chef_genius.outputs`): a foreign folder needs
+    ``overwrite``, and no file chef-genius did not write is removed or replaced."""
     from chef_genius.inference import model_folder
     from chef_genius.outputs import OutputFolder
 
@@ -189,7 +193,7 @@ def export_merged(run: Path, out: Path, overwrite: bool) -> Path:
     destination.check()
     folder = model_folder(run)
     if destination.path in (Path(os.path.abspath(folder)), Path(os.path.abspath(run))):
-        raise UserError(f"{out}: is the folder export reads from; choose another --out")
+        raise UserError(f"{out}: is the folder {command} reads from; choose another --out")
     exported = load_merged(run)  # an unreadable adapter_config.json is refused here
     inputs = [p for p in folder.iterdir() if p.is_file()]
     if (folder / "adapter_config.json").is_file():

@@ -24,9 +24,16 @@ _WORD = re.compile(r"[a-zé]+(?:-[a-zé]+)*")
 COLOURS = frozenset("red white black green yellow brown golden".split())
 
 
+_TOKENS: dict[int, tuple[object, dict[str, list[int]]]] = {}  # id(tokenizer) -> (tokenizer, its food tokens)
+
+
 def food_token_ids(tokenizer, table: FoodTable, is_strict) -> dict[str, list[int]]:
     """Stemmed food word -> ids of the single tokens that spell it ("chicken", " chicken",
-    " Chicken", " chickens"...); words that take several tokens are left out."""
+    " Chicken", " chickens"...); words that take several tokens are left out. Read once per
+    tokenizer (a scan of its vocabulary)."""
+    cached = _TOKENS.get(id(tokenizer))
+    if cached is not None and cached[0] is tokenizer:
+        return cached[1]
     found: dict[str, list[int]] = {}
     vocab = tokenizer.get_vocab()
     for token, token_id in vocab.items():
@@ -38,6 +45,7 @@ def food_token_ids(tokenizer, table: FoodTable, is_strict) -> dict[str, list[int
         # Foods a recipe lists by name (keys of the amounts table), not colours or short fragments.
         if len(stem) >= 4 and stem not in COLOURS and stem in table.amounts and is_strict(stem, table):
             found.setdefault(stem, []).append(token_id)
+    _TOKENS[id(tokenizer)] = (tokenizer, found)
     return found
 
 

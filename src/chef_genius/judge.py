@@ -2,12 +2,16 @@
 
 Rules alone cannot fail a model's recipe without failing real ones: real recipes too leave a
 garnish unlisted, spell a rare chile or list butter twice. The judge weighs those findings
-together: a logistic regression over a few counts a program can make offline (foods the steps
-use unlisted, the title's foods missing from the list, words no real recipe spells, amounts
-beyond what real recipes use, ingredients the steps never use...), trained to tell real recipes
-from a fine-tuned model's samples (`benchmarks/train_judge.py`), its threshold set so that 95 %
-of real validation recipes pass. Its weights ship as ``data/judge.json``; applying it is a dot
-product (numpy only).
+together with the text itself: a logistic regression over a few counts a program can make
+offline (foods the steps use unlisted, the title's foods missing from the list, words no real
+recipe spells, amounts beyond what real recipes use, ingredients the steps never use...) and over
+the word pairs of the recipe (`words`: "bake minutes", "pasta boil"...), trained to tell real
+recipes from a fine-tuned model's samples (`benchmarks/train_judge.py`), its threshold set so
+that 95.5 % of real validation recipes pass. Its weights ship as ``data/judge.json``; applying it
+is a sum of weights (no numerical library).
+
+A judge trained on one model's samples knows that model's faults best: its agreement with a
+cook's reading is measured on readings it was not tuned on (docs/quality.md).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 
@@ -66,23 +70,46 @@ def features(recipe: Recipe, request_foods, table: FoodTable) -> dict[str, float
     }
 
 
+_TOKEN = re.compile(r"[a-zé]+|\d+(?:[./]\d+)?")
+
+
+def words(recipe: Recipe) -> set[str]:
+    """The recipe's words and word pairs, lower-cased, numbers as "<n>", per section (a title word
+    is "t:word", an ingredient word "i:word", a step word and pair as they are)."""
+    out: set[str] = set()
+    for tag, text in (("t:", recipe.title), ("i:", " ".join(recipe.ingredients)), ("", " ".join(recipe.steps))):
+        tokens = ["<n>" if t[0].isdigit() else t for t in _TOKEN.findall(text.lower())]
+        out.update(tag + t for t in tokens)
+        if not tag:
+            out.update(f"{a} {b}" for a, b in zip(tokens, tokens[1:], strict=False))
+    return out
+
+
 @dataclass(frozen=True)
 class Judge:
-    """Logistic regression on standardized `FEATURES`; `passes` when P(real) >= threshold."""
+    """Logistic regression on standardized `FEATURES` and on `words` (present or not);
+    a recipe passes when P(real) >= threshold."""
 
     weights: dict[str, float]
     bias: float
     mean: dict[str, float]
     scale: dict[str, float]
     threshold: float
+    word_weights: dict[str, float] = field(default_factory=dict)
 
-    def probability(self, values: dict[str, float]) -> float:
+    def probability(self, values: dict[str, float], present: set[str] = frozenset()) -> float:
         z = self.bias + sum(w * (values[k] - self.mean[k]) / self.scale[k] for k, w in self.weights.items())
+        z += sum(self.word_weights.get(w, 0.0) for w in present)
         return 1.0 / (1.0 + math.exp(-max(min(z, 50.0), -50.0)))
+
+    def score(self, recipe: Recipe, request_foods, table: FoodTable) -> tuple[float, dict[str, float]]:
+        """P(real) of a recipe, and its counts."""
+        values = features(recipe, request_foods, table)
+        return self.probability(values, words(recipe) if self.word_weights else frozenset()), values
 
     def to_json(self) -> str:
         return json.dumps({"weights": self.weights, "bias": self.bias, "mean": self.mean, "scale": self.scale,
-                           "threshold": self.threshold}, indent=1)
+                           "threshold": self.threshold, "word_weights": self.word_weights}, indent=0)
 
 
 @lru_cache(maxsize=1)
@@ -92,4 +119,5 @@ def shipped_judge() -> Judge | None:
     if not path.is_file():
         return None
     data = json.loads(path.read_text(encoding="utf-8"))
-    return Judge(data["weights"], data["bias"], data["mean"], data["scale"], data["threshold"])
+    return Judge(data["weights"], data["bias"], data["mean"], data["scale"], data["threshold"],
+                 data.get("word_weights", {}))

@@ -216,7 +216,12 @@ def create_app(engine: Engine, tokenizer, causal: bool, config: ServeConfig) -> 
         ids = encode_prompts(tokenizer, causal, [prompt], limits, "title")[0]
         name, settings = decoding_settings(body.decoding, config.default_decoding)
         limit = max_tokens(body.max_tokens, limits)
-        pieces = submit(GenerationRequest([ids], limit, settings, 1, body.seed))
+        n = body.best_of
+        if n > 1 and body.stream:
+            raise ApiError(400, "best_of: the best recipe is known only when all are written; use it without stream",
+                           param="best_of", code="invalid_value")
+        rows_allowed(n)
+        pieces = submit(GenerationRequest([ids], limit, settings, n, body.seed))
         head = {"id": f"recipe-{uuid.uuid4().hex}", "object": "recipe", "created": int(time.time()),
                 "model": config.model_id, "prompt": prompt}
 
@@ -224,12 +229,17 @@ def create_app(engine: Engine, tokenizer, causal: bool, config: ServeConfig) -> 
             recipe = parse_recipe(text)
             return {**head, "text": text, "recipe": to_dict(recipe), "markdown": to_markdown(recipe),
                     "checks": recipe_checks(recipe, foods, stopped=reason == "stop"),
-                    "decoding": {"preset": name, "settings": settings, "max_tokens": limit, "seed": body.seed},
+                    "decoding": {"preset": name, "settings": settings, "max_tokens": limit, "seed": body.seed,
+                                 "best_of": n},
                     "finish_reason": reason, "usage": usage(len(ids), tokens)}
 
         if not body.stream:
-            texts, reasons, tokens = await _collect(pieces, 1, request)
-            return JSONResponse(result(texts[0], reasons[0], tokens[0]))
+            texts, reasons, tokens = await _collect(pieces, n, request)
+            answers = [result(t, r, k) for t, r, k in zip(texts, reasons, tokens, strict=True)]
+            # best-of-N as `chef_genius.best_of` ranks: cookable, fewest failed checks, usable (then sampling order)
+            return JSONResponse(max(answers, key=lambda a: (
+                a["checks"]["cookable"]["passed"], -sum(not r["passed"] for r in a["checks"]["cookable"]["reasons"]),
+                a["checks"]["usable"]["passed"], -answers.index(a))))
 
         async def events() -> AsyncIterator[bytes]:
             text = ""
