@@ -43,22 +43,22 @@ def sample_recipes(model, tokenizer, causal: bool, prompts: list[str], config: E
                    batch_size: int = 16, foods: list | None = None) -> list[Sample]:
     """Generate one recipe per prompt with the configured decoding (best of ``config.best_of``
     candidates, grounded decoding when ``config.grounded`` > 0), and score it."""
-    from chef_genius.best_of import mean_logprobs, rank_key
+    from chef_genius.best_of import best_index, mean_logprobs, rank_key
 
     n = config.best_of
     generations = generate_details(model, tokenizer, prompts, causal, config.decoding, config.max_new_tokens,
                                    num_return_sequences=n, batch_size=max(1, batch_size // n), seed=seed,
                                    grounded=config.grounded, engine=config.engine)
     foods = foods if foods is not None else [None] * len(prompts)
-    samples = []
-    for prompt, candidates, names in zip(prompts, generations, foods, strict=True):
-        scored = [score_generation(prompt, c, names) for c in candidates]
-        if n > 1:
-            logprobs = mean_logprobs(model, tokenizer, causal, [prompt] * n, [c.text for c in candidates])
-            keys = [rank_key(s.cookable, s.checks, lp) for s, lp in zip(scored, logprobs, strict=True)]
-            scored = [scored[max(range(n), key=lambda i: (keys[i], -i))]]
-        samples.append(scored[0])
-    return samples
+    scored = [[score_generation(p, c, names) for c in candidates]
+              for p, candidates, names in zip(prompts, generations, foods, strict=True)]
+    if n == 1:
+        return [row[0] for row in scored]
+    # every candidate's log-likelihood in one batched pass, then the best of each prompt's n
+    logprobs = mean_logprobs(model, tokenizer, causal, [p for p in prompts for _ in range(n)],
+                             [c.text for candidates in generations for c in candidates], batch_size=batch_size)
+    return [row[best_index([rank_key(s.cookable, s.checks, logprobs[i * n + j]) for j, s in enumerate(row)])]
+            for i, row in enumerate(scored)]
 
 
 def sample_metrics(samples: list[Sample]) -> dict[str, float]:

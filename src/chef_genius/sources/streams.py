@@ -190,14 +190,16 @@ def mostly_utf8(head: bytes, whole: bool = True) -> bool:
     if not whole:
         lines = lines[:-1]
     non_ascii = [line for line in lines if not line.isascii()]
-    valid = 0
-    for line in non_ascii:
-        try:
-            line.decode("utf-8")
-            valid += 1
-        except UnicodeDecodeError:
-            pass
+    valid = sum(_is_utf8(line) for line in non_ascii)
     return bool(non_ascii) and valid * 2 > len(non_ascii)
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def decoded_head(head: bytes, encoding: str) -> str:
