@@ -187,6 +187,8 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=400)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    parser.add_argument("--dtype", choices=("auto", "bfloat16", "float32"), default="auto",
+                        help="cast the model (auto: as loaded; a GGUF loads as float32)")
     parser.add_argument("--label", required=True, help="names this machine and setting in the results")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -194,6 +196,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         model, tokenizer, causal, name = load_model(args, Path(tmp))
+        if args.dtype != "auto":
+            model = model.to(getattr(torch, args.dtype))
         prompts = held_out_prompts(args.data, args.examples, 0, Path(tmp))
     info = {"device": args.device, "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda")
             else platform.processor() or platform.machine(), "threads": torch.get_num_threads(),

@@ -1,33 +1,37 @@
 #!/usr/bin/env bash
-# Generation speed on the device machine (benchmarks/generation.py): transformers.generate against
-# chef-genius' engine (CUDA graphs), SmolLM2-135M-Instruct (the GGUF) and a FLAN-T5-large shape with
-# random weights (benchmarks/make_model.py), presets greedy and careful, batches 1, 16, 64, 256,
-# 500 held-out prompts of the bundled recipes. Written in session 23's engine work, NOT YET RUN.
+# Generation and serving speed on the device machine: benchmarks/generation.py (transformers.generate
+# against chef-genius' engine with CUDA graphs) for SmolLM2-135M-Instruct (the GGUF) and a FLAN-T5-large
+# shape with random weights (benchmarks/make_model.py), and benchmarks/serve_load.py (64 streams).
+# Prompts: 500 held-out recipes (openrecipes' foodnetwork.com and williams-sonoma.com rows, prepared).
 # Stages, one device call each (each well under the 10-minute limit):
-#   setup DIR      the carried wheels (.whl/), the GGUF's parts from DIR joined in /tmp/cg, the
-#                  recipes prepared, the random FLAN-T5-large written
-#   smoke          first: one small measurement on SmolLM2 (batch 16, greedy, 64 tokens) that shows the
-#                  CUDA graph path runs and writes Transformers' greedy recipes ("same" = 1.0)
-#   smollm2 DEC    the full grid for SmolLM2-135M, one preset (greedy | careful)
-#   t5 DEC         the full grid for the FLAN-T5-large shape, one preset
-# Results: $OUT/generation.json (merge into benchmarks/results/generation.json) and $OUT/*.log.
+#   setup DIR   carry .whl and DIR (the GGUF's first part): the wheels, the part stashed in /tmp/cg
+#   bench DIR   carry DIR (the GGUF's second part and qdata.tar.xz): the GGUF joined, the held-out
+#               recipes prepared, then: smoke (batch 16, greedy, 64 tokens: the CUDA-graph path runs and
+#               writes Transformers' greedy recipes, "same" = 1.0), SmolLM2 careful at batches 1-256,
+#               greedy at 64 and 256, and the server's load test
+#   t5          the FLAN-T5-large shape, careful and greedy, batches 16 and 64
+# Results: $OUT/generation.json (merge into benchmarks/results/generation.json), $OUT/*.log, serve JSON.
 set -uo pipefail
 CODE=$PWD
 source "$(dirname "$0")/device_common.sh"
-T5=/tmp/cg/flan-t5-large; DATA=/tmp/cg/gdata
+T5=/tmp/cg/flan-t5-large; DATA=/tmp/cg/gdata; S=/tmp/cg/shared
 B="python3 $CODE/benchmarks/generation.py --data $DATA --out $OUT/generation.json --label h200"
 case "$1" in
   setup)
-    device_setup "$2"
-    cat /tmp/cg/gguf.part1 /tmp/cg/gguf.part2 > $GGUF && ls -la $GGUF
-    device_data $DATA && ls $DATA
-    device_model flan-t5-large $T5 && ls $T5 ;;
-  smoke)
-    $B --model $GGUF --batches 16 --decodings greedy --examples 16 --batches-per-run 1 --max-new-tokens 64 \
-      --label h200-smoke 2>&1 | tee $OUT/smoke.log ;;
-  smollm2)
-    $B --model $GGUF --decodings "$2" 2>&1 | tee "$OUT/smollm2-$2.log" ;;
+    device_setup "$2" ;;
+  bench)
+    [ -d .whl ] && device_wheels  # already in /tmp/site after setup, while the machine is warm
+    cp "$2"/gguf.part2 /tmp/cg/ && cat /tmp/cg/gguf.part1 /tmp/cg/gguf.part2 > $GGUF && ls -la $GGUF
+    mkdir -p $S && tar -xJf "$2/qdata.tar.xz" -C $S
+    python3 -m chef_genius prepare $S/heldout_sites.jsonl --out $DATA --quiet > $OUT/prepare.log 2>&1; ls $DATA
+    timeout 120 $B --model $GGUF --batches 16 --decodings greedy --examples 16 --batches-per-run 1 --max-new-tokens 64 \
+      --label h200-smoke 2>&1 | tee $OUT/smoke.log
+    timeout 260 $B --model $GGUF --decodings careful 2>&1 | tee $OUT/smollm2-careful.log
+    timeout 100 $B --model $GGUF --decodings greedy --batches 64 256 2>&1 | tee $OUT/smollm2-greedy.log
+    timeout 90 python3 $CODE/benchmarks/serve_load.py --model $GGUF --requests 64 --max-tokens 256 \
+      --server-arg=--device=cuda --out $OUT/serve_load_h200.json 2>&1 | tee $OUT/serve.log ;;
   t5)
-    $B --model $T5 --decodings "$2" 2>&1 | tee "$OUT/t5-$2.log" ;;
+    device_model flan-t5-large $T5 $S/recipenlg_sample_1k.csv $S/wikibooks_recipes_en.json && ls $T5
+    timeout 400 $B --model $T5 --decodings careful greedy --batches 16 64 2>&1 | tee "$OUT/t5.log" ;;
 esac
 nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv

@@ -63,8 +63,35 @@ case "$1" in
     for _ in $(seq 1 $(( ${GEN_S:-200} / 10 ))); do [ "$(ls $W/gen-*.meta.json 2>/dev/null | wc -l)" -ge 5 ] && break; sleep 10; done
     tail -n 2 $W/gen-*.out
     "$0" collect ;;
+  bench-train)  # DIR (the GGUF's second part, qdata.tar.xz): prepare; the engine's profile and the
+                # server's load test on the base model first (an idle GPU), then the full fine-tune for
+                # EPOCHS (default 2) in the background; waits up to WAIT_S seconds
+    cp "$2"/gguf.part2 /tmp/cg/ && cat /tmp/cg/gguf.part1 /tmp/cg/gguf.part2 > $G && ls -la $G
+    rm -rf /tmp/cg/code && mkdir -p /tmp/cg/code $W /tmp/cg/shared && cp -r src benchmarks tests /tmp/cg/code/
+    tar -xJf "$2/qdata.tar.xz" -C /tmp/cg/shared
+    $Q prepare --shared /tmp/cg/shared || exit 1
+    timeout 150 python3 /tmp/cg/code/benchmarks/profile_generation.py --model $G --data $W/heldout --batch 64 \
+      --out $OUT/generation_profile.json > $OUT/profile.log 2>&1; head -5 $OUT/profile.log
+    timeout 100 python3 /tmp/cg/code/benchmarks/serve_load.py --model $G --requests 64 --max-tokens 256 \
+      --server-arg=--device=cuda --out $OUT/serve_load_h200.json 2>&1 | tail -4
+    bg "$Q train --name full2 -- --epochs ${EPOCHS:-2} --disable-lora $TRAIN" train-full2
+    for _ in $(seq 1 $(( ${WAIT_S:-200} / 10 ))); do [ -f $W/part-train-full2.json ] && break; sleep 10; done
+    tail -n 3 $W/train-full2.out; tail -c 400 $W/full2/metrics.jsonl ;;
+  candidates)  # after bench-train: wait for the fine-tune (up to WAIT_S), then its candidates, then collect
+    for _ in $(seq 1 $(( ${WAIT_S:-300} / 10 ))); do [ -f $W/part-train-full2.json ] && break; sleep 10; done
+    tail -n 4 $W/train-full2.out
+    for spec in "full2 test 4 160" "full2 heldout 4 500" "full2 val 4 160"; do
+      read -r name set n examples <<< "$spec"
+      bg "timeout ${GEN_S:-200} $Q generate --name $name --set $set --n $n --tag plain --examples $examples --batch-size 250" \
+        "gen-$name-$set-plain"
+    done
+    sleep 20; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv
+    for _ in $(seq 1 $(( ${GEN_S:-200} / 10 ))); do [ "$(ls $W/gen-full2-*.meta.json 2>/dev/null | wc -l)" -ge 3 ] && break; sleep 10; done
+    tail -n 2 $W/gen-*.out
+    "$0" collect ;;
   collect)
     (cd $W && tar -czf "$OUT/quality.tar.gz" --ignore-failed-read part-*.json gen-*.jsonl gen-*.meta.json *.out *.log \
-      lora/samples full/samples lora/metrics.jsonl full/metrics.jsonl lora/run_summary.json full/run_summary.json)
+      lora/samples full/samples lora/metrics.jsonl full/metrics.jsonl lora/run_summary.json full/run_summary.json \
+      full2/samples full2/metrics.jsonl full2/run_summary.json)
     ls -la "$OUT" ;;
 esac

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import statistics
 import sys
@@ -123,7 +124,9 @@ def main() -> None:
             model = build_tiny_recipe_model(Path(scratch) / "tiny-recipes")
         if args.random_smollm2:
             model = random_smollm2(Path(scratch) / "random-smollm2-135m")
-        with running_server(model, "--max-batch", str(max(64, args.requests)), *args.server_arg) as server:
+        gpu = any("cuda" in a for a in args.server_arg)  # the harness hides GPUs unless asked
+        env = {"CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES", "0")} if gpu else None
+        with running_server(model, "--max-batch", str(max(64, args.requests)), *args.server_arg, env=env) as server:
             health = httpx.get(server.url + "/health").json()
             results, wall = asyncio.run(_load(server.url, args.requests, args.max_tokens, args.temperature))
     answered = [r for r in results if r["status"] == 200 and r["ttft"] is not None]

@@ -352,3 +352,19 @@ def test_cuda_graph_path_writes_transformers_greedy_recipes(llama, preset):
                       options=EngineOptions(check_every=4, graphs=True))
     expected = [transformers_rows(model, [s], pad_id, stops, settings, 40, left=True)[0] for s in sources]
     assert [ids for ids, _ in got] == expected * 3
+
+
+def test_cache_keyword_follows_the_forward_signature():
+    """Transformers 5.17 (the device machine's) names the cache ``past_key_values``; 5.2x ``cache``."""
+    from chef_genius.generation.state import cache_keyword
+
+    class Old(torch.nn.Module):
+        def forward(self, input_ids, past_key_values=None, use_cache=None):
+            return input_ids
+
+    class New(torch.nn.Module):
+        def forward(self, input_ids, cache=None, use_cache=None):
+            return input_ids
+
+    assert cache_keyword(Old()) == "past_key_values"
+    assert cache_keyword(New()) == "cache"

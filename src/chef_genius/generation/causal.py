@@ -17,7 +17,7 @@ from collections.abc import Callable
 import torch
 
 from chef_genius.generation.rules import DecodingRule, next_tokens
-from chef_genius.generation.state import RowCache, RowState, additive_mask
+from chef_genius.generation.state import RowCache, RowState, additive_mask, cache_keyword
 
 
 def model_dtype(model: torch.nn.Module) -> torch.dtype:
@@ -58,6 +58,7 @@ class CausalDecoder:
         self.state = RowState(slots, self.capacity, max_new_tokens, stops, pad_id, self.device)
         self.cache = RowCache(slots, self.capacity, self.state.column)
         self._replay: Callable[[], None] | None = None
+        self._cache_keyword = cache_keyword(model)
 
     def run(self, prompts: list[list[int]],
             on_done: Callable[[int], None] | None = None) -> list[tuple[list[int], bool]]:
@@ -71,14 +72,17 @@ class CausalDecoder:
             free = [s for s in range(self.slots) if s not in owner]
             if waiting and free and (self.continuous or not owner):
                 taken = [waiting.popleft() for _ in range(min(len(free), len(waiting)))]
-                self._prefill(free[:len(taken)], [prompts[i] for i in taken])
+                with torch.profiler.record_function("engine.prefill"):
+                    self._prefill(free[:len(taken)], [prompts[i] for i in taken])
                 owner.update(zip(free[:len(taken)], taken, strict=True))
             elif owner:
-                self._step()
+                with torch.profiler.record_function("engine.step"):
+                    self._step()
                 steps += 1
                 if steps % self.check_every:
                     continue
-            done = self.state.finished.tolist()
+            with torch.profiler.record_function("engine.check"):
+                done = self.state.finished.tolist()
             for slot in [s for s in owner if done[s]]:
                 index = owner.pop(slot)
                 results[index] = self.state.result(slot)
@@ -87,8 +91,8 @@ class CausalDecoder:
         return results  # type: ignore[return-value]
 
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=self.cache, use_cache=True,
-                         logits_to_keep=1)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1,
+                         **{self._cache_keyword: self.cache})
         return out.logits[:, -1]
 
     def _prefill(self, slots: list[int], prompts: list[list[int]]) -> None:

@@ -16,7 +16,7 @@ import torch
 
 from chef_genius.generation.causal import capture, model_dtype
 from chef_genius.generation.rules import DecodingRule, next_tokens
-from chef_genius.generation.state import RowState, additive_mask
+from chef_genius.generation.state import RowState, additive_mask, cache_keyword
 
 WARMUPS = 2  # real steps run before a CUDA graph is recorded
 
@@ -86,11 +86,13 @@ class Seq2SeqDecoder:
         state.last.fill_(self.start_id)
         step_index = torch.zeros((), dtype=torch.long, device=self.device)  # every row's decoder position
         columns = torch.arange(length, device=self.device)
+        keyword = cache_keyword(self.model)
 
         def step() -> None:
             allowed = (columns <= step_index).expand(rows, length)[:, None, None, :]
             out = self.model(encoder_outputs=encoded, attention_mask=cross, decoder_input_ids=state.last[:, None],
-                             decoder_attention_mask=additive_mask(allowed, self.dtype), cache=cache, use_cache=True)
+                             decoder_attention_mask=additive_mask(allowed, self.dtype), use_cache=True,
+                             **{keyword: cache})
             state.commit(next_tokens(out.logits[:, -1], state.history, state.column, self.rule, race=self.race))
             step_index.add_(1)
 

@@ -12,7 +12,16 @@ columns, so a finished row can be refilled with a new prompt while the others go
 
 from __future__ import annotations
 
+import inspect
+
 import torch
+
+
+def cache_keyword(model: torch.nn.Module) -> str:
+    """The forward's cache argument: ``cache`` from Transformers 5.2x, ``past_key_values`` before
+    (5.17, the device machine's, knows only that name)."""
+    target = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(target.forward).parameters else "past_key_values"
 
 
 class RowCache:

@@ -11,17 +11,11 @@ takes no newcomers: it runs until its rows end.
 
 from __future__ import annotations
 
-import inspect
 
 import torch
 
+from chef_genius.generation.state import cache_keyword
 from chef_genius.serve.decoding import RowSampler, StreamingDetokenizer
-
-
-def _cache_name(model) -> str:
-    """The forward's cache argument: ``cache`` in recent Transformers, ``past_key_values`` before."""
-    target = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "cache" if "cache" in inspect.signature(target.forward).parameters else "past_key_values"
 
 
 def _cache_of(out):
@@ -46,7 +40,7 @@ class DecodeLoop:
     def __init__(self, engine, batch: list):
         self.engine, self.batch = engine, batch
         self.model, self.device, self.causal = engine.model, engine.device, engine.causal
-        self.cache_name = _cache_name(self.model)
+        self.cache_name = cache_keyword(self.model)
         self.owners: list[tuple] = []  # row -> (ticket, index in its request)
         self.limits: list[int] = []
         self.counts: list[int] = []

@@ -1,0 +1,86 @@
+"""Where the engine's decode time goes (issue 23's "the profile that shows why"), on one GPU.
+
+Runs the engine (`chef_genius.generation.generate_ids`) over held-out prompts at one batch size and
+preset, in variants (the model's dtype, CUDA graphs on or off), and prints tokens/s of each; then
+profiles the default variant with torch.profiler and prints the top operations by CUDA time and the
+engine's own ranges (prefill, decode step, finished-row check). Writes the tables and numbers to
+--out (JSON).
+
+    python benchmarks/profile_generation.py --model SmolLM2-135M-Instruct.Q4_1.gguf --data D --batch 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+
+def run(model, tokenizer, causal, prompts, decoding, batch, max_new, graphs=True) -> tuple[int, float]:
+    from chef_genius.encoding import encode_sources, stop_ids
+    from chef_genius.generation import EngineOptions, generate_ids
+    from chef_genius.inference import DECODING, NEUTRAL
+
+    torch.manual_seed(0)
+    sources = encode_sources(tokenizer, prompts, 512, causal)
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    with torch.no_grad():
+        out = generate_ids(model, sources, causal, {**NEUTRAL, **DECODING[decoding]}, stop_ids(tokenizer, causal),
+                           tokenizer.pad_token_id, max_new, batch, options=EngineOptions(graphs=graphs))
+    torch.cuda.synchronize()
+    return sum(len(ids) for ids, _ in out), time.perf_counter() - start
+
+
+def main() -> None:
+    from generation import held_out_prompts, load_model
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--data", type=Path)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--examples", type=int, default=128)
+    parser.add_argument("--decoding", default="careful")
+    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "generation_profile.json")
+    args = parser.parse_args()
+    args.tiny = args.random_smollm2 = False
+    args.device = "cuda"
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model, tokenizer, causal, name = load_model(args, Path(tmp))
+        prompts = held_out_prompts(args.data, args.examples, 0, Path(tmp))
+    variants = {}
+    for label, dtype, graphs in (("float32, graphs", torch.float32, True), ("bfloat16, graphs", torch.bfloat16, True),
+                                 ("float32, eager", torch.float32, False)):
+        model = model.to(dtype)
+        run(model, tokenizer, causal, prompts[:2], args.decoding, 2, 8, graphs)  # warm-up
+        tokens, seconds = run(model, tokenizer, causal, prompts, args.decoding, args.batch, args.max_new_tokens, graphs)
+        variants[label] = {"tokens": tokens, "seconds": round(seconds, 3), "tokens_per_second": round(tokens / seconds, 1)}
+        print(f"{label:<18} {tokens:>7} tokens {seconds:>7.2f} s {tokens / seconds:>9.1f} tok/s", flush=True)
+    model = model.to(torch.float32)
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        run(model, tokenizer, causal, prompts[:args.batch], args.decoding, args.batch, 96)
+    by_cuda = prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=25)
+    by_cpu = prof.key_averages().table(sort_by="cpu_time_total", row_limit=25)
+    print(by_cuda)
+    print(by_cpu)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"model": name, "batch": args.batch, "decoding": args.decoding,
+                                    "examples": len(prompts), "max_new_tokens": args.max_new_tokens,
+                                    "device_name": torch.cuda.get_device_name(), "variants": variants,
+                                    "top_by_cuda_time": by_cuda, "top_by_cpu_time": by_cpu}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
