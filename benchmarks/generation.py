@@ -92,7 +92,7 @@ def run_once(model, tokenizer, causal, prompts, engine, decoding, batch, max_new
              device) -> tuple[list[int], list[float], list[str]]:
     """(generated tokens, completion time from the start, text) per recipe."""
     from chef_genius.encoding import encode_sources, stop_ids
-    from chef_genius.generation import generate_ids
+    from chef_genius.generation import EngineOptions, generate_ids
     from chef_genius.inference import DECODING, NEUTRAL, generate_details
 
     start = time.perf_counter()
@@ -115,7 +115,8 @@ def run_once(model, tokenizer, causal, prompts, engine, decoding, batch, max_new
         torch.manual_seed(0)
         sources = encode_sources(tokenizer, prompts, 512, causal)
         decoded = generate_ids(model, sources, causal, {**NEUTRAL, **DECODING[decoding]}, stop_ids(tokenizer, causal),
-                               tokenizer.pad_token_id, max_new, batch, on_done=on_done)
+                               tokenizer.pad_token_id, max_new, batch, on_done=on_done,
+                               options=EngineOptions(grouped=engine != "chef-genius-sdpa"))
         texts = tokenizer.batch_decode([ids for ids, _ in decoded], skip_special_tokens=True,
                                        clean_up_tokenization_spaces=False)
     _sync(device)
@@ -183,7 +184,8 @@ def main() -> None:
     parser.add_argument("--batches-per-run", type=int, default=4, help="prompts per measurement: batch x this")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 16, 64, 256])
     parser.add_argument("--decodings", nargs="+", default=["greedy", "careful"])
-    parser.add_argument("--engines", nargs="+", default=["transformers", "chef-genius"])
+    parser.add_argument("--engines", nargs="+", default=["transformers", "chef-genius"],
+                        help="transformers, chef-genius, chef-genius-sdpa (the engine with the model's own attention)")
     parser.add_argument("--max-new-tokens", type=int, default=400)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
@@ -216,9 +218,9 @@ def main() -> None:
                     entry["same_as_transformers"] = round(same / len(chosen), 4)
                 entries.append({**entry, **info})
                 print(table(entries[-1:]).splitlines()[1], flush=True)
+                save(entries[-1:], args.out)  # kept even if a later measurement is cut off
     print(f"\n{name} on {info['device_name']} ({info['device']}, {info['threads']} threads, {info['dtype']})")
     print(table(entries))
-    save(entries, args.out)
 
 
 if __name__ == "__main__":

@@ -368,3 +368,46 @@ def test_cache_keyword_follows_the_forward_signature():
 
     assert cache_keyword(Old()) == "past_key_values"
     assert cache_keyword(New()) == "cache"
+
+
+def test_grouped_attention_equals_transformers_sdpa_with_repeated_heads():
+    """One query token per row, 9 query heads over 3 key/value heads (SmolLM2's grouping), a padded
+    additive mask: the same output as Transformers' SDPA, which repeats keys and values."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from chef_genius.generation.attention import grouped_attention
+
+    torch.manual_seed(0)
+    batch, heads, kv_heads, length, dim = 4, 9, 3, 11, 8
+    query = torch.randn(batch, heads, 1, dim)
+    key, value = torch.randn(batch, kv_heads, length, dim), torch.randn(batch, kv_heads, length, dim)
+    allowed = torch.arange(length)[None, :] >= torch.tensor([0, 2, 5, 10])[:, None]
+    mask = torch.zeros(batch, 1, 1, length).masked_fill(~allowed[:, None, None, :], torch.finfo(torch.float32).min)
+    module = torch.nn.Module()
+    module.num_key_value_groups, module.is_causal, module.training = heads // kv_heads, False, False
+    ours, _ = grouped_attention(module, query, key, value, mask, scaling=dim ** -0.5)
+    theirs, _ = sdpa_attention_forward(module, query, key, value, mask, scaling=dim ** -0.5)
+    assert ours.shape == theirs.shape == (batch, 1, heads, dim)
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+    # the last row sees only its final column: its output is that column's value, head by head
+    torch.testing.assert_close(ours[3, 0], value[3, :, -1].repeat_interleave(heads // kv_heads, dim=0))
+
+
+def test_engine_decodes_through_grouped_attention_and_restores_the_model(monkeypatch, llama):
+    from chef_genius.generation import attention
+
+    calls = []
+    original = attention.grouped_attention
+
+    def counting(*args, **kwargs):
+        calls.append(args[1].shape[2])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(attention, "grouped_attention", counting)
+    model, tokenizer = llama
+    before = model.config._attn_implementation
+    sources = [tokenizer("Title: Soup")["input_ids"], tokenizer("Create a recipe: bread")["input_ids"]]
+    with torch.no_grad():
+        generate_ids(model, sources, True, {"do_sample": False}, [tokenizer.eos_token_id], tokenizer.pad_token_id, 5, 2)
+    assert 1 in calls  # decode steps, one query token a row
+    assert model.config._attn_implementation == before

@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import torch
 
+from chef_genius.generation.attention import grouped_attention_for
 from chef_genius.generation.rules import DecodingRule, next_tokens
 from chef_genius.generation.state import RowCache, RowState, additive_mask, cache_keyword
 
@@ -42,18 +43,20 @@ class CausalDecoder:
         position_limit: the longest sequence the model's positions allow: a row stops there, its
             prompt included (None: unbounded).
         race: sample by the exponential race (None: when graphs run; see `rules`).
+        grouped: decode steps attend through `attention.grouped_attention` (else the model's own).
     """
 
     def __init__(self, model: torch.nn.Module, rule: DecodingRule, stops: list[int], pad_id: int,
                  max_new_tokens: int, slots: int, prompt_width: int, continuous: bool = True, check_every: int = 1,
-                 graphs: bool = False, race: bool | None = None, position_limit: int | None = None):
+                 graphs: bool = False, race: bool | None = None, position_limit: int | None = None,
+                 grouped: bool = True):
         self.model, self.rule, self.pad_id = model, rule, pad_id
         self.device = next(model.parameters()).device
         self.dtype = model_dtype(model)
         self.slots, self.continuous, self.check_every = slots, continuous, max(1, check_every)
         self.graphs = graphs and self.device.type == "cuda"
         self.race = self.graphs if race is None else race
-        self.position_limit = position_limit
+        self.position_limit, self.grouped = position_limit, grouped
         self.capacity = prompt_width + max_new_tokens + 1
         self.state = RowState(slots, self.capacity, max_new_tokens, stops, pad_id, self.device)
         self.cache = RowCache(slots, self.capacity, self.state.column)
@@ -64,6 +67,13 @@ class CausalDecoder:
             on_done: Callable[[int], None] | None = None) -> list[tuple[list[int], bool]]:
         """(generated ids, ended at a stop token) for each prompt, in order; ``on_done(i)`` as
         prompt i's row is collected."""
+        if not self.grouped:
+            return self._run(prompts, on_done)
+        with grouped_attention_for(self.model):
+            return self._run(prompts, on_done)
+
+    def _run(self, prompts: list[list[int]],
+             on_done: Callable[[int], None] | None) -> list[tuple[list[int], bool]]:
         results: list[tuple[list[int], bool] | None] = [None] * len(prompts)
         waiting = deque(range(len(prompts)))
         owner: dict[int, int] = {}  # slot -> prompt index

@@ -37,12 +37,15 @@ class EngineOptions:
         graphs: capture decode steps as CUDA graphs (CUDA only; ignored on the CPU).
         race: draw samples by the exponential race (what a CUDA graph replays) instead of
             ``torch.multinomial``; None: exactly when graphs run.
+        grouped: a causal model's decode steps attend through `attention.grouped_attention`
+            (no copies of grouped keys and values); False: through the model's own attention.
     """
 
     exact: bool = False
     check_every: int = 8
     graphs: bool = True
     race: bool | None = None
+    grouped: bool = True
 
 
 def model_type(model: torch.nn.Module) -> str:
@@ -106,7 +109,7 @@ def generate_ids(model: torch.nn.Module, sources: list[list[int]], causal: bool,
     if causal:
         decoder = CausalDecoder(model, rule, stops, pad_id, max_new_tokens, slots, max(len(r) for r in rows),
                                 continuous=not options.exact, check_every=check_every, graphs=options.graphs,
-                                race=options.race, position_limit=position_limit(model))
+                                race=options.race, position_limit=position_limit(model), grouped=options.grouped)
     else:
         decoder = Seq2SeqDecoder(model, rule, stops, pad_id, max_new_tokens, slots, check_every=check_every,
                                  graphs=options.graphs, race=options.race)
