@@ -237,7 +237,7 @@ class EvalConfig:
     engine: Literal["transformers", "chef-genius"] = doc(
         "Who writes sample and evaluation recipes: transformers (its generate) or chef-genius (chef_genius.generation: "
         "a cache allocated once, length-sorted continuous batches, CUDA graphs; greedy and guarded give the same "
-        "recipes, sampled presets the same distribution; docs/generation.md).", "transformers")
+        "recipes, sampled presets the same distribution; docs/generation.md).", "chef-genius")
 
     def __post_init__(self) -> None:
         _positive("eval", eval_steps=self.eval_steps, max_eval_batches=self.max_eval_batches,

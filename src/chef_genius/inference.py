@@ -164,7 +164,7 @@ class Generation:
 
 def generate(model: torch.nn.Module, tokenizer, prompts: list[str], causal: bool, decoding: str = "greedy",
              max_new_tokens: int = 512, num_return_sequences: int = 1, batch_size: int = 16, seed: int = 0,
-             max_source_tokens: int = 512, grounded: float = 0.0, engine: str = "transformers") -> list[list[str]]:
+             max_source_tokens: int = 512, grounded: float = 0.0, engine: str = "chef-genius") -> list[list[str]]:
     """Recipe texts for each prompt (``num_return_sequences`` each); see `generate_details`."""
     details = generate_details(model, tokenizer, prompts, causal, decoding, max_new_tokens, num_return_sequences,
                                batch_size, seed, max_source_tokens, grounded, engine=engine)
@@ -175,7 +175,7 @@ def generate(model: torch.nn.Module, tokenizer, prompts: list[str], causal: bool
 def generate_details(model: torch.nn.Module, tokenizer, prompts: list[str], causal: bool, decoding: str = "greedy",
                      max_new_tokens: int = 512, num_return_sequences: int = 1, batch_size: int = 16, seed: int = 0,
                      max_source_tokens: int = 512, grounded: float = 0.0,
-                     engine: str = "transformers") -> list[list[Generation]]:
+                     engine: str = "chef-genius") -> list[list[Generation]]:
     """Recipes for each prompt (``num_return_sequences`` each): text, whether it stopped at an end
     token, and its length. ``grounded`` > 0 pushes the logits of foods the recipe's own ingredient
     list lacks down by that much while the steps are written (`chef_genius.grounding`).
@@ -189,7 +189,8 @@ def generate_details(model: torch.nn.Module, tokenizer, prompts: list[str], caus
     ``engine`` "chef-genius" decodes with `chef_genius.generation` (a cache allocated once,
     length-sorted continuous batches, CUDA graphs on a GPU): greedy and guarded give the same
     recipes as "transformers" (Transformers' ``generate``), sampled presets recipes from the same
-    distribution. Beam search, ``grounded`` > 0 and models it was not proven on use Transformers.
+    distribution. Beam search, ``grounded`` > 0 and models it was not proven on (a T5 on a GPU among
+    them) use Transformers.
     Where a causal model's positions end, the engine stops each row at its own prompt's limit
     (Transformers: every row of a batch at its longest prompt's).
     """
@@ -218,7 +219,7 @@ def _engine_runs(model, causal: bool, decoding: str, num_return_sequences: int) 
     from chef_genius.generation import unsupported
 
     reason = unsupported(model, causal, _settings(decoding, num_return_sequences))
-    if reason is not None and "model type" in reason:
+    if reason is not None and ("model type" in reason or "GPU" in reason):
         print(f"chef-genius: {reason}: generating with transformers", file=sys.stderr)
     return reason is None
 

@@ -65,6 +65,8 @@ def unsupported(model: torch.nn.Module, causal: bool, settings: dict) -> str | N
     kind = model_type(model)
     if kind not in (CAUSAL_TYPES if causal else SEQ2SEQ_TYPES):
         return f"model type '{kind}' is not one the engine was proven on"
+    if not causal and next(model.parameters()).device.type == "cuda":
+        return "the engine's T5 path is proven on the CPU, not yet run on a GPU"
     try:
         DecodingRule.from_settings(settings)
     except ValueError as error:
