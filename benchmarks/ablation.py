@@ -190,10 +190,10 @@ def score(args, final: Path | None) -> dict:
     import torch
 
     from chef_genius.config import SEED_TEMPLATES
+    from chef_genius.dataset.collate import load_split
     from chef_genius.evaluation import evaluate_loaded, held_out_rows
     from chef_genius.inference import load_run
-    from chef_genius.training.data import load_split
-    from chef_genius.training.models import gguf_folder
+    from chef_genius.model.loading import gguf_folder
 
     started = time.perf_counter()
     loaded = load_run(final if final is not None else gguf_folder(Path(args.gguf)))

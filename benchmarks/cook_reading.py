@@ -69,9 +69,9 @@ def render(request: str, text: str) -> str:
 def build(args) -> None:
     from chef_genius.augment import canonical_prompt
     from chef_genius.config import SEED_TEMPLATES
+    from chef_genius.dataset.collate import load_split
     from chef_genius.evaluation import requested_names
     from chef_genius.recipe import serialize
-    from chef_genius.training.data import load_split
 
     out: Path = args.out
     if out.exists() and any(out.iterdir()):

@@ -17,8 +17,8 @@ from collections import Counter
 from pathlib import Path
 
 from chef_genius.cookable import CHECKS, check_cookable
+from chef_genius.dataset.collate import load_split
 from chef_genius.evaluation import held_out_rows, requested_names
-from chef_genius.training.data import load_split
 
 RESULTS = Path(__file__).resolve().parent / "results" / "cookable_real.json"
 

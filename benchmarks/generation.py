@@ -44,7 +44,7 @@ def load_model(args, work: Path):
     """(model, tokenizer, causal, name) for --tiny, --random-smollm2 or --model (a run, model folder
     or GGUF file); float32 on the CPU."""
     from chef_genius.inference import load_run
-    from chef_genius.training.models import gguf_folder
+    from chef_genius.model.loading import gguf_folder
 
     sys.path.insert(0, str(ROOT))
     if args.tiny:
@@ -68,8 +68,8 @@ def held_out_prompts(data: Path | None, n: int, seed: int, work: Path) -> list[s
     """``n`` prompts as `evaluate` writes them, from the test split (else val) of ``data``."""
     from chef_genius.augment import canonical_prompt
     from chef_genius.config import SEED_TEMPLATES
+    from chef_genius.dataset.collate import load_split
     from chef_genius.evaluation import held_out_rows, requested_names
-    from chef_genius.training.data import load_split
 
     if data is None:
         data = work / "sample"

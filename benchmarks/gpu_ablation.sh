@@ -26,7 +26,7 @@ case "$1" in
     [ -d $W/data ] || cp -r "$3" $W/data
     # cells done in earlier sessions (their cell.json, carried beside DATA in cells/) are skipped
     [ -d "$3/../cells" ] && mkdir -p $W/cells && cp -rn "$3/../cells/." $W/cells/
-    python3 -c "from pathlib import Path; from chef_genius.training.models import gguf_folder; print(gguf_folder(Path('$G')))" || exit 1
+    python3 -c "from pathlib import Path; from chef_genius.model.loading import gguf_folder; print(gguf_folder(Path('$G')))" || exit 1
     GPUS=$(python3 -c "import torch; print(','.join(map(str, range(torch.cuda.device_count()))))")
     setsid nohup python3 /tmp/cg/code/benchmarks/ablation.py run --work $W --gguf $G --gpus $GPUS \
       --per-gpu ${PER_GPU:-2} --seeds ${SEEDS:-0,1,2} ${ARMS:+--arms $ARMS} --deadline ${DEADLINE:-1200} > $W/run.out 2>&1 < /dev/null &

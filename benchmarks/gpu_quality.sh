@@ -29,7 +29,7 @@ case "$1" in
     rm -rf /tmp/cg/code && mkdir -p /tmp/cg/code $W /tmp/cg/shared && cp -r src benchmarks /tmp/cg/code/
     tar -xJf "$2/qdata.tar.xz" -C /tmp/cg/shared
     $Q prepare --shared /tmp/cg/shared || exit 1
-    python3 -c "from pathlib import Path; from chef_genius.training.models import gguf_folder; print(gguf_folder(Path('$G')))" || exit 1
+    python3 -c "from pathlib import Path; from chef_genius.model.loading import gguf_folder; print(gguf_folder(Path('$G')))" || exit 1
     bg "$Q train --name lora -- --epochs 3 $TRAIN" train-lora
     bg "$Q train --name full -- --epochs 4 --disable-lora $TRAIN" train-full
     sleep 60; tail -n 3 $W/*.out; tail -n 2 $W/train-*.log; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv ;;

@@ -4,9 +4,9 @@
 # Carry .whl/ holding the serve extra's wheels for the machine's Python:
 #   pip download --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 -d .whl fastapi uvicorn httpx
 set -euo pipefail
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-export PYTHONPATH=$PWD/src:$PWD:/tmp/site PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
+CODE=$PWD; source "$(dirname "$0")/device_common.sh"
+export PYTHONPATH=$PYTHONPATH:$CODE  # serve_load.py starts its server from tests/harness
+device_wheels
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 python3 -c "import torch, transformers, fastapi, uvicorn; print(torch.__version__, transformers.__version__)"
 for tokens in ${MAX_TOKENS:-256}; do

@@ -48,8 +48,8 @@ def run_ours(model: str, data: str, steps: int, rows_file: Path | None = None) -
     import torch
 
     from chef_genius.config import build_config
+    from chef_genius.dataset.collate import PlannedBatches
     from chef_genius.schedule import Schedule
-    from chef_genius.training.data import PlannedBatches
     from chef_genius.training.trainer import Trainer
 
     torch.manual_seed(0)

@@ -32,7 +32,7 @@ def main() -> None:
     import yaml
 
     from chef_genius.config import build_config
-    from chef_genius.training.data import PlannedBatches
+    from chef_genius.dataset.collate import PlannedBatches
     from chef_genius.training.trainer import Trainer
 
     settings = {"model.name": args.model, "data.path": args.data, "output_dir": "/tmp/profile-run",

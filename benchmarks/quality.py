@@ -103,10 +103,10 @@ def evaluate(args) -> None:
     import torch
 
     from chef_genius.config import SEED_TEMPLATES
+    from chef_genius.dataset.collate import load_split
     from chef_genius.evaluation import evaluate_loaded, held_out_rows
     from chef_genius.inference import load_run
-    from chef_genius.training.data import load_split
-    from chef_genius.training.models import gguf_folder
+    from chef_genius.model.loading import gguf_folder
 
     path = gguf_folder(Path(args.gguf)) if args.name == "base" else args.work / args.name
     loaded = load_run(path)
@@ -142,10 +142,10 @@ def generate_stage(args) -> None:
     from chef_genius.augment import canonical_prompt
     from chef_genius.best_of import mean_logprobs
     from chef_genius.config import SEED_TEMPLATES
+    from chef_genius.dataset.collate import load_split
     from chef_genius.evaluation import held_out_rows, requested_names
     from chef_genius.inference import generate_details, load_run
-    from chef_genius.training.data import load_split
-    from chef_genius.training.models import gguf_folder
+    from chef_genius.model.loading import gguf_folder
 
     path = gguf_folder(Path(args.gguf)) if args.name == "base" else args.work / args.name
     loaded = load_run(path)

@@ -18,8 +18,8 @@ def seed_rows(model: str, data: str, order: list[int] | None = None) -> list[dic
 
     from chef_genius.augment import canonical_prompt
     from chef_genius.config import SEED_TEMPLATES
+    from chef_genius.dataset.collate import load_split
     from chef_genius.recipe import serialize
-    from chef_genius.training.data import load_split
 
     tokenizer = AutoTokenizer.from_pretrained(model)
     table = load_split(Path(data), "train")

@@ -45,7 +45,7 @@ def _ours(model: str, data: str, steps: int, overrides: dict) -> dict:
     import torch
 
     from chef_genius.config import build_config
-    from chef_genius.training.data import PlannedBatches
+    from chef_genius.dataset.collate import PlannedBatches
     from chef_genius.training.trainer import Trainer
 
     settings = {"model.name": model, "data.path": data, "output_dir": "/tmp/throughput-run", "data.curriculum": False,

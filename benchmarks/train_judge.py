@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 
 from chef_genius.cookable import check_cookable
+from chef_genius.dataset.collate import load_split
 from chef_genius.evaluation import held_out_rows, requested_names
 from chef_genius.foods import food_table
 from chef_genius.judge import FEATURES, Judge, features, words
 from chef_genius.recipe import parse_recipe_text
-from chef_genius.training.data import load_split
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE.parent / "src" / "chef_genius" / "data" / "judge.json"

@@ -81,7 +81,7 @@ def test_a_latin1_file_is_read_as_cp1252(tmp_path):
     latin = 'Crème brûlée – “classic”,"[""2 cups cream""]","[""Bake.""]"\n'.encode("cp1252")
     code, report = prepare_cli(tmp_path, "latin.csv", good.encode("ascii") + latin)
     assert code == 0 and report["rejected"] == {} and report["files"][0]["encoding"] == "cp1252"
-    from chef_genius.training.data import load_split
+    from chef_genius.dataset.collate import load_split
 
     titles = [t for split in ("train", "val", "test") for t in load_split(tmp_path / "out", split).titles]
     assert "Crème brûlée – “classic”" in titles

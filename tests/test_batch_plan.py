@@ -11,8 +11,8 @@ import pytest
 
 from chef_genius.augment import ExampleDraws, training_prompt, training_prompts
 from chef_genius.config import SEED_TEMPLATES
+from chef_genius.dataset.batch_plan import BatchPlan, plan_batches
 from chef_genius.encoding import USER_TOKENIZER_SETTING, token_ids, tokenizer_threads
-from chef_genius.training.batch_plan import BatchPlan, plan_batches
 from tests.harness.tiny_causal import chat_tokenizer
 
 

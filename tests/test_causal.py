@@ -9,7 +9,7 @@ import pytest
 
 from chef_genius.cli import main
 from chef_genius.errors import UserError
-from chef_genius.training.models import gguf_folder
+from chef_genius.model.loading import gguf_folder
 from tests.harness.tiny_causal import write_tiny_gguf
 from tests.test_training import metrics_of, small_config, small_data  # noqa: F401 - fixture
 

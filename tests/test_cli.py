@@ -111,7 +111,7 @@ def test_a_hub_name_that_cannot_load_offline_fails_at_once(monkeypatch, capsys):
     """A typo in a hub id, offline: one line at once, not transformers' minute of retries."""
     import time
 
-    from chef_genius.training import models
+    from chef_genius.model import loading as models
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # as the tests run
     started = time.monotonic()

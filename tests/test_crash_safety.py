@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from chef_genius.training import checkpoint as ckpt
+from chef_genius.checkpoints import folder as ckpt
 from chef_genius.training.trainer import Trainer, TrainingStopped, run_training
 from tests.harness.kill_resume import run as kill_and_resume
 from tests.test_training import small_config, small_data  # noqa: F401 - fixture

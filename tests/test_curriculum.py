@@ -20,9 +20,9 @@ from chef_genius.augment import (
 from chef_genius.cli import main
 from chef_genius.config import SEED_TEMPLATES, DataConfig, build_config
 from chef_genius.curriculum import difficulty_level, quality_threshold, select_epoch
+from chef_genius.dataset.collate import load_split, plan_batches
 from chef_genius.encoding import encode_sources
 from chef_genius.prepare import PrepareOptions, prepare
-from chef_genius.training.data import load_split, plan_batches
 from chef_genius.training.trainer import Trainer, run_training
 from tests.conftest import RECIPENLG, SHARED_RECIPENLG, needs_shared
 from tests.test_training import metrics_of, small_config, small_data  # noqa: F401 - fixture

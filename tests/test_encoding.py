@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from chef_genius.dataset.collate import Collator, tokenize_examples
 from chef_genius.encoding import (
     drop_chat_template,
     encode_sources,
@@ -13,7 +14,6 @@ from chef_genius.encoding import (
     stop_ids,
 )
 from chef_genius.losses import IGNORE_INDEX
-from chef_genius.training.data import Collator, tokenize_examples
 from tests.harness.tiny_causal import chat_tokenizer
 
 TEXTS = ["Title: Soup || Ingredients: 1 cup water | 2 carrots || Steps: Boil the water. | Add the carrots.",

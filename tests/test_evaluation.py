@@ -57,7 +57,7 @@ def test_min_delta_counts_small_gains_as_no_improvement(tmp_path, small_data, mo
 
 
 def test_record_validation_keeps_the_best_and_counts_patience():
-    from chef_genius.training.checkpoint import TrainerState
+    from chef_genius.checkpoints.folder import TrainerState
     from chef_genius.training.validation import record_validation
 
     state = TrainerState()
@@ -157,9 +157,9 @@ def test_evaluate_cli_writes_json_with_every_metric(trained_run, small_data, cap
 
 
 def test_evaluate_names_the_loss_by_its_split_and_cuts_at_the_limits_given(trained_run, small_data):  # noqa: F811
+    from chef_genius.dataset.collate import load_split
     from chef_genius.evaluation import evaluate_loaded
     from chef_genius.inference import load_run
-    from chef_genius.training.data import load_split
 
     loaded = load_run(trained_run, device="cpu")
     table = load_split(small_data, "val")
@@ -206,7 +206,7 @@ def test_validation_uses_a_fixed_random_subset_not_the_shortest_recipes():
     import numpy as np
 
     from chef_genius.config import build_config
-    from chef_genius.training.data import TokenizedExamples
+    from chef_genius.dataset.collate import TokenizedExamples
     from chef_genius.training.validation import validation_batches
 
     rng = np.random.default_rng(0)
@@ -216,7 +216,7 @@ def test_validation_uses_a_fixed_random_subset_not_the_shortest_recipes():
     chosen = [i for batch in validation_batches(examples, config) for i in batch]
     assert len(chosen) == 200 and chosen == [i for b in validation_batches(examples, config) for i in b]  # fixed
     # The first 20 batches of an unshuffled plan: the shortest recipes of the first pool.
-    from chef_genius.training.data import plan_batches
+    from chef_genius.dataset.collate import plan_batches
 
     shortest = [i for b in plan_batches(examples.lengths(), 0, 0, 10, shuffle=False)[:20] for i in b]
     whole = examples.lengths().mean()

@@ -12,7 +12,7 @@ import torch
 from test_training import small_config, small_data  # noqa: F401  (small_data is a fixture)
 
 from chef_genius.losses import batch_loss_sums
-from chef_genius.training import fast_t5
+from chef_genius.model import fast_t5
 
 
 def t5(seed: int = 0, dropout: float = 0.0, gated: bool = True, tied: bool = False):
@@ -155,7 +155,7 @@ def _trainer(tmp_path, small_data, fast: bool, **overrides):  # noqa: F811
 
 
 def test_the_trainer_trains_through_it_with_the_same_losses_and_weights(tmp_path, small_data):  # noqa: F811
-    from chef_genius.training.data import Collator
+    from chef_genius.dataset.collate import Collator
 
     runs = {}
     for fast in (True, False):

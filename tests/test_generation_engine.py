@@ -35,7 +35,7 @@ EXACT = EngineOptions(exact=True)
 def llama(tmp_path_factory):
     """The tiny GGUF Llama and its chat tokenizer."""
     from chef_genius.inference import load_run
-    from chef_genius.training.models import gguf_folder
+    from chef_genius.model.loading import gguf_folder
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("CHEF_GENIUS_CACHE", str(tmp_path_factory.mktemp("cache")))

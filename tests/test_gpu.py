@@ -12,7 +12,7 @@ from test_fast_t5 import _trainer, batch, t5, with_lora
 from test_training import small_data  # noqa: F401  (a fixture)
 
 from chef_genius.losses import batch_loss_sums
-from chef_genius.training import fast_t5
+from chef_genius.model import fast_t5
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
@@ -60,7 +60,7 @@ def test_graph_replay_gives_the_eager_losses_and_weights(tmp_path, small_data): 
     4 steps (the 4th replays the 1st one's graph with new inputs) and the same adapter, up to
     rounding: Inductor reorders fp32 reductions, and Adam turns a few-ulp gradient difference on a
     near-zero gradient into a visible step, so weights are compared against how far they moved."""
-    from chef_genius.training.data import Collator
+    from chef_genius.dataset.collate import Collator
 
     runs = {}
     for graphs in (True, False):
@@ -108,7 +108,7 @@ def test_generation_with_compiled_blocks_runs_eagerly_and_matches():
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from chef_genius.inference import generate_details
-    from chef_genius.training.models import compile_blocks
+    from chef_genius.model.loading import compile_blocks
     from tests.harness.tiny_causal import chat_tokenizer
 
     tokenizer = chat_tokenizer(["Title: Soup || Ingredients: water || Steps: Boil."] * 20)

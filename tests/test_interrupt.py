@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from chef_genius.training.checkpoint import checkpoint_problem
+from chef_genius.checkpoints.folder import checkpoint_problem
 from tests.conftest import ROOT
 from tests.test_training import small_data  # noqa: F401 - fixture
 

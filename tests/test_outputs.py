@@ -266,7 +266,7 @@ def adapter(tmp_path_factory) -> Path:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoTokenizer, T5ForConditionalGeneration
 
-    from chef_genius.training.models import build_tiny
+    from chef_genius.model.loading import build_tiny
 
     root = tmp_path_factory.mktemp("merge")
     texts = [f"Create a recipe: dish {i} with eggs and rice. Beat the eggs. Boil the rice." for i in range(50)]

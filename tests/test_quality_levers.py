@@ -15,9 +15,9 @@ from chef_genius.config import EvalConfig
 from chef_genius.cookable import Cookable
 from chef_genius.evaluation import loss_on
 from chef_genius.inference import load_run
+from chef_genius.model.loading import gguf_folder
 from chef_genius.recipe import serialize
 from chef_genius.sampling import sample_recipes
-from chef_genius.training.models import gguf_folder
 from chef_genius.usability import Usability
 from tests.harness.tiny_causal import write_tiny_gguf
 from tests.test_cookable import GOOD

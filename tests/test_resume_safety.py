@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
+from chef_genius.checkpoints import folder as ckpt
+from chef_genius.checkpoints.fingerprint import FINGERPRINT, RESUME_LOG
+from chef_genius.checkpoints.runlock import LOCK_FILE, RunLock
 from chef_genius.cli import main
-from chef_genius.training import checkpoint as ckpt
-from chef_genius.training.fingerprint import FINGERPRINT, RESUME_LOG
-from chef_genius.training.runlock import LOCK_FILE, RunLock
 from chef_genius.training.trainer import Trainer
 from tests.test_training import metrics_of, small_data  # noqa: F401 - fixture
 
@@ -244,7 +244,7 @@ def test_no_complete_checkpoint_is_one_line_exit_2(run_copy, small_data, capsys)
 def test_a_second_train_on_a_locked_run_folder_names_the_pid(tmp_path, small_data, capsys):  # noqa: F811
     run = tmp_path / "run"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from chef_genius.training.runlock import RunLock; "
+        [sys.executable, "-c", "import sys, time; from chef_genius.checkpoints.runlock import RunLock; "
          f"lock = RunLock({str(run)!r}); lock.acquire(); print('locked', flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     try:

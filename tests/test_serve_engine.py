@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from chef_genius.inference import DECODING, NEUTRAL, generate_details
-from chef_genius.serve.engine import Engine, EngineBusy, GenerationRequest
+from chef_genius.serve.engine import Engine, EngineBusy
+from chef_genius.serve.pieces import GenerationRequest
 from tests.harness.tiny_causal import chat_tokenizer
 from tests.harness.tiny_server_model import ENDLESS, RECIPE
 

@@ -8,7 +8,7 @@ import copy
 import pytest
 import torch
 
-from chef_genius.training import speed
+from chef_genius.model import speed
 
 
 def tiny_t5(seed: int = 0, dropout: float = 0.0):
@@ -123,7 +123,7 @@ def test_non_t5_models_are_left_alone():
 
 
 def test_cuda_graph_policy_names_each_reason():
-    from chef_genius.training.graphs import graphs_unsupported_reason
+    from chef_genius.model.graphs import graphs_unsupported_reason
 
     gpu = torch.device("cuda", 0)  # a device object only: nothing runs on it
     assert graphs_unsupported_reason(1, gpu, False, False) is None  # fixed batch sizes: graphs on

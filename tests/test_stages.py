@@ -13,6 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from chef_genius.checkpoints.folder import write_manifest
 from chef_genius.cli import main
 from chef_genius.config import CurriculumStage, DataConfig
 from chef_genius.curriculum import (
@@ -23,9 +24,8 @@ from chef_genius.curriculum import (
     stages_by_step,
     unseen_classes,
 )
+from chef_genius.dataset.epochs import EpochBuilder, segment_batches
 from chef_genius.errors import UserError
-from chef_genius.training.checkpoint import write_manifest
-from chef_genius.training.epochs import EpochBuilder, segment_batches
 from chef_genius.training.run_plan import RunPlan
 from chef_genius.training.trainer import Trainer, run_training
 from tests.harness.kill_resume import run as kill_and_resume

@@ -17,13 +17,13 @@ import pytest
 
 from chef_genius.augment import ExampleDraws, canonical_prompt, paraphrase_recipe, training_prompt
 from chef_genius.config import build_config
+from chef_genius.dataset import epochs as epochs_module
+from chef_genius.dataset import token_cache as tc
+from chef_genius.dataset.collate import batch_count, load_split, plan_batches
+from chef_genius.dataset.epochs import EpochBuilder
 from chef_genius.encoding import encode_sources, encode_targets
 from chef_genius.prepare import PrepareOptions, prepare
 from chef_genius.recipe import serialize
-from chef_genius.training import epochs as epochs_module
-from chef_genius.training import token_cache as tc
-from chef_genius.training.data import batch_count, load_split, plan_batches
-from chef_genius.training.epochs import EpochBuilder
 from chef_genius.training.validation import validation_examples
 from tests.conftest import RECIPENLG
 

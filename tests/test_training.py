@@ -300,7 +300,7 @@ def test_ddp_on_cpu_with_two_processes(tmp_path, small_data):
 
 
 def test_regional_compile_marks_each_repeated_block_only(tmp_path, small_data):  # noqa: F811
-    from chef_genius.training.models import compile_blocks
+    from chef_genius.model.loading import compile_blocks
 
     trainer = Trainer(small_config(tmp_path / "run", small_data))
     trainer.setup()

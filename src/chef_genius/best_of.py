@@ -29,8 +29,8 @@ def mean_logprobs(model, tokenizer, causal: bool, prompts: list[str], texts: lis
                   max_source: int = 512, max_target: int = 512) -> list[float]:
     """Mean log-probability per target token of each text given its prompt (as trained: the same
     encoding, the end token included)."""
+    from chef_genius.dataset.collate import Collator, tokenize_examples
     from chef_genius.losses import IGNORE_INDEX, decoder_inputs
-    from chef_genius.training.data import Collator, tokenize_examples
 
     examples = tokenize_examples(tokenizer, prompts, texts, max_source, max_target, causal)
     collator = Collator(examples, tokenizer.pad_token_id, causal)

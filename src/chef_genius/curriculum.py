@@ -15,7 +15,7 @@ and every run reaches it:
   boundaries into `Segment` s. Stage k's threshold is q at its start, rising linearly from q_start
   at step 0 to q_end where the last stage starts: one epoch gets the levels and thresholds of three
   (easy >= 0.50, medium >= 0.625, all >= 0.75). How a segment fills its share of its epoch:
-  `chef_genius.training.epochs`.
+  `chef_genius.dataset.epochs`.
 - With the curriculum off and the progressive threshold on, likewise by step when by epoch the
   threshold would never reach q_end (one epoch, or --max-steps ending the run before the last
   epoch; ``data.threshold_by_step``, on by default): the same stages, each at level 'all', so the

@@ -14,6 +14,7 @@ import numpy as np
 
 from chef_genius.augment import canonical_prompt, request_text
 from chef_genius.config import SEED_TEMPLATES, EvalConfig
+from chef_genius.dataset.collate import Collator, load_split, plan_batches, tokenize_examples
 from chef_genius.inference import generate, load_run
 from chef_genius.losses import nll_sums
 from chef_genius.recipe import Recipe, parse_recipe, serialize
@@ -25,7 +26,6 @@ from chef_genius.reference_metrics import (
     rouge,
 )
 from chef_genius.sampling import sample_metrics, sample_recipes
-from chef_genius.training.data import Collator, load_split, plan_batches, tokenize_examples
 from chef_genius.usability import food_names
 
 

@@ -62,14 +62,14 @@ class GroundedFoods:
 
     def __init__(self, tokenizer, prompt_width: int, requests: list[str], penalty: float = 5.0,
                  table: FoodTable | None = None):
-        from chef_genius.cookable import _is_strict_food
+        from chef_genius.findings import is_strict_food
 
         self.tokenizer = tokenizer
         self.width = prompt_width
         self.requests = requests
         self.penalty = penalty
         self.table = table or food_table()
-        self.tokens = food_token_ids(tokenizer, self.table, _is_strict_food)
+        self.tokens = food_token_ids(tokenizer, self.table, is_strict_food)
         self.banned: dict[int, torch.Tensor] = {}  # sequence -> token ids pushed down
         self.waiting: set[int] | None = None  # sequences still before their steps section
 

@@ -68,7 +68,7 @@ def resolve_model_folder(path: str | Path) -> tuple[Path, str | None]:
     Raises:
         UserError: nothing loadable there, or the checkpoint is damaged.
     """
-    from chef_genius.training import checkpoint as ckpt
+    from chef_genius.checkpoints import folder as ckpt
 
     path = Path(path)
     if not path.is_dir():
@@ -123,7 +123,7 @@ def load_run(path: str | Path, device: str | None = None) -> LoadedRun:
     Raises:
         UserError: the folder holds no model, or its base model cannot be found.
     """
-    from chef_genius.training.models import load_base
+    from chef_genius.model.loading import load_base
 
     folder, note = resolve_model_folder(path)
     if note:

@@ -23,6 +23,15 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 
+from chef_genius.findings import (
+    contradicting_step_amounts,
+    duplicate_foods,
+    missing_requested,
+    missing_title_foods,
+    title_foods_absent,
+    unknown_words,
+    unlisted_foods,
+)
 from chef_genius.foods import FoodTable, read_amount
 from chef_genius.recipe import Recipe
 from chef_genius.usability import ingredients_used, repeated_lines, repeated_ngrams, step_sentences
@@ -34,16 +43,6 @@ FEATURES = ("unknown_words", "unlisted_foods", "title_foods_unlisted", "title_fo
 
 def features(recipe: Recipe, request_foods, table: FoodTable) -> dict[str, float]:
     """The counts the judge weighs (`FEATURES`)."""
-    from chef_genius.cookable import (
-        contradicting_step_amounts,
-        duplicate_foods,
-        missing_requested,
-        missing_title_foods,
-        title_foods_absent,
-        unknown_words,
-        unlisted_foods,
-    )
-
     excess = 0.0
     for line in recipe.ingredients:
         amount = read_amount(line)

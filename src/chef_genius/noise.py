@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 import torch
 
-from chef_genius.training.sharding import noise_like
+from chef_genius.model.sharding import noise_like
 
 
 def noise_std(step: int, eta: float, gamma: float) -> float:

@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from chef_genius.training.checkpoint import checkpoint_problem
+from chef_genius.checkpoints.folder import checkpoint_problem
 
 CHECKPOINT_FILES = ("trainer_state.json", "optimizer.pt", "adapter_model.safetensors", "adapter_config.json",
                     "rng-rank0.safetensors", "tokenizer.json", "manifest.json")

@@ -7,7 +7,7 @@ A checkpoint folder ``checkpoints/step-00000040/`` holds
     rng-rank{r}.safetensors   torch CPU / CUDA / gradient-noise generator states, per rank
     trainer_state.json  step, epoch, batches done in the epoch, best val_loss, whether early
                         stopping ended the run, Python and NumPy RNG states, the resolved config
-                        and the run's fingerprint (`chef_genius.training.fingerprint`)
+                        and the run's fingerprint (`chef_genius.checkpoints.fingerprint`)
     tokenizer files     so `generate`, `evaluate` and `merge` can load the checkpoint alone
     manifest.json       written last: every other file's name, size and sha256
 
@@ -229,7 +229,7 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
     full files); return the trainer state and this rank's RNG tensors."""
     optimizer_state = torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu")
     if sharded:
-        from chef_genius.training.sharding import load_full_state
+        from chef_genius.model.sharding import load_full_state
 
         missing = load_full_state(model, optimizer, read_weights(path), optimizer_state)
         if missing:

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import torch
 
+from chef_genius.checkpoints import folder as ckpt
 from chef_genius.config import TrainConfig
 from chef_genius.errors import TrainingStopped, UserError
-from chef_genius.training import checkpoint as ckpt
-from chef_genius.training import sharding
-from chef_genius.training.ranks import Ranks
+from chef_genius.model import sharding
+from chef_genius.model.ranks import Ranks
 
 
 class RunCheckpoints:

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import torch
 
+from chef_genius.checkpoints import fingerprint as fp
+from chef_genius.checkpoints.folder import TrainerState
+from chef_genius.checkpoints.runlock import RunLock
 from chef_genius.config import EvalConfig, TrainConfig
 from chef_genius.errors import UserError
-from chef_genius.training import fingerprint as fp
-from chef_genius.training.checkpoint import TrainerState
-from chef_genius.training.ranks import Ranks
-from chef_genius.training.runlock import RunLock
+from chef_genius.model.ranks import Ranks
 
 
 def lock_run_folder(run_dir: Path, ranks: Ranks) -> RunLock:

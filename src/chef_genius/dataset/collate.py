@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from chef_genius.dataset.batch_plan import BatchPlan, batch_count, plan_batches
+from chef_genius.dataset.table import RecipeTable, load_split
 from chef_genius.encoding import encode_sources, encode_targets
 from chef_genius.losses import IGNORE_INDEX
-from chef_genius.training.batch_plan import BatchPlan, batch_count, plan_batches
-from chef_genius.training.table import RecipeTable, load_split
 
 __all__ = ["BatchPlan", "Collator", "PlannedBatches", "RecipeTable", "TokenizedExamples", "batch_count",
            "concatenate_flat", "flatten", "load_split", "plan_batches", "tokenize_examples"]

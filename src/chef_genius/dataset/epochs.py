@@ -21,11 +21,11 @@ import numpy as np
 from chef_genius.augment import ExampleDraws, paraphrase_recipe, training_prompts
 from chef_genius.config import TrainConfig
 from chef_genius.curriculum import EpochSelection, Segment, select, select_epoch, stage_thresholds
+from chef_genius.dataset.collate import BatchPlan, TokenizedExamples, concatenate_flat, flatten, plan_batches
+from chef_genius.dataset.table import CHUNK_ROWS, RecipeTable, many_objects
+from chef_genius.dataset.token_cache import TokenCache
 from chef_genius.encoding import encode_sources, encode_targets, tokenizer_threads
 from chef_genius.recipe import serialize
-from chef_genius.training.data import BatchPlan, TokenizedExamples, concatenate_flat, flatten, plan_batches
-from chef_genius.training.table import CHUNK_ROWS, RecipeTable, many_objects
-from chef_genius.training.token_cache import TokenCache
 
 
 @dataclass

@@ -35,10 +35,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from chef_genius.dataset.collate import flatten
+from chef_genius.dataset.table import RecipeTable, load_split
 from chef_genius.encoding import ENCODING_VERSION, encode_targets
 from chef_genius.errors import UserError
-from chef_genius.training.data import flatten
-from chef_genius.training.table import RecipeTable, load_split
 
 CACHE_FORMAT = 1
 FOLDER = "token-cache"
@@ -112,8 +112,8 @@ def cache_key(inputs: dict) -> str:
 
 def cache_root(data_folder: Path) -> Path:
     """``DATA/token-cache`` when chef-genius made DATA and may write there, else the user cache."""
+    from chef_genius.model.loading import cache_dir
     from chef_genius.prepare import MARKER  # `prepare`'s marker: chef-genius made the folder
-    from chef_genius.training.models import cache_dir
 
     data_folder = Path(data_folder)
     own = data_folder / FOLDER

@@ -25,7 +25,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 from torch.distributed.tensor import DTensor, Replicate
 
-from chef_genius.training.models import repeated_blocks
+from chef_genius.model.loading import repeated_blocks
 
 FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
 

@@ -22,7 +22,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException
 
-from chef_genius.serve.engine import Engine, EngineBusy, GenerationRequest, Piece
+from chef_genius.serve.engine import Engine, EngineBusy
+from chef_genius.serve.pieces import GenerationRequest, Piece
 from chef_genius.serve.prompts import (
     Limits,
     decoding_settings,

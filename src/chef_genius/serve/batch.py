@@ -11,11 +11,11 @@ takes no newcomers: it runs until its rows end.
 
 from __future__ import annotations
 
-
 import torch
 
 from chef_genius.generation.state import cache_keyword
 from chef_genius.serve.decoding import RowSampler, StreamingDetokenizer
+from chef_genius.serve.pieces import Piece, deliver
 
 
 def _cache_of(out):
@@ -98,7 +98,6 @@ class DecodeLoop:
             logits = self._join(logits)
 
     def _send(self, rows: list[int], ended: dict[int, str]) -> None:
-        from chef_genius.serve.engine import Piece, deliver
 
         fresh = self.text.flush(rows)
         out = []

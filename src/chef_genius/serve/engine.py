@@ -16,89 +16,20 @@ Beam search cannot stream (the best beam is known only at the end): a beam reque
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import queue
 import sys
 import threading
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 import torch
 
 from chef_genius.serve.batch import DecodeLoop
+from chef_genius.serve.pieces import GenerationRequest, Piece, Ticket
 
 
 class EngineBusy(Exception):
     """The queue is full: the caller answers 503."""
-
-
-@dataclass
-class GenerationRequest:
-    """Rows to write: ``n`` for each prompt (token ids), row ``p * n + j``."""
-
-    prompts: list[list[int]]
-    max_tokens: int
-    settings: dict  # inference.NEUTRAL keys, resolved
-    n: int = 1
-    seed: int | None = None
-    timeout: float | None = None  # seconds from submission; None: the engine's
-
-    @property
-    def rows(self) -> int:
-        return len(self.prompts) * self.n
-
-
-@dataclass(frozen=True)
-class Piece:
-    """Text of one row, or its end: finish_reason "stop" (end token), "length" (token limit),
-    "timeout" or "error" (``text`` then says what went wrong); ``tokens``: generated so far."""
-
-    index: int
-    text: str
-    finish_reason: str | None = None
-    tokens: int = 0
-
-
-@dataclass
-class _Ticket:
-    request: GenerationRequest
-    loop: asyncio.AbstractEventLoop
-    out: asyncio.Queue
-    deadline: float
-    timeout: float
-    cancelled: bool = False  # the client is gone
-    dropped: bool = False  # its rows have left the batch
-    released: bool = False
-
-    def send(self, piece: Piece) -> None:
-        with contextlib.suppress(RuntimeError):  # the client's loop has closed
-            self.loop.call_soon_threadsafe(self.out.put_nowait, piece)
-
-    def gone(self) -> bool:
-        """Cancelled, or out of time (then told so, once)."""
-        if self.cancelled or self.dropped:
-            return True
-        if time.monotonic() > self.deadline:
-            self.dropped = True
-            self.send(Piece(-1, f"the request timed out after {self.timeout:g} s", "timeout"))
-            return True
-        return False
-
-
-def deliver(pieces: list[tuple[_Ticket, Piece]]) -> None:
-    """Hand pieces to their clients' event loops: one wake-up per loop, not one per piece."""
-    by_loop: dict[asyncio.AbstractEventLoop, list] = {}
-    for ticket, piece in pieces:
-        by_loop.setdefault(ticket.loop, []).append((ticket.out, piece))
-
-    def put(items: list) -> None:
-        for out, piece in items:
-            out.put_nowait(piece)
-
-    for loop, items in by_loop.items():
-        with contextlib.suppress(RuntimeError):  # that loop has closed
-            loop.call_soon_threadsafe(put, items)
 
 
 def _beam(request: GenerationRequest) -> bool:
@@ -119,8 +50,8 @@ class Engine:
         self.pad_id = tokenizer.pad_token_id
         config = getattr(model, "config", None)
         self.position_limit = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
-        self._queue: queue.Queue[_Ticket | None] = queue.Queue()
-        self._waiting: list[_Ticket] = []
+        self._queue: queue.Queue[Ticket | None] = queue.Queue()
+        self._waiting: list[Ticket] = []
         self._load = 0  # requests admitted and not yet ended
         self._lock = threading.Lock()
         self.generated_tokens = 0
@@ -142,11 +73,11 @@ class Engine:
                 raise EngineBusy(f"the server is busy ({self._load} requests queued or running); try again shortly")
             self._load += 1
         timeout = self.timeout if request.timeout is None else request.timeout
-        ticket = _Ticket(request, asyncio.get_running_loop(), asyncio.Queue(), time.monotonic() + timeout, timeout)
+        ticket = Ticket(request, asyncio.get_running_loop(), asyncio.Queue(), time.monotonic() + timeout, timeout)
         self._queue.put(ticket)
         return self._pieces(ticket)
 
-    async def _pieces(self, ticket: _Ticket) -> AsyncIterator[Piece]:
+    async def _pieces(self, ticket: Ticket) -> AsyncIterator[Piece]:
         ended = 0
         try:
             while ended < ticket.request.rows:
@@ -163,7 +94,7 @@ class Engine:
         self._queue.put(None)
         self._thread.join(timeout=10)
 
-    def _release(self, ticket: _Ticket) -> None:
+    def _release(self, ticket: Ticket) -> None:
         with self._lock:
             if not ticket.released:
                 ticket.released = True
@@ -197,10 +128,10 @@ class Engine:
                 return True
             self._waiting.append(ticket)
 
-    def _take_batch(self) -> list[_Ticket]:
+    def _take_batch(self) -> list[Ticket]:
         """Waiting tickets for one batch in arrival order: a beam request alone, else others up
         to ``max_rows`` rows. Cancelled and expired tickets are dropped here."""
-        batch: list[_Ticket] = []
+        batch: list[Ticket] = []
         rows, keep = 0, []
         for ticket in self._waiting:
             if ticket.gone():
@@ -216,7 +147,7 @@ class Engine:
         self._waiting = keep
         return batch
 
-    def newcomers(self, room: int) -> list[_Ticket]:
+    def newcomers(self, room: int) -> list[Ticket]:
         """Tickets that can join a running batch of ``room`` free rows, in arrival order; none
         past a waiting beam request (it runs alone, next)."""
         self._drain()
@@ -235,7 +166,7 @@ class Engine:
         self._waiting = keep
         return joined
 
-    def _run(self, batch: list[_Ticket]) -> None:
+    def _run(self, batch: list[Ticket]) -> None:
         try:
             with torch.inference_mode(), torch.compiler.set_stance("force_eager"):
                 if _beam(batch[0].request):
@@ -258,7 +189,7 @@ class Engine:
             return max(1, min(max_tokens, self.position_limit - prompt_width))
         return max_tokens
 
-    def _beam(self, ticket: _Ticket) -> None:
+    def _beam(self, ticket: Ticket) -> None:
         from chef_genius.inference import _pad, _stopped
 
         request = ticket.request

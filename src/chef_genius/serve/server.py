@@ -66,7 +66,7 @@ def model_source(run: Path) -> tuple[Path, str]:
     does) and the model's name in the API (the run folder's, or the file's stem)."""
     path = Path(os.path.abspath(run))
     if path.suffix.lower() == ".gguf":
-        from chef_genius.training.models import gguf_folder
+        from chef_genius.model.loading import gguf_folder
 
         return gguf_folder(path), path.stem
     return path, path.parent.name if path.name == "final" else path.name

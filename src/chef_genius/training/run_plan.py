@@ -25,8 +25,8 @@ from pathlib import Path
 
 from chef_genius.config import TrainConfig
 from chef_genius.curriculum import EpochSelection, Segment, run_segments, stages_by_step, unseen_classes
-from chef_genius.training.data import BatchPlan, batch_count, plan_batches
-from chef_genius.training.epochs import EpochBuilder, EpochData, segment_batches
+from chef_genius.dataset.collate import BatchPlan, batch_count, plan_batches
+from chef_genius.dataset.epochs import EpochBuilder, EpochData, segment_batches
 
 
 def rss_mib() -> int | None:

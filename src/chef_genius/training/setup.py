@@ -20,20 +20,20 @@ from pathlib import Path
 import torch
 
 from chef_genius.augment import canonical_prompt
+from chef_genius.checkpoints import run_guards as guards
 from chef_genius.config import TrainConfig
+from chef_genius.dataset.collate import BatchPlan, PlannedBatches, load_split
+from chef_genius.dataset.epochs import EpochBuilder, EpochData, minimum_examples
+from chef_genius.dataset.table import CHUNK_ROWS
+from chef_genius.dataset.token_cache import TokenCache, shared_cache
 from chef_genius.errors import UserError
+from chef_genius.model.graphs import GraphedSteps, graphs_unsupported_reason
+from chef_genius.model.loading import resolve_model
+from chef_genius.model.placement import place_model
+from chef_genius.model.ranks import Ranks
 from chef_genius.schedule import Schedule, ends_high
-from chef_genius.training import run_guards as guards
-from chef_genius.training.data import BatchPlan, PlannedBatches, load_split
-from chef_genius.training.epochs import EpochBuilder, EpochData, minimum_examples
-from chef_genius.training.graphs import GraphedSteps, graphs_unsupported_reason
 from chef_genius.training.interrupt import ignore_interrupts
-from chef_genius.training.models import resolve_model
-from chef_genius.training.placement import place_model
-from chef_genius.training.ranks import Ranks
 from chef_genius.training.run_plan import RunPlan, timed
-from chef_genius.training.table import CHUNK_ROWS
-from chef_genius.training.token_cache import TokenCache, shared_cache
 from chef_genius.training.validation import validation_examples
 
 __all__ = ["TrainerSetup"]

@@ -26,21 +26,21 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from chef_genius.checkpoints import fingerprint as fp
+from chef_genius.checkpoints import folder as ckpt
+from chef_genius.checkpoints import run_guards as guards
+from chef_genius.checkpoints.persistence import FinalWeights, RunCheckpoints
 from chef_genius.config import TrainConfig, to_dict, to_yaml
+from chef_genius.dataset.collate import Collator, PlannedBatches
 from chef_genius.errors import TrainingStopped
 from chef_genius.losses import IGNORE_INDEX, batch_loss_sums
+from chef_genius.model import sharding
+from chef_genius.model.loading import resolve_tokenizer
 from chef_genius.noise import add_gradient_noise
 from chef_genius.schedule import lr_at
 from chef_genius.tracking import MetricWindow, Tracker, build_tracker, system_metrics
-from chef_genius.training import checkpoint as ckpt
-from chef_genius.training import fingerprint as fp
-from chef_genius.training import run_guards as guards
-from chef_genius.training import sharding
-from chef_genius.training.data import Collator, PlannedBatches
 from chef_genius.training.evaluating import TrainerEvaluation
 from chef_genius.training.interrupt import StopRequest, TrainingInterrupted, resume_command
-from chef_genius.training.models import resolve_tokenizer
-from chef_genius.training.persistence import FinalWeights, RunCheckpoints
 from chef_genius.training.run_plan import rss_mib
 from chef_genius.training.setup import TrainerSetup
 

@@ -16,16 +16,16 @@ import numpy as np
 import torch
 
 from chef_genius.augment import canonical_prompt
+from chef_genius.checkpoints.folder import TrainerState
 from chef_genius.config import EvalConfig, TrainConfig
+from chef_genius.dataset.collate import BatchPlan, Collator, TokenizedExamples, concatenate_flat, flatten, plan_batches
+from chef_genius.dataset.table import CHUNK_ROWS, RecipeTable, many_objects
+from chef_genius.dataset.token_cache import TokenCache
 from chef_genius.encoding import encode_sources, tokenizer_threads
 from chef_genius.losses import nll_sums
+from chef_genius.model.ranks import Ranks
 from chef_genius.sampling import format_samples, sample_metrics, sample_recipes, save_samples
 from chef_genius.tracking import Tracker
-from chef_genius.training.checkpoint import TrainerState
-from chef_genius.training.data import BatchPlan, Collator, TokenizedExamples, concatenate_flat, flatten, plan_batches
-from chef_genius.training.ranks import Ranks
-from chef_genius.training.table import CHUNK_ROWS, RecipeTable, many_objects
-from chef_genius.training.token_cache import TokenCache
 
 
 def validation_examples(table: RecipeTable, targets: TokenCache, tokenizer, config: TrainConfig,
