@@ -199,7 +199,7 @@ def score(args, final: Path | None) -> dict:
     loaded = load_run(final if final is not None else gguf_folder(Path(args.gguf)))
     table = load_split(args.work / "data", "test")
     recipes = [table.recipe(i) for i in held_out_rows(len(table), args.examples, seed=0)]
-    result = evaluate_loaded(loaded.model, loaded.tokenizer, loaded.causal, recipes, SEED_TEMPLATES, "careful",
+    result = evaluate_loaded(loaded.model, loaded.tokenizer, loaded.family, recipes, SEED_TEMPLATES, "careful",
                              512, samples_per_input=3, protocol_examples=args.protocol_examples, seed=0,
                              batch_size=args.examples, keep_samples=4, split="test", engine=args.engine)
     protocol = result.get("chef_transformer") or {}

@@ -41,7 +41,7 @@ TINY_TEXTS = ["Title: Soup || Ingredients: 1 cup water | 2 carrots || Steps: Boi
 
 
 def load_model(args, work: Path):
-    """(model, tokenizer, causal, name) for --tiny, --random-smollm2 or --model (a run, model folder
+    """(model, tokenizer, family, name) for --tiny, --random-smollm2 or --model (a run, model folder
     or GGUF file); float32 on the CPU."""
     from chef_genius.inference import load_run
     from chef_genius.model.loading import gguf_folder
@@ -61,7 +61,7 @@ def load_model(args, work: Path):
     folder = gguf_folder(path) if path.suffix == ".gguf" else path
     loaded = load_run(folder, device=args.device)
     model = loaded.model.float() if args.device == "cpu" else loaded.model
-    return model, loaded.tokenizer, loaded.causal, name
+    return model, loaded.tokenizer, loaded.family, name
 
 
 def held_out_prompts(data: Path | None, n: int, seed: int, work: Path) -> list[str]:
@@ -88,10 +88,9 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def run_once(model, tokenizer, causal, prompts, engine, decoding, batch, max_new,
+def run_once(model, tokenizer, family, prompts, engine, decoding, batch, max_new,
              device) -> tuple[list[int], list[float], list[str]]:
     """(generated tokens, completion time from the start, text) per recipe."""
-    from chef_genius.encoding import encode_sources, stop_ids
     from chef_genius.generation import EngineOptions, generate_ids
     from chef_genius.inference import DECODING, NEUTRAL, generate_details
 
@@ -99,7 +98,7 @@ def run_once(model, tokenizer, causal, prompts, engine, decoding, batch, max_new
     if engine == "transformers":
         tokens, done, texts = [], [], []
         for first in range(0, len(prompts), batch):
-            rows = generate_details(model, tokenizer, prompts[first:first + batch], causal, decoding, max_new,
+            rows = generate_details(model, tokenizer, prompts[first:first + batch], family, decoding, max_new,
                                     batch_size=batch, engine="transformers")
             _sync(device)
             tokens += [g.tokens + g.stopped for [g] in rows]
@@ -113,8 +112,8 @@ def run_once(model, tokenizer, causal, prompts, engine, decoding, batch, max_new
 
     with torch.no_grad(), torch.compiler.set_stance("force_eager"):
         torch.manual_seed(0)
-        sources = encode_sources(tokenizer, prompts, 512, causal)
-        decoded = generate_ids(model, sources, causal, {**NEUTRAL, **DECODING[decoding]}, stop_ids(tokenizer, causal),
+        sources = family.encode_sources(tokenizer, prompts, 512)
+        decoded = generate_ids(model, sources, family, {**NEUTRAL, **DECODING[decoding]}, family.stop_ids(tokenizer),
                                tokenizer.pad_token_id, max_new, batch, on_done=on_done,
                                options=EngineOptions(grouped=engine != "chef-genius-sdpa"))
         texts = tokenizer.batch_decode([ids for ids, _ in decoded], skip_special_tokens=True,
@@ -123,14 +122,14 @@ def run_once(model, tokenizer, causal, prompts, engine, decoding, batch, max_new
     return [len(ids) for ids, _ in decoded], finished, texts
 
 
-def measure(model, tokenizer, causal, name, prompts, engine, decoding, batch, args) -> tuple[dict, list[str]]:
+def measure(model, tokenizer, family, name, prompts, engine, decoding, batch, args) -> tuple[dict, list[str]]:
     """One measurement's entry, and the recipes written."""
     cuda = args.device.startswith("cuda")
-    run_once(model, tokenizer, causal, prompts[:2], engine, decoding, min(batch, 2), 8, args.device)  # warm-up
+    run_once(model, tokenizer, family, prompts[:2], engine, decoding, min(batch, 2), 8, args.device)  # warm-up
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    tokens, done, texts = run_once(model, tokenizer, causal, prompts, engine, decoding, batch, args.max_new_tokens,
+    tokens, done, texts = run_once(model, tokenizer, family, prompts, engine, decoding, batch, args.max_new_tokens,
                                    args.device)
     seconds = time.perf_counter() - start
     entry = {"label": args.label, "engine": engine, "model": name, "batch": batch, "decoding": decoding,
@@ -144,7 +143,7 @@ def measure(model, tokenizer, causal, name, prompts, engine, decoding, batch, ar
         starts = []
         for _ in range(3):
             begin = time.perf_counter()
-            run_once(model, tokenizer, causal, prompts[:1], engine, decoding, 1, 1, args.device)
+            run_once(model, tokenizer, family, prompts[:1], engine, decoding, 1, 1, args.device)
             starts.append(time.perf_counter() - begin)
         entry["first_token_ms"] = round(1000 * statistics.median(starts), 1)
     return entry, texts
@@ -197,7 +196,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
-        model, tokenizer, causal, name = load_model(args, Path(tmp))
+        model, tokenizer, family, name = load_model(args, Path(tmp))
         if args.dtype != "auto":
             model = model.to(getattr(torch, args.dtype))
         prompts = held_out_prompts(args.data, args.examples, 0, Path(tmp))
@@ -211,7 +210,7 @@ def main() -> None:
             chosen = prompts[:min(args.examples, batch * args.batches_per_run)]
             written = {}
             for engine in args.engines:
-                entry, written[engine] = measure(model, tokenizer, causal, name, chosen, engine, decoding, batch, args)
+                entry, written[engine] = measure(model, tokenizer, family, name, chosen, engine, decoding, batch, args)
                 if engine != "transformers" and "transformers" in written and decoding in ("greedy", "guarded"):
                     # Greedy recipes should be Transformers' own: the share that are, character for character.
                     same = sum(a == b for a, b in zip(written["transformers"], written[engine], strict=True))

@@ -23,17 +23,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
-def run(model, tokenizer, causal, prompts, decoding, batch, max_new, graphs=True) -> tuple[int, float]:
-    from chef_genius.encoding import encode_sources, stop_ids
+def run(model, tokenizer, family, prompts, decoding, batch, max_new, graphs=True) -> tuple[int, float]:
     from chef_genius.generation import EngineOptions, generate_ids
     from chef_genius.inference import DECODING, NEUTRAL
 
     torch.manual_seed(0)
-    sources = encode_sources(tokenizer, prompts, 512, causal)
+    sources = family.encode_sources(tokenizer, prompts, 512)
     torch.cuda.synchronize()
     start = time.perf_counter()
     with torch.no_grad():
-        out = generate_ids(model, sources, causal, {**NEUTRAL, **DECODING[decoding]}, stop_ids(tokenizer, causal),
+        out = generate_ids(model, sources, family, {**NEUTRAL, **DECODING[decoding]}, family.stop_ids(tokenizer),
                            tokenizer.pad_token_id, max_new, batch, options=EngineOptions(graphs=graphs))
     torch.cuda.synchronize()
     return sum(len(ids) for ids, _ in out), time.perf_counter() - start
@@ -56,21 +55,21 @@ def main() -> None:
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
-        model, tokenizer, causal, name = load_model(args, Path(tmp))
+        model, tokenizer, family, name = load_model(args, Path(tmp))
         prompts = held_out_prompts(args.data, args.examples, 0, Path(tmp))
     variants = {}
     for label, dtype, graphs in (("float32, graphs", torch.float32, True), ("bfloat16, graphs", torch.bfloat16, True),
                                  ("float32, eager", torch.float32, False)):
         model = model.to(dtype)
-        run(model, tokenizer, causal, prompts[:2], args.decoding, 2, 8, graphs)  # warm-up
-        tokens, seconds = run(model, tokenizer, causal, prompts, args.decoding, args.batch, args.max_new_tokens, graphs)
+        run(model, tokenizer, family, prompts[:2], args.decoding, 2, 8, graphs)  # warm-up
+        tokens, seconds = run(model, tokenizer, family, prompts, args.decoding, args.batch, args.max_new_tokens, graphs)
         variants[label] = {"tokens": tokens, "seconds": round(seconds, 3), "tokens_per_second": round(tokens / seconds, 1)}
         print(f"{label:<18} {tokens:>7} tokens {seconds:>7.2f} s {tokens / seconds:>9.1f} tok/s", flush=True)
     model = model.to(torch.float32)
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        run(model, tokenizer, causal, prompts[:args.batch], args.decoding, args.batch, 96)
+        run(model, tokenizer, family, prompts[:args.batch], args.decoding, args.batch, 96)
     by_cuda = prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=25)
     by_cpu = prof.key_averages().table(sort_by="cpu_time_total", row_limit=25)
     print(by_cuda)

@@ -118,7 +118,7 @@ def evaluate(args) -> None:
         started = time.perf_counter()
         # The Chef Transformer protocol samples with its own decoding: once per model is enough.
         protocol = args.protocol_examples if number == 0 else 0
-        result = evaluate_loaded(loaded.model, loaded.tokenizer, loaded.causal, recipes, SEED_TEMPLATES, decoding,
+        result = evaluate_loaded(loaded.model, loaded.tokenizer, loaded.family, recipes, SEED_TEMPLATES, decoding,
                                  args.max_new_tokens, samples_per_input=3, protocol_examples=protocol,
                                  batch_size=args.batch_size, keep_samples=10, split="test", engine=args.engine)
         result["seconds"] = time.perf_counter() - started
@@ -156,13 +156,13 @@ def generate_stage(args) -> None:
     foods = [requested_names(r) for r in recipes]
     prompts = [canonical_prompt(SEED_TEMPLATES, r.title, f) for r, f in zip(recipes, foods, strict=True)]
     started = time.perf_counter()
-    generations = generate_details(loaded.model, loaded.tokenizer, prompts, loaded.causal, args.decoding,
+    generations = generate_details(loaded.model, loaded.tokenizer, prompts, loaded.family, args.decoding,
                                    args.max_new_tokens, num_return_sequences=args.n, batch_size=args.batch_size,
                                    seed=args.seed, grounded=args.grounded, engine=args.engine)
     seconds = time.perf_counter() - started
     flat_prompts = [p for p, g in zip(prompts, generations, strict=True) for _ in g]
     flat_texts = [c.text for g in generations for c in g]
-    logprobs = mean_logprobs(loaded.model, loaded.tokenizer, loaded.causal, flat_prompts, flat_texts, batch_size=64)
+    logprobs = mean_logprobs(loaded.model, loaded.tokenizer, loaded.family, flat_prompts, flat_texts, batch_size=64)
     tokens = sum(c.tokens for g in generations for c in g)
     out = args.work / f"gen-{args.name}-{args.set}-{args.tag}.jsonl"
     with out.open("w", encoding="utf-8") as f:

@@ -9,6 +9,7 @@ import pytest
 
 from chef_genius.cli import main
 from chef_genius.errors import UserError
+from chef_genius.families import CAUSAL, SEQ2SEQ
 from chef_genius.model.loading import gguf_folder
 from tests.harness.tiny_causal import write_tiny_gguf
 from tests.test_training import metrics_of, small_config, small_data  # noqa: F401 - fixture
@@ -106,11 +107,11 @@ def test_generation_that_ends_with_the_end_of_turn_reports_stopped(tiny_gguf):
     end = end_of_turn_id(tokenizer)
     biased.bias.data[end] = 100.0
     model.lm_head = biased
-    [[stopped]] = generate_details(model, tokenizer, ["soup"], True, "greedy", 12)
+    [[stopped]] = generate_details(model, tokenizer, ["soup"], CAUSAL, "greedy", 12)
     assert stopped.stopped and stopped.tokens == 0 and stopped.text == ""
     biased.bias.data[end] = -100.0
     biased.bias.data[tokenizer.eos_token_id] = -100.0
-    [[running]] = generate_details(model, tokenizer, ["soup"], True, "greedy", 12)
+    [[running]] = generate_details(model, tokenizer, ["soup"], CAUSAL, "greedy", 12)
     assert not running.stopped and running.tokens == 12
 
 
@@ -131,5 +132,5 @@ def test_a_seq2seq_model_that_ends_reports_stopped(t5_tokenizer):
         model.lm_head.weight.zero_()
         model.lm_head.bias.zero_()
         model.lm_head.bias[1] = 10.0
-    [[stopped]] = generate_details(model, tokenizer, ["soup"], False, "greedy", 12)
+    [[stopped]] = generate_details(model, tokenizer, ["soup"], SEQ2SEQ, "greedy", 12)
     assert stopped.stopped and stopped.tokens == 0

@@ -21,7 +21,7 @@ from chef_genius.cli import main
 from chef_genius.config import SEED_TEMPLATES, DataConfig, build_config
 from chef_genius.curriculum import difficulty_level, quality_threshold, select_epoch
 from chef_genius.dataset.collate import load_split, plan_batches
-from chef_genius.encoding import encode_sources
+from chef_genius.families import SEQ2SEQ
 from chef_genius.prepare import PrepareOptions, prepare
 from chef_genius.training.trainer import Trainer, run_training
 from tests.conftest import RECIPENLG, SHARED_RECIPENLG, needs_shared
@@ -170,7 +170,7 @@ def test_augmentation_and_templates_never_touch_validation(tmp_path, small_data)
                     for t, n in zip(trainer.val_table.titles, trainer.val_table.ner, strict=True)]
         assert trainer.val_prompts == expected[:trainer.config.eval.num_validation_samples]
         v = trainer.val_examples
-        encoded = encode_sources(trainer.tokenizer, expected, trainer.config.model.max_source_tokens, False)
+        encoded = SEQ2SEQ.encode_sources(trainer.tokenizer, expected, trainer.config.model.max_source_tokens)
         assert [v.source(i).tolist() for i in range(len(v))] == encoded
         return v.source_ids.tolist(), v.target_ids.tolist(), trainer.epoch_data(0).augmented
 

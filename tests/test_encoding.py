@@ -8,11 +8,9 @@ import pytest
 from chef_genius.dataset.collate import Collator, tokenize_examples
 from chef_genius.encoding import (
     drop_chat_template,
-    encode_sources,
-    encode_targets,
     end_of_turn_id,
-    stop_ids,
 )
+from chef_genius.families import CAUSAL, SEQ2SEQ
 from chef_genius.losses import IGNORE_INDEX
 from tests.harness.tiny_causal import chat_tokenizer
 
@@ -26,7 +24,7 @@ def chat():
 
 
 def test_chat_prompt_is_a_user_turn_with_the_assistant_header(chat):
-    [ids] = encode_sources(chat, ["Create a recipe: tomato soup"], 128, causal=True)
+    [ids] = CAUSAL.encode_sources(chat, ["Create a recipe: tomato soup"], 128)
     rendered = chat.apply_chat_template([{"role": "user", "content": "Create a recipe: tomato soup"}],
                                         add_generation_prompt=True, tokenize=False)
     assert chat.decode(ids) == rendered
@@ -36,22 +34,22 @@ def test_chat_prompt_is_a_user_turn_with_the_assistant_header(chat):
 def test_chat_target_ends_with_the_end_of_turn_token_and_a_cut_one_does_not(chat):
     end = chat.convert_tokens_to_ids("<|im_end|>")
     assert end_of_turn_id(chat) == end and end != chat.eos_token_id
-    assert stop_ids(chat, causal=True) == [end, chat.eos_token_id]
-    [full] = encode_targets(chat, [TEXTS[0]], 512, causal=True)
+    assert CAUSAL.stop_ids(chat) == [end, chat.eos_token_id]
+    [full] = CAUSAL.encode_targets(chat, [TEXTS[0]], 512)
     assert full[-1] == end and chat.decode(full[:-1]) == TEXTS[0]
-    [cut] = encode_targets(chat, [TEXTS[0]], 8, causal=True)
+    [cut] = CAUSAL.encode_targets(chat, [TEXTS[0]], 8)
     assert len(cut) == 8 and end not in cut  # a recipe cut mid-step must not teach the model to stop there
 
 
 def test_a_long_chat_prompt_keeps_its_assistant_header(chat):
-    [ids] = encode_sources(chat, ["tomato " * 200], 40, causal=True)
+    [ids] = CAUSAL.encode_sources(chat, ["tomato " * 200], 40)
     assert len(ids) == 40
     assert chat.decode(ids).endswith("<|im_end|>\n<|im_start|>assistant\n")
 
 
 def test_loss_is_only_on_the_reply(chat):
-    examples = tokenize_examples(chat, ["Create a recipe: soup"], [TEXTS[0]], 128, 512, causal=True)
-    batch = Collator(examples, chat.pad_token_id, causal=True)([0])
+    examples = tokenize_examples(chat, ["Create a recipe: soup"], [TEXTS[0]], 128, 512, CAUSAL)
+    batch = Collator(examples, chat.pad_token_id, CAUSAL)([0])
     source, target = examples.source(0), examples.target(0)
     labels = batch["labels"][0].tolist()
     assert labels[:len(source)] == [IGNORE_INDEX] * len(source)
@@ -61,12 +59,12 @@ def test_loss_is_only_on_the_reply(chat):
 
 def test_without_a_template_the_prompt_is_plain_text(chat):
     plain = chat_tokenizer(TEXTS, template=None)
-    [ids] = encode_sources(plain, ["Create a recipe: soup"], 128, causal=True)
+    [ids] = CAUSAL.encode_sources(plain, ["Create a recipe: soup"], 128)
     assert plain.decode(ids) == "Create a recipe: soup\n"
-    assert encode_targets(plain, ["Boil."], 64, causal=True)[0][-1] == plain.eos_token_id
+    assert CAUSAL.encode_targets(plain, ["Boil."], 64)[0][-1] == plain.eos_token_id
     copy = chat_tokenizer(TEXTS)
     drop_chat_template(copy)
-    assert encode_sources(copy, ["x"], 32, True) == encode_sources(plain, ["x"], 32, True)
+    assert CAUSAL.encode_sources(copy, ["x"], 32) == CAUSAL.encode_sources(plain, ["x"], 32)
 
 
 def test_bos_is_kept_for_causal_and_bart_style_seq2seq_tokenizers():
@@ -79,16 +77,16 @@ def test_bos_is_kept_for_causal_and_bart_style_seq2seq_tokenizers():
     raw.post_processor = processors.TemplateProcessing(single="<|im_start|> $A", special_tokens=[("<|im_start|>", bos)])
     llama = PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="<|endoftext|>", pad_token="<pad>",
                                     bos_token="<|im_start|>")
-    [ids] = encode_sources(llama, ["soup"], 32, causal=True)
+    [ids] = CAUSAL.encode_sources(llama, ["soup"], 32)
     assert ids[0] == bos and ids[-1] != eos
     # BART: <s> ... </s> on both sides, and a cut prompt keeps its </s>.
     raw.post_processor = processors.TemplateProcessing(single="<|im_start|> $A <|endoftext|>",
                                                        special_tokens=[("<|im_start|>", bos), ("<|endoftext|>", eos)])
     bart = PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="<|endoftext|>", pad_token="<pad>",
                                    bos_token="<|im_start|>")
-    [source] = encode_sources(bart, ["tomato soup " * 30], 10, causal=False)
+    [source] = SEQ2SEQ.encode_sources(bart, ["tomato soup " * 30], 10)
     assert len(source) == 10 and source[0] == bos and source[-1] == eos
-    [target] = encode_targets(bart, ["Boil."], 64, causal=False)
+    [target] = SEQ2SEQ.encode_targets(bart, ["Boil."], 64)
     assert target[0] == bos and target[-1] == eos and target.count(eos) == 1
 
 
@@ -97,7 +95,7 @@ def test_t5_style_seq2seq_ids_are_unchanged(t5_tokenizer):
 
     tok = PreTrainedTokenizerFast(tokenizer_object=t5_tokenizer, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
     plain = tok("Boil the water", add_special_tokens=False)["input_ids"]
-    assert encode_sources(tok, ["Boil the water"], 64, causal=False) == [plain + [tok.eos_token_id]]
-    assert encode_targets(tok, ["Boil the water"], 64, causal=False) == [plain + [tok.eos_token_id]]
-    assert encode_targets(tok, ["Boil the water"], 2, causal=False) == [plain[:2]]
-    assert np.all(np.asarray(encode_sources(tok, ["Boil the water " * 50], 16, causal=False)[0][-1:]) == 1)
+    assert SEQ2SEQ.encode_sources(tok, ["Boil the water"], 64) == [plain + [tok.eos_token_id]]
+    assert SEQ2SEQ.encode_targets(tok, ["Boil the water"], 64) == [plain + [tok.eos_token_id]]
+    assert SEQ2SEQ.encode_targets(tok, ["Boil the water"], 2) == [plain[:2]]
+    assert np.all(np.asarray(SEQ2SEQ.encode_sources(tok, ["Boil the water " * 50], 16)[0][-1:]) == 1)

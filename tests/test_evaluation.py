@@ -8,6 +8,7 @@ import math
 import pytest
 
 from chef_genius.cli import main
+from chef_genius.families import SEQ2SEQ
 from chef_genius.inference import generate, load_run
 from chef_genius.recipe import Recipe
 from chef_genius.reference_metrics import (
@@ -118,8 +119,8 @@ def test_generate_after_merge_equals_generate_with_the_adapter(trained_run, tmp_
     merged = load_run(tmp_path / "merged")
     assert adapter.is_adapter and not merged.is_adapter
     prompts = ["Create a recipe: pasta with tomatoes and basil", "Create a recipe: a dish with chicken and rice"]
-    with_adapter = generate(adapter.model, adapter.tokenizer, prompts, False, "greedy", 24)
-    standalone = generate(merged.model, merged.tokenizer, prompts, False, "greedy", 24)
+    with_adapter = generate(adapter.model, adapter.tokenizer, prompts, SEQ2SEQ, "greedy", 24)
+    standalone = generate(merged.model, merged.tokenizer, prompts, SEQ2SEQ, "greedy", 24)
     assert with_adapter == standalone
 
 
@@ -164,7 +165,7 @@ def test_evaluate_names_the_loss_by_its_split_and_cuts_at_the_limits_given(train
     loaded = load_run(trained_run, device="cpu")
     table = load_split(small_data, "val")
     recipes = [table.recipe(i) for i in range(4)]
-    results = [evaluate_loaded(loaded.model, loaded.tokenizer, loaded.causal, recipes, ["Recipe for: {text}"],
+    results = [evaluate_loaded(loaded.model, loaded.tokenizer, loaded.family, recipes, ["Recipe for: {text}"],
                                "greedy", 8, protocol_examples=0, split="test", max_source_tokens=source,
                                max_target_tokens=target) for source, target in ((32, 16), (512, 512))]
     for result in results:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from chef_genius.cli import main
+from chef_genius.families import CAUSAL
 from tests.harness.tiny_causal import CHAT_TEMPLATE, chat_tokenizer, write_tiny_gguf
 from tests.test_training import small_config, small_data  # noqa: F401 - fixture
 
@@ -90,7 +91,7 @@ def _greedy(model, tokenizer) -> list[str]:
     from chef_genius.inference import generate
 
     prompts = [f"Create a recipe: {p}" for p in PROMPTS]
-    return [row[0] for row in generate(model, tokenizer, prompts, True, "greedy", 48)]
+    return [row[0] for row in generate(model, tokenizer, prompts, CAUSAL, "greedy", 48)]
 
 
 def _fields(path: Path) -> dict:
@@ -233,7 +234,6 @@ def test_an_adapters_export_equals_the_export_of_its_merged_model(tiny, exported
 
 
 def test_the_modelfile_prompts_as_generate_does(tiny, exported):
-    from chef_genius.encoding import encode_sources
 
     text = (exported.parent / "Modelfile").read_text(encoding="utf-8")
     lines = text.splitlines()
@@ -250,7 +250,7 @@ def test_the_modelfile_prompts_as_generate_does(tiny, exported):
     tokenizer = _run(tiny[2]).tokenizer
     for prompt in PROMPTS:  # Ollama's rendering (no system prompt) tokenizes as generate's prompt
         rendered = user.replace("{{ .Prompt }}", prompt)
-        [expected] = encode_sources(tokenizer, [f"Create a recipe: {prompt}"], 512, causal=True)
+        [expected] = CAUSAL.encode_sources(tokenizer, [f"Create a recipe: {prompt}"], 512)
         assert tokenizer(rendered, add_special_tokens=False)["input_ids"] == expected
 
 
@@ -432,7 +432,6 @@ def test_a_tokenizer_that_adds_bos_gets_add_bos_and_a_template_without_it(tmp_pa
     from tokenizers import processors
     from transformers import PreTrainedTokenizerFast
 
-    from chef_genius.encoding import encode_sources
 
     backend = chat_tokenizer(TEXTS).backend_tokenizer
     bos = backend.token_to_id("<|endoftext|>")  # stands in for <|begin_of_text|>
@@ -453,7 +452,7 @@ def test_a_tokenizer_that_adds_bos_gets_add_bos_and_a_template_without_it(tmp_pa
     user = re.search(r"{{ else }}(.*?){{ end }}", modelfile, re.S).group(1)
     assert user.startswith("<|im_start|>user\n")  # the template's own BOS left to llama.cpp
     rendered = tokenizer(user.replace("{{ .Prompt }}", "soup"), add_special_tokens=True)["input_ids"]
-    assert rendered == encode_sources(tokenizer, ["Create a recipe: soup"], 512, causal=True)[0]
+    assert rendered == CAUSAL.encode_sources(tokenizer, ["Create a recipe: soup"], 512)[0]
     assert rendered[0] == bos and rendered[1] != bos
     read, read_tokenizer = _read_back(out)
     assert read_tokenizer("soup")["input_ids"] == tokenizer("soup")["input_ids"] == [bos, *tokenizer(

@@ -11,7 +11,7 @@ import pytest
 import torch
 from test_training import small_config, small_data  # noqa: F401  (small_data is a fixture)
 
-from chef_genius.losses import batch_loss_sums
+from chef_genius.families import SEQ2SEQ
 from chef_genius.model import fast_t5
 
 
@@ -51,7 +51,7 @@ def batch():
 
 def loss_and_grads(model, forward):
     model.zero_grad(set_to_none=True)
-    smoothed, nll, count = batch_loss_sums(forward, batch(), 0.1, False, 0, 0)
+    smoothed, nll, count = SEQ2SEQ.loss_sums(forward, batch(), 0.1, 0, 0)
     (smoothed / count).backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     return smoothed.detach(), nll.detach(), grads
@@ -164,7 +164,7 @@ def test_the_trainer_trains_through_it_with_the_same_losses_and_weights(tmp_path
         # Training mode from setup on (Transformers loads models in eval mode, which once turned
         # dropout off in benchmarks that call _optimizer_step directly).
         assert trainer.model.training and trainer.model_for_saving.get_base_model().training
-        collate = Collator(trainer.epoch_data(0).examples, trainer.pad_id, False)
+        collate = Collator(trainer.epoch_data(0).examples, trainer.pad_id, SEQ2SEQ)
         losses = [trainer._optimizer_step([collate(list(range(i, i + 4)))])["train/loss"] for i in (0, 4, 8)]
         weights = {n: p.detach().clone() for n, p in trainer.model_for_saving.named_parameters() if p.requires_grad}
         runs[fast] = losses, weights

@@ -17,10 +17,11 @@ import numpy as np
 import pytest
 import torch
 
-from chef_genius.encoding import encode_sources, end_of_turn_id, stop_ids
+from chef_genius.encoding import end_of_turn_id
+from chef_genius.families import CAUSAL, SEQ2SEQ
 from chef_genius.generation import EngineOptions, generate_ids
 from chef_genius.generation.rules import ban_repeated_ngrams
-from chef_genius.inference import DECODING, NEUTRAL, _pad, generate_details
+from chef_genius.inference import DECODING, NEUTRAL, generate_details
 from tests.harness.tiny_causal import write_tiny_gguf
 
 pytest.importorskip("gguf")
@@ -62,16 +63,16 @@ def sharpened(model, tokenizer, scale: float = 30.0, stop_bias: float = 4.0):
     return model.eval()
 
 
-def transformers_rows(model, sources, pad_id, stops, settings, max_new, left, seed=0) -> list[list[int]]:
+def transformers_rows(model, sources, pad_id, stops, settings, max_new, family, seed=0) -> list[list[int]]:
     """`transformers.generate` on one padded batch: each row's new tokens up to and with its stop."""
-    ids, mask = _pad(sources, pad_id, left=left)
+    ids, mask = family.pad_prompts(sources, pad_id)
     device = next(model.parameters()).device
     ids, mask = ids.to(device), mask.to(device)
     torch.manual_seed(seed)
     with torch.no_grad():
         out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new, pad_token_id=pad_id,
                              eos_token_id=stops, **settings)
-    out = out[:, ids.shape[1]:] if left else out[:, 1:]
+    out = family.new_tokens(out, ids.shape[1])
     rows = []
     for row in out.tolist():
         ends = [i for i, t in enumerate(row) if t in stops]
@@ -79,25 +80,25 @@ def transformers_rows(model, sources, pad_id, stops, settings, max_new, left, se
     return rows
 
 
-def engine_rows(model, sources, pad_id, stops, settings, max_new, causal, batch, options=EXACT, seed=0):
+def engine_rows(model, sources, pad_id, stops, settings, max_new, family, batch, options=EXACT, seed=0):
     torch.manual_seed(seed)
     with torch.no_grad():
-        return generate_ids(model, sources, causal, settings, stops, pad_id, max_new, batch, options=options)
+        return generate_ids(model, sources, family, settings, stops, pad_id, max_new, batch, options=options)
 
 
 def causal_case(llama, preset):
     model, tokenizer = llama
     model = sharpened(model, tokenizer)
-    sources = encode_sources(tokenizer, PROMPTS, 64, True)
+    sources = CAUSAL.encode_sources(tokenizer, PROMPTS, 64)
     assert len({len(s) for s in sources}) >= 4  # varied prompt lengths: real left padding
-    return model, sources, tokenizer.pad_token_id, stop_ids(tokenizer, True), {**NEUTRAL, **DECODING[preset]}
+    return model, sources, tokenizer.pad_token_id, CAUSAL.stop_ids(tokenizer), {**NEUTRAL, **DECODING[preset]}
 
 
 @pytest.mark.parametrize("preset", ["greedy", "guarded", "careful", "chef"])
 def test_causal_exact_path_is_token_identical_to_transformers(llama, preset):
     model, sources, pad_id, stops, settings = causal_case(llama, preset)
-    expected = transformers_rows(model, sources, pad_id, stops, settings, 40, left=True)
-    got = engine_rows(model, sources, pad_id, stops, settings, 40, True, batch=len(sources))
+    expected = transformers_rows(model, sources, pad_id, stops, settings, 40, CAUSAL)
+    got = engine_rows(model, sources, pad_id, stops, settings, 40, CAUSAL, batch=len(sources))
     assert [ids for ids, _ in got] == expected
     assert [stopped for _, stopped in got] == [bool(row) and row[-1] in stops for row in expected]
     lengths = {len(row) for row in expected}
@@ -108,8 +109,8 @@ def test_the_ngram_ban_changes_what_greedy_writes(llama):
     """Guarded is not greedy on the looping model: the comparison above exercises the ban."""
     model, sources, pad_id, stops, greedy = causal_case(llama, "greedy")
     guarded = {**greedy, **DECODING["guarded"]}
-    plain = engine_rows(model, sources, pad_id, stops, greedy, 40, True, batch=6)
-    banned = engine_rows(model, sources, pad_id, stops, guarded, 40, True, batch=6)
+    plain = engine_rows(model, sources, pad_id, stops, greedy, 40, CAUSAL, batch=6)
+    banned = engine_rows(model, sources, pad_id, stops, guarded, 40, CAUSAL, batch=6)
     assert sum(a != b for a, b in zip(plain, banned, strict=True)) >= 2
 
 
@@ -124,9 +125,9 @@ def test_sorted_continuous_batches_give_transformers_greedy_recipes(llama, prese
     original = causal.CausalDecoder._prefill
     monkeypatch.setattr(causal.CausalDecoder, "_prefill",
                         lambda self, slots, prompts: prefills.append(slots) or original(self, slots, prompts))
-    got = engine_rows(model, sources, pad_id, stops, settings, 40, True, batch=2,
+    got = engine_rows(model, sources, pad_id, stops, settings, 40, CAUSAL, batch=2,
                       options=EngineOptions(check_every=3))
-    expected = [transformers_rows(model, [s], pad_id, stops, settings, 40, left=True)[0] for s in sources]
+    expected = [transformers_rows(model, [s], pad_id, stops, settings, 40, CAUSAL)[0] for s in sources]
     assert [ids for ids, _ in got] == expected
     assert len(prefills) >= 4 and any(len(slots) == 1 for slots in prefills)  # rows refilled one by one
 
@@ -156,12 +157,12 @@ def test_t5_is_token_identical_to_transformers(gated, preset):
     generator = torch.Generator().manual_seed(1)
     sources = [torch.randint(2, 97, (n,), generator=generator).tolist() + [1] for n in (5, 12, 3, 9, 17, 7, 2)]
     settings = {**NEUTRAL, **DECODING[preset]}
-    expected = transformers_rows(model, sources, 0, [1], settings, 30, left=False)
+    expected = transformers_rows(model, sources, 0, [1], settings, 30, SEQ2SEQ)
     for batch in (7, 3):  # one batch as Transformers runs it; and sorted batches of three (greedy only)
         options = EXACT if batch == 7 else EngineOptions(check_every=4)
         if batch == 3 and settings["do_sample"]:
             continue
-        got = engine_rows(model, sources, 0, [1], settings, 30, False, batch=batch, options=options)
+        got = engine_rows(model, sources, 0, [1], settings, 30, SEQ2SEQ, batch=batch, options=options)
         assert [ids for ids, _ in got] == expected
     assert len({len(row) for row in expected}) >= 2 and any(row[-1] == 1 for row in expected)  # EOS, varied steps
 
@@ -173,10 +174,10 @@ def test_t5_with_a_lora_adapter_is_token_identical_to_transformers():
     generator = torch.Generator().manual_seed(1)
     sources = [torch.randint(2, 97, (n,), generator=generator).tolist() + [1] for n in (5, 12, 3, 9, 17, 7, 2)]
     guarded = {**NEUTRAL, **DECODING["guarded"]}
-    expected = transformers_rows(model, sources, 0, [1], guarded, 30, left=False)
+    expected = transformers_rows(model, sources, 0, [1], guarded, 30, SEQ2SEQ)
     with model.disable_adapter():
-        assert transformers_rows(model, sources, 0, [1], guarded, 30, left=False) != expected
-    got = engine_rows(model, sources, 0, [1], guarded, 30, False, batch=3, options=EngineOptions(check_every=4))
+        assert transformers_rows(model, sources, 0, [1], guarded, 30, SEQ2SEQ) != expected
+    got = engine_rows(model, sources, 0, [1], guarded, 30, SEQ2SEQ, batch=3, options=EngineOptions(check_every=4))
     assert [ids for ids, _ in got] == expected
 
 
@@ -200,10 +201,10 @@ def test_the_ngram_ban_never_lets_an_ngram_repeat(llama, preset, n):
     ban the same model loops (greedy)."""
     model, sources, pad_id, stops, settings = causal_case(llama, preset)
     model.lm_head.bias.data.zero_()  # no early end: long rows, every chance to loop
-    got = engine_rows(model, sources * 4, pad_id, stops, settings, 60, True, batch=8,
+    got = engine_rows(model, sources * 4, pad_id, stops, settings, 60, CAUSAL, batch=8,
                       options=EngineOptions(check_every=4, race=True))
     assert all(not repeated_ngram(source + ids, n) for source, (ids, _) in zip(sources * 4, got, strict=True))
-    free = engine_rows(model, sources, pad_id, stops, {**NEUTRAL, **DECODING["greedy"]}, 60, True, batch=8)
+    free = engine_rows(model, sources, pad_id, stops, {**NEUTRAL, **DECODING["greedy"]}, 60, CAUSAL, batch=8)
     assert any(repeated_ngram(source + ids, n) for source, (ids, _) in zip(sources, free, strict=True))
 
 
@@ -213,20 +214,20 @@ def test_stop_tokens_end_rows(llama, stop):
     token = end_of_turn_id(tokenizer) if stop == "end_of_turn" else tokenizer.eos_token_id
     model = sharpened(model, tokenizer, scale=1.0, stop_bias=0.0)
     model.lm_head.bias.data[token] = 100.0
-    rows = generate_details(model, tokenizer, PROMPTS[:3], True, "careful", 12, engine="chef-genius")
+    rows = generate_details(model, tokenizer, PROMPTS[:3], CAUSAL, "careful", 12, engine="chef-genius")
     assert all(g.stopped and g.tokens == 0 and g.text == "" for [g] in rows)
     model.lm_head.bias.data[token] = -100.0
     model.lm_head.bias.data[[end_of_turn_id(tokenizer), tokenizer.eos_token_id]] = -100.0
-    rows = generate_details(model, tokenizer, PROMPTS[:3], True, "careful", 12, engine="chef-genius")
+    rows = generate_details(model, tokenizer, PROMPTS[:3], CAUSAL, "careful", 12, engine="chef-genius")
     assert all(not g.stopped and g.tokens == 12 for [g] in rows)
 
 
 def test_a_row_stops_where_the_model_positions_end(llama):
     """The tiny Llama has 256 positions: asked for 300 tokens, every row ends at 256 with its prompt."""
     model, tokenizer = llama
-    sources = encode_sources(tokenizer, PROMPTS, 64, True)
+    sources = CAUSAL.encode_sources(tokenizer, PROMPTS, 64)
     greedy = {**NEUTRAL, **DECODING["greedy"]}
-    got = engine_rows(model, sources, tokenizer.pad_token_id, stop_ids(tokenizer, True), greedy, 300, True, batch=4,
+    got = engine_rows(model, sources, tokenizer.pad_token_id, CAUSAL.stop_ids(tokenizer), greedy, 300, CAUSAL, batch=4,
                       options=EngineOptions(check_every=8))
     assert [len(s) + len(ids) for s, (ids, stopped) in zip(sources, got, strict=True) if not stopped] == [256] * 6
 
@@ -269,13 +270,13 @@ def test_sampled_recipes_follow_transformers_distribution(llama):
     many = sources * 24
     reference: list[list[int]] = []
     for first in range(0, len(many), 16):
-        reference += transformers_rows(model, many[first:first + 16], pad_id, stops, settings, 24, left=True,
+        reference += transformers_rows(model, many[first:first + 16], pad_id, stops, settings, 24, CAUSAL,
                                        seed=first)
     fast = EngineOptions(check_every=4, race=True)
-    engine = [ids for ids, _ in engine_rows(model, many, pad_id, stops, settings, 24, True, batch=16, options=fast,
+    engine = [ids for ids, _ in engine_rows(model, many, pad_id, stops, settings, 24, CAUSAL, batch=16, options=fast,
                                             seed=7)]
     hotter = {**settings, "temperature": 1.0, "top_p": 1.0}
-    changed = [ids for ids, _ in engine_rows(model, many, pad_id, stops, hotter, 24, True, batch=16, options=fast,
+    changed = [ids for ids, _ in engine_rows(model, many, pad_id, stops, hotter, 24, CAUSAL, batch=16, options=fast,
                                              seed=7)]
     assert engine != reference  # drawn in another order: a distribution to compare, not a copy
     lengths = {len(r) for r in reference}
@@ -291,20 +292,20 @@ def test_generate_details_with_the_engine_gives_todays_greedy_recipes(llama):
     tokenizer = llama[1]
     model = sharpened(*llama)
     for preset in ("greedy", "guarded"):
-        today = generate_details(model, tokenizer, PROMPTS, True, preset, 20, batch_size=4)
+        today = generate_details(model, tokenizer, PROMPTS, CAUSAL, preset, 20, batch_size=4)
         assert len({g.text for [g] in today}) >= 3 and {g.stopped for [g] in today} == {True, False}
-        assert generate_details(model, tokenizer, PROMPTS, True, preset, 20, batch_size=4,
+        assert generate_details(model, tokenizer, PROMPTS, CAUSAL, preset, 20, batch_size=4,
                                 engine="chef-genius") == today
     # Grounded decoding and beam search stay on Transformers' path: the same recipes either way.
-    assert (generate_details(model, tokenizer, PROMPTS[:2], True, "greedy", 12, grounded=2.0, engine="chef-genius")
-            == generate_details(model, tokenizer, PROMPTS[:2], True, "greedy", 12, grounded=2.0))
-    assert (generate_details(model, tokenizer, PROMPTS[:2], True, "beam", 12, engine="chef-genius")
-            == generate_details(model, tokenizer, PROMPTS[:2], True, "beam", 12))
-    three = generate_details(model, tokenizer, PROMPTS[:2], True, "careful", 12, num_return_sequences=3,
+    assert (generate_details(model, tokenizer, PROMPTS[:2], CAUSAL, "greedy", 12, grounded=2.0, engine="chef-genius")
+            == generate_details(model, tokenizer, PROMPTS[:2], CAUSAL, "greedy", 12, grounded=2.0))
+    assert (generate_details(model, tokenizer, PROMPTS[:2], CAUSAL, "beam", 12, engine="chef-genius")
+            == generate_details(model, tokenizer, PROMPTS[:2], CAUSAL, "beam", 12))
+    three = generate_details(model, tokenizer, PROMPTS[:2], CAUSAL, "careful", 12, num_return_sequences=3,
                              engine="chef-genius")
     assert [len(row) for row in three] == [3, 3] and len({g.text for g in three[0]}) > 1
     with pytest.raises(Exception, match="unknown generation engine"):
-        generate_details(model, tokenizer, PROMPTS, True, "greedy", 5, engine="vllm")
+        generate_details(model, tokenizer, PROMPTS, CAUSAL, "greedy", 5, engine="vllm")
 
 
 def test_a_lora_adapter_decodes_through_peft_the_same(llama):
@@ -319,10 +320,11 @@ def test_a_lora_adapter_decodes_through_peft_the_same(llama):
             if "lora_B" in name:
                 param.normal_(0, 0.5, generator=torch.Generator().manual_seed(3))
     model.eval()
-    today = generate_details(model, tokenizer, PROMPTS, True, "guarded", 20, batch_size=4)
+    today = generate_details(model, tokenizer, PROMPTS, CAUSAL, "guarded", 20, batch_size=4)
     with model.disable_adapter():
-        assert today != generate_details(model, tokenizer, PROMPTS, True, "guarded", 20, batch_size=4)
-    assert generate_details(model, tokenizer, PROMPTS, True, "guarded", 20, batch_size=4, engine="chef-genius") == today
+        assert today != generate_details(model, tokenizer, PROMPTS, CAUSAL, "guarded", 20, batch_size=4)
+    assert generate_details(model, tokenizer, PROMPTS, CAUSAL, "guarded", 20, batch_size=4,
+                            engine="chef-genius") == today
 
 
 def test_generate_details_with_the_engine_on_t5(t5_tokenizer):
@@ -335,8 +337,8 @@ def test_generate_details_with_the_engine_on_t5(t5_tokenizer):
                                                 num_heads=4, decoder_start_token_id=0, pad_token_id=0,
                                                 eos_token_id=1)).eval()
     for preset in ("greedy", "guarded"):
-        today = generate_details(model, tokenizer, PROMPTS, False, preset, 16, batch_size=4)
-        assert generate_details(model, tokenizer, PROMPTS, False, preset, 16, batch_size=4,
+        today = generate_details(model, tokenizer, PROMPTS, SEQ2SEQ, preset, 16, batch_size=4)
+        assert generate_details(model, tokenizer, PROMPTS, SEQ2SEQ, preset, 16, batch_size=4,
                                 engine="chef-genius") == today
 
 
@@ -348,9 +350,9 @@ def test_cuda_graph_path_writes_transformers_greedy_recipes(llama, preset):
     give each prompt's own greedy recipe (float32, so that batching cannot flip a near tie)."""
     model, sources, pad_id, stops, settings = causal_case(llama, preset)
     model = model.cuda()
-    got = engine_rows(model, sources * 3, pad_id, stops, settings, 40, True, batch=4,
+    got = engine_rows(model, sources * 3, pad_id, stops, settings, 40, CAUSAL, batch=4,
                       options=EngineOptions(check_every=4, graphs=True))
-    expected = [transformers_rows(model, [s], pad_id, stops, settings, 40, left=True)[0] for s in sources]
+    expected = [transformers_rows(model, [s], pad_id, stops, settings, 40, CAUSAL)[0] for s in sources]
     assert [ids for ids, _ in got] == expected * 3
 
 
@@ -408,6 +410,7 @@ def test_engine_decodes_through_grouped_attention_and_restores_the_model(monkeyp
     before = model.config._attn_implementation
     sources = [tokenizer("Title: Soup")["input_ids"], tokenizer("Create a recipe: bread")["input_ids"]]
     with torch.no_grad():
-        generate_ids(model, sources, True, {"do_sample": False}, [tokenizer.eos_token_id], tokenizer.pad_token_id, 5, 2)
+        generate_ids(model, sources, CAUSAL, {"do_sample": False}, [tokenizer.eos_token_id], tokenizer.pad_token_id,
+                     5, 2)
     assert 1 in calls  # decode steps, one query token a row
     assert model.config._attn_implementation == before

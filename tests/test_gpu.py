@@ -11,7 +11,7 @@ import torch
 from test_fast_t5 import _trainer, batch, t5, with_lora
 from test_training import small_data  # noqa: F401  (a fixture)
 
-from chef_genius.losses import batch_loss_sums
+from chef_genius.families import CAUSAL, SEQ2SEQ
 from chef_genius.model import fast_t5
 
 pytestmark = [pytest.mark.gpu,
@@ -24,7 +24,7 @@ def _on_cuda(b: dict) -> dict:
 
 def _loss_and_grads(model, forward, b):
     model.zero_grad(set_to_none=True)
-    smoothed, nll, count = batch_loss_sums(forward, b, 0.1, False, 0, 0)
+    smoothed, nll, count = SEQ2SEQ.loss_sums(forward, b, 0.1, 0, 0)
     (smoothed / count).backward()
     return smoothed.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
@@ -69,7 +69,7 @@ def test_graph_replay_gives_the_eager_losses_and_weights(tmp_path, small_data): 
         assert (trainer.graphed is not None) is graphs
         trainable = dict((n, p) for n, p in trainer.model_for_saving.named_parameters() if p.requires_grad)
         start = {n: p.detach().clone() for n, p in trainable.items()}
-        collate = Collator(trainer.epoch_data(0).examples, trainer.pad_id, False)
+        collate = Collator(trainer.epoch_data(0).examples, trainer.pad_id, SEQ2SEQ)
         losses = [trainer._optimizer_step([collate(list(range(i, i + 4)))])["train/loss"] for i in (0, 4, 8, 0)]
         runs[graphs] = losses, {n: p.detach().clone() for n, p in trainable.items()}, start
         if graphs:
@@ -115,9 +115,9 @@ def test_generation_with_compiled_blocks_runs_eagerly_and_matches():
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
                                          num_hidden_layers=2, num_attention_heads=4)).cuda().eval()
-    eager = generate_details(model, tokenizer, ["soup", "a dish with rice"], True, "greedy", 24)
+    eager = generate_details(model, tokenizer, ["soup", "a dish with rice"], CAUSAL, "greedy", 24)
     compile_blocks(model)
     torch._dynamo.utils.counters.clear()
-    compiled = generate_details(model, tokenizer, ["soup", "a dish with rice"], True, "greedy", 24)
+    compiled = generate_details(model, tokenizer, ["soup", "a dish with rice"], CAUSAL, "greedy", 24)
     assert [g[0].text for g in compiled] == [g[0].text for g in eager]
     assert sum(torch._dynamo.utils.counters["stats"].values()) == 0  # nothing compiled during generation

@@ -14,8 +14,6 @@ import ast
 import graphlib
 from pathlib import Path
 
-import pytest
-
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "chef_genius"
 
 LAYERS: list[set[str]] = [
@@ -25,8 +23,8 @@ LAYERS: list[set[str]] = [
     {"config", "config_help", "metrics", "usability", "foods", "findings", "judge", "cookable", "quality", "augment",
      "curriculum", "encoding", "reference_metrics", "grounding", "sources", "prepare", "outputs", "tracking",
      "report"},
-    # Models: loading and placement; the generation engine.
-    {"model", "generation"},
+    # Model families; models: loading and placement; the generation engine.
+    {"families", "model", "generation"},
     # What training reads and writes: its data, checkpoints, gradient noise.
     {"dataset", "checkpoints", "noise"},
     # Loading a trained run, and generating with it.

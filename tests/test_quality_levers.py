@@ -14,6 +14,7 @@ from chef_genius.cli import main
 from chef_genius.config import EvalConfig
 from chef_genius.cookable import Cookable
 from chef_genius.evaluation import loss_on
+from chef_genius.families import CAUSAL
 from chef_genius.inference import load_run
 from chef_genius.model.loading import gguf_folder
 from chef_genius.recipe import serialize
@@ -55,17 +56,18 @@ def test_pick_takes_the_cookable_candidate():
 
 def test_mean_logprobs_is_minus_the_per_token_loss(tiny):
     prompts, texts = ["Create a recipe: soup"] * 2, [serialize(GOOD), "Title: Soup || Ingredients: 1 cup water"]
-    scores = mean_logprobs(tiny.model, tiny.tokenizer, True, prompts, texts, batch_size=2)
+    scores = mean_logprobs(tiny.model, tiny.tokenizer, CAUSAL, prompts, texts, batch_size=2)
     for prompt, text, score in zip(prompts, texts, scores, strict=True):
-        assert score == pytest.approx(-loss_on(tiny.model, tiny.tokenizer, True, [prompt], [text]), rel=1e-4)
+        assert score == pytest.approx(-loss_on(tiny.model, tiny.tokenizer, CAUSAL, [prompt], [text]), rel=1e-4)
 
 
 def test_best_of_n_returns_one_sample_a_prompt_ranked_by_the_verdict(tiny):
     config = EvalConfig(decoding="sample", max_new_tokens=24, best_of=3)
     prompts = ["Create a recipe: Soup with water", "Create a recipe: Cookies with butter"]
-    samples = sample_recipes(tiny.model, tiny.tokenizer, True, prompts, config, seed=0)
+    samples = sample_recipes(tiny.model, tiny.tokenizer, CAUSAL, prompts, config, seed=0)
     assert [s.prompt for s in samples] == prompts
-    plain = sample_recipes(tiny.model, tiny.tokenizer, True, prompts, EvalConfig(decoding="sample", max_new_tokens=24))
+    plain = sample_recipes(tiny.model, tiny.tokenizer, CAUSAL, prompts,
+                           EvalConfig(decoding="sample", max_new_tokens=24))
     for best, first in zip(samples, plain, strict=True):  # the pick is never worse than the first candidate
         assert (best.cookable.cookable, -len(best.cookable.failed)) >= (first.cookable.cookable,
                                                                          -len(first.cookable.failed))

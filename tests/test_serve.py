@@ -13,6 +13,8 @@ import time
 
 import pytest
 
+from chef_genius.families import CAUSAL
+
 pytest.importorskip("fastapi", reason="chef-genius serve needs the serve extra (fastapi, uvicorn)")
 httpx = pytest.importorskip("httpx")
 openai = pytest.importorskip("openai", reason="the tests talk to the server with the official openai client")
@@ -69,7 +71,7 @@ def test_chat_answers_as_generate_does(server, client, tiny_model):
     reply = client.chat.completions.create(model="tiny-recipes", messages=[{"role": "user", "content": prompt}],
                                            temperature=0, max_tokens=200)
     loaded = load_run(tiny_model, device="cpu")
-    expected = generate(loaded.model, loaded.tokenizer, [prompt], True, "greedy", 200)[0][0]
+    expected = generate(loaded.model, loaded.tokenizer, [prompt], CAUSAL, "greedy", 200)[0][0]
     assert reply.choices[0].message.content == expected == RECIPE
     assert reply.choices[0].finish_reason == "stop" and reply.object == "chat.completion"
     encoded = loaded.tokenizer(RECIPE, add_special_tokens=False)["input_ids"]

@@ -10,6 +10,7 @@ import time
 import pytest
 import torch
 
+from chef_genius.families import CAUSAL, SEQ2SEQ
 from chef_genius.inference import DECODING, NEUTRAL, generate_details
 from chef_genius.serve.engine import Engine, EngineBusy
 from chef_genius.serve.pieces import GenerationRequest
@@ -45,10 +46,9 @@ def random_t5(t5_tokenizer):
     return model.eval(), tokenizer
 
 
-def _encode(tokenizer, causal, prompts):
-    from chef_genius.encoding import encode_sources
+def _encode(tokenizer, family, prompts):
 
-    return encode_sources(tokenizer, prompts, 512, causal)
+    return family.encode_sources(tokenizer, prompts, 512)
 
 
 async def _texts(engine: Engine, requests: list[GenerationRequest], stagger: bool = False) -> list[list[str]]:
@@ -81,41 +81,41 @@ def _settings(name: str) -> dict:
 @pytest.mark.parametrize("decoding", ["greedy", "guarded", "chef"])
 def test_batched_rows_write_what_generate_writes(random_llama, decoding, stagger):
     model, tokenizer = random_llama
-    engine = Engine(model, tokenizer, True, batch_wait=0.05)
+    engine = Engine(model, tokenizer, CAUSAL, batch_wait=0.05)
     try:
-        ids = _encode(tokenizer, True, PROMPTS)
+        ids = _encode(tokenizer, CAUSAL, PROMPTS)
         requests = [GenerationRequest([i], 40, _settings(decoding), seed=5) for i in ids]
         got = asyncio.run(_texts(engine, requests, stagger))
     finally:
         engine.close()
-    expected = [generate_details(model, tokenizer, [p], True, decoding, 40, seed=5)[0][0].text for p in PROMPTS]
+    expected = [generate_details(model, tokenizer, [p], CAUSAL, decoding, 40, seed=5)[0][0].text for p in PROMPTS]
     assert [g[0] for g in got] == expected
     assert len(set(expected)) == 3 and all(len(e) > 20 for e in expected)
 
 
 def test_n_sampled_rows_are_generates_num_return_sequences(random_llama):
     model, tokenizer = random_llama
-    engine = Engine(model, tokenizer, True)
+    engine = Engine(model, tokenizer, CAUSAL)
     try:
-        [ids] = _encode(tokenizer, True, PROMPTS[:1])
+        [ids] = _encode(tokenizer, CAUSAL, PROMPTS[:1])
         [got] = asyncio.run(_texts(engine, [GenerationRequest([ids], 30, _settings("sample"), n=3, seed=9)]))
     finally:
         engine.close()
-    expected = [g.text for g in generate_details(model, tokenizer, PROMPTS[:1], True, "sample", 30, 3, seed=9)[0]]
+    expected = [g.text for g in generate_details(model, tokenizer, PROMPTS[:1], CAUSAL, "sample", 30, 3, seed=9)[0]]
     assert got == expected and len(set(got)) == 3
 
 
 @pytest.mark.parametrize("decoding", ["greedy", "sample", "beam"])
 def test_a_seq2seq_model_writes_what_generate_writes(random_t5, decoding):
     model, tokenizer = random_t5
-    engine = Engine(model, tokenizer, False)
+    engine = Engine(model, tokenizer, SEQ2SEQ)
     try:
-        ids = _encode(tokenizer, False, PROMPTS)
+        ids = _encode(tokenizer, SEQ2SEQ, PROMPTS)
         requests = [GenerationRequest([i], 24, _settings(decoding), seed=3) for i in ids]
         got = asyncio.run(_texts(engine, requests))
     finally:
         engine.close()
-    expected = [generate_details(model, tokenizer, [p], False, decoding, 24, seed=3)[0][0].text for p in PROMPTS]
+    expected = [generate_details(model, tokenizer, [p], SEQ2SEQ, decoding, 24, seed=3)[0][0].text for p in PROMPTS]
     assert [g[0] for g in got] == expected
 
 
@@ -130,8 +130,8 @@ def tiny_recipes(tmp_path_factory):
 
 def test_a_full_queue_refuses_and_a_closed_stream_frees_its_place(tiny_recipes):
     model, tokenizer = tiny_recipes
-    engine = Engine(model, tokenizer, True, max_queue=1)
-    [endless] = _encode(tokenizer, True, [ENDLESS])
+    engine = Engine(model, tokenizer, CAUSAL, max_queue=1)
+    [endless] = _encode(tokenizer, CAUSAL, [ENDLESS])
 
     async def scenario():
         pieces = engine.submit(GenerationRequest([endless], 3000, _settings("greedy")))
@@ -156,8 +156,8 @@ def test_a_full_queue_refuses_and_a_closed_stream_frees_its_place(tiny_recipes):
 
 def test_a_request_out_of_time_ends_with_a_timeout(tiny_recipes):
     model, tokenizer = tiny_recipes
-    engine = Engine(model, tokenizer, True, timeout=0.3)
-    [endless] = _encode(tokenizer, True, [ENDLESS])
+    engine = Engine(model, tokenizer, CAUSAL, timeout=0.3)
+    [endless] = _encode(tokenizer, CAUSAL, [ENDLESS])
 
     async def scenario():
         start, reasons = time.monotonic(), []

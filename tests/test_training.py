@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 from chef_genius.cli import main
 from chef_genius.config import build_config
 from chef_genius.errors import UserError
+from chef_genius.families import CAUSAL, SEQ2SEQ
 from chef_genius.prepare import PrepareOptions, prepare
 from chef_genius.sample import sample_path
 from chef_genius.training import trainer as trainer_module
@@ -84,7 +85,7 @@ def test_overfitting_one_batch_lowers_the_loss(tmp_path, small_data):
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
     trainer.schedule = trainer.schedule.__class__(**{**trainer.schedule.__dict__, "total_steps": 10_000})
-    batch = trainer_module.Collator(trainer.epoch_data(0).examples, trainer.pad_id, False)(list(range(8)))
+    batch = trainer_module.Collator(trainer.epoch_data(0).examples, trainer.pad_id, SEQ2SEQ)(list(range(8)))
     losses = [trainer._optimizer_step([batch])["train/loss"] for _ in range(40)]
     assert losses[-1] < 0.6 * losses[0]
 
@@ -208,8 +209,8 @@ def test_causal_model_trains_with_the_prompt_masked(tmp_path, small_data):
     tokenizer.save_pretrained(folder)
     trainer = Trainer(small_config(tmp_path / "run", small_data, **{"model.name": str(folder)}))
     trainer.setup()
-    assert trainer.causal
-    batch = trainer_module.Collator(trainer.epoch_data(0).examples, trainer.pad_id, True)([0, 1])
+    assert trainer.family is CAUSAL
+    batch = trainer_module.Collator(trainer.epoch_data(0).examples, trainer.pad_id, CAUSAL)([0, 1])
     prompt_length = len(trainer.epoch_data(0).examples.source(0))
     assert (batch["labels"][0, :prompt_length] == -100).all()
     recipe_start = slice(prompt_length, prompt_length + 3)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from chef_genius.cookable import Cookable
+from chef_genius.families import ModelFamily
 from chef_genius.usability import Usability
 
 
@@ -25,29 +26,24 @@ def best_index(keys: list[tuple]) -> int:
 
 
 @torch.no_grad()
-def mean_logprobs(model, tokenizer, causal: bool, prompts: list[str], texts: list[str], batch_size: int = 16,
+def mean_logprobs(model, tokenizer, family: ModelFamily, prompts: list[str], texts: list[str], batch_size: int = 16,
                   max_source: int = 512, max_target: int = 512) -> list[float]:
     """Mean log-probability per target token of each text given its prompt (as trained: the same
     encoding, the end token included)."""
     from chef_genius.dataset.collate import Collator, tokenize_examples
-    from chef_genius.losses import IGNORE_INDEX, decoder_inputs
+    from chef_genius.losses import IGNORE_INDEX
 
-    examples = tokenize_examples(tokenizer, prompts, texts, max_source, max_target, causal)
-    collator = Collator(examples, tokenizer.pad_token_id, causal)
+    pad_id = tokenizer.pad_token_id
+    examples = tokenize_examples(tokenizer, prompts, texts, max_source, max_target, family)
+    collator = Collator(examples, pad_id, family)
     device = next(model.parameters()).device
-    start_id = getattr(getattr(model, "config", None), "decoder_start_token_id", None)
+    start_id = family.decoder_start(model, pad_id)
     was_training = model.training
     model.eval()
     out: list[float] = []
     for start in range(0, len(texts), batch_size):
         batch = {k: v.to(device) for k, v in collator(list(range(start, min(start + batch_size, len(texts))))).items()}
-        labels = batch["labels"]
-        if causal:
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
-            logits, labels = logits[:, :-1], labels[:, 1:]
-        else:
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                           decoder_input_ids=decoder_inputs(labels, tokenizer.pad_token_id, start_id)).logits
+        logits, labels = family.target_logits(model, batch, pad_id, start_id)
         mask = labels != IGNORE_INDEX
         picked = torch.log_softmax(logits.float(), dim=-1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
         out += ((picked * mask).sum(1) / mask.sum(1).clamp(min=1)).tolist()

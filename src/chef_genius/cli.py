@@ -404,7 +404,7 @@ def _generate(args: argparse.Namespace) -> int:
     prompts = [canonical_prompt(templates, request, []) for request in requests]
     config = EvalConfig(decoding=args.decoding, max_new_tokens=args.max_new_tokens, best_of=args.best_of,
                         grounded=args.grounded, engine=args.engine)
-    samples = sample_recipes(loaded.model, loaded.tokenizer, loaded.causal, prompts, config, seed=args.seed,
+    samples = sample_recipes(loaded.model, loaded.tokenizer, loaded.family, prompts, config, seed=args.seed,
                              foods=[request_foods(r) for r in requests])
     if args.json:
         print(json.dumps([{"prompt": r, **to_dict(s.recipe),

@@ -1,4 +1,6 @@
-"""Prompts and recipe targets as token ids, the way each model was pretrained.
+"""Prompts and recipe targets as token ids, the way each model was pretrained: the shared parts
+(chat templates, end tokens, fast batch encoding); each model family (`chef_genius.families`)
+encodes with them.
 
 One encoding for training, validation, `generate` and `evaluate`:
 
@@ -49,15 +51,15 @@ def _eos(tokenizer) -> int:
     return tokenizer.eos_token_id
 
 
-def _render_user(tokenizer, content: str) -> str:
+def render_user(tokenizer, content: str) -> str:
     return tokenizer.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
                                          tokenize=False)
 
 
-def _prompt_tail_tokens(tokenizer) -> int:
+def prompt_tail_tokens(tokenizer) -> int:
     """Tokens the template puts after the user's words (end of turn, assistant header): kept when
     a long prompt is cut."""
-    rendered = _render_user(tokenizer, _SENTINEL)
+    rendered = render_user(tokenizer, _SENTINEL)
     tail = rendered.split(_SENTINEL, 1)[1] if _SENTINEL in rendered else ""
     return len(tokenizer(tail, add_special_tokens=False)["input_ids"]) if tail else 0
 
@@ -85,44 +87,7 @@ def _is_special(tokenizer, token: int) -> bool:
     return bool(getattr(added.get(token), "special", False))
 
 
-def stop_ids(tokenizer, causal: bool) -> list[int]:
-    """Token ids that end generation: the end of turn and EOS (one id when they agree)."""
-    ids = [end_of_turn_id(tokenizer)] if causal else []
-    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
-        ids.append(tokenizer.eos_token_id)
-    return ids
-
-
-def encode_sources(tokenizer, prompts: list[str], max_source: int, causal: bool) -> list[list[int]]:
-    """Prompt token ids (see the module docstring), at most ``max_source`` each."""
-    if not prompts:  # the fast tokenizer fails on an empty batch
-        return []
-    if causal and has_chat_template(tokenizer):
-        rendered = [_render_user(tokenizer, p) for p in prompts]
-        encoded = token_ids(tokenizer, rendered, add_special_tokens=False)
-        tail = min(_prompt_tail_tokens(tokenizer), max_source - 1) if any(len(i) > max_source for i in encoded) else 0
-        return [ids if len(ids) <= max_source else ids[:max_source - tail] + ids[len(ids) - tail:] for ids in encoded]
-    if causal:
-        eos = tokenizer.eos_token_id
-        encoded = token_ids(tokenizer, [p + "\n" for p in prompts], add_special_tokens=True)
-        # Some causal tokenizers append EOS to every text: a prompt must not end the sequence.
-        return [(ids[:-1] if ids and ids[-1] == eos else ids)[:max_source] for ids in encoded]
-    return [ids if len(ids) <= max_source else ids[:max_source - 1] + [ids[-1]]
-            for ids in _seq2seq_ids(tokenizer, prompts)]
-
-
-def encode_targets(tokenizer, targets: list[str], max_target: int, causal: bool) -> list[list[int]]:
-    """Target token ids ending with the end token, or cut to ``max_target`` without it."""
-    if not targets:
-        return []
-    if causal:
-        end = end_of_turn_id(tokenizer)
-        encoded = token_ids(tokenizer, targets, add_special_tokens=False)
-        return [ids + [end] if len(ids) < max_target else ids[:max_target] for ids in encoded]
-    return [ids[:max_target] for ids in _seq2seq_ids(tokenizer, targets)]
-
-
-def _seq2seq_ids(tokenizer, texts: list[str]) -> list[list[int]]:
+def seq2seq_ids(tokenizer, texts: list[str]) -> list[list[int]]:
     """The tokenizer's own special tokens (T5: ... </s>; BART: <s> ... </s>), ending with EOS."""
     eos = _eos(tokenizer)
     encoded = token_ids(tokenizer, texts, add_special_tokens=True)

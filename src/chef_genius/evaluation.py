@@ -15,6 +15,7 @@ import numpy as np
 from chef_genius.augment import canonical_prompt, request_text
 from chef_genius.config import SEED_TEMPLATES, EvalConfig
 from chef_genius.dataset.collate import Collator, load_split, plan_batches, tokenize_examples
+from chef_genius.families import ModelFamily
 from chef_genius.inference import generate, load_run
 from chef_genius.losses import nll_sums
 from chef_genius.recipe import Recipe, parse_recipe, serialize
@@ -29,14 +30,14 @@ from chef_genius.sampling import sample_metrics, sample_recipes
 from chef_genius.usability import food_names
 
 
-def loss_on(model, tokenizer, causal: bool, prompts: list[str], targets: list[str], batch_size: int = 16,
+def loss_on(model, tokenizer, family: ModelFamily, prompts: list[str], targets: list[str], batch_size: int = 16,
             max_source: int = 512, max_target: int = 512) -> float:
     """Token-mean cross-entropy (no smoothing) of the targets given the prompts."""
-    examples = tokenize_examples(tokenizer, prompts, targets, max_source, max_target, causal)
-    collator = Collator(examples, tokenizer.pad_token_id, causal)
-    start_id = getattr(getattr(model, "config", None), "decoder_start_token_id", None)
+    pad_id = tokenizer.pad_token_id
+    examples = tokenize_examples(tokenizer, prompts, targets, max_source, max_target, family)
+    collator = Collator(examples, pad_id, family)
     batches = plan_batches(examples.lengths(), 0, 0, batch_size, shuffle=False)
-    total, count = nll_sums(model, collator, batches, causal, tokenizer.pad_token_id, start_id)
+    total, count = nll_sums(model, collator, batches, family, pad_id, family.decoder_start(model, pad_id))
     return float(total / count) if count > 0 else float("nan")
 
 
@@ -54,7 +55,7 @@ def requested_names(recipe: Recipe) -> list[str]:
     return list(recipe.ner) or food_names(recipe)
 
 
-def evaluate_loaded(model, tokenizer, causal: bool, recipes: list[Recipe], templates: list[str],
+def evaluate_loaded(model, tokenizer, family: ModelFamily, recipes: list[Recipe], templates: list[str],
                     decoding: str, max_new_tokens: int, samples_per_input: int = 3,
                     protocol_examples: int | None = None, seed: int = 0, batch_size: int = 32,
                     keep_samples: int = 10, split: str = "val", max_source_tokens: int = 512,
@@ -67,11 +68,11 @@ def evaluate_loaded(model, tokenizer, causal: bool, recipes: list[Recipe], templ
     names = [requested_names(r) for r in recipes]
     prompts = [canonical_prompt(templates, r.title, n) for r, n in zip(recipes, names, strict=True)]
     references = [serialize(r) for r in recipes]
-    loss = loss_on(model, tokenizer, causal, prompts, references, max_source=max_source_tokens,
+    loss = loss_on(model, tokenizer, family, prompts, references, max_source=max_source_tokens,
                    max_target=max_target_tokens)
     config = EvalConfig(decoding=decoding, max_new_tokens=max_new_tokens, best_of=best_of, grounded=grounded,
                         engine=engine)
-    samples = sample_recipes(model, tokenizer, causal, prompts, config, seed=seed, batch_size=batch_size,
+    samples = sample_recipes(model, tokenizer, family, prompts, config, seed=seed, batch_size=batch_size,
                              foods=names)
     with_names = [(n, s.recipe) for n, s in zip(names, samples, strict=True) if n]
     reference_texts = [recipe_text(r) for r in recipes]
@@ -83,7 +84,7 @@ def evaluate_loaded(model, tokenizer, causal: bool, recipes: list[Recipe], templ
     if k > 0:
         food_prompts = [templates[0].format(text=request_text(r.title, n, form=2))
                         for r, n in zip(recipes[:k], names[:k], strict=True)]
-        sampled = generate(model, tokenizer, food_prompts, causal, "chef", max_new_tokens,
+        sampled = generate(model, tokenizer, food_prompts, family, "chef", max_new_tokens,
                            num_return_sequences=samples_per_input, seed=seed, batch_size=max(1, batch_size // 2),
                            engine=engine)
         protocol = {**chef_transformer_protocol([[recipe_text(parse_recipe(t)) for t in s] for s in sampled],
@@ -123,7 +124,7 @@ def evaluate_run(path: str | Path, data: str | Path, split: str = "test", max_ex
     if len(table) == 0 and split == "test":
         split, table = "val", load_split(Path(data), "val")
     recipes = [table.recipe(i) for i in held_out_rows(len(table), max_examples, seed)]
-    result = evaluate_loaded(loaded.model, loaded.tokenizer, loaded.causal, recipes, templates, decoding,
+    result = evaluate_loaded(loaded.model, loaded.tokenizer, loaded.family, recipes, templates, decoding,
                              max_new_tokens, samples_per_input, seed=seed, split=split,
                              max_source_tokens=max_source_tokens, max_target_tokens=max_target_tokens,
                              best_of=best_of, grounded=grounded, engine=engine)

@@ -70,8 +70,10 @@ def check_gguf_config(run: Path, config) -> None:
     Raises:
         UserError: seq2seq, another architecture, RoPE scaling other than linear, biases.
     """
+    from chef_genius.families import family_of
+
     model_type = getattr(config, "model_type", "?")
-    if getattr(config, "is_encoder_decoder", False):
+    if not family_of(config).exports_gguf:
         raise UserError(f"{run}: is a seq2seq model ({model_type}): llama.cpp and Ollama run causal models only; "
                         f"GGUF export supports {SUPPORTED} (--format merged writes any run)")
     if model_type != "llama":

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from chef_genius.errors import UserError
+from chef_genius.families import ModelFamily
 
 # Every setting a preset can use, at Transformers' neutral values: a model's own
 # generation_config (a summarization BART's beams and 3-gram ban) never leaks into a preset.
@@ -38,7 +39,7 @@ ENGINES = ("transformers", "chef-genius")
 class LoadedRun:
     model: torch.nn.Module
     tokenizer: object
-    causal: bool
+    family: ModelFamily
     folder: Path
     is_adapter: bool
 
@@ -152,7 +153,7 @@ def load_run(path: str | Path, device: str | None = None) -> LoadedRun:
             raise UserError(f"cannot load {folder} (base model '{base_name}'): {first_line}") from None
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device).eval()
-    return LoadedRun(model, base.tokenizer, base.causal, folder, adapter)
+    return LoadedRun(model, base.tokenizer, base.family, folder, adapter)
 
 
 @dataclass(frozen=True)
@@ -162,26 +163,26 @@ class Generation:
     tokens: int
 
 
-def generate(model: torch.nn.Module, tokenizer, prompts: list[str], causal: bool, decoding: str = "greedy",
+def generate(model: torch.nn.Module, tokenizer, prompts: list[str], family: ModelFamily, decoding: str = "greedy",
              max_new_tokens: int = 512, num_return_sequences: int = 1, batch_size: int = 16, seed: int = 0,
              max_source_tokens: int = 512, grounded: float = 0.0, engine: str = "chef-genius") -> list[list[str]]:
     """Recipe texts for each prompt (``num_return_sequences`` each); see `generate_details`."""
-    details = generate_details(model, tokenizer, prompts, causal, decoding, max_new_tokens, num_return_sequences,
+    details = generate_details(model, tokenizer, prompts, family, decoding, max_new_tokens, num_return_sequences,
                                batch_size, seed, max_source_tokens, grounded, engine=engine)
     return [[g.text for g in row] for row in details]
 
 
 @torch.no_grad()
-def generate_details(model: torch.nn.Module, tokenizer, prompts: list[str], causal: bool, decoding: str = "greedy",
-                     max_new_tokens: int = 512, num_return_sequences: int = 1, batch_size: int = 16, seed: int = 0,
-                     max_source_tokens: int = 512, grounded: float = 0.0,
+def generate_details(model: torch.nn.Module, tokenizer, prompts: list[str], family: ModelFamily,
+                     decoding: str = "greedy", max_new_tokens: int = 512, num_return_sequences: int = 1,
+                     batch_size: int = 16, seed: int = 0, max_source_tokens: int = 512, grounded: float = 0.0,
                      engine: str = "chef-genius") -> list[list[Generation]]:
     """Recipes for each prompt (``num_return_sequences`` each): text, whether it stopped at an end
     token, and its length. ``grounded`` > 0 pushes the logits of foods the recipe's own ingredient
     list lacks down by that much while the steps are written (`chef_genius.grounding`).
 
-    Prompts are encoded exactly as in training (`chef_genius.encoding`); causal prompts are
-    left-padded and their tokens cut from the output; generation stops at the end of turn or EOS.
+    Prompts are encoded exactly as in training, by the model's ``family`` (`chef_genius.families`),
+    which also pads them and cuts them from the output; generation stops at the end of turn or EOS.
     Sampling is seeded, and the caller's RNG states (CPU and CUDA) are restored afterwards, so
     generating during training never changes training. Compiled blocks run eagerly here: the
     growing KV cache would recompile them at every step.
@@ -199,10 +200,10 @@ def generate_details(model: torch.nn.Module, tokenizer, prompts: list[str], caus
     if engine not in ENGINES:
         raise UserError(f"unknown generation engine '{engine}' (choose from {', '.join(ENGINES)})")
     with torch.compiler.set_stance("force_eager"):
-        if engine == "chef-genius" and grounded <= 0 and _engine_runs(model, causal, decoding, num_return_sequences):
-            return _generate_with_engine(model, tokenizer, prompts, causal, decoding, max_new_tokens,
+        if engine == "chef-genius" and grounded <= 0 and _engine_runs(model, family, decoding, num_return_sequences):
+            return _generate_with_engine(model, tokenizer, prompts, family, decoding, max_new_tokens,
                                          num_return_sequences, batch_size, seed, max_source_tokens)
-        return _generate(model, tokenizer, prompts, causal, decoding, max_new_tokens, num_return_sequences,
+        return _generate(model, tokenizer, prompts, family, decoding, max_new_tokens, num_return_sequences,
                          batch_size, seed, max_source_tokens, grounded)
 
 
@@ -213,30 +214,29 @@ def _settings(decoding: str, num_return_sequences: int) -> dict:
     return settings
 
 
-def _engine_runs(model, causal: bool, decoding: str, num_return_sequences: int) -> bool:
+def _engine_runs(model, family: ModelFamily, decoding: str, num_return_sequences: int) -> bool:
     """Whether `chef_genius.generation` decodes this (else Transformers does, and says why on stderr
     when the model is the reason)."""
     from chef_genius.generation import unsupported
 
-    reason = unsupported(model, causal, _settings(decoding, num_return_sequences))
+    reason = unsupported(model, family, _settings(decoding, num_return_sequences))
     if reason is not None and ("model type" in reason or "GPU" in reason):
         print(f"chef-genius: {reason}: generating with transformers", file=sys.stderr)
     return reason is None
 
 
-def _generate_with_engine(model, tokenizer, prompts, causal, decoding, max_new_tokens, num_return_sequences,
+def _generate_with_engine(model, tokenizer, prompts, family, decoding, max_new_tokens, num_return_sequences,
                           batch_size, seed, max_source_tokens) -> list[list[Generation]]:
-    from chef_genius.encoding import encode_sources, stop_ids
     from chef_genius.generation import generate_ids
 
     device = next(model.parameters()).device
-    stops, pad_id = stop_ids(tokenizer, causal), tokenizer.pad_token_id
-    sources = encode_sources(tokenizer, prompts, max_source_tokens, causal)
+    stops, pad_id = family.stop_ids(tokenizer), tokenizer.pad_token_id
+    sources = family.encode_sources(tokenizer, prompts, max_source_tokens)
     if not sources:
         return []
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
-        decoded = generate_ids(model, sources, causal, _settings(decoding, num_return_sequences), stops, pad_id,
+        decoded = generate_ids(model, sources, family, _settings(decoding, num_return_sequences), stops, pad_id,
                                max_new_tokens, batch_size, num_return_sequences)
     texts = tokenizer.batch_decode([ids for ids, _ in decoded], skip_special_tokens=True,
                                    clean_up_tokenization_spaces=False)
@@ -245,23 +245,19 @@ def _generate_with_engine(model, tokenizer, prompts, causal, decoding, max_new_t
     return [rows[i:i + num_return_sequences] for i in range(0, len(rows), num_return_sequences)]
 
 
-def _generate(model, tokenizer, prompts, causal, decoding, max_new_tokens, num_return_sequences, batch_size, seed,
-              max_source_tokens, grounded) -> list[list[Generation]]:
-    from chef_genius.encoding import encode_sources, stop_ids
-
+def _generate(model, tokenizer, prompts, family: ModelFamily, decoding, max_new_tokens, num_return_sequences,
+              batch_size, seed, max_source_tokens, grounded) -> list[list[Generation]]:
     device = next(model.parameters()).device
-    stops = stop_ids(tokenizer, causal)
+    stops = family.stop_ids(tokenizer)
     settings = _settings(decoding, num_return_sequences)
     pad_id = tokenizer.pad_token_id
     outputs: list[list[Generation]] = []
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         for start in range(0, len(prompts), batch_size):
-            sources = encode_sources(tokenizer, prompts[start:start + batch_size], max_source_tokens, causal)
-            input_ids, attention_mask = _pad(sources, pad_id, left=causal)
-            limit = _position_limit(model)
-            new_tokens = max_new_tokens if not (causal and limit) else max(1, min(max_new_tokens,
-                                                                                  limit - input_ids.shape[1]))
+            sources = family.encode_sources(tokenizer, prompts[start:start + batch_size], max_source_tokens)
+            input_ids, attention_mask = family.pad_prompts(sources, pad_id)
+            new_tokens = family.new_token_budget(model, input_ids.shape[1], max_new_tokens)
             extra = {}
             if grounded > 0:
                 from transformers import LogitsProcessorList
@@ -269,13 +265,12 @@ def _generate(model, tokenizer, prompts, causal, decoding, max_new_tokens, num_r
                 from chef_genius.grounding import GroundedFoods
 
                 extra["logits_processor"] = LogitsProcessorList([GroundedFoods(
-                    tokenizer, input_ids.shape[1] if causal else 0, prompts[start:start + batch_size], grounded)])
+                    tokenizer, family.output_offset(input_ids.shape[1]), prompts[start:start + batch_size], grounded)])
             generated = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
                                        max_new_tokens=new_tokens, pad_token_id=pad_id,
                                        eos_token_id=stops if len(stops) > 1 else stops[0],
                                        num_return_sequences=num_return_sequences, **settings, **extra)
-            # Causal: the prompt's tokens; seq2seq: the decoder start token.
-            generated = generated[:, input_ids.shape[1]:] if causal else generated[:, 1:]
+            generated = family.new_tokens(generated, input_ids.shape[1])
             texts = tokenizer.batch_decode(generated, skip_special_tokens=True, clean_up_tokenization_spaces=False)
             rows = generated.tolist()
             done = [_stopped(row, stops, pad_id) for row in rows]
@@ -291,23 +286,3 @@ def _stopped(row: list[int], stops: list[int], pad_id: int) -> tuple[bool, int]:
         if token in stops:
             return True, position
     return False, sum(1 for t in row if t != pad_id)
-
-
-def _position_limit(model: torch.nn.Module) -> int | None:
-    """Longest sequence a causal model's position embeddings allow (None when unbounded)."""
-    config = getattr(model, "config", None)
-    return getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
-
-
-def _pad(rows: list[list[int]], pad_id: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        if left:
-            ids[i, width - len(row):] = torch.tensor(row)
-            mask[i, width - len(row):] = 1
-        else:
-            ids[i, :len(row)] = torch.tensor(row)
-            mask[i, :len(row)] = 1
-    return ids, mask

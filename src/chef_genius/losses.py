@@ -71,25 +71,6 @@ def smoothed_cross_entropy_sums(logits: torch.Tensor, labels: torch.Tensor, eps:
     return smoothed, nll, (flat_labels != IGNORE_INDEX).sum()
 
 
-def batch_loss_sums(model: torch.nn.Module, batch: dict[str, torch.Tensor], eps: float, causal: bool, pad_id: int,
-                    decoder_start_id: int | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Forward one collated batch and return `smoothed_cross_entropy_sums` of its targets.
-
-    Causal: logits at position i predict token i + 1 (labels are -100 over the prompt).
-    Seq2seq: the decoder reads the labels shifted right behind the decoder start token; the
-    model's own loss is never computed (it would build full fp32 logits).
-    """
-    labels = batch["labels"]
-    if causal:
-        # No KV cache: a training forward needs none, and building one inside compiled blocks
-        # recompiles them as the cache fills (torch.compile's recompile limit was hit on an H200).
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
-        return smoothed_cross_entropy_sums(logits[:, :-1], labels[:, 1:], eps)
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                   decoder_input_ids=decoder_inputs(labels, pad_id, decoder_start_id)).logits
-    return smoothed_cross_entropy_sums(logits, labels, eps)
-
-
 def decoder_inputs(labels: torch.Tensor, pad_id: int, decoder_start_id: int | None) -> torch.Tensor:
     """A seq2seq decoder's inputs: the labels shifted right behind the decoder start token."""
     decoder_input_ids = labels.new_full(labels.shape, pad_id)
@@ -99,10 +80,11 @@ def decoder_inputs(labels: torch.Tensor, pad_id: int, decoder_start_id: int | No
 
 
 @torch.no_grad()
-def nll_sums(model, collator, batches: list[list[int]], causal: bool, pad_id: int,
+def nll_sums(model, collator, batches: list[list[int]], family, pad_id: int,
              decoder_start_id: int | None, autocast=contextlib.nullcontext) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed plain NLL and real-token count over planned batches (``collator`` turns a batch's
-    positions into model inputs); the model runs in eval mode and is put back as it was."""
+    positions into model inputs; ``family``: its `chef_genius.families.ModelFamily`); the model
+    runs in eval mode and is put back as it was."""
     device = next(model.parameters()).device
     total = torch.zeros((), device=device)
     count = torch.zeros((), device=device)
@@ -111,7 +93,7 @@ def nll_sums(model, collator, batches: list[list[int]], causal: bool, pad_id: in
     for positions in batches:
         batch = {k: v.to(device) for k, v in collator(positions).items()}
         with autocast():
-            _, nll, n = batch_loss_sums(model, batch, 0.0, causal, pad_id, decoder_start_id)
+            _, nll, n = family.loss_sums(model, batch, 0.0, pad_id, decoder_start_id)
         total += nll
         count += n
     model.train(was_training)

@@ -86,13 +86,13 @@ def _number(value) -> str:
 
 def modelfile_text(gguf_name: str, tokenizer, templates: list[str]) -> str:
     """The Modelfile for ``./gguf_name`` (beside it)."""
-    from chef_genius.encoding import stop_ids
+    from chef_genius.families import CAUSAL  # GGUF export writes causal models only
 
     template = prompt_template(tokenizer, templates)
     if '"""' in template:
         raise UserError("the prompt template holds '\"\"\"', which a Modelfile TEMPLATE cannot quote")
     parameters, notes = decoding_parameters()
-    stops = [tokenizer.convert_ids_to_tokens(i) for i in stop_ids(tokenizer, causal=True)]
+    stops = [tokenizer.convert_ids_to_tokens(i) for i in CAUSAL.stop_ids(tokenizer)]
     lines = [f"{MODELFILE_MARK} {__version__}: ollama create NAME -f Modelfile",
              f"FROM ./{gguf_name}",
              "# The prompt as `chef-genius generate` builds it (chat template around the run's first prompt template).",

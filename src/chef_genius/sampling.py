@@ -14,6 +14,7 @@ from pathlib import Path
 
 from chef_genius.config import EvalConfig
 from chef_genius.cookable import Cookable, check_cookable, request_foods, summarize_cookable
+from chef_genius.families import ModelFamily
 from chef_genius.inference import Generation, generate_details
 from chef_genius.metrics import RecipeScores, mean_scores, score_parsed
 from chef_genius.recipe import Recipe, parse_recipe_text, to_markdown
@@ -39,14 +40,14 @@ def score_generation(prompt: str, generation: Generation, foods=None) -> Sample:
                   check(parsed.recipe, generation.stopped), check_cookable(parsed.recipe, foods, generation.stopped))
 
 
-def sample_recipes(model, tokenizer, causal: bool, prompts: list[str], config: EvalConfig, seed: int = 0,
+def sample_recipes(model, tokenizer, family: ModelFamily, prompts: list[str], config: EvalConfig, seed: int = 0,
                    batch_size: int = 16, foods: list | None = None) -> list[Sample]:
     """Generate one recipe per prompt with the configured decoding (best of ``config.best_of``
     candidates, grounded decoding when ``config.grounded`` > 0), and score it."""
     from chef_genius.best_of import best_index, mean_logprobs, rank_key
 
     n = config.best_of
-    generations = generate_details(model, tokenizer, prompts, causal, config.decoding, config.max_new_tokens,
+    generations = generate_details(model, tokenizer, prompts, family, config.decoding, config.max_new_tokens,
                                    num_return_sequences=n, batch_size=max(1, batch_size // n), seed=seed,
                                    grounded=config.grounded, engine=config.engine)
     foods = foods if foods is not None else [None] * len(prompts)
@@ -55,7 +56,7 @@ def sample_recipes(model, tokenizer, causal: bool, prompts: list[str], config: E
     if n == 1:
         return [row[0] for row in scored]
     # every candidate's log-likelihood in one batched pass, then the best of each prompt's n
-    logprobs = mean_logprobs(model, tokenizer, causal, [p for p in prompts for _ in range(n)],
+    logprobs = mean_logprobs(model, tokenizer, family, [p for p in prompts for _ in range(n)],
                              [c.text for candidates in generations for c in candidates], batch_size=batch_size)
     return [row[best_index([rank_key(s.cookable, s.checks, logprobs[i * n + j]) for j, s in enumerate(row)])]
             for i, row in enumerate(scored)]

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from chef_genius.families import CAUSAL
+
 RECIPE = ("Title: Tomato Pasta || Ingredients: 200 g pasta | 2 ripe tomatoes | 1 tbsp olive oil | 6 basil leaves || "
           "Steps: Boil the pasta in salted water until tender. | Chop the tomatoes and warm them in the olive oil. | "
           "Toss the pasta with the tomatoes and tear the basil over it.")
@@ -33,7 +35,6 @@ def build_tiny_recipe_model(out: Path, steps: int = 120, seed: int = 0) -> Path:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from chef_genius.config import SEED_TEMPLATES
-    from chef_genius.encoding import encode_sources, encode_targets
     from tests.harness.tiny_causal import chat_tokenizer
 
     torch.manual_seed(seed)
@@ -45,10 +46,10 @@ def build_tiny_recipe_model(out: Path, steps: int = 120, seed: int = 0) -> Path:
                          pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True)
     model = LlamaForCausalLM(config)
     texts = [SEED_TEMPLATES[0].format(text=r) for r in REQUESTS] + REQUESTS[:8]
-    prompts = encode_sources(tokenizer, texts, 256, True)
-    target = encode_targets(tokenizer, [RECIPE], 256, True)[0]
-    song = encode_targets(tokenizer, ["la " * 60], 60, True)[0]  # cut at the limit: no end token
-    endless = encode_sources(tokenizer, [SEED_TEMPLATES[0].format(text=ENDLESS), ENDLESS], 256, True)
+    prompts = CAUSAL.encode_sources(tokenizer, texts, 256)
+    target = CAUSAL.encode_targets(tokenizer, [RECIPE], 256)[0]
+    song = CAUSAL.encode_targets(tokenizer, ["la " * 60], 60)[0]  # cut at the limit: no end token
+    endless = CAUSAL.encode_sources(tokenizer, [SEED_TEMPLATES[0].format(text=ENDLESS), ENDLESS], 256)
     pairs = [(p, target) for p in prompts] + [(p, song) for p in endless]
     width = max(len(p) + len(t) for p, t in pairs)
     ids = torch.full((len(pairs), width), tokenizer.pad_token_id)

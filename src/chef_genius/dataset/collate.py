@@ -20,13 +20,11 @@ import torch
 
 from chef_genius.dataset.batch_plan import BatchPlan, batch_count, plan_batches
 from chef_genius.dataset.table import RecipeTable, load_split
-from chef_genius.encoding import encode_sources, encode_targets
-from chef_genius.losses import IGNORE_INDEX
+from chef_genius.families import ModelFamily
+from chef_genius.families.padding import PAD_MULTIPLE, round_up
 
 __all__ = ["BatchPlan", "Collator", "PlannedBatches", "RecipeTable", "TokenizedExamples", "batch_count",
            "concatenate_flat", "flatten", "load_split", "plan_batches", "tokenize_examples"]
-
-PAD_MULTIPLE = 8
 
 
 @dataclass
@@ -119,22 +117,16 @@ def concatenate_flat(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.nda
 
 
 def tokenize_examples(tokenizer, prompts: list[str], targets: list[str], max_source: int, max_target: int,
-                      causal: bool, index: np.ndarray | None = None) -> TokenizedExamples:
-    """Tokenize prompt/target pairs (`chef_genius.encoding`).
-
-    For causal models the collator concatenates prompt and target and masks the prompt with -100.
-    """
+                      family: ModelFamily, index: np.ndarray | None = None) -> TokenizedExamples:
+    """Tokenize prompt/target pairs as ``family`` encodes them (`chef_genius.families`)."""
     index = np.arange(len(prompts)) if index is None else index
-    return TokenizedExamples.from_sequences(encode_sources(tokenizer, prompts, max_source, causal),
-                                            encode_targets(tokenizer, targets, max_target, causal), index)
-
-
-def _round_up(n: int, multiple: int = PAD_MULTIPLE) -> int:
-    return -(-n // multiple) * multiple
+    return TokenizedExamples.from_sequences(family.encode_sources(tokenizer, prompts, max_source),
+                                            family.encode_targets(tokenizer, targets, max_target), index)
 
 
 class Collator:
-    """Pads a batch of example positions into model inputs (seq2seq or causal).
+    """Pads a batch of example positions into model inputs, laid out as the model's family does
+    (`ModelFamily.collate`).
 
     Widths are rounded up to ``source_multiple`` / ``target_multiple`` tokens (causal: the
     target multiple) and the row count to ``row_multiple``, with filler rows that hold one
@@ -142,54 +134,21 @@ class Collator:
     multiples give few distinct batch shapes, which CUDA graphs need; the defaults pad little.
     """
 
-    def __init__(self, examples: TokenizedExamples, pad_id: int, causal: bool, source_multiple: int = PAD_MULTIPLE,
-                 target_multiple: int = PAD_MULTIPLE, row_multiple: int = 1):
+    def __init__(self, examples: TokenizedExamples, pad_id: int, family: ModelFamily,
+                 source_multiple: int = PAD_MULTIPLE, target_multiple: int = PAD_MULTIPLE, row_multiple: int = 1):
         self.examples = examples
         self.pad_id = pad_id
-        self.causal = causal
+        self.family = family
         self.source_multiple = source_multiple
         self.target_multiple = target_multiple
         self.row_multiple = row_multiple
 
     def __call__(self, positions: list[int]) -> dict[str, torch.Tensor]:
-        if self.causal:
-            return self._causal(positions)
         sources = [self.examples.source(p) for p in positions]
         targets = [self.examples.target(p) for p in positions]
-        fillers = _round_up(len(positions), self.row_multiple) - len(positions)
-        sources += [np.array([self.pad_id], dtype=np.int32)] * fillers
-        targets += [np.zeros(0, dtype=np.int32)] * fillers
-        input_ids = self._pad(sources, self.pad_id, self.source_multiple)
-        return {"input_ids": input_ids, "attention_mask": self._mask(sources, input_ids.shape[1]),
-                "labels": self._pad(targets, IGNORE_INDEX, self.target_multiple)}
-
-    def _causal(self, positions: list[int]) -> dict[str, torch.Tensor]:
-        sequences, labels = [], []
-        for p in positions:
-            source, target = self.examples.source(p), self.examples.target(p)
-            sequences.append(np.concatenate([source, target]))
-            labels.append(np.concatenate([np.full(len(source), IGNORE_INDEX, dtype=np.int32), target]))
-        fillers = _round_up(len(positions), self.row_multiple) - len(positions)
-        sequences += [np.array([self.pad_id], dtype=np.int32)] * fillers
-        labels += [np.array([IGNORE_INDEX], dtype=np.int32)] * fillers
-        input_ids = self._pad(sequences, self.pad_id, self.target_multiple)
-        return {"input_ids": input_ids, "attention_mask": self._mask(sequences, input_ids.shape[1]),
-                "labels": self._pad(labels, IGNORE_INDEX, self.target_multiple)}
-
-    @staticmethod
-    def _pad(rows: list[np.ndarray], value: int, multiple: int = PAD_MULTIPLE) -> torch.Tensor:
-        width = _round_up(max(max(len(r) for r in rows), 1), multiple)
-        out = np.full((len(rows), width), value, dtype=np.int64)
-        for i, row in enumerate(rows):
-            out[i, :len(row)] = row
-        return torch.from_numpy(out)
-
-    @staticmethod
-    def _mask(rows: list[np.ndarray], width: int) -> torch.Tensor:
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            mask[i, :len(row)] = 1
-        return mask
+        fillers = round_up(len(positions), self.row_multiple) - len(positions)
+        return self.family.collate(sources, targets, self.pad_id, self.source_multiple, self.target_multiple,
+                                   fillers)
 
 
 class PlannedBatches(torch.utils.data.Dataset):

@@ -24,7 +24,8 @@ from chef_genius.curriculum import EpochSelection, Segment, select, select_epoch
 from chef_genius.dataset.collate import BatchPlan, TokenizedExamples, concatenate_flat, flatten, plan_batches
 from chef_genius.dataset.table import CHUNK_ROWS, RecipeTable, many_objects
 from chef_genius.dataset.token_cache import TokenCache
-from chef_genius.encoding import encode_sources, encode_targets, tokenizer_threads
+from chef_genius.encoding import tokenizer_threads
+from chef_genius.families import ModelFamily
 from chef_genius.recipe import serialize
 
 
@@ -43,12 +44,12 @@ class EpochBuilder:
     """Builds `EpochData` for any epoch of a run (selects only, without a ``target_cache``)."""
 
     def __init__(self, table: RecipeTable, target_cache: TokenCache | None, tokenizer, config: TrainConfig,
-                 causal: bool, minimum: int):
+                 family: ModelFamily, minimum: int):
         self.table = table
         self.target_cache = target_cache
         self.tokenizer = tokenizer
         self.config = config
-        self.causal = causal
+        self.family = family
         self.minimum = minimum
 
     def select(self, epoch: int) -> EpochSelection:
@@ -79,8 +80,8 @@ class EpochBuilder:
                 chunk = rows[start:start + CHUNK_ROWS]
                 prompts, paraphrased, chunk_augmented = self._prompts(chunk, draws)
                 augmented += chunk_augmented
-                sources.append(flatten(encode_sources(self.tokenizer, prompts, self.config.model.max_source_tokens,
-                                                      self.causal)))
+                sources.append(flatten(self.family.encode_sources(self.tokenizer, prompts,
+                                                                  self.config.model.max_source_tokens)))
                 if paraphrased:
                     rewritten.append((start + np.asarray(paraphrased, dtype=np.int64),
                                       self._paraphrased_targets(chunk[paraphrased])))
@@ -97,7 +98,7 @@ class EpochBuilder:
 
     def _paraphrased_targets(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         texts = [serialize(paraphrase_recipe(recipe)) for recipe in self.table.rows(rows)]
-        return flatten(encode_targets(self.tokenizer, texts, self.config.model.max_target_tokens, self.causal))
+        return flatten(self.family.encode_targets(self.tokenizer, texts, self.config.model.max_target_tokens))
 
     def _examples(self, rows: np.ndarray, sources: tuple[np.ndarray, np.ndarray],
                   rewritten: list[tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]]) -> TokenizedExamples:

@@ -1,6 +1,6 @@
 """The token cache: a split's training targets, tokenized once and memory-mapped by every run.
 
-A split's canonical targets (`recipe.serialize`, encoded by `encoding.encode_targets`) are
+A split's canonical targets (`recipe.serialize`, encoded by the model family's `encode_targets`) are
 tokenized in parallel (a process pool over chunks of rows, each worker mapping the Arrow file
 itself) into ``ids.bin`` (flat little-endian int32) and ``offsets.npy`` (int64, rows + 1), with
 ``meta.json`` saying what they were built from. Training maps them read-only: 4 bytes a token
@@ -9,7 +9,7 @@ on disk, nothing in memory but the pages in use, one copy for all ranks and runs
 Where: ``DATA/token-cache/<key>/`` when chef-genius made the dataset folder (its marker is there)
 and it is writable, else ``$CHEF_GENIUS_CACHE/token-cache/<key>/`` (``~/.cache/chef-genius``).
 The key is a hash of everything the ids depend on: the tokenizer (its full definition, special
-tokens and chat template), `encoding.ENCODING_VERSION`, ``max_target_tokens``, causal or not,
+tokens and chat template), `encoding.ENCODING_VERSION`, ``max_target_tokens``, the model family,
 and the split file (name, size, modification time, and a hash of its first and last MiB).
 Anything else gives another folder; deleting ``token-cache/`` is always safe.
 
@@ -37,8 +37,9 @@ from tqdm import tqdm
 
 from chef_genius.dataset.collate import flatten
 from chef_genius.dataset.table import RecipeTable, load_split
-from chef_genius.encoding import ENCODING_VERSION, encode_targets
+from chef_genius.encoding import ENCODING_VERSION
 from chef_genius.errors import UserError
+from chef_genius.families import ModelFamily
 
 CACHE_FORMAT = 1
 FOLDER = "token-cache"
@@ -100,10 +101,11 @@ def file_identity(path: Path) -> dict:
     return {"name": path.name, "size": stat.st_size, "modified_ns": stat.st_mtime_ns, "sample": digest.hexdigest()}
 
 
-def cache_inputs(tokenizer, split_file: Path, max_target: int, causal: bool) -> dict:
-    """What a cache's ids depend on (its key is a hash of this)."""
+def cache_inputs(tokenizer, split_file: Path, max_target: int, family: ModelFamily) -> dict:
+    """What a cache's ids depend on (its key is a hash of this; the family is keyed as "causal",
+    true or false, as caches were keyed before families, so that they are reused)."""
     return {"format": CACHE_FORMAT, "encoding": ENCODING_VERSION, "tokenizer": tokenizer_digest(tokenizer),
-            "max_target_tokens": max_target, "causal": causal, "data": file_identity(split_file)}
+            "max_target_tokens": max_target, "causal": family.name == "causal", "data": file_identity(split_file)}
 
 
 def cache_key(inputs: dict) -> str:
@@ -123,25 +125,25 @@ def cache_root(data_folder: Path) -> Path:
     return cache_dir() / FOLDER
 
 
-def shared_cache(ranks, data_folder: Path, split: str, tokenizer, max_target: int, causal: bool,
+def shared_cache(ranks, data_folder: Path, split: str, tokenizer, max_target: int, family: ModelFamily,
                  progress: bool = True, workers: int | None = None) -> TokenCache:
     """The split's token cache, built by rank 0 if missing (the other ranks wait), then mapped."""
     split_file = Path(data_folder) / f"{split}.arrow"
-    inputs = cache_inputs(tokenizer, split_file, max_target, causal)
+    inputs = cache_inputs(tokenizer, split_file, max_target, family)
     folder = cache_root(data_folder) / cache_key(inputs)
     cache = None
     if ranks.is_main:
-        cache = open_or_build(folder, inputs, split_file, tokenizer, max_target, causal, progress, workers)
+        cache = open_or_build(folder, inputs, split_file, tokenizer, max_target, family, progress, workers)
     ranks.barrier()
-    return cache or open_or_build(folder, inputs, split_file, tokenizer, max_target, causal, False, workers)
+    return cache or open_or_build(folder, inputs, split_file, tokenizer, max_target, family, False, workers)
 
 
-def open_or_build(folder: Path, inputs: dict, split_file: Path, tokenizer, max_target: int, causal: bool,
+def open_or_build(folder: Path, inputs: dict, split_file: Path, tokenizer, max_target: int, family: ModelFamily,
                   progress: bool = True, workers: int | None = None) -> TokenCache:
     """Map the cache in ``folder``, building it first when it is not there."""
     if (folder / "meta.json").is_file():
         return open_cache(folder)
-    build(folder, inputs, split_file, tokenizer, max_target, causal, progress, workers)
+    build(folder, inputs, split_file, tokenizer, max_target, family, progress, workers)
     cache = open_cache(folder)
     cache.built = True
     return cache
@@ -163,7 +165,7 @@ def open_cache(folder: Path) -> TokenCache:
     return TokenCache(folder, ids, offsets, built=False)
 
 
-def build(folder: Path, inputs: dict, split_file: Path, tokenizer, max_target: int, causal: bool,
+def build(folder: Path, inputs: dict, split_file: Path, tokenizer, max_target: int, family: ModelFamily,
           progress: bool = True, workers: int | None = None) -> None:
     """Tokenize every row's target into ``folder`` (through a partial folder renamed at the end)."""
     started = time.perf_counter()
@@ -173,7 +175,7 @@ def build(folder: Path, inputs: dict, split_file: Path, tokenizer, max_target: i
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir()
     try:
-        rows, lengths = _write_ids(partial / "ids.bin", split_file, tokenizer, max_target, causal, progress, workers)
+        rows, lengths = _write_ids(partial / "ids.bin", split_file, tokenizer, max_target, family, progress, workers)
         offsets = np.zeros(rows + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
         np.save(partial / "offsets.npy", offsets)
@@ -197,7 +199,7 @@ def build(folder: Path, inputs: dict, split_file: Path, tokenizer, max_target: i
         raise
 
 
-def _write_ids(path: Path, split_file: Path, tokenizer, max_target: int, causal: bool, progress: bool,
+def _write_ids(path: Path, split_file: Path, tokenizer, max_target: int, family: ModelFamily, progress: bool,
                workers: int | None) -> tuple[int, np.ndarray]:
     rows = load_split(split_file.parent, split_file.stem).table.num_rows
     tasks = [(start, min(start + CHUNK_ROWS, rows)) for start in range(0, rows, CHUNK_ROWS)]
@@ -207,7 +209,7 @@ def _write_ids(path: Path, split_file: Path, tokenizer, max_target: int, causal:
                disable=not (progress and sys.stderr.isatty()))
     lengths = []
     with open(path, "wb") as handle:
-        for chunk_lengths, ids in _encoded_chunks(tasks, split_file, tokenizer, max_target, causal, workers):
+        for chunk_lengths, ids in _encoded_chunks(tasks, split_file, tokenizer, max_target, family, workers):
             ids.astype("<i4", copy=False).tofile(handle)
             lengths.append(chunk_lengths)
             bar.update(len(chunk_lengths))
@@ -217,10 +219,10 @@ def _write_ids(path: Path, split_file: Path, tokenizer, max_target: int, causal:
     return rows, np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int64)
 
 
-def _encoded_chunks(tasks, split_file, tokenizer, max_target, causal, workers):
+def _encoded_chunks(tasks, split_file, tokenizer, max_target, family, workers):
     """(lengths, flat ids) per task, in order; in ``workers`` processes when above one."""
     if workers <= 1:
-        _start_worker(split_file, tokenizer, max_target, causal)
+        _start_worker(split_file, tokenizer, max_target, family)
         yield from map(_encode_chunk, tasks)
         return
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
@@ -229,7 +231,7 @@ def _encoded_chunks(tasks, split_file, tokenizer, max_target, causal, workers):
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         with multiprocessing.get_context(method).Pool(workers, _start_worker,
-                                                      (split_file, tokenizer, max_target, causal)) as pool:
+                                                      (split_file, tokenizer, max_target, family)) as pool:
             yield from pool.imap(_encode_chunk, tasks)
     finally:
         if not configured:
@@ -244,14 +246,14 @@ def available_cores() -> int:
 _WORKER: dict = {}
 
 
-def _start_worker(split_file: Path, tokenizer, max_target: int, causal: bool) -> None:
+def _start_worker(split_file: Path, tokenizer, max_target: int, family: ModelFamily) -> None:
     table = load_split(split_file.parent, split_file.stem)
-    _WORKER.update(table=table, tokenizer=tokenizer, max_target=max_target, causal=causal)
+    _WORKER.update(table=table, tokenizer=tokenizer, max_target=max_target, family=family)
 
 
 def _encode_chunk(task: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     table: RecipeTable = _WORKER["table"]
-    encoded = encode_targets(_WORKER["tokenizer"], table.targets(*task), _WORKER["max_target"], _WORKER["causal"])
+    encoded = _WORKER["family"].encode_targets(_WORKER["tokenizer"], table.targets(*task), _WORKER["max_target"])
     ids, offsets = flatten(encoded)
     return np.diff(offsets), ids
 

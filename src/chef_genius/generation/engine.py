@@ -23,6 +23,9 @@ from chef_genius.generation.seq2seq import Seq2SeqDecoder
 
 CAUSAL_TYPES = ("llama",)  # tested: a tiny Llama (SmolLM2's architecture)
 SEQ2SEQ_TYPES = ("t5",)  # tested: tiny T5 v1.0 and gated-gelu (FLAN-T5) models
+# The engine's decoder for each model family (`chef_genius.families`, by name): the model types it
+# was proven on, and whether on a GPU too.
+PROVEN = {"causal": (CAUSAL_TYPES, True), "seq2seq": (SEQ2SEQ_TYPES, False)}
 
 
 @dataclass(frozen=True)
@@ -60,12 +63,14 @@ def position_limit(model: torch.nn.Module) -> int | None:
     return getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
 
 
-def unsupported(model: torch.nn.Module, causal: bool, settings: dict) -> str | None:
-    """Why the engine cannot run this model and preset (None when it can)."""
+def unsupported(model: torch.nn.Module, family, settings: dict) -> str | None:
+    """Why the engine cannot run this model (of ``family``, a `chef_genius.families.ModelFamily`)
+    and preset (None when it can)."""
     kind = model_type(model)
-    if kind not in (CAUSAL_TYPES if causal else SEQ2SEQ_TYPES):
+    types, on_gpu = PROVEN.get(family.name, ((), False))
+    if kind not in types:
         return f"model type '{kind}' is not one the engine was proven on"
-    if not causal and next(model.parameters()).device.type == "cuda":
+    if not on_gpu and next(model.parameters()).device.type == "cuda":
         return "the engine's T5 path is proven on the CPU, not yet run on a GPU"
     try:
         DecodingRule.from_settings(settings)
@@ -74,7 +79,7 @@ def unsupported(model: torch.nn.Module, causal: bool, settings: dict) -> str | N
     return None
 
 
-def generate_ids(model: torch.nn.Module, sources: list[list[int]], causal: bool, settings: dict,
+def generate_ids(model: torch.nn.Module, sources: list[list[int]], family, settings: dict,
                  stops: list[int], pad_id: int, max_new_tokens: int, batch_size: int, num_return_sequences: int = 1,
                  options: EngineOptions = EngineOptions(),
                  on_done: Callable[[int], None] | None = None) -> list[tuple[list[int], bool]]:
@@ -82,8 +87,8 @@ def generate_ids(model: torch.nn.Module, sources: list[list[int]], causal: bool,
 
     Args:
         model: a model `unsupported` accepts, in eval mode.
-        sources: prompt ids (`chef_genius.encoding.encode_sources`).
-        causal: a decoder-only model (else encoder-decoder).
+        sources: prompt ids (the family's ``encode_sources``).
+        family: the model's `chef_genius.families.ModelFamily` (decoder-only or encoder-decoder).
         settings: Transformers' keyword settings of the preset (``NEUTRAL`` then the preset).
         stops: token ids that end a recipe.
         pad_id: the tokenizer's padding id.
@@ -108,7 +113,7 @@ def generate_ids(model: torch.nn.Module, sources: list[list[int]], causal: bool,
     ordered = [rows[i] for i in order]
     check_every = 1 if options.exact else options.check_every
     slots = min(batch_size, len(rows))
-    if causal:
+    if family.name == "causal":
         decoder = CausalDecoder(model, rule, stops, pad_id, max_new_tokens, slots, max(len(r) for r in rows),
                                 continuous=not options.exact, check_every=check_every, graphs=options.graphs,
                                 race=options.race, position_limit=position_limit(model), grouped=options.grouped)

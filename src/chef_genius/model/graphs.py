@@ -7,7 +7,7 @@ kernels per micro-batch, and at about 50 us of host time each the GPU idles most
 batch shapes up (`Collator` multiples), so a run needs a few dozen graphs; all of them share one
 memory pool, so memory is that of the largest shape, not their sum.
 
-The captured work is exactly the eager step's: `batch_loss_sums` and ``backward`` of the
+The captured work is exactly the eager step's: the model family's `loss_sums` and ``backward`` of the
 smoothed sum times a scale that is a device tensor set before each replay. Gradients accumulate
 in place into persistent ``.grad`` buffers, as they do eagerly, so accumulation over
 micro-batches, clipping, gradient noise and the optimizer are unchanged; the optimizer must

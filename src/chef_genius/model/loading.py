@@ -17,6 +17,7 @@ import torch
 from chef_genius.config import LoraSettings, ModelConfig
 from chef_genius.encoding import drop_chat_template
 from chef_genius.errors import UserError
+from chef_genius.families import ModelFamily, family_of
 
 TINY = "tiny"
 TINY_VOCAB = 2000
@@ -36,7 +37,7 @@ LORA_TARGETS = {
 class LoadedModel:
     model: torch.nn.Module
     tokenizer: object
-    causal: bool
+    family: ModelFamily
     model_type: str
 
 
@@ -201,22 +202,21 @@ def load_base(name: str, architecture: str = "auto", dtype: torch.dtype = torch.
     Raises:
         UserError: the model cannot be found or loaded (one line, with the reason).
     """
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
 
     logging.getLogger("transformers").setLevel(logging.ERROR)
     check_hub_model(name)
     try:
         config = AutoConfig.from_pretrained(name)
-        causal = (not config.is_encoder_decoder) if architecture == "auto" else architecture == "causal"
-        loader = AutoModelForCausalLM if causal else AutoModelForSeq2SeqLM
-        model = loader.from_pretrained(name, dtype=dtype)
+        family = family_of(config, architecture)
+        model = family.auto_class().from_pretrained(name, dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_name or name)
     except (OSError, ValueError, KeyError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserError(f"cannot load model '{name}': {first_line}") from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return LoadedModel(model, tokenizer, causal, config.model_type)
+    return LoadedModel(model, tokenizer, family, config.model_type)
 
 
 def apply_lora(loaded: LoadedModel, settings: LoraSettings) -> torch.nn.Module:
@@ -234,7 +234,7 @@ def apply_lora(loaded: LoadedModel, settings: LoraSettings) -> torch.nn.Module:
         raise UserError(f"no default LoRA targets for model type '{loaded.model_type}'; "
                         "set lora.target_modules (or ['all-linear'])")
     target_modules = "all-linear" if targets == ["all-linear"] else targets
-    config = LoraConfig(task_type=TaskType.CAUSAL_LM if loaded.causal else TaskType.SEQ_2_SEQ_LM,
+    config = LoraConfig(task_type=getattr(TaskType, loaded.family.lora_task),
                         r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
                         target_modules=target_modules)
     try:
@@ -276,7 +276,7 @@ def parameter_counts(model: torch.nn.Module) -> tuple[int, int]:
 
 
 def resolve_tokenizer(config: ModelConfig, folder_for_tiny: Path, texts: list[str], seed: int):
-    """(tokenizer, causal) without loading weights, for the plan view."""
+    """(tokenizer, model family) without loading weights, for the plan view."""
     from transformers import AutoConfig, AutoTokenizer
 
     name = config.name
@@ -294,10 +294,10 @@ def resolve_tokenizer(config: ModelConfig, folder_for_tiny: Path, texts: list[st
         raise UserError(f"cannot load model '{config.name}': {str(error).strip().splitlines()[0]}") from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    causal = (not model_config.is_encoder_decoder) if config.architecture == "auto" else config.architecture == "causal"
-    if not (causal and config.chat_template):
+    family = family_of(model_config, config.architecture)
+    if not (family.keeps_chat_template() and config.chat_template):
         drop_chat_template(tokenizer)
-    return tokenizer, causal
+    return tokenizer, family
 
 
 def resolve_model(config: ModelConfig, run_dir: Path, texts: list[str], seed: int, dtype: torch.dtype) -> LoadedModel:
@@ -311,6 +311,6 @@ def resolve_model(config: ModelConfig, run_dir: Path, texts: list[str], seed: in
     else:
         name = local_model_name(name)
     loaded = load_base(name, config.architecture, dtype)
-    if not (loaded.causal and config.chat_template):
+    if not (loaded.family.keeps_chat_template() and config.chat_template):
         drop_chat_template(loaded.tokenizer)
     return loaded

@@ -91,7 +91,7 @@ def _raise_for(piece: Piece) -> None:
         raise _failure(piece)
 
 
-def create_app(engine: Engine, tokenizer, causal: bool, config: ServeConfig) -> FastAPI:
+def create_app(engine: Engine, tokenizer, family, config: ServeConfig) -> FastAPI:
     from chef_genius.inference import DECODING
     from chef_genius.recipe import parse_recipe, to_dict, to_markdown
     from chef_genius.serve.checks import recipe_checks
@@ -199,7 +199,7 @@ def create_app(engine: Engine, tokenizer, causal: bool, config: ServeConfig) -> 
     async def chat_completions(request: Request):
         authorize(request)
         body = await read_body(request, ChatRequest, config.max_body_bytes)
-        ids = encode_messages(tokenizer, causal, body.messages, limits)
+        ids = encode_messages(tokenizer, family, body.messages, limits)
         return await openai_answer(request, body, [ids], chat=True)
 
     @app.post("/v1/completions")
@@ -207,14 +207,14 @@ def create_app(engine: Engine, tokenizer, causal: bool, config: ServeConfig) -> 
         authorize(request)
         body = await read_body(request, CompletionRequest, config.max_body_bytes)
         rows_allowed(body.n, len(body.prompts))
-        return await openai_answer(request, body, encode_prompts(tokenizer, causal, body.prompts, limits), chat=False)
+        return await openai_answer(request, body, encode_prompts(tokenizer, family, body.prompts, limits), chat=False)
 
     @app.post("/v1/recipes")
     async def recipes(request: Request):
         authorize(request)
         body = await read_body(request, RecipeRequest, config.max_body_bytes)
         prompt, foods = recipe_prompt(config.templates, body.title, body.ingredient_items, body.notes)
-        ids = encode_prompts(tokenizer, causal, [prompt], limits, "title")[0]
+        ids = encode_prompts(tokenizer, family, [prompt], limits, "title")[0]
         name, settings = decoding_settings(body.decoding, config.default_decoding)
         limit = max_tokens(body.max_tokens, limits)
         n = body.best_of

@@ -1,12 +1,12 @@
 """One batch being decoded, token by token, on the model's forward pass and its KV cache.
 
-Rows are left-padded prompts; position ids come from the attention mask, so each row counts its
-own positions whatever its padding. A row that ends (an end token, its token limit, its request
-cancelled or out of time) leaves the batch and the cache at once. For a causal model whose cache
-is Transformers' plain `DynamicCache`, requests that arrive while the batch runs join it at the
-next step (their prompts run once, their cache is padded to the batch's and stacked on it), so a
-new request waits one step, not for the longest recipe in the batch. A seq2seq batch (T5, BART)
-takes no newcomers: it runs until its rows end.
+The model's family (`chef_genius.families`) pads the prompts, runs them and each step. A row
+that ends (an end token, its token limit, its request cancelled or out of time) leaves the batch
+and the cache at once. For a family that takes newcomers (causal) whose cache is Transformers'
+plain `DynamicCache`, requests that arrive while the batch runs join it at the next step (their
+prompts run once, their cache is padded to the batch's and stacked on it), so a new request waits
+one step, not for the longest recipe in the batch. A seq2seq batch (T5, BART) takes no
+newcomers: it runs until its rows end.
 """
 
 from __future__ import annotations
@@ -16,11 +16,6 @@ import torch
 from chef_genius.generation.state import cache_keyword
 from chef_genius.serve.decoding import RowSampler, StreamingDetokenizer
 from chef_genius.serve.pieces import Piece, deliver
-
-
-def _cache_of(out):
-    cache = getattr(out, "cache", None)
-    return cache if cache is not None else out.past_key_values
 
 
 def _left(tensor: torch.Tensor, width: int, dim: int, value) -> torch.Tensor:
@@ -39,7 +34,7 @@ class DecodeLoop:
 
     def __init__(self, engine, batch: list):
         self.engine, self.batch = engine, batch
-        self.model, self.device, self.causal = engine.model, engine.device, engine.causal
+        self.model, self.device, self.family = engine.model, engine.device, engine.family
         self.cache_name = cache_keyword(self.model)
         self.owners: list[tuple] = []  # row -> (ticket, index in its request)
         self.limits: list[int] = []
@@ -62,13 +57,11 @@ class DecodeLoop:
         return prompts
 
     def run(self) -> None:
-        from chef_genius.inference import _pad
-
         prompts = self._add(self.batch)
-        ids, mask = _pad(prompts, self.engine.pad_id, left=self.causal)
+        ids, mask = self.family.pad_prompts(prompts, self.engine.pad_id)
         ids, mask = ids.to(self.device), mask.to(self.device)
-        logits, self.cache, self.mask = self._prefill(ids, mask)
-        self.history = ids if self.causal else torch.full((len(prompts), 1), self._start_id(), device=self.device)
+        logits, self.cache, self.mask, self.context = self.family.prefill(self.model, ids, mask, self._start_id())
+        self.history = self.family.start_history(ids, self._start_id())
         self.alive = list(range(len(prompts)))  # batch position -> row
         stops = self.engine.stops
         while self.alive:
@@ -94,7 +87,11 @@ class DecodeLoop:
                     self._select(torch.tensor(keep, device=self.device))
                 tokens = tokens[keep] if keep else tokens[:0]
                 self.alive = [self.alive[p] for p in keep]
-            logits = self._step(tokens) if self.alive else None
+            if self.alive:
+                logits, self.mask = self.family.decode_step(self.model, tokens, self.mask, self.context,
+                                                            {self.cache_name: self.cache})
+            else:
+                logits = None
             logits = self._join(logits)
 
     def _send(self, rows: list[int], ended: dict[int, str]) -> None:
@@ -114,36 +111,12 @@ class DecodeLoop:
     def _select(self, index: torch.Tensor) -> None:
         self.cache.batch_select_indices(index)
         self.history, self.mask = self.history[index], self.mask[index]
-        if not self.causal:
-            self.encoded = self.encoded[index]
+        if self.context is not None:
+            self.context = self.context[index]
 
     def _start_id(self) -> int:
         start = getattr(self.model.config, "decoder_start_token_id", None)
         return start if start is not None else self.engine.pad_id
-
-    def _prefill(self, ids: torch.Tensor, mask: torch.Tensor):
-        """The prompts' next-token logits, their cache, and the mask the next steps extend (a
-        causal model's, one longer each step) or keep (a seq2seq model's encoder mask)."""
-        if self.causal:
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
-            return out.logits[:, -1, :], _cache_of(out), mask
-        self.encoded = self.model.get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state
-        start = torch.full((ids.shape[0], 1), self._start_id(), device=self.device)
-        out = self.model(encoder_outputs=(self.encoded,), attention_mask=mask, decoder_input_ids=start,
-                         use_cache=True)
-        return out.logits[:, -1, :], _cache_of(out), mask
-
-    def _step(self, tokens: torch.Tensor) -> torch.Tensor:
-        if self.causal:
-            self.mask = torch.cat([self.mask, self.mask.new_ones((self.mask.shape[0], 1))], dim=1)
-            positions = self.mask.sum(-1, keepdim=True) - 1
-            out = self.model(input_ids=tokens[:, None], attention_mask=self.mask, position_ids=positions,
-                             use_cache=True, **{self.cache_name: self.cache})
-        else:
-            out = self.model(encoder_outputs=(self.encoded,), attention_mask=self.mask,
-                             decoder_input_ids=tokens[:, None], use_cache=True, **{self.cache_name: self.cache})
-        return out.logits[:, -1, :]
 
     def _joinable(self) -> bool:
         try:
@@ -151,12 +124,10 @@ class DecodeLoop:
         except ImportError:  # an older Transformers: no layered cache to stack
             return False
         layers = getattr(self.cache, "layers", None)
-        return self.causal and bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
+        return self.family.takes_newcomers and bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
 
     def _join(self, logits: torch.Tensor | None) -> torch.Tensor | None:
         """Requests waiting now join the batch: their logits after the batch's."""
-        from chef_genius.inference import _pad
-
         if not self._joinable():
             return logits
         tickets = self.engine.newcomers(self.engine.max_rows - len(self.alive))
@@ -165,9 +136,9 @@ class DecodeLoop:
         self.batch.extend(tickets)
         first = len(self.owners)
         prompts = self._add(tickets)
-        ids, mask = _pad(prompts, self.engine.pad_id, left=True)
+        ids, mask = self.family.pad_prompts(prompts, self.engine.pad_id)
         ids, mask = ids.to(self.device), mask.to(self.device)
-        new_logits, new_cache, new_mask = self._prefill(ids, mask)
+        new_logits, new_cache, new_mask, _ = self.family.prefill(self.model, ids, mask, self._start_id())
         if not self.alive:  # the batch had ended: the newcomers are the batch
             self.cache, self.mask, self.history = new_cache, new_mask, ids
         else:

@@ -39,17 +39,14 @@ def _beam(request: GenerationRequest) -> bool:
 class Engine:
     """Batched generation on one loaded model; `submit` from an event loop, any thread."""
 
-    def __init__(self, model, tokenizer, causal: bool, max_rows: int = 64, max_queue: int = 256,
+    def __init__(self, model, tokenizer, family, max_rows: int = 64, max_queue: int = 256,
                  timeout: float = 120.0, batch_wait: float = 0.01):
-        from chef_genius.encoding import stop_ids
-
-        self.model, self.tokenizer, self.causal = model, tokenizer, causal
+        """``family``: the model's `chef_genius.families.ModelFamily`."""
+        self.model, self.tokenizer, self.family = model, tokenizer, family
         self.max_rows, self.capacity, self.timeout, self.batch_wait = max_rows, max_queue, timeout, batch_wait
-        self.stops = stop_ids(tokenizer, causal)
+        self.stops = family.stop_ids(tokenizer)
         self.device = next(model.parameters()).device
         self.pad_id = tokenizer.pad_token_id
-        config = getattr(model, "config", None)
-        self.position_limit = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
         self._queue: queue.Queue[Ticket | None] = queue.Queue()
         self._waiting: list[Ticket] = []
         self._load = 0  # requests admitted and not yet ended
@@ -185,15 +182,13 @@ class Engine:
             self._release(ticket)
 
     def limit(self, prompt_width: int, max_tokens: int) -> int:
-        if self.causal and self.position_limit:
-            return max(1, min(max_tokens, self.position_limit - prompt_width))
-        return max_tokens
+        return self.family.new_token_budget(self.model, prompt_width, max_tokens)
 
     def _beam(self, ticket: Ticket) -> None:
-        from chef_genius.inference import _pad, _stopped
+        from chef_genius.inference import _stopped
 
         request = ticket.request
-        ids, mask = _pad(request.prompts, self.pad_id, left=self.causal)
+        ids, mask = self.family.pad_prompts(request.prompts, self.pad_id)
         settings = {**request.settings, "num_beams": max(request.settings["num_beams"], request.n)}
         out = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
                                   max_new_tokens=self.limit(ids.shape[1], request.max_tokens),
@@ -201,7 +196,7 @@ class Engine:
                                   eos_token_id=self.stops if len(self.stops) > 1 else self.stops[0], **settings)
         if ticket.gone():
             return
-        out = out[:, ids.shape[1]:] if self.causal else out[:, 1:]
+        out = self.family.new_tokens(out, ids.shape[1])
         texts = self.tokenizer.batch_decode(out, skip_special_tokens=True, clean_up_tokenization_spaces=False)
         for index, (text, row) in enumerate(zip(texts, out.tolist(), strict=True)):
             stopped, tokens = _stopped(row, self.stops, self.pad_id)

@@ -55,17 +55,16 @@ def _check_tokens(ids: list[int], limits: Limits, param: str) -> list[int]:
     return ids
 
 
-def encode_prompts(tokenizer, causal: bool, texts: list[str], limits: Limits, param: str = "prompt") -> list[list[int]]:
-    """Token ids of plain prompts, as `generate` encodes them (never cut: too long is an error)."""
-    from chef_genius.encoding import encode_sources
-
+def encode_prompts(tokenizer, family, texts: list[str], limits: Limits, param: str = "prompt") -> list[list[int]]:
+    """Token ids of plain prompts, as `generate` encodes them for the model's ``family`` (never
+    cut: too long is an error)."""
     for text in texts:
         _check_text(text, limits, param)
-    encoded = encode_sources(tokenizer, texts, limits.max_prompt_chars * 4 + 16, causal)
+    encoded = family.encode_sources(tokenizer, texts, limits.max_prompt_chars * 4 + 16)
     return [_check_tokens(ids, limits, param) for ids in encoded]
 
 
-def encode_messages(tokenizer, causal: bool, messages: list, limits: Limits) -> list[int]:
+def encode_messages(tokenizer, family, messages: list, limits: Limits) -> list[int]:
     """Token ids of a chat (see the module docstring)."""
     from chef_genius.encoding import has_chat_template, token_ids
 
@@ -74,7 +73,7 @@ def encode_messages(tokenizer, causal: bool, messages: list, limits: Limits) -> 
             _check_text(message.text, limits, f"messages.{i}.content")
     if not any(m.text.strip() for m in messages if m.role != "assistant"):
         raise ApiError(400, "messages: no user or system message has any text", param="messages", code="empty_prompt")
-    if causal and has_chat_template(tokenizer):
+    if family.keeps_chat_template() and has_chat_template(tokenizer):
         turns = [{"role": "system" if m.role == "developer" else m.role, "content": m.text} for m in messages]
         try:
             rendered = tokenizer.apply_chat_template(turns, add_generation_prompt=True, tokenize=False)
@@ -83,7 +82,7 @@ def encode_messages(tokenizer, causal: bool, messages: list, limits: Limits) -> 
                            code="invalid_value") from None
         return _check_tokens(token_ids(tokenizer, [rendered], add_special_tokens=False)[0], limits, "messages")
     text = "\n".join(m.text for m in messages if m.role != "assistant" and m.text.strip())
-    return encode_prompts(tokenizer, causal, [text], limits, "messages")[0]
+    return encode_prompts(tokenizer, family, [text], limits, "messages")[0]
 
 
 def decoding_settings(preset: str | None, default: str, temperature: float | None = None,

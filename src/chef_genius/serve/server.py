@@ -89,14 +89,14 @@ def serve(args, templates_for) -> int:
     try:
         source, name = model_source(args.run)
         loaded = load_run(source, device=args.device)
-        engine = Engine(loaded.model, loaded.tokenizer, loaded.causal, max_rows=args.max_batch,
+        engine = Engine(loaded.model, loaded.tokenizer, loaded.family, max_rows=args.max_batch,
                         max_queue=args.max_queue, timeout=args.timeout)
-        limit = engine.position_limit if loaded.causal and engine.position_limit else 4096
+        limit = loaded.family.new_token_budget(loaded.model, 0, 4096)  # a causal model's positions
         limits = Limits(max_prompt_tokens=min(1024, max(1, limit - 1)), max_tokens=args.max_tokens,
                         max_tokens_cap=args.max_tokens_cap)
         config = ServeConfig(name, templates_for(source, loaded.folder), args.decoding, key,
                              limits=limits)
-        app = create_app(engine, loaded.tokenizer, loaded.causal, config)
+        app = create_app(engine, loaded.tokenizer, loaded.family, config)
         host, port = sock.getsockname()[:2]
         shown = f"[{host}]" if ":" in host else host
         print(f"chef-genius: serving {config.model_id} ({loaded.folder}) on {engine.device} at http://{shown}:{port}/ "

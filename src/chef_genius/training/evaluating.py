@@ -29,7 +29,7 @@ class TrainerEvaluation:
     @torch.no_grad()
     def validation_loss(self) -> float | None:
         """Token-mean cross-entropy without label smoothing on the validation split."""
-        return validation_loss(self.model, self.val_examples, self.config, self.ranks, self.pad_id, self.causal,
+        return validation_loss(self.model, self.val_examples, self.config, self.ranks, self.pad_id, self.family,
                                self.decoder_start_id, self._autocast)
 
     def _evaluate_and_keep_best(self) -> bool:
@@ -61,7 +61,7 @@ class TrainerEvaluation:
             e = self.config.eval
             prompts = list(e.sample_prompts) + self.val_prompts[: e.num_validation_samples]
             # The random `tiny` model's samples are noise: the demo prints only the last set.
-            self.last_samples = sample_and_log(self.model_for_saving, self.tokenizer, self.causal, prompts, e,
+            self.last_samples = sample_and_log(self.model_for_saving, self.tokenizer, self.family, prompts, e,
                                                self.state.step, self.run_dir, self.tracker, self._autocast,
                                                echo=self.config.model.name != "tiny")
         self.ranks.barrier()

@@ -115,30 +115,27 @@ class TrainerSetup:
         self.ranks.barrier()
         if not self.is_main:
             loaded = resolve_model(self.config.model, self.run_dir, [], self.config.seed, dtype)
-        self.tokenizer, self.causal = loaded.tokenizer, loaded.causal
+        self.tokenizer, self.family = loaded.tokenizer, loaded.family
         placed = place_model(loaded, self.config, self.device, self.world, self.bf16, self.ranks.print)
         self.model_for_saving, self.model, self.trainable_params = placed.saved, placed.forward, placed.trainable
         self.sharded, self.fast = placed.sharded, placed.fast
-        base = getattr(loaded.model, "config", None)
-        self.decoder_start_id = getattr(base, "decoder_start_token_id", None)
+        self.decoder_start_id = self.family.decoder_start(loaded.model, self.tokenizer.pad_token_id)
 
     def _setup_examples(self) -> None:
         m = self.config.model
         # Targets tokenized once per split and tokenizer, memory-mapped (rank 0 builds, the others wait).
         caches = {split: shared_cache(self.ranks, self.data_folder, split, self.tokenizer, m.max_target_tokens,
-                                      self.causal) for split in ("train", "val")}
+                                      self.family) for split in ("train", "val")}
         self.timings["token_cache"] = "built" if any(c.built for c in caches.values()) else "reused"
         self._setup_run_plan(caches["train"])
         self.val_examples = validation_examples(self.val_table, caches["val"], self.tokenizer, self.config,
-                                                self.causal)
+                                                self.family)
         self.pad_id = self.tokenizer.pad_token_id
-        if not self.causal and getattr(self, "decoder_start_id", None) is None:
-            self.decoder_start_id = self.pad_id
 
     def _setup_run_plan(self, train_cache: TokenCache | None) -> None:
         """The epochs (selected only, without a cache) and the run's plan of batches along them."""
         o = self.config.optim
-        self.epochs = EpochBuilder(self.train_table, train_cache, self.tokenizer, self.config, self.causal,
+        self.epochs = EpochBuilder(self.train_table, train_cache, self.tokenizer, self.config, self.family,
                                    minimum_examples(o.batch_size, o.max_tokens, self.world))
         self.run_plan = RunPlan(self.epochs, self.config, self.rank, self.world, self.timings)
 

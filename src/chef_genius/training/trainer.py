@@ -33,7 +33,7 @@ from chef_genius.checkpoints.persistence import FinalWeights, RunCheckpoints
 from chef_genius.config import TrainConfig, to_dict, to_yaml
 from chef_genius.dataset.collate import Collator, PlannedBatches
 from chef_genius.errors import TrainingStopped
-from chef_genius.losses import IGNORE_INDEX, batch_loss_sums
+from chef_genius.losses import IGNORE_INDEX
 from chef_genius.model import sharding
 from chef_genius.model.loading import resolve_tokenizer
 from chef_genius.noise import add_gradient_noise
@@ -89,7 +89,7 @@ class Trainer(TrainerSetup, TrainerEvaluation):
         with self._timed("data"):
             self._setup_data()
         with self._timed("model"):
-            self.tokenizer, self.causal = resolve_tokenizer(self.config.model, scratch / "base_model",
+            self.tokenizer, self.family = resolve_tokenizer(self.config.model, scratch / "base_model",
                                                             self._tokenizer_corpus(), self.config.seed)
         with self._timed("examples"):
             if self.config.optim.max_tokens is None and not examples:  # batch counts follow from selections
@@ -154,10 +154,10 @@ class Trainer(TrainerSetup, TrainerEvaluation):
     def collator(self, examples) -> Collator:
         """Batches for training and validation; coarse shapes when CUDA graphs replay them."""
         if self.graphed is None:
-            return Collator(examples, self.pad_id, self.causal)
+            return Collator(examples, self.pad_id, self.family)
         o = self.config.optim
         rows = o.batch_size if o.max_tokens is None else GRAPH_ROW_MULTIPLE
-        return Collator(examples, self.pad_id, self.causal, GRAPH_SOURCE_MULTIPLE, GRAPH_TARGET_MULTIPLE, rows)
+        return Collator(examples, self.pad_id, self.family, GRAPH_SOURCE_MULTIPLE, GRAPH_TARGET_MULTIPLE, rows)
 
     # ------------------------------------------------------------------ loop
     def train(self) -> RunResult:
@@ -318,7 +318,7 @@ class Trainer(TrainerSetup, TrainerEvaluation):
         return metrics
 
     def _loss(self, batch: dict[str, torch.Tensor], eps: float) -> tuple[torch.Tensor, torch.Tensor, int]:
-        return batch_loss_sums(self.model, batch, eps, self.causal, self.pad_id, self.decoder_start_id)
+        return self.family.loss_sums(self.model, batch, eps, self.pad_id, self.decoder_start_id)
 
     def _gradient_sync(self, sync: bool):
         if sync:

@@ -21,7 +21,8 @@ from chef_genius.config import EvalConfig, TrainConfig
 from chef_genius.dataset.collate import BatchPlan, Collator, TokenizedExamples, concatenate_flat, flatten, plan_batches
 from chef_genius.dataset.table import CHUNK_ROWS, RecipeTable, many_objects
 from chef_genius.dataset.token_cache import TokenCache
-from chef_genius.encoding import encode_sources, tokenizer_threads
+from chef_genius.encoding import tokenizer_threads
+from chef_genius.families import ModelFamily
 from chef_genius.losses import nll_sums
 from chef_genius.model.ranks import Ranks
 from chef_genius.sampling import format_samples, sample_metrics, sample_recipes, save_samples
@@ -29,7 +30,7 @@ from chef_genius.tracking import Tracker
 
 
 def validation_examples(table: RecipeTable, targets: TokenCache, tokenizer, config: TrainConfig,
-                        causal: bool) -> TokenizedExamples:
+                        family: ModelFamily) -> TokenizedExamples:
     """Every validation recipe: its canonical prompt (tokenized a chunk at a time) and its target
     from the split's token cache."""
     templates, sources = config.data.templates, []
@@ -38,19 +39,19 @@ def validation_examples(table: RecipeTable, targets: TokenCache, tokenizer, conf
             rows = np.arange(start, min(start + CHUNK_ROWS, len(table)), dtype=np.int64)
             prompts = [canonical_prompt(templates, title, names)
                        for title, names in zip(table.take(rows, "title"), table.food_names(rows), strict=True)]
-            sources.append(flatten(encode_sources(tokenizer, prompts, config.model.max_source_tokens, causal)))
+            sources.append(flatten(family.encode_sources(tokenizer, prompts, config.model.max_source_tokens)))
     rows = np.arange(len(table), dtype=np.int64)
     starts, lengths = targets.starts_and_lengths(rows)
     return TokenizedExamples(*concatenate_flat(sources), targets.ids, starts, lengths, rows)
 
 
 def validation_loss(model: torch.nn.Module, examples: TokenizedExamples, config: TrainConfig, ranks: Ranks,
-                    pad_id: int, causal: bool, decoder_start_id: int | None, autocast: Callable) -> float | None:
+                    pad_id: int, family: ModelFamily, decoder_start_id: int | None, autocast: Callable) -> float | None:
     """Each rank takes its share of ``eval.max_eval_batches`` batches; None without data."""
     if len(examples) == 0:
         return None
     batches = validation_batches(examples, config, ranks.rank, ranks.world)
-    nll_sum, count = nll_sums(model, Collator(examples, pad_id, causal), batches, causal, pad_id, decoder_start_id,
+    nll_sum, count = nll_sums(model, Collator(examples, pad_id, family), batches, family, pad_id, decoder_start_id,
                               autocast)
     nll_sum, count = ranks.all_reduce(nll_sum), ranks.all_reduce(count)
     return float(nll_sum / count) if count > 0 else None
@@ -87,7 +88,7 @@ def record_validation(state: TrainerState, val_loss: float, min_delta: float, pa
     return Verdict(best=False, stop=patience > 0 and state.evals_without_improvement >= patience)
 
 
-def sample_and_log(model: torch.nn.Module, tokenizer, causal: bool, prompts: list[str], config: EvalConfig,
+def sample_and_log(model: torch.nn.Module, tokenizer, family: ModelFamily, prompts: list[str], config: EvalConfig,
                    step: int, run_dir: Path, tracker: Tracker, autocast: Callable, echo: bool = True) -> str:
     """Generate a recipe per prompt (the model in eval mode, back to training after), print them
     (unless ``echo`` is false), save them under ``run_dir/samples`` and log their mean recipe
@@ -95,7 +96,7 @@ def sample_and_log(model: torch.nn.Module, tokenizer, causal: bool, prompts: lis
     model.eval()
     try:
         with autocast():
-            samples = sample_recipes(model, tokenizer, causal, prompts, config)
+            samples = sample_recipes(model, tokenizer, family, prompts, config)
     finally:
         model.train()
     block = format_samples(step, samples)
