@@ -14,6 +14,7 @@ and the speed levers. Writes per-step losses to JSON and a plot.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import subprocess
 import sys
@@ -34,12 +35,12 @@ def our_settings(model: str, data: str, steps: int) -> dict:
             "schedule.warmup_steps": WARMUP, "schedule.warmup_max_fraction": 1.0, "optim.epochs": 50}
 
 
-def plan(trainer, steps: int) -> list[list[int]]:
+def plan(run, steps: int) -> list[list[int]]:
     """``steps`` x ACCUMULATION micro-batches of table rows, epoch after epoch of our plan."""
     batches, epoch = [], 0
     while len(batches) < steps * ACCUMULATION:
-        examples = trainer.epoch_data(epoch).examples
-        batches += [[int(examples.index[p]) for p in b] for b in trainer._plan(epoch) if len(b) == BATCH]
+        examples = run.plan.epoch_data(epoch).examples
+        batches += [[int(examples.index[p]) for p in b] for b in run.plan.batches(epoch) if len(b) == BATCH]
         epoch += 1
     return batches[:steps * ACCUMULATION]
 
@@ -49,24 +50,25 @@ def run_ours(model: str, data: str, steps: int, rows_file: Path | None = None) -
 
     from chef_genius.config import build_config
     from chef_genius.dataset.collate import PlannedBatches
+    from chef_genius.model.ranks import Ranks
     from chef_genius.schedule import Schedule
-    from chef_genius.training.trainer import Trainer
+    from chef_genius.training.run import build_run, start_state
+    from chef_genius.training.trainer import batch_loader, collator, optimizer_step
 
     torch.manual_seed(0)
-    trainer = Trainer(build_config(None, our_settings(model, data, steps)))
-    trainer.setup()
-    trainer.schedule = Schedule.build(LR, steps, WARMUP, 1.0, 1, 1, 0.0, cosine=False)
-    rows = plan(trainer, steps)
+    run = build_run(build_config(None, our_settings(model, data, steps)), Ranks.start())
+    state = start_state(run)
+    run = dataclasses.replace(run, schedule=Schedule.build(LR, steps, WARMUP, 1.0, 1, 1, 0.0, cosine=False))
+    rows = plan(run, steps)
     if rows_file is not None:  # the baseline starts as soon as it knows the batches
         rows_file.with_suffix(".partial").write_text(json.dumps(rows))
         rows_file.with_suffix(".partial").rename(rows_file)
-    epoch0 = trainer.epoch_data(0).examples  # no augmentation: every epoch tokenizes a row alike
+    epoch0 = run.plan.epoch_data(0).examples  # no augmentation: every epoch tokenizes a row alike
     position = {int(row): p for p, row in enumerate(epoch0.index)}
-    collator = trainer.collator(epoch0)
-    loader = iter(trainer._loader(PlannedBatches([[position[r] for r in b] for b in rows], collator)))
+    loader = batch_loader(run, PlannedBatches([[position[r] for r in b] for b in rows], collator(run, epoch0)))
     losses, started = [], time.perf_counter()
     for _ in range(steps):
-        losses.append(trainer._optimizer_step([next(loader) for _ in range(ACCUMULATION)])["train/loss"])
+        losses.append(optimizer_step(run, state, [next(loader) for _ in range(ACCUMULATION)])["train/loss"])
     return {"loss": losses, "seconds": time.perf_counter() - started, "rows": rows}
 
 

@@ -30,13 +30,16 @@ def measure(model: str, data: str, preset: str, descending: bool = False) -> dic
     import torch
 
     from chef_genius.config import build_config
-    from chef_genius.training.trainer import GRAPH_SOURCE_MULTIPLE, GRAPH_TARGET_MULTIPLE, Trainer
+    from chef_genius.model.ranks import Ranks
+    from chef_genius.training.evaluating import sample_recipes, validation_loss
+    from chef_genius.training.run import build_run, start_state
+    from chef_genius.training.trainer import GRAPH_SOURCE_MULTIPLE, GRAPH_TARGET_MULTIPLE, optimizer_step
 
     config = build_config(None, {"model.name": model, "data.path": data, "preset": preset,
                                  "output_dir": f"/tmp/preset-{preset}", "logging.report_to": ["jsonl"],
                                  "data.num_workers": 0})
-    trainer = Trainer(config)
-    trainer.setup()
+    run = build_run(config, Ranks.start())
+    state = start_state(run)
     o, m = config.optim, config.model
 
     def batch(source_width: int, target_width: int) -> dict:
@@ -51,28 +54,29 @@ def measure(model: str, data: str, preset: str, descending: bool = False) -> dic
     torch.cuda.reset_peak_memory_stats()
     longest = batch(m.max_source_tokens, m.max_target_tokens)
     for _ in range(2):
-        trainer._optimizer_step([longest] * o.gradient_accumulation_steps)
+        optimizer_step(run, state, [longest] * o.gradient_accumulation_steps)
     one_shape = peaks()
     widths = [(s, t) for s in range(GRAPH_SOURCE_MULTIPLE, m.max_source_tokens + GRAPH_SOURCE_MULTIPLE,
                                     GRAPH_SOURCE_MULTIPLE)
               for t in range(GRAPH_TARGET_MULTIPLE, m.max_target_tokens + GRAPH_TARGET_MULTIPLE, GRAPH_TARGET_MULTIPLE)]
     for source_width, target_width in sorted(widths, key=lambda w: w[0] * w[1], reverse=descending):
-        trainer._optimizer_step([batch(min(source_width, m.max_source_tokens), min(target_width, m.max_target_tokens))])
+        optimizer_step(run, state, [batch(min(source_width, m.max_source_tokens),
+                                          min(target_width, m.max_target_tokens))])
     all_shapes = peaks()
-    trainer.validation_loss()
-    trainer._sample_recipes()
+    validation_loss(run)
+    sample_recipes(run, state)
     with_eval = peaks()
     card = CARDS_GIB[preset]
     return {"preset": preset, "batch_size": o.batch_size, "gradient_accumulation_steps": o.gradient_accumulation_steps,
             "lora_r": config.lora.r, "tokens_per_example": m.max_source_tokens + m.max_target_tokens,
             "peak_allocated_gib": with_eval[0], "peak_reserved_gib": with_eval[1],
             "one_shape_reserved_gib": one_shape[1], "all_shapes_reserved_gib": all_shapes[1],
-            "batch_shapes": len(trainer.graphed.graphs) if trainer.graphed else len(widths),
+            "batch_shapes": len(run.graphed.graphs) if run.graphed else len(widths),
             "card_gib": card, "margin_gib": round(card - with_eval[1], 2),
             "shape_order": "descending" if descending else "ascending",
             "inactive_split_gib": round(torch.cuda.memory_stats()["inactive_split_bytes.all.current"] / 2**30, 2),
-            "compiled_layers": m.compile_blocks, "cuda_graphs": trainer.graphed is not None,
-            "graph_capture_s": round(trainer.graphed.capture_seconds, 1) if trainer.graphed else None}
+            "compiled_layers": m.compile_blocks, "cuda_graphs": run.graphed is not None,
+            "graph_capture_s": round(run.graphed.capture_seconds, 1) if run.graphed else None}
 
 
 def main() -> None:

@@ -33,15 +33,17 @@ def main() -> None:
 
     from chef_genius.config import build_config
     from chef_genius.dataset.collate import PlannedBatches
-    from chef_genius.training.trainer import Trainer
+    from chef_genius.model.ranks import Ranks
+    from chef_genius.training.run import build_run, start_state
+    from chef_genius.training.trainer import batch_loader, collator, optimizer_step
 
     settings = {"model.name": args.model, "data.path": args.data, "output_dir": "/tmp/profile-run",
                 "data.curriculum": False, "data.progressive_quality": False, "logging.report_to": ["jsonl"],
                 "data.num_workers": 4, "gradient_noise.enabled": False, "model.max_source_tokens": 256}
     overrides = {key: yaml.safe_load(value) for key, value in (a.split("=", 1) for a in args.set)}
-    trainer = Trainer(build_config(None, {**settings, **overrides}))
-    trainer.setup()
-    base = trainer.model_for_saving
+    run = build_run(build_config(None, {**settings, **overrides}), Ranks.start())
+    state = start_state(run)
+    base = run.model.saved
     if args.attn:
         base.set_attn_implementation(args.attn)
     if args.no_dropout:
@@ -50,11 +52,11 @@ def main() -> None:
                 module.p = 0.0
             elif isinstance(getattr(module, "dropout", None), float):
                 module.dropout = 0.0
-    batches = trainer._plan(0)
-    loader = trainer._loader(PlannedBatches(list(batches) * 8, trainer.collator(trainer.epoch_data(0).examples)))
-    accumulation = trainer.config.optim.gradient_accumulation_steps
-    warmup = 8 if trainer.config.model.compile_blocks else 3
-    if trainer.graphed is not None:  # capture every batch shape first
+    batches = run.plan.batches(0)
+    loader = batch_loader(run, PlannedBatches(list(batches) * 8, collator(run, run.plan.epoch_data(0).examples)))
+    accumulation = run.config.optim.gradient_accumulation_steps
+    warmup = 8 if run.config.model.compile_blocks else 3
+    if run.graphed is not None:  # capture every batch shape first
         warmup = -(-len(batches) // accumulation)
 
     cuda = torch.cuda.is_available()
@@ -62,7 +64,7 @@ def main() -> None:
 
     def step() -> int:
         micro = [next(loader) for _ in range(accumulation)]
-        trainer._optimizer_step(micro)
+        optimizer_step(run, state, micro)
         return sum(int(b["attention_mask"].sum()) + int((b["labels"] != -100).sum()) for b in micro)
 
     for _ in range(warmup):

@@ -46,20 +46,22 @@ def _ours(model: str, data: str, steps: int, overrides: dict) -> dict:
 
     from chef_genius.config import build_config
     from chef_genius.dataset.collate import PlannedBatches
-    from chef_genius.training.trainer import Trainer
+    from chef_genius.model.ranks import Ranks
+    from chef_genius.training.run import build_run, start_state
+    from chef_genius.training.trainer import batch_loader, collator, optimizer_step
 
     settings = {"model.name": model, "data.path": data, "output_dir": "/tmp/throughput-run", "data.curriculum": False,
                 "data.progressive_quality": False, "logging.report_to": ["jsonl"], "data.num_workers": 4,
                 "gradient_noise.enabled": False, "model.max_source_tokens": 256}
-    trainer = Trainer(build_config(None, {**settings, **overrides}))
-    trainer.setup()
-    batches = trainer._plan(0)
-    accumulation = trainer.config.optim.gradient_accumulation_steps
-    loader = iter(trainer._loader(PlannedBatches(list(batches) * 8, trainer.collator(trainer.epoch_data(0).examples))))
+    run = build_run(build_config(None, {**settings, **overrides}), Ranks.start())
+    state = start_state(run)
+    batches = run.plan.batches(0)
+    accumulation = run.config.optim.gradient_accumulation_steps
+    loader = batch_loader(run, PlannedBatches(list(batches) * 8, collator(run, run.plan.epoch_data(0).examples)))
     # Warm-up: compiled code settles on a few shapes; CUDA graphs capture each batch shape once
     # (one pass over the epoch's batches), as the first steps of a long run do.
-    warmup = 8 if trainer.config.model.compile_blocks else 3
-    if trainer.graphed is not None:
+    warmup = 8 if run.config.model.compile_blocks else 3
+    if run.graphed is not None:
         warmup = -(-len(batches) // accumulation)
     real = {"source": 0, "target": 0, "padded": 0}
     started = None
@@ -69,7 +71,7 @@ def _ours(model: str, data: str, steps: int, overrides: dict) -> dict:
         if step == warmup:
             torch.cuda.synchronize()
             started = time.perf_counter()
-        trainer._optimizer_step(micro)
+        optimizer_step(run, state, micro)
         if step >= warmup:
             for b in micro:
                 real["source"] += int(b["attention_mask"].sum())
@@ -83,12 +85,12 @@ def _ours(model: str, data: str, steps: int, overrides: dict) -> dict:
               "peak_allocated_gib": torch.cuda.max_memory_allocated() / 2**30,
               "optimizer_steps": steps, "seconds": seconds, "padded_per_real_token": real["padded"] / tokens,
               "source_tokens": real["source"], "target_tokens": real["target"],
-              **_parameter_split(trainer.model_for_saving), "lora": trainer.lora}
+              **_parameter_split(run.model.saved), "lora": run.config.lora.enabled}
     result["examples_per_second"] = real["examples"] / seconds
-    if trainer.graphed is not None:
-        result["cuda_graphs"] = len(trainer.graphed.graphs)
-        result["capture_seconds"] = trainer.graphed.capture_seconds
-        result["graph_failures"] = trainer.graphed.failed[:3]
+    if run.graphed is not None:
+        result["cuda_graphs"] = len(run.graphed.graphs)
+        result["capture_seconds"] = run.graphed.capture_seconds
+        result["graph_failures"] = run.graphed.failed[:3]
     return result
 
 

@@ -23,9 +23,10 @@ from chef_genius.curriculum import difficulty_level, quality_threshold, select_e
 from chef_genius.dataset.collate import load_split, plan_batches
 from chef_genius.families import SEQ2SEQ
 from chef_genius.prepare import PrepareOptions, prepare
-from chef_genius.training.trainer import Trainer, run_training
+from chef_genius.training.parts import plan_only
+from chef_genius.training.trainer import run_training
 from tests.conftest import RECIPENLG, SHARED_RECIPENLG, needs_shared
-from tests.test_training import metrics_of, small_config, small_data  # noqa: F401 - fixture
+from tests.test_training import built, metrics_of, small_config, small_data  # noqa: F401 - fixture
 
 
 @pytest.fixture(scope="module")
@@ -163,16 +164,15 @@ def test_verb_paraphrase_only_swaps_the_verb_that_opens_a_sentence():
 
 def test_augmentation_and_templates_never_touch_validation(tmp_path, small_data):  # noqa: F811
     def val_sources(prob, mixed):
-        trainer = Trainer(small_config(tmp_path / f"run-{prob}-{mixed}", small_data, **{
+        trainer, _ = built(small_config(tmp_path / f"run-{prob}-{mixed}", small_data, **{
             "data.augmentation_prob": prob, "data.mixed_templates": mixed}))
-        trainer.setup()
         expected = [canonical_prompt(SEED_TEMPLATES, t, n)
-                    for t, n in zip(trainer.val_table.titles, trainer.val_table.ner, strict=True)]
-        assert trainer.val_prompts == expected[:trainer.config.eval.num_validation_samples]
+                    for t, n in zip(trainer.splits.val.titles, trainer.splits.val.ner, strict=True)]
+        assert trainer.splits.val_prompts == expected[:trainer.config.eval.num_validation_samples]
         v = trainer.val_examples
         encoded = SEQ2SEQ.encode_sources(trainer.tokenizer, expected, trainer.config.model.max_source_tokens)
         assert [v.source(i).tolist() for i in range(len(v))] == encoded
-        return v.source_ids.tolist(), v.target_ids.tolist(), trainer.epoch_data(0).augmented
+        return v.source_ids.tolist(), v.target_ids.tolist(), trainer.plan.epoch_data(0).augmented
 
     plain = val_sources(0.0, False)
     augmented = val_sources(1.0, True)
@@ -201,11 +201,10 @@ def test_plan_view(tmp_path, small_data, capsys):  # noqa: F811
     assert [line.split()[2] for line in lines[1:7]] == ["easy", "easy", "medium", "medium", "all", "all"]
     assert lines[-1].startswith("total ")
     assert not (tmp_path / "never").exists()  # the plan writes nothing
-    trainer = Trainer(build_config(None, {"data.path": str(small_data), "optim.epochs": 6, "optim.batch_size": 2,
-                                      "data.curriculum": True}))
-    trainer.setup_plan(tmp_path / "scratch")
+    trainer = plan_only(build_config(None, {"data.path": str(small_data), "optim.epochs": 6, "optim.batch_size": 2,
+                                            "data.curriculum": True}), tmp_path / "scratch")
     assert [int(line.split()[5].replace(",", "")) for line in lines[1:7]] == trainer.steps_per_epoch
-    assert json.loads(json.dumps(trainer.plan_rows()))[0]["examples"] == int(lines[1].split()[4])
+    assert json.loads(json.dumps(trainer.rows()))[0]["examples"] == int(lines[1].split()[4])
     ends = list(itertools.accumulate(trainer.steps_per_epoch))
     assert [line.split()[1] for line in lines[1:7]] == [f"{end - n + 1}-{end}" for n, end in
                                                         zip(trainer.steps_per_epoch, ends, strict=True)]

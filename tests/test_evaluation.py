@@ -20,7 +20,8 @@ from chef_genius.reference_metrics import (
     rouge,
     word_error_rate,
 )
-from chef_genius.training.trainer import Trainer, run_training
+from chef_genius.training import evaluating
+from chef_genius.training.trainer import run_training
 from tests.test_training import metrics_of, small_config, small_data  # noqa: F401 - fixture
 
 
@@ -34,7 +35,7 @@ def trained_run(tmp_path_factory, small_data):  # noqa: F811
 
 def test_early_stopping_on_rising_val_loss_keeps_the_best(tmp_path, small_data, monkeypatch):  # noqa: F811
     losses = iter([2.0, 2.5, 3.0, 3.5, 4.0])
-    monkeypatch.setattr(Trainer, "validation_loss", lambda self: next(losses))
+    monkeypatch.setattr(evaluating, "validation_loss", lambda run: next(losses))
     run = tmp_path / "run"
     result = run_training(small_config(run, small_data, **{
         "eval.patience": 1, "eval.eval_steps": 2, "eval.generate_samples": False, "optim.batch_size": 2,
@@ -50,7 +51,7 @@ def test_early_stopping_on_rising_val_loss_keeps_the_best(tmp_path, small_data, 
 
 def test_min_delta_counts_small_gains_as_no_improvement(tmp_path, small_data, monkeypatch):  # noqa: F811
     losses = iter([2.0, 1.99, 1.98, 1.0])
-    monkeypatch.setattr(Trainer, "validation_loss", lambda self: next(losses))
+    monkeypatch.setattr(evaluating, "validation_loss", lambda run: next(losses))
     result = run_training(small_config(tmp_path / "run", small_data, **{
         "eval.patience": 2, "eval.min_delta": 0.05, "eval.eval_steps": 2, "eval.generate_samples": False,
         "optim.batch_size": 2}))

@@ -9,10 +9,11 @@ import os
 
 import pytest
 import torch
-from test_training import small_config, small_data  # noqa: F401  (small_data is a fixture)
+from test_training import built, small_config, small_data  # noqa: F401  (small_data is a fixture)
 
 from chef_genius.families import SEQ2SEQ
 from chef_genius.model import fast_t5
+from chef_genius.training.trainer import optimizer_step
 
 
 def t5(seed: int = 0, dropout: float = 0.0, gated: bool = True, tied: bool = False):
@@ -139,19 +140,17 @@ def test_unsupported_models_are_named():
 
 
 def _trainer(tmp_path, small_data, fast: bool, **overrides):  # noqa: F811
-    from chef_genius.training.trainer import Trainer
-
-    trainer = Trainer(small_config(tmp_path / f"run-{fast}", small_data, **{
+    """(run, state) with nothing random in the model: both paths must give the same numbers."""
+    run, state = built(small_config(tmp_path / f"run-{fast}", small_data, **{
         "gradient_noise.enabled": False, "lora.dropout": 0.0, "model.fast_forward": fast, **overrides}))
-    trainer.setup()
-    base = trainer.model_for_saving.get_base_model()
-    base.config.dropout_rate = 0.0  # nothing random: both paths must give the same numbers
-    for module in trainer.model_for_saving.modules():
+    base = run.model.saved.get_base_model()
+    base.config.dropout_rate = 0.0
+    for module in run.model.saved.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
         elif isinstance(getattr(module, "dropout", None), float):  # T5Attention's attention-prob dropout
             module.dropout = 0.0
-    return trainer
+    return run, state
 
 
 def test_the_trainer_trains_through_it_with_the_same_losses_and_weights(tmp_path, small_data):  # noqa: F811
@@ -159,14 +158,14 @@ def test_the_trainer_trains_through_it_with_the_same_losses_and_weights(tmp_path
 
     runs = {}
     for fast in (True, False):
-        trainer = _trainer(tmp_path, small_data, fast)
-        assert isinstance(trainer.model, fast_t5.FastT5) is fast
-        # Training mode from setup on (Transformers loads models in eval mode, which once turned
-        # dropout off in benchmarks that call _optimizer_step directly).
-        assert trainer.model.training and trainer.model_for_saving.get_base_model().training
-        collate = Collator(trainer.epoch_data(0).examples, trainer.pad_id, SEQ2SEQ)
-        losses = [trainer._optimizer_step([collate(list(range(i, i + 4)))])["train/loss"] for i in (0, 4, 8)]
-        weights = {n: p.detach().clone() for n, p in trainer.model_for_saving.named_parameters() if p.requires_grad}
+        run, state = _trainer(tmp_path, small_data, fast)
+        assert isinstance(run.model.forward, fast_t5.FastT5) is fast
+        # Training mode from set-up on (Transformers loads models in eval mode, which once turned
+        # dropout off in benchmarks that call optimizer_step directly).
+        assert run.model.forward.training and run.model.saved.get_base_model().training
+        collate = Collator(run.plan.epoch_data(0).examples, run.pad_id, SEQ2SEQ)
+        losses = [optimizer_step(run, state, [collate(list(range(i, i + 4)))])["train/loss"] for i in (0, 4, 8)]
+        weights = {n: p.detach().clone() for n, p in run.model.saved.named_parameters() if p.requires_grad}
         runs[fast] = losses, weights
     assert runs[True][0] == pytest.approx(runs[False][0], rel=1e-5)
     for name, value in runs[True][1].items():

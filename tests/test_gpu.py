@@ -13,6 +13,7 @@ from test_training import small_data  # noqa: F401  (a fixture)
 
 from chef_genius.families import CAUSAL, SEQ2SEQ
 from chef_genius.model import fast_t5
+from chef_genius.training.trainer import optimizer_step
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
@@ -64,16 +65,16 @@ def test_graph_replay_gives_the_eager_losses_and_weights(tmp_path, small_data): 
 
     runs = {}
     for graphs in (True, False):
-        trainer = _trainer(tmp_path / str(graphs), small_data, True, **{
+        run, state = _trainer(tmp_path / str(graphs), small_data, True, **{
             "model.cuda_graphs": graphs, "model.compile_blocks": graphs, "model.dtype": "fp32"})
-        assert (trainer.graphed is not None) is graphs
-        trainable = dict((n, p) for n, p in trainer.model_for_saving.named_parameters() if p.requires_grad)
+        assert (run.graphed is not None) is graphs
+        trainable = dict((n, p) for n, p in run.model.saved.named_parameters() if p.requires_grad)
         start = {n: p.detach().clone() for n, p in trainable.items()}
-        collate = Collator(trainer.epoch_data(0).examples, trainer.pad_id, SEQ2SEQ)
-        losses = [trainer._optimizer_step([collate(list(range(i, i + 4)))])["train/loss"] for i in (0, 4, 8, 0)]
+        collate = Collator(run.plan.epoch_data(0).examples, run.pad_id, SEQ2SEQ)
+        losses = [optimizer_step(run, state, [collate(list(range(i, i + 4)))])["train/loss"] for i in (0, 4, 8, 0)]
         runs[graphs] = losses, {n: p.detach().clone() for n, p in trainable.items()}, start
         if graphs:
-            assert len(trainer.graphed.graphs) <= 3 and not trainer.graphed.failed  # 4 steps: a replay
+            assert len(run.graphed.graphs) <= 3 and not run.graphed.failed  # 4 steps: a replay
     assert runs[True][0] == pytest.approx(runs[False][0], rel=1e-4)
     assert runs[True][2].keys() == runs[False][2].keys()
     for name, start in runs[False][2].items():

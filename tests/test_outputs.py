@@ -245,7 +245,7 @@ def test_the_demo_refuses_a_foreign_run_data_folder(tmp_path, capsys):
 
 def test_the_demo_prepares_into_an_absent_or_own_data_folder(tmp_path):
     from chef_genius.config import build_config
-    from chef_genius.training.trainer import Trainer
+    from chef_genius.training.parts import plan_only
 
     config = build_config(None, {"output_dir": str(tmp_path / "unused")})
     for scratch in (tmp_path / "absent", tmp_path / "own"):
@@ -254,7 +254,7 @@ def test_the_demo_prepares_into_an_absent_or_own_data_folder(tmp_path):
             (scratch / "data" / MARKER).write_text(json.dumps({"tool": "chef-genius", "kind": "dataset",
                                                                 "files": []}))
             (scratch / "data" / "keep.txt").write_text("mine")
-        Trainer(config).setup_plan(scratch)
+        plan_only(config, scratch)
         assert (scratch / "data" / "train.arrow").is_file() and (scratch / "data" / MARKER).is_file()
     assert (tmp_path / "own" / "data" / "keep.txt").read_text() == "mine"
 

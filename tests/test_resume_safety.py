@@ -19,7 +19,8 @@ from chef_genius.checkpoints import folder as ckpt
 from chef_genius.checkpoints.fingerprint import FINGERPRINT, RESUME_LOG
 from chef_genius.checkpoints.runlock import LOCK_FILE, RunLock
 from chef_genius.cli import main
-from chef_genius.training.trainer import Trainer
+from chef_genius.training import evaluating
+from chef_genius.training.run import Run
 from tests.test_training import metrics_of, small_data  # noqa: F401 - fixture
 
 BEST_STEP = 2
@@ -35,7 +36,7 @@ def train_args(run: Path, data: Path, *extra: str) -> list[str]:
 
 def scripted_losses(monkeypatch, losses) -> None:
     values = iter(losses)
-    monkeypatch.setattr(Trainer, "validation_loss", lambda self: next(values))
+    monkeypatch.setattr(evaluating, "validation_loss", lambda run: next(values))
 
 
 def best_in_the_middle():
@@ -355,8 +356,8 @@ def test_every_new_cli_error_is_one_line_with_exit_2_or_3(run_copy, small_data, 
         smoothed, nll, n = real_loss(self, batch, eps)
         return smoothed * float("nan"), nll, n
 
-    real_loss = Trainer._loss
-    monkeypatch.setattr(Trainer, "_loss", nan_loss)
+    real_loss = Run.loss
+    monkeypatch.setattr(Run, "loss", nan_loss)
     assert main(train_args(tmp_path / "diverged", small_data, "--epochs", "6", "--batch-size", "2")) == 3
     assert "10 non-finite steps in a row" in one_line_error(capsys)
     # And as a real process: the refused resume's stderr is the one line.

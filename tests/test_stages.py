@@ -26,10 +26,12 @@ from chef_genius.curriculum import (
 )
 from chef_genius.dataset.epochs import EpochBuilder, segment_batches
 from chef_genius.errors import UserError
+from chef_genius.training import trainer as trainer_module
+from chef_genius.training.parts import plan_only
 from chef_genius.training.run_plan import RunPlan
-from chef_genius.training.trainer import Trainer, run_training
+from chef_genius.training.trainer import run_training
 from tests.harness.kill_resume import run as kill_and_resume
-from tests.test_training import metrics_of, small_config, small_data  # noqa: F401 - fixture
+from tests.test_training import built, metrics_of, small_config, small_data  # noqa: F401 - fixture
 
 
 def test_one_epoch_is_cut_into_the_three_stages_by_step():
@@ -104,12 +106,12 @@ def test_a_class_that_no_threshold_admits_is_warned_about():
 
 def test_a_run_whose_thresholds_exclude_the_hard_recipes_is_warned_about(tmp_path, small_data):  # noqa: F811
     # The 5 hard recipes of the training split have quality 0.65 to 0.87; 'all' at >= 0.90 holds 2 others.
-    trainer = Trainer(small_config(tmp_path / "run", small_data, **{
-        "optim.epochs": 1, "optim.batch_size": 2, "data.quality_end": 0.9}))
+    config = small_config(tmp_path / "run", small_data, **{
+        "optim.epochs": 1, "optim.batch_size": 2, "data.quality_end": 0.9})
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        trainer.setup_plan(tmp_path / "scratch")
-    assert [row["examples"] for row in trainer.plan_rows()] == [15, 23, 2]
+        planned = plan_only(config, tmp_path / "scratch")
+    assert [row["examples"] for row in planned.rows()] == [15, 23, 2]
     assert any(str(w.message).startswith("the hard (5) recipes of the training split are never trained on")
                for w in caught)
 
@@ -133,8 +135,8 @@ def test_segment_batches_fill_each_share_from_its_own_selection():
         segment_batches(lengths, rows, [(EpochSelection(0, "all", 0.5, np.array([1])), 1)], 3, 0, 2, None)
 
 
-def _digest(trainer: Trainer, epochs: int) -> str:
-    plans = [[[int(trainer.epoch_data(e).examples.index[p]) for p in batch] for batch in trainer._plan(e)]
+def _digest(planned: RunPlan, epochs: int) -> str:
+    plans = [[[int(planned.epoch_data(e).examples.index[p]) for p in batch] for batch in planned.batches(e)]
              for e in range(epochs)]
     return hashlib.sha256(json.dumps(plans).encode()).hexdigest()[:16]
 
@@ -143,11 +145,11 @@ def _digest(trainer: Trainer, epochs: int) -> str:
     (3, None, [8, 15, 9], "44e9c680eda6b298"), (4, 300, [5, 4, 9, 6], "85461a88903871f3")])
 def test_runs_with_enough_epochs_keep_their_batches(tmp_path, small_data, epochs, max_tokens, steps, digest):  # noqa: F811
     """The same batches (table rows, in order) as before stages by step existed (commit b7903af)."""
-    trainer = Trainer(small_config(tmp_path / "run", small_data, **{
-        "optim.epochs": epochs, "optim.batch_size": 2, "optim.max_tokens": max_tokens}))
-    trainer.setup_plan(tmp_path / "scratch", examples=True)
-    assert not trainer.run_plan.by_step
-    assert trainer.steps_per_epoch == steps and _digest(trainer, epochs) == digest
+    config = small_config(tmp_path / "run", small_data, **{
+        "optim.epochs": epochs, "optim.batch_size": 2, "optim.max_tokens": max_tokens})
+    planned = plan_only(config, tmp_path / "scratch", examples=True)
+    assert not planned.by_step
+    assert planned.steps_per_epoch == steps and _digest(planned, epochs) == digest
 
 
 def test_one_epoch_reaches_every_recipe_class(tmp_path, small_data):  # noqa: F811
@@ -160,10 +162,10 @@ def test_one_epoch_reaches_every_recipe_class(tmp_path, small_data):  # noqa: F8
     assert [(m["step"], m["curriculum/difficulty_level"], m["curriculum/quality_threshold"],
              m["curriculum/selected_examples"]) for m in logged] == [(0, 0, 0.5, 15), (3, 1, 0.625, 30),
                                                                       (7, 2, 0.75, 17)]
-    trainer = Trainer(small_config(tmp_path / "plan", small_data, **settings))
-    trainer.setup_plan(tmp_path / "scratch", examples=True)
-    examples, difficulty = trainer.epoch_data(0).examples, trainer.train_table.difficulty
-    classes = [{int(difficulty[examples.index[p]]) for p in batch} for batch in trainer._plan(0)]
+    config = small_config(tmp_path / "plan", small_data, **settings)
+    planned = plan_only(config, tmp_path / "scratch", examples=True)
+    examples, difficulty = planned.epoch_data(0).examples, planned.builder.table.difficulty
+    classes = [{int(difficulty[examples.index[p]]) for p in batch} for batch in planned.batches(0)]
     assert len(classes) == 22 and set().union(*classes) == {0, 1, 2}  # hard ones too
     assert set().union(*classes[:6]) == {0} and 2 in set().union(*classes[14:])  # easy first, hard at the end
 
@@ -173,21 +175,21 @@ def test_one_epoch_with_the_defaults_trains_the_rising_threshold(tmp_path, small
     at quality >= 0.50, whose last 40 % of steps draw only from those >= 0.75."""
     settings = {"optim.epochs": 1, "optim.batch_size": 2, "optim.gradient_accumulation_steps": 2,
                 "data.curriculum": False}
-    trainer = Trainer(small_config(tmp_path / "plan", small_data, **settings))
-    trainer.setup_plan(tmp_path / "scratch", examples=True)
-    assert trainer.run_plan.by_step
-    assert [(s.level, s.threshold) for s in trainer.run_plan.segments] == [("all", 0.5), ("all", 0.625),
+    config = small_config(tmp_path / "plan", small_data, **settings)
+    planned = plan_only(config, tmp_path / "scratch", examples=True)
+    assert planned.by_step
+    assert [(s.level, s.threshold) for s in planned.segments] == [("all", 0.5), ("all", 0.625),
                                                                           ("all", 0.75)]
-    assert trainer.run_plan.describe().startswith("quality threshold by optimizer step (1 epoch, 11 optimizer steps "
+    assert planned.describe().startswith("quality threshold by optimizer step (1 epoch, 11 optimizer steps "
                                                   "in all): quality >= 0.5 steps 1-3, quality >= 0.625 steps 4-7")
-    stopped = Trainer(small_config(tmp_path / "plan2", small_data, **settings, **{"optim.max_steps": 5}))
-    stopped.setup_plan(tmp_path / "scratch2")
-    assert stopped.run_plan.describe().startswith(
+    config = small_config(tmp_path / "plan2", small_data, **settings, **{"optim.max_steps": 5})
+    stopped = plan_only(config, tmp_path / "scratch2")
+    assert stopped.describe().startswith(
         "quality threshold by optimizer step (5 of the 11 optimizer steps planned over 1 epoch: --max-steps stops "
         "training in epoch 0): ")
-    examples, quality = trainer.epoch_data(0).examples, trainer.train_table.quality
-    batches = trainer._plan(0)
-    last = trainer.run_plan.segments[-1]
+    examples, quality = planned.epoch_data(0).examples, planned.builder.table.quality
+    batches = planned.batches(0)
+    last = planned.segments[-1]
     tail = batches[last.first_step * 2:]  # two batches per optimizer step
     assert tail and all(quality[examples.index[p]] >= 0.75 - 1e-6 for batch in tail for p in batch)
     assert min(quality[examples.index[p]] for batch in batches for p in batch) < 0.625  # the start trains wider
@@ -224,29 +226,28 @@ def test_plan_shows_the_stages_by_step(tmp_path, small_data, capsys):  # noqa: F
 def test_setup_builds_each_epoch_once(tmp_path, small_data, monkeypatch, settings, at_setup):  # noqa: F811
     """The schedule's step counts need no epoch built without a token budget; with one, the
     epoch built to count is the one the loop trains on (no epoch built twice)."""
-    built = []
+    epochs_built = []
     original = EpochBuilder.build
     monkeypatch.setattr(EpochBuilder, "build", lambda self, epoch, selection=None: (
-        built.append(epoch), original(self, epoch, selection))[1])
-    trainer = Trainer(small_config(tmp_path / "run", small_data, **{"optim.batch_size": 2, **settings}))
-    trainer.setup()
-    assert trainer.run_plan.by_step and built == at_setup
-    trainer.epoch_data(0)
-    assert built == (at_setup or [0])
-    trainer.lock.release()
+        epochs_built.append(epoch), original(self, epoch, selection))[1])
+    run, _ = built(small_config(tmp_path / "run", small_data, **{"optim.batch_size": 2, **settings}))
+    assert run.plan.by_step and epochs_built == at_setup
+    run.plan.epoch_data(0)
+    assert epochs_built == (at_setup or [0])
+    run.lock.release()
 
 
 def test_every_rank_gets_each_segments_share(tmp_path, small_data):  # noqa: F811
-    trainer = Trainer(small_config(tmp_path / "run", small_data, **{"optim.epochs": 2, "optim.batch_size": 2}))
-    trainer.setup_plan(tmp_path / "scratch", examples=True)
-    plans = [RunPlan(trainer.epochs, trainer.config, rank, 2) for rank in (0, 1)]
+    config = small_config(tmp_path / "run", small_data, **{"optim.epochs": 2, "optim.batch_size": 2})
+    planned = plan_only(config, tmp_path / "scratch", examples=True)
+    plans = [RunPlan(planned.builder, planned.config, rank, 2) for rank in (0, 1)]
     for plan in plans:
         plan.size()
     # 44 recipes: 22 batches, 11 per rank and epoch; the stages at steps 7 and 13 of the 22.
     assert plans[0].segments == plans[1].segments and plans[0].steps_per_epoch == [11, 11]
     assert [(s.level, s.first_step, s.end_step) for s in plans[0].segments] == [
         ("easy", 0, 7), ("medium", 7, 11), ("medium", 11, 13), ("all", 13, 22)]
-    difficulty = trainer.train_table.difficulty
+    difficulty = planned.builder.table.difficulty
     for epoch in (0, 1):
         examples = plans[0].epoch_data(epoch).examples
         ranks = [plan.batches(epoch) for plan in plans]
@@ -267,17 +268,17 @@ def test_resume_across_stage_boundaries_is_exact(tmp_path, small_data, monkeypat
                  "checkpoint.save_steps": 3}
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     run_training(small_config(whole, small_data, **overrides))
-    real_step = Trainer._optimizer_step
+    real_step = trainer_module.optimizer_step
     for crash_at in (4, 8):
-        def crash(self, micro_batches, crash_at=crash_at):
-            if self.state.step == crash_at:
+        def crash(run, state, micro_batches, stop_request=None, crash_at=crash_at):
+            if state.step == crash_at:
                 raise _Crash()
-            return real_step(self, micro_batches)
+            return real_step(run, state, micro_batches, stop_request)
 
-        monkeypatch.setattr(Trainer, "_optimizer_step", crash)
+        monkeypatch.setattr(trainer_module, "optimizer_step", crash)
         with pytest.raises(_Crash):
             run_training(small_config(parts, small_data, **overrides, **{"checkpoint.resume": "auto"}))
-    monkeypatch.setattr(Trainer, "_optimizer_step", real_step)
+    monkeypatch.setattr(trainer_module, "optimizer_step", real_step)
     assert sorted(p.name for p in (parts / "checkpoints").glob("step-*"))[-1] == "step-00000006"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -311,9 +312,8 @@ def test_a_run_checkpointed_before_threshold_by_step_resumes_by_epoch(tmp_path, 
                 "optim.max_steps": 3}
     run = tmp_path / "run"
     run_training(small_config(run, small_data, **settings))
-    resumed = Trainer(small_config(run, small_data, **{**settings, "checkpoint.resume": "auto"}))
-    resumed.setup()
-    assert resumed.run_plan.by_step and resumed.config.data.threshold_by_step
+    resumed, _ = built(small_config(run, small_data, **{**settings, "checkpoint.resume": "auto"}))
+    assert resumed.plan.by_step and resumed.config.data.threshold_by_step
     resumed.lock.release()
     # The same checkpoint as an older chef-genius wrote it: no threshold_by_step in its fingerprints.
     for path in [*run.glob("checkpoints/step-*/trainer_state.json"), run / "fingerprint.json"]:
@@ -323,8 +323,7 @@ def test_a_run_checkpointed_before_threshold_by_step_resumes_by_epoch(tmp_path, 
         path.write_text(json.dumps(saved))
         if path.name == "trainer_state.json":
             write_manifest(path.parent)  # the edited checkpoint stays complete
-    old = Trainer(small_config(run, small_data, **{**settings, "checkpoint.resume": "auto"}))
-    old.setup()
-    assert not old.run_plan.by_step and not old.config.data.threshold_by_step
-    assert old.state.step == 3
+    old, old_state = built(small_config(run, small_data, **{**settings, "checkpoint.resume": "auto"}))
+    assert not old.plan.by_step and not old.config.data.threshold_by_step
+    assert old_state.step == 3
     old.lock.release()

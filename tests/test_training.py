@@ -3,6 +3,7 @@ causal models, bad steps, sinks and CLI errors."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -16,11 +17,13 @@ from chef_genius.cli import main
 from chef_genius.config import build_config
 from chef_genius.errors import UserError
 from chef_genius.families import CAUSAL, SEQ2SEQ
+from chef_genius.model.ranks import Ranks
 from chef_genius.prepare import PrepareOptions, prepare
 from chef_genius.sample import sample_path
 from chef_genius.training import trainer as trainer_module
+from chef_genius.training.run import Run, build_run, start_state
 from chef_genius.training.run_plan import RunPlan
-from chef_genius.training.trainer import Trainer, TrainingStopped, run_training
+from chef_genius.training.trainer import TrainingStopped, optimizer_step, run_training, train
 
 
 @pytest.fixture(scope="module")
@@ -56,37 +59,41 @@ def small_config(out: Path, data: Path, **overrides):
     return build_config(None, settings)
 
 
+def built(config) -> tuple[Run, object]:
+    """The run and the state it starts from, as `run_training` makes them (its folder's lock is
+    held until the test's process ends)."""
+    run = build_run(config, Ranks.start())
+    return run, start_state(run)
+
+
 def metrics_of(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
 def test_lora_trainable_count_is_exact(tmp_path, small_data):
-    trainer = Trainer(small_config(tmp_path / "run", small_data, **{"lora.r": 4, "lora.target_modules": ["q", "v"]}))
-    trainer.setup()
-    trainable = sum(p.numel() for p in trainer.trainable_params)
+    run, _ = built(small_config(tmp_path / "run", small_data, **{"lora.r": 4, "lora.target_modules": ["q", "v"]}))
+    trainable = sum(p.numel() for p in run.model.trainable)
     # 6 attention blocks (2 encoder self, 2 decoder self, 2 cross) x (q, v) x (A: r x 64 + B: 64 x r)
     assert trainable == 6 * 2 * (4 * 64 + 64 * 4)
-    assert all("lora_" in name for name, p in trainer.model.named_parameters() if p.requires_grad)
+    assert all("lora_" in name for name, p in run.model.forward.named_parameters() if p.requires_grad)
 
 
 def test_full_fine_tuning_trains_everything(tmp_path, small_data):
-    trainer = Trainer(small_config(tmp_path / "run", small_data, **{"lora.enabled": False}))
-    trainer.setup()
-    assert all(p.requires_grad for p in trainer.model.parameters())
+    run, _ = built(small_config(tmp_path / "run", small_data, **{"lora.enabled": False}))
+    assert all(p.requires_grad for p in run.model.forward.parameters())
 
 
 def test_overfitting_one_batch_lowers_the_loss(tmp_path, small_data):
-    trainer = Trainer(small_config(tmp_path / "run", small_data, **{
+    run, state = built(small_config(tmp_path / "run", small_data, **{
         "gradient_noise.enabled": False, "optim.learning_rate": 1e-2, "schedule.cosine": False,
         "schedule.warmup_steps": 0, "lora.dropout": 0.0}))
-    trainer.setup()
-    trainer.model_for_saving.get_base_model().config.dropout_rate = 0.0  # memorizing: no dropout
-    for module in trainer.model_for_saving.modules():
+    run.model.saved.get_base_model().config.dropout_rate = 0.0  # memorizing: no dropout
+    for module in run.model.saved.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
-    trainer.schedule = trainer.schedule.__class__(**{**trainer.schedule.__dict__, "total_steps": 10_000})
-    batch = trainer_module.Collator(trainer.epoch_data(0).examples, trainer.pad_id, SEQ2SEQ)(list(range(8)))
-    losses = [trainer._optimizer_step([batch])["train/loss"] for _ in range(40)]
+    run = dataclasses.replace(run, schedule=dataclasses.replace(run.schedule, total_steps=10_000))
+    batch = trainer_module.Collator(run.plan.epoch_data(0).examples, run.pad_id, SEQ2SEQ)(list(range(8)))
+    losses = [optimizer_step(run, state, [batch])["train/loss"] for _ in range(40)]
     assert losses[-1] < 0.6 * losses[0]
 
 
@@ -102,10 +109,9 @@ def test_noise_is_added_once_per_optimizer_step_with_accumulation_4(tmp_path, sm
     monkeypatch.setattr(trainer_module, "add_gradient_noise", counting)
     config = small_config(tmp_path / "run", small_data, **{
         "optim.gradient_accumulation_steps": 4, "optim.batch_size": 2, "gradient_noise.enabled": enabled})
-    trainer = Trainer(config)
-    trainer.setup()
-    micro_batches = [len(trainer._plan(epoch)) for epoch in range(2)]
-    result = trainer.train()
+    run, state = built(config)
+    micro_batches = [len(run.plan.batches(epoch)) for epoch in range(2)]
+    result = train(run, state)
     assert result.steps == sum(math.ceil(n / 4) for n in micro_batches) < sum(micro_batches)
     steps = [m for m in metrics_of(tmp_path / "run") if "train/loss" in m]
     assert len(steps) == result.steps
@@ -133,17 +139,17 @@ def test_resume_gives_the_same_losses_and_weights(tmp_path, small_data, monkeypa
     assert 3 < crash_at < total
 
     interrupted = tmp_path / "parts"
-    real_step = Trainer._optimizer_step
+    real_step = trainer_module.optimizer_step
 
-    def crash(self, micro_batches):
-        if self.state.step == crash_at:
+    def crash(run, state, micro_batches, stop_request=None):
+        if state.step == crash_at:
             raise _Crash()
-        return real_step(self, micro_batches)
+        return real_step(run, state, micro_batches, stop_request)
 
-    monkeypatch.setattr(Trainer, "_optimizer_step", crash)
+    monkeypatch.setattr(trainer_module, "optimizer_step", crash)
     with pytest.raises(_Crash):
         run_training(small_config(interrupted, small_data, **overrides))
-    monkeypatch.setattr(Trainer, "_optimizer_step", real_step)
+    monkeypatch.setattr(trainer_module, "optimizer_step", real_step)
     assert sorted(p.name for p in (interrupted / "checkpoints").glob("step-*"))[-1] == f"step-{crash_at - 1:08d}"
     run_training(small_config(interrupted, small_data, **overrides, **{"checkpoint.resume": "auto"}))
 
@@ -207,34 +213,32 @@ def test_causal_model_trains_with_the_prompt_masked(tmp_path, small_data):
     folder = tmp_path / "gpt2"
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    trainer = Trainer(small_config(tmp_path / "run", small_data, **{"model.name": str(folder)}))
-    trainer.setup()
-    assert trainer.family is CAUSAL
-    batch = trainer_module.Collator(trainer.epoch_data(0).examples, trainer.pad_id, CAUSAL)([0, 1])
-    prompt_length = len(trainer.epoch_data(0).examples.source(0))
+    run, state = built(small_config(tmp_path / "run", small_data, **{"model.name": str(folder)}))
+    assert run.family is CAUSAL
+    batch = trainer_module.Collator(run.plan.epoch_data(0).examples, run.pad_id, CAUSAL)([0, 1])
+    prompt_length = len(run.plan.epoch_data(0).examples.source(0))
     assert (batch["labels"][0, :prompt_length] == -100).all()
     recipe_start = slice(prompt_length, prompt_length + 3)
     assert (batch["labels"][0, recipe_start] == batch["input_ids"][0, recipe_start]).all()
-    result = trainer.train()
+    result = train(run, state)
     assert result.steps > 0 and math.isfinite(result.best_val_loss)
     assert (tmp_path / "run" / "final" / "adapter_config.json").exists()
 
 
 def test_non_finite_losses_are_skipped_then_stop_training(tmp_path, small_data, monkeypatch):
-    real_loss = Trainer._loss
+    real_loss = Run.loss
 
     def nan_loss(self, batch, eps):
         smoothed, nll, n = real_loss(self, batch, eps)
         return smoothed * float("nan"), nll, n
 
-    monkeypatch.setattr(Trainer, "_loss", nan_loss)
-    trainer = Trainer(small_config(tmp_path / "run", small_data, **{"optim.batch_size": 2, "optim.epochs": 3}))
-    trainer.setup()
-    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+    monkeypatch.setattr(Run, "loss", nan_loss)
+    run, state = built(small_config(tmp_path / "run", small_data, **{"optim.batch_size": 2, "optim.epochs": 3}))
+    before = {n: p.detach().clone() for n, p in run.model.forward.named_parameters() if p.requires_grad}
     with pytest.raises(TrainingStopped, match="10 non-finite steps in a row"):
-        trainer.train()
-    assert trainer.state.skipped_steps == 10 and trainer.state.step == 0
-    for name, param in trainer.model.named_parameters():
+        train(run, state)
+    assert state.skipped_steps == 10 and state.step == 0
+    for name, param in run.model.forward.named_parameters():
         if param.requires_grad:
             torch.testing.assert_close(param.detach(), before[name])  # no update was applied
 
@@ -284,13 +288,12 @@ def test_ddp_on_cpu_with_two_processes(tmp_path, small_data):
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.count("trained ") == 1  # only rank 0 reports
     summary = json.loads((run / "run_summary.json").read_text())
-    single = Trainer(small_config(tmp_path / "single", small_data, **{"optim.epochs": 1, "optim.batch_size": 4}))
-    single.setup()
-    assert summary["steps"] == len(single._plan(0)) // 2  # half the batches per rank
+    single, _ = built(small_config(tmp_path / "single", small_data, **{"optim.epochs": 1, "optim.batch_size": 4}))
+    assert summary["steps"] == len(single.plan.batches(0)) // 2  # half the batches per rank
     # The logged token counts are those of both ranks' batches (the throughput of the whole run);
     # one epoch: each rank's batches follow the curriculum stages by step.
-    lengths = single.epoch_data(0).examples.lengths()
-    plans = [RunPlan(single.epochs, single.config, rank, 2) for rank in (0, 1)]
+    lengths = single.plan.epoch_data(0).examples.lengths()
+    plans = [RunPlan(single.plan.builder, single.config, rank, 2) for rank in (0, 1)]
     for plan in plans:
         plan.size()
     expected = sum(int(lengths[i]) for plan in plans for batch in plan.batches(0) for i in batch)
@@ -303,9 +306,8 @@ def test_ddp_on_cpu_with_two_processes(tmp_path, small_data):
 def test_regional_compile_marks_each_repeated_block_only(tmp_path, small_data):  # noqa: F811
     from chef_genius.model.loading import compile_blocks
 
-    trainer = Trainer(small_config(tmp_path / "run", small_data))
-    trainer.setup()
-    model = trainer.model_for_saving
+    run, _ = built(small_config(tmp_path / "run", small_data))
+    model = run.model.saved
     assert compile_blocks(model) == 4  # 2 encoder + 2 decoder T5Blocks; their mixed sublayer lists are left
     blocks = [m for m in model.modules() if type(m).__name__ == "T5Block"]
     assert len(blocks) == 4 and all(getattr(b, "_compiled_call_impl", None) is not None for b in blocks)
@@ -357,3 +359,18 @@ def test_fsdp_refuses_lora(tmp_path, small_data, capsys):
     assert main(["train", "--fsdp", "--data", str(small_data), "--output-dir", str(tmp_path / "cli")]) == 2
     assert capsys.readouterr().err.count("\n") == 1  # one line, before any model is loaded
     assert not (tmp_path / "cli").exists()
+
+
+def test_the_run_is_one_frozen_value_of_its_parts(tmp_path, small_data):
+    """`build_run` returns every part at once (no half-built object); training changes the state,
+    never the run."""
+    run, state = built(small_config(tmp_path / "run", small_data, **{"optim.epochs": 1}))
+    names = {f.name for f in dataclasses.fields(run)}
+    assert {"splits", "model", "family", "optimizer", "schedule", "plan", "checkpoints", "tracker"} <= names
+    assert all(getattr(run, name) is not None for name in names - {"graphed", "resume_from", "decoder_start_id"})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        run.schedule = None
+    before = dataclasses.astuple(run.schedule)
+    result = train(run, state)
+    assert state.step == result.steps > 0 and dataclasses.astuple(run.schedule) == before
+    run.lock.release()

@@ -501,14 +501,13 @@ def _report(args: argparse.Namespace) -> int:
 def _print_plan(config) -> int:
     import tempfile
 
-    from chef_genius.training.trainer import Trainer
+    from chef_genius.training.parts import plan_only
 
-    trainer = Trainer(config)
     with tempfile.TemporaryDirectory() as scratch:
-        trainer.setup_plan(Path(scratch))
-    rows = trainer.plan_rows()
-    if trainer.run_plan.by_step:
-        print(trainer.run_plan.describe())
+        plan = plan_only(config, Path(scratch))
+    rows = plan.rows()
+    if plan.by_step:
+        print(plan.describe())
     print(f"{'epoch':>5}  {'steps':<13} {'difficulty':<10} {'quality >=':>10} {'examples':>9} {'optimizer steps':>15}")
     for row in rows:
         note = "  (relaxed from {} >= {:.2f})".format(*row["relaxed_from"]) if row["relaxed_from"] else ""
@@ -517,14 +516,14 @@ def _print_plan(config) -> int:
               f"{row['examples']:>9,} {row['optimizer_steps']:>15,}{note}")
     o = config.optim
     per_step = f"{o.max_tokens:,} tokens" if o.max_tokens else f"{o.batch_size} examples"
-    planned = sum(trainer.steps_per_epoch)
+    planned = sum(plan.steps_per_epoch)
     print(f"total {planned:,} optimizer steps ({per_step} x {o.gradient_accumulation_steps} accumulation per step)")
     if o.max_steps is not None and o.max_steps < planned:
         done, epoch = 0, 0
-        while done + trainer.steps_per_epoch[epoch] < o.max_steps:
-            done, epoch = done + trainer.steps_per_epoch[epoch], epoch + 1
+        while done + plan.steps_per_epoch[epoch] < o.max_steps:
+            done, epoch = done + plan.steps_per_epoch[epoch], epoch + 1
         print(f"--max-steps {o.max_steps:,}: training stops in epoch {epoch}, after {o.max_steps - done:,} of its "
-              f"{trainer.steps_per_epoch[epoch]:,} steps")
+              f"{plan.steps_per_epoch[epoch]:,} steps")
     return 0
 
 

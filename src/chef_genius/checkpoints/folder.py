@@ -237,10 +237,15 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
     else:
         load_weights(model, path, lora)
         optimizer.load_state_dict(optimizer_state)
-    state = TrainerState(**json.loads((path / "trainer_state.json").read_text(encoding="utf-8")))
+    state = saved_state(path)
     rng_file = path / f"rng-rank{rank}.safetensors"
     rng = load_file(str(rng_file)) if rng_file.exists() else load_file(str(path / "rng-rank0.safetensors"))
     return state, rng
+
+
+def saved_state(path: Path) -> TrainerState:
+    """The trainer state a checkpoint holds (nothing else is read)."""
+    return TrainerState(**json.loads((path / "trainer_state.json").read_text(encoding="utf-8")))
 
 
 def list_checkpoints(folder: Path) -> list[Path]:

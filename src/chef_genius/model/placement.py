@@ -48,7 +48,7 @@ def place_model(loaded: LoadedModel, config: TrainConfig, device: torch.device, 
         f"({100 * trainable / total:.3f} %){' with LoRA' if lora else ''}")
     params = [p for p in model.parameters() if p.requires_grad]
     # Training mode from here on (Transformers loads models in eval mode): dropout is part of the
-    # training step, also for callers of `Trainer._optimizer_step` that never call `train()`.
+    # training step, also for callers of `trainer.optimizer_step` that never call `train`.
     forward.train()
     fast = isinstance(forward, fast_t5.FastT5)
     if world > 1 and not sharded:

@@ -1,2 +1,3 @@
-"""`chef-genius train`: the loop (trainer), its set-up (setup), validation, early stopping and
-samples (validation, evaluating), each epoch's batches and steps (run_plan) and Ctrl-C (interrupt)."""
+"""`chef-genius train`: the run as one value (run: `build_run`, from the parts that parts makes),
+the loop and one optimizer step (trainer), validation, early stopping, samples and checkpoints
+(evaluating, validation), each epoch's batches and steps (run_plan) and Ctrl-C (interrupt)."""

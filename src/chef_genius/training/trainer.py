@@ -1,16 +1,10 @@
 """`chef-genius train`: fine-tune a seq2seq or causal model on a prepared recipe dataset.
 
-`Trainer.setup()` builds the run (data, model, optimizer, schedule, resume state) with small
-helpers; `Trainer.train()` is the loop, where each improvement is one visible line. It runs
-unchanged on CPU, one GPU, or several under ``torchrun`` / ``accelerate launch`` (DDP: each rank
-trains on its own share of every epoch's batches). Here: `setup()`, `setup_plan()`, the loop
-(`_train`), one optimizer step (`_optimizer_step`), `RunResult`, `run_training`. Inherited:
-`setup.TrainerSetup` (the ``_setup_*`` helpers, the loader, the plan's views) and
-`evaluating.TrainerEvaluation` (validation, early stopping, samples, checkpoints). Composed
-parts: `run_plan.RunPlan` (each epoch's batches; curriculum stages by epoch or by step),
-`ranks.Ranks` (processes and collectives), `placement.place_model` (LoRA, levers, DDP/FSDP,
-compilation), `persistence.RunCheckpoints` (checkpoints, resume, the final folder), `validation`
-(loss, early stopping, samples), `graphs.GraphedSteps` (CUDA graphs).
+`run_training` builds the run (`run.build_run`: data, model, optimizer, schedule, checkpoints,
+sinks), takes its starting state (fresh or resumed) and calls `train`, the loop, where each
+improvement is one visible line; `optimizer_step` is one step over accumulated micro-batches. It
+runs unchanged on CPU, one GPU, or several under ``torchrun`` / ``accelerate launch`` (DDP: each
+rank trains on its own share of every epoch's batches).
 """
 
 from __future__ import annotations
@@ -20,31 +14,31 @@ import json
 import math
 import sys
 import time
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from chef_genius.checkpoints import fingerprint as fp
 from chef_genius.checkpoints import folder as ckpt
 from chef_genius.checkpoints import run_guards as guards
-from chef_genius.checkpoints.persistence import FinalWeights, RunCheckpoints
-from chef_genius.config import TrainConfig, to_dict, to_yaml
+from chef_genius.checkpoints.persistence import FinalWeights
+from chef_genius.config import TrainConfig
 from chef_genius.dataset.collate import Collator, PlannedBatches
 from chef_genius.errors import TrainingStopped
 from chef_genius.losses import IGNORE_INDEX
 from chef_genius.model import sharding
-from chef_genius.model.loading import resolve_tokenizer
+from chef_genius.model.ranks import Ranks
 from chef_genius.noise import add_gradient_noise
 from chef_genius.schedule import lr_at
-from chef_genius.tracking import MetricWindow, Tracker, build_tracker, system_metrics
-from chef_genius.training.evaluating import TrainerEvaluation
-from chef_genius.training.interrupt import StopRequest, TrainingInterrupted, resume_command
-from chef_genius.training.run_plan import rss_mib
-from chef_genius.training.setup import TrainerSetup
+from chef_genius.tracking import MetricWindow, system_metrics
+from chef_genius.training.evaluating import evaluate_and_keep_best, save
+from chef_genius.training.interrupt import StopRequest, TrainingInterrupted, ignore_interrupts, resume_command
+from chef_genius.training.run import Run, build_run, start_state
+from chef_genius.training.run_plan import rss_mib, timed
 
-__all__ = ["RunResult", "Trainer", "TrainingStopped", "run_training"]
+__all__ = ["RunResult", "TrainingStopped", "opened_run", "optimizer_step", "run_training", "train"]
 
 MAX_BAD_STEPS_IN_A_ROW = 10
 # Batch shapes when CUDA graphs are on: widths rounded up to these many tokens, rows (under a
@@ -64,293 +58,236 @@ class RunResult:
     last_samples: str | None = None  # the last evaluation's sample recipes, as printed
     final_step: int | None = None  # the step whose weights final/ holds (the best one)
     final_weights: str | None = None  # that, in words
-    setup: dict | None = None  # seconds of each set-up part, to the first optimizer step (`Trainer.timings`)
-
-
-class Trainer(TrainerSetup, TrainerEvaluation):
-    def __init__(self, config: TrainConfig):
-        self.config = config
-        self.lora = config.lora.enabled
-        self.last_samples: str | None = None
-        # Seconds of each set-up part (data, model, examples, schedule), of each epoch's build, and
-        # to the first optimizer step from the loop's start (that epoch's build, the loader and
-        # torch.compile's work included); "token_cache": built or reused.
-        self.timings: dict = {}
-        self.stop_request = StopRequest()  # Ctrl-C / SIGTERM: a checkpoint after the step (`interrupt`)
-        self.stop_agreed = False  # some rank asked to stop: every rank stops after this step
-
-    # ----------------------------------------------------------------- setup
-    def setup_plan(self, scratch: Path, examples: bool = False) -> None:
-        """Only what the plan view needs: data, tokenizer (a `tiny` one is built in ``scratch``),
-        epochs and schedule; no model weights, nothing written to the run folder. ``examples``:
-        tokenize them (token cache included) even where the plan needs no lengths."""
-        self._setup_distributed()
-        self.run_dir = scratch
-        with self._timed("data"):
-            self._setup_data()
-        with self._timed("model"):
-            self.tokenizer, self.family = resolve_tokenizer(self.config.model, scratch / "base_model",
-                                                            self._tokenizer_corpus(), self.config.seed)
-        with self._timed("examples"):
-            if self.config.optim.max_tokens is None and not examples:  # batch counts follow from selections
-                self._setup_run_plan(None)
-            else:
-                self._setup_examples()
-        with self._timed("schedule"):
-            self._setup_schedule()
-
-    def setup(self) -> None:
-        self._setup_distributed()
-        self.run_dir = Path(self.config.output_dir)
-        guards.demo_data_needs_prepare(self.config, self.run_dir)  # every rank refuses a foreign RUN/data,
-        self.lock = guards.lock_run_folder(self.run_dir, self.ranks)  # one writer per run folder (a barrier too)
-        self.checkpoints = RunCheckpoints(self.run_dir, self.config, self.ranks)
-        resume = self.checkpoints.resume_point()  # the newest complete checkpoint
-        if guards.keep_threshold_by_epoch(self.config, resume, self.run_dir):
-            self.ranks.print(f"{resume}: checkpointed before data.threshold_by_step; the quality threshold keeps "
-                             "rising by epoch")
-        if self.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            if resume is None or not (self.run_dir / "config.yaml").exists():  # keeps the run's original settings
-                (self.run_dir / "config.yaml").write_text(to_yaml(self.config), encoding="utf-8")
-        with self._timed("data"):
-            self._setup_data()
-        self.fingerprint = fp.run_fingerprint(self.config, self.data_folder, self.world)
-        changes = self._check_resume(resume, ("config", "data", "processes"))  # before the model is loaded
-        with self._timed("model"):
-            self._setup_model()
-        self.fingerprint["tokenizer"] = fp.tokenizer_identity(self.tokenizer)
-        changes += self._check_resume(resume, ("tokenizer",))
-        if resume is not None:
-            line = fp.refuse_or_log(changes, resume, self.run_dir, True, self.is_main)
-            if line:
-                self.ranks.print(line)
-        if self.is_main and (resume is None or not (self.run_dir / fp.FINGERPRINT).exists()):
-            fp.write_fingerprint(self.run_dir, self.fingerprint)
-        with self._timed("examples"):
-            self._setup_examples()
-        self._setup_optimizer()
-        self._setup_graphs()
-        with self._timed("schedule"):
-            self._setup_schedule()
-        if self.run_plan.by_step:
-            self.ranks.print(self.run_plan.describe())
-        self.state = ckpt.TrainerState(config=to_dict(self.config), fingerprint=self.fingerprint)
-        self.noise_generator = torch.Generator(device=self.device).manual_seed(self.config.seed + 1)
-        torch.manual_seed(self.config.seed)
-        self.resumed = resume is not None
-        if resume is not None:
-            self.state = self.checkpoints.restore(resume, self.model_for_saving, self.optimizer, self.sharded,
-                                                  self.noise_generator)
-            # Checkpoints from now on record the settings they are trained under.
-            self.state.config, self.state.fingerprint = to_dict(self.config), self.fingerprint
-            self._saved_state = self._state_key()  # the resumed checkpoint holds exactly this state
-            self.ranks.print(f"resumed from {resume} at step {self.state.step} (epoch {self.state.epoch})")
-        self.tracker = (build_tracker(self.config.logging.report_to, self.run_dir, self.run_name,
-                                      self.config.logging.wandb_project, to_dict(self.config),
-                                      self.state.step if resume is not None else None)
-                        if self.is_main else Tracker([]))
-
-    def collator(self, examples) -> Collator:
-        """Batches for training and validation; coarse shapes when CUDA graphs replay them."""
-        if self.graphed is None:
-            return Collator(examples, self.pad_id, self.family)
-        o = self.config.optim
-        rows = o.batch_size if o.max_tokens is None else GRAPH_ROW_MULTIPLE
-        return Collator(examples, self.pad_id, self.family, GRAPH_SOURCE_MULTIPLE, GRAPH_TARGET_MULTIPLE, rows)
-
-    # ------------------------------------------------------------------ loop
-    def train(self) -> RunResult:
-        """The training loop, then the final folder; the run folder's lock is released at the end
-        (however it ends)."""
-        try:
-            return self._train()
-        finally:
-            if hasattr(self, "lock"):
-                self.lock.release()
-
-    def _train(self) -> RunResult:
-        o, state = self.config.optim, self.state
-        accumulation = o.gradient_accumulation_steps
-        started, window = time.perf_counter(), MetricWindow()
-        bar = tqdm(total=self.schedule.total_steps, initial=state.step, desc="train", disable=not self.is_main
-                   or not sys.stderr.isatty(), dynamic_ncols=True)
-        budget = self.schedule.total_steps
-        stopped_early = guards.stopped_before(self.state, self.config.eval, self.ranks.print)
-        finished_before = stopped_early or state.epoch >= o.epochs or state.step >= budget
-        if finished_before and self.resumed:
-            self.ranks.print(f"{self.run_dir}: " + (
-                f"early stopping already ended this run at step {state.step} ({state.evals_without_improvement} "
-                f"evaluations without improvement, patience {self.config.eval.patience}); not training further"
-                if stopped_early else f"this run already finished at step {state.step}; nothing to train"))
-        self.model.train()
-        while state.epoch < o.epochs and not stopped_early and state.step < budget:
-            epoch = self.epoch_data(state.epoch)
-            with self._timed(f"epoch_{state.epoch}_plan"):  # its batches (set-up's last part for epoch 0)
-                batches = self._plan(state.epoch)
-            collator = self.collator(epoch.examples)
-            loader = self._loader(PlannedBatches(batches[state.batches_done:], collator))
-            for first in range(state.batches_done, len(batches), accumulation):
-                self._log_curriculum(epoch, first)                # 3, 4, 7, 9: an epoch or a stage starts here
-                micro_batches = [next(loader) for _ in batches[first:first + accumulation]]
-                step_before = state.step
-                metrics = self._optimizer_step(micro_batches)                       # loss, backward, step
-                state.batches_done = first + len(micro_batches)
-                if "first_step" not in self.timings:
-                    self.timings["first_step"] = round(time.perf_counter() - started, 3)
-                    self.timings.setdefault("rss_mib", {})["first_step"] = rss_mib()
-                if state.step == step_before:  # a skipped non-finite step: nothing to log or save
-                    continue
-                window.add(metrics)
-                bar.update(1)
-                bar.set_postfix(loss=f"{metrics['train/loss']:.3f}", lr=f"{metrics['train/learning_rate']:.2e}")
-                if state.step % self.config.logging.log_every == 0:
-                    self.tracker.log({**window.flush(), **system_metrics()}, state.step)
-                if state.step % self.config.eval.eval_steps == 0:
-                    stopped_early = self._evaluate_and_keep_best()                  # 1. validation
-                if state.step % self.config.checkpoint.save_steps == 0:
-                    self._save()
-                if self.stop_agreed:                                          # Ctrl-C / SIGTERM: save, exit
-                    self._stop_on_signal()
-                if stopped_early or state.step >= budget:
-                    break
-            if state.step >= budget:
-                stopped_early = self._evaluate_and_keep_best() or stopped_early
-            elif not stopped_early:
-                state.epoch, state.batches_done = state.epoch + 1, 0
-                stopped_early = self._evaluate_and_keep_best()
-        bar.close()
-        if self.graphed is not None:
-            g = self.graphed
-            self.ranks.print(f"CUDA graphs: {len(g.graphs)} batch shapes, captured in {g.capture_seconds:.1f} s"
-                             + (f"; {len(g.failed)} ran eagerly ({g.failed[0]})" if g.failed else ""))
-        if window.steps:
-            self.tracker.log(window.flush(), state.step)
-        state.stopped_early = stopped_early
-        self._save()  # unless the newest checkpoint already holds this state (a finished run resumed)
-        final_dir = self.run_dir / "final"
-        if finished_before and self.resumed and guards.final_complete(final_dir):
-            step = state.best_step if self.checkpoints.final_source(state) is not None else state.step
-            final = FinalWeights(final_dir, step, ckpt.weights_note(state, step, self.config.eval.keep_best))
-        else:
-            final = self.checkpoints.save_final(state, self.model, self.model_for_saving, self.sharded,
-                                                self.tokenizer)
-        self.tracker.close()
-        result = RunResult(state.step, stopped_early, state.best_val_loss, self.checkpoints.best(state),
-                           str(final.folder), time.perf_counter() - started, dict(self.schedule.__dict__),
-                           self.last_samples, final.step, final.note, dict(self.timings))
-        if self.is_main:
-            (self.run_dir / "run_summary.json").write_text(json.dumps(result.__dict__, indent=2) + "\n")
-        return result
-
-    def _optimizer_step(self, micro_batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
-        """One optimizer step over the accumulated micro-batches. The loss is the token mean over
-        every real target token of the step (all micro-batches, all ranks)."""
-        o, state = self.config.optim, self.state
-        # Target tokens (the loss's divisor) and prompt tokens of the step, over all ranks.
-        targets = sum(int((b["labels"] != IGNORE_INDEX).sum()) for b in micro_batches)
-        prompts = sum(int(b["attention_mask"].sum()) for b in micro_batches)
-        # The third count: ranks asking to stop (a signal), summed with the others at no extra cost.
-        counts = self.ranks.all_reduce(torch.tensor([float(targets), float(prompts),
-                                                     float(self.stop_request.requested)]))
-        tokens, input_tokens = counts[0], float(counts[1])
-        self.stop_agreed = bool(counts[2] > 0)
-        smoothed_total = torch.zeros((), device=self.device)
-        nll_total = torch.zeros((), device=self.device)
-        tick = time.perf_counter()
-        for i, batch in enumerate(micro_batches):
-            batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-            if self.graphed is not None:                                             # replayed CUDA graph
-                smoothed, nll, _ = self.graphed(batch, self.world / float(tokens))
-            else:
-                sync = i == len(micro_batches) - 1 or self.world == 1
-                with self._gradient_sync(sync), self._autocast():
-                    smoothed, nll, _ = self._loss(batch, o.label_smoothing)           # 6. label smoothing
-                    (smoothed * self.world / tokens).backward()
-            smoothed_total += smoothed.detach()
-            nll_total += nll.detach()
-        smoothed_total, nll_total = self.ranks.all_reduce(smoothed_total), self.ranks.all_reduce(nll_total)
-        metrics = {"train/loss": float(smoothed_total / tokens), "train/nll": float(nll_total / tokens)}
-        noise_ratio = 0.0
-        if self.config.gradient_noise.enabled:                                       # 10. gradient noise
-            g = self.config.gradient_noise
-            noise_ratio = add_gradient_noise(self.trainable_params, state.step, g.eta, g.gamma, self.noise_generator)
-        grad_norm = sharding.full(torch.nn.utils.clip_grad_norm_(self.trainable_params,
-                                                                 o.max_grad_norm or float("inf")))
-        if not (math.isfinite(metrics["train/loss"]) and math.isfinite(float(grad_norm))):
-            return self._skip_bad_step(metrics)
-        state.bad_steps_in_a_row = 0
-        learning_rate = lr_at(state.step, self.schedule)                             # 2. warmup + cosine
-        for group in self.optimizer.param_groups:
-            group["lr"] = learning_rate
-        self.optimizer.step()
-        self._zero_grad()
-        state.step += 1
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - tick
-        metrics.update({"train/learning_rate": learning_rate, "train/grad_norm": float(grad_norm),
-                        "train/noise_to_grad_ratio": noise_ratio, "train/tokens": input_tokens + float(tokens),
-                        "train/seconds": seconds, "train/epoch": state.epoch})
-        return metrics
-
-    def _stop_on_signal(self) -> None:
-        """Save this state as a checkpoint (unless the newest holds it) and stop, naming the
-        command that resumes the run."""
-        self._save()
-        self.tracker.close()
-        number = self.stop_request.signal_number or 2  # another rank's signal: say Ctrl-C's
-        raise TrainingInterrupted(f"interrupted at step {self.state.step}: checkpoint saved in "
-                                  f"{self.run_dir / 'checkpoints'}; resume with: {resume_command(self.run_dir)}",
-                                  number)
-
-    def _skip_bad_step(self, metrics: dict[str, float]) -> dict[str, float]:
-        state = self.state
-        self._zero_grad()
-        state.skipped_steps += 1
-        state.bad_steps_in_a_row += 1
-        self.ranks.print(f"warning: non-finite loss or gradient at step {state.step}; update skipped "
-                         f"({state.bad_steps_in_a_row} in a row)")
-        if state.bad_steps_in_a_row >= MAX_BAD_STEPS_IN_A_ROW:
-            raise TrainingStopped(f"training diverged: {MAX_BAD_STEPS_IN_A_ROW} non-finite steps in a row at step "
-                                  f"{state.step}; the last good checkpoint is kept in {self.run_dir / 'checkpoints'}. "
-                                  "Lower the learning rate or check the data.")
-        return metrics
-
-    def _loss(self, batch: dict[str, torch.Tensor], eps: float) -> tuple[torch.Tensor, torch.Tensor, int]:
-        return self.family.loss_sums(self.model, batch, eps, self.pad_id, self.decoder_start_id)
-
-    def _gradient_sync(self, sync: bool):
-        if sync:
-            return contextlib.nullcontext()
-        return sharding.no_gradient_sync(self.model) if self.sharded else self.model.no_sync()
-
-    def _zero_grad(self) -> None:
-        # Replayed graphs add into fixed gradient buffers: zero them in place.
-        self.optimizer.zero_grad(set_to_none=self.graphed is None)
-
-    def _autocast(self, cache_enabled: bool = True):
-        if self.bf16:
-            return torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=cache_enabled)
-        return contextlib.nullcontext()
-
-    def cleanup(self) -> None:
-        if hasattr(self, "lock"):
-            self.lock.release()
-        if hasattr(self, "ranks"):
-            self.ranks.stop()
+    setup: dict | None = None  # seconds of each set-up part, to the first optimizer step (`Progress.timings`)
 
 
 def run_training(config: TrainConfig) -> RunResult:
     """Set up, train, clean up. Raises UserError / TrainingStopped with a one-line message."""
-    trainer = Trainer(config)
     try:
-        with trainer.stop_request:
-            trainer.setup()
-            return trainer.train()
+        with StopRequest() as stop_request, opened_run(config) as (run, state):
+            return train(run, state, stop_request)
     except torch.cuda.OutOfMemoryError:
         raise TrainingStopped("CUDA out of memory: lower --batch-size, or --max-tokens when set, or use a "
                               "--preset for your card") from None
-    finally:
-        trainer.cleanup()
 
+
+@contextlib.contextmanager
+def opened_run(config: TrainConfig) -> Iterator[tuple[Run, ckpt.TrainerState]]:
+    """The run (`run.build_run`) and where it starts (fresh or resumed); at the end, however it
+    ends, the run folder's lock is released and the processes stop."""
+    ranks = Ranks.start()
+    try:
+        run = build_run(config, ranks)
+        try:
+            yield run, start_state(run)
+        finally:
+            run.lock.release()
+    finally:
+        ranks.stop()
+
+
+def train(run: Run, state: ckpt.TrainerState, stop_request: StopRequest | None = None) -> RunResult:
+    """The training loop, then the final folder."""
+    config, o, progress = run.config, run.config.optim, run.progress
+    stop_request = stop_request or StopRequest()
+    accumulation = o.gradient_accumulation_steps
+    started, window = time.perf_counter(), MetricWindow()
+    budget = run.schedule.total_steps
+    bar = tqdm(total=budget, initial=state.step, desc="train", disable=not run.ranks.is_main or not sys.stderr.isatty(),
+               dynamic_ncols=True)
+    stopped_early = guards.stopped_before(state, config.eval, run.ranks.print)
+    finished_before = stopped_early or state.epoch >= o.epochs or state.step >= budget
+    if finished_before and run.resume_from is not None:
+        run.ranks.print(f"{run.run_dir}: " + (
+            f"early stopping already ended this run at step {state.step} ({state.evals_without_improvement} "
+            f"evaluations without improvement, patience {config.eval.patience}); not training further"
+            if stopped_early else f"this run already finished at step {state.step}; nothing to train"))
+    run.model.forward.train()
+    while state.epoch < o.epochs and not stopped_early and state.step < budget:
+        epoch = run.plan.epoch_data(state.epoch)
+        with timed(progress.timings, f"epoch_{state.epoch}_plan"):  # its batches (set-up's last part for epoch 0)
+            batches = run.plan.batches(state.epoch)
+        loader = batch_loader(run, PlannedBatches(batches[state.batches_done:], collator(run, epoch.examples)))
+        for first in range(state.batches_done, len(batches), accumulation):
+            log_curriculum(run, state, epoch, first)               # 3, 4, 7, 9: an epoch or a stage starts here
+            micro_batches = [next(loader) for _ in batches[first:first + accumulation]]
+            step_before = state.step
+            metrics = optimizer_step(run, state, micro_batches, stop_request)      # loss, backward, step
+            state.batches_done = first + len(micro_batches)
+            if "first_step" not in progress.timings:
+                progress.timings["first_step"] = round(time.perf_counter() - started, 3)
+                progress.timings.setdefault("rss_mib", {})["first_step"] = rss_mib()
+            if state.step == step_before:  # a skipped non-finite step: nothing to log or save
+                continue
+            window.add(metrics)
+            bar.update(1)
+            bar.set_postfix(loss=f"{metrics['train/loss']:.3f}", lr=f"{metrics['train/learning_rate']:.2e}")
+            if state.step % config.logging.log_every == 0:
+                run.tracker.log({**window.flush(), **system_metrics()}, state.step)
+            if state.step % config.eval.eval_steps == 0:
+                stopped_early = evaluate_and_keep_best(run, state)                  # 1. validation
+            if state.step % config.checkpoint.save_steps == 0:
+                save(run, state)
+            if progress.stop_agreed:                                              # Ctrl-C / SIGTERM: save, exit
+                stop_on_signal(run, state, stop_request)
+            if stopped_early or state.step >= budget:
+                break
+        if state.step >= budget:
+            stopped_early = evaluate_and_keep_best(run, state) or stopped_early
+        elif not stopped_early:
+            state.epoch, state.batches_done = state.epoch + 1, 0
+            stopped_early = evaluate_and_keep_best(run, state)
+    bar.close()
+    if run.graphed is not None:
+        g = run.graphed
+        run.ranks.print(f"CUDA graphs: {len(g.graphs)} batch shapes, captured in {g.capture_seconds:.1f} s"
+                        + (f"; {len(g.failed)} ran eagerly ({g.failed[0]})" if g.failed else ""))
+    if window.steps:
+        run.tracker.log(window.flush(), state.step)
+    state.stopped_early = stopped_early
+    save(run, state)  # unless the newest checkpoint already holds this state (a finished run resumed)
+    final = final_weights(run, state, finished_before and run.resume_from is not None)
+    run.tracker.close()
+    result = RunResult(state.step, stopped_early, state.best_val_loss, run.checkpoints.best(state),
+                       str(final.folder), time.perf_counter() - started, dict(run.schedule.__dict__),
+                       progress.last_samples, final.step, final.note, dict(progress.timings))
+    if run.ranks.is_main:
+        (run.run_dir / "run_summary.json").write_text(json.dumps(result.__dict__, indent=2) + "\n")
+    return result
+
+
+def final_weights(run: Run, state: ckpt.TrainerState, finished_before: bool) -> FinalWeights:
+    """``final/``: written now, or, for a finished run resumed, the complete one already there."""
+    final_dir = run.run_dir / "final"
+    if finished_before and guards.final_complete(final_dir):
+        step = state.best_step if run.checkpoints.final_source(state) is not None else state.step
+        return FinalWeights(final_dir, step, ckpt.weights_note(state, step, run.config.eval.keep_best))
+    return run.checkpoints.save_final(state, run.model.forward, run.model.saved, run.model.sharded, run.tokenizer)
+
+
+def optimizer_step(run: Run, state: ckpt.TrainerState, micro_batches: list[dict[str, torch.Tensor]],
+                   stop_request: StopRequest | None = None) -> dict[str, float]:
+    """One optimizer step over the accumulated micro-batches. The loss is the token mean over
+    every real target token of the step (all micro-batches, all ranks)."""
+    o, world, device = run.config.optim, run.ranks.world, run.device
+    # Target tokens (the loss's divisor) and prompt tokens of the step, over all ranks.
+    targets = sum(int((b["labels"] != IGNORE_INDEX).sum()) for b in micro_batches)
+    prompts = sum(int(b["attention_mask"].sum()) for b in micro_batches)
+    # The third count: ranks asking to stop (a signal), summed with the others at no extra cost.
+    asked = float(stop_request is not None and stop_request.requested)
+    counts = run.ranks.all_reduce(torch.tensor([float(targets), float(prompts), asked]))
+    tokens, input_tokens = counts[0], float(counts[1])
+    run.progress.stop_agreed = bool(counts[2] > 0)
+    smoothed_total = torch.zeros((), device=device)
+    nll_total = torch.zeros((), device=device)
+    tick = time.perf_counter()
+    for i, batch in enumerate(micro_batches):
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        if run.graphed is not None:                                                 # replayed CUDA graph
+            smoothed, nll, _ = run.graphed(batch, world / float(tokens))
+        else:
+            sync = i == len(micro_batches) - 1 or world == 1
+            with gradient_sync(run, sync), run.autocast():
+                smoothed, nll, _ = run.loss(batch, o.label_smoothing)                  # 6. label smoothing
+                (smoothed * world / tokens).backward()
+        smoothed_total += smoothed.detach()
+        nll_total += nll.detach()
+    smoothed_total, nll_total = run.ranks.all_reduce(smoothed_total), run.ranks.all_reduce(nll_total)
+    metrics = {"train/loss": float(smoothed_total / tokens), "train/nll": float(nll_total / tokens)}
+    noise_ratio = 0.0
+    trainable = run.model.trainable
+    if run.config.gradient_noise.enabled:                                           # 10. gradient noise
+        g = run.config.gradient_noise
+        noise_ratio = add_gradient_noise(trainable, state.step, g.eta, g.gamma, run.noise_generator)
+    grad_norm = sharding.full(torch.nn.utils.clip_grad_norm_(trainable, o.max_grad_norm or float("inf")))
+    if not (math.isfinite(metrics["train/loss"]) and math.isfinite(float(grad_norm))):
+        return skip_bad_step(run, state, metrics)
+    state.bad_steps_in_a_row = 0
+    learning_rate = lr_at(state.step, run.schedule)                                 # 2. warmup + cosine
+    for group in run.optimizer.param_groups:
+        group["lr"] = learning_rate
+    run.optimizer.step()
+    zero_grad(run)
+    state.step += 1
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - tick
+    metrics.update({"train/learning_rate": learning_rate, "train/grad_norm": float(grad_norm),
+                    "train/noise_to_grad_ratio": noise_ratio, "train/tokens": input_tokens + float(tokens),
+                    "train/seconds": seconds, "train/epoch": state.epoch})
+    return metrics
+
+
+def skip_bad_step(run: Run, state: ckpt.TrainerState, metrics: dict[str, float]) -> dict[str, float]:
+    """A non-finite loss or gradient: no update; too many in a row stop the run."""
+    zero_grad(run)
+    state.skipped_steps += 1
+    state.bad_steps_in_a_row += 1
+    run.ranks.print(f"warning: non-finite loss or gradient at step {state.step}; update skipped "
+                    f"({state.bad_steps_in_a_row} in a row)")
+    if state.bad_steps_in_a_row >= MAX_BAD_STEPS_IN_A_ROW:
+        raise TrainingStopped(f"training diverged: {MAX_BAD_STEPS_IN_A_ROW} non-finite steps in a row at step "
+                              f"{state.step}; the last good checkpoint is kept in {run.run_dir / 'checkpoints'}. "
+                              "Lower the learning rate or check the data.")
+    return metrics
+
+
+def stop_on_signal(run: Run, state: ckpt.TrainerState, stop_request: StopRequest) -> None:
+    """Save this state as a checkpoint (unless the newest holds it) and stop, naming the command
+    that resumes the run."""
+    save(run, state)
+    run.tracker.close()
+    number = stop_request.signal_number or 2  # another rank's signal: say Ctrl-C's
+    raise TrainingInterrupted(f"interrupted at step {state.step}: checkpoint saved in "
+                              f"{run.run_dir / 'checkpoints'}; resume with: {resume_command(run.run_dir)}", number)
+
+
+def collator(run: Run, examples) -> Collator:
+    """Batches for training and validation; coarse shapes when CUDA graphs replay them."""
+    if run.graphed is None:
+        return Collator(examples, run.pad_id, run.family)
+    o = run.config.optim
+    rows = o.batch_size if o.max_tokens is None else GRAPH_ROW_MULTIPLE
+    return Collator(examples, run.pad_id, run.family, GRAPH_SOURCE_MULTIPLE, GRAPH_TARGET_MULTIPLE, rows)
+
+
+def batch_loader(run: Run, dataset: PlannedBatches):
+    """The planned batches, collated by the loader's workers (none: in this process)."""
+    workers = run.config.data.num_workers
+    # Its own generator: a DataLoader iterator otherwise draws a seed from the global torch RNG,
+    # and a resumed run creates one more iterator than an uninterrupted one.
+    loader = torch.utils.data.DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers,
+                                         pin_memory=run.device.type == "cuda", persistent_workers=False,
+                                         prefetch_factor=4 if workers else None,
+                                         generator=torch.Generator().manual_seed(run.config.seed),
+                                         worker_init_fn=ignore_interrupts if workers else None)
+    return iter(loader)
+
+
+def log_curriculum(run: Run, state: ckpt.TrainerState, epoch, batch: int) -> None:
+    """Log (and warn about a relaxed) selection when an epoch, or a stage by step, starts at ``batch``."""
+    selection = run.plan.part_starting_at(epoch.selection.epoch, batch)
+    if selection is None:
+        return
+    if selection.relaxed_from is not None:
+        level, threshold = selection.relaxed_from
+        warnings.warn(f"epoch {selection.epoch} from step {state.step + 1}: {level} recipes with quality >= "
+                      f"{threshold:.2f} cannot fill a batch per rank; relaxed to {selection.level} >= "
+                      f"{selection.threshold:.2f} ({len(selection.indices)} recipes)", stacklevel=2)
+    run.tracker.log({"curriculum/quality_threshold": selection.threshold,
+                     "curriculum/difficulty_level": selection.level_index,
+                     "curriculum/selected_examples": len(selection.indices),
+                     "curriculum/augmented_fraction": epoch.augmented_fraction}, state.step)
+
+
+def gradient_sync(run: Run, sync: bool):
+    """No gradient all-reduce on accumulation micro-batches but the last (DDP, FSDP)."""
+    if sync:
+        return contextlib.nullcontext()
+    model = run.model.forward
+    return sharding.no_gradient_sync(model) if run.model.sharded else model.no_sync()
+
+
+def zero_grad(run: Run) -> None:
+    # Replayed graphs add into fixed gradient buffers: zero them in place.
+    run.optimizer.zero_grad(set_to_none=run.graphed is None)

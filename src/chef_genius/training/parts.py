@@ -1,0 +1,173 @@
+"""The parts of a training run, each made by a function that returns it (`run.build_run` puts
+them together): the data splits, the model placed for training with its family and tokenizer,
+the plan of epochs and batches with the validation examples, the AdamW optimizer, CUDA graphs of
+the step and the learning-rate schedule. `plan_only` makes just the plan (``train --plan``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from chef_genius.augment import canonical_prompt
+from chef_genius.checkpoints import run_guards as guards
+from chef_genius.config import TrainConfig
+from chef_genius.dataset.collate import TokenizedExamples, load_split
+from chef_genius.dataset.epochs import EpochBuilder, minimum_examples
+from chef_genius.dataset.table import CHUNK_ROWS, RecipeTable
+from chef_genius.dataset.token_cache import shared_cache
+from chef_genius.errors import UserError
+from chef_genius.families import ModelFamily
+from chef_genius.model.graphs import GraphedSteps, graphs_unsupported_reason
+from chef_genius.model.loading import resolve_model, resolve_tokenizer
+from chef_genius.model.placement import PlacedModel, place_model
+from chef_genius.model.ranks import Ranks
+from chef_genius.schedule import Schedule, ends_high
+from chef_genius.training.run_plan import RunPlan, timed
+from chef_genius.training.validation import validation_examples
+
+
+@dataclass(frozen=True)
+class Splits:
+    """The prepared data: its folder, the memory-mapped train and validation splits, and the
+    validation prompts that samples are drawn for."""
+
+    folder: Path
+    train: RecipeTable
+    val: RecipeTable
+    val_prompts: list[str]
+
+
+def uses_bf16(config: TrainConfig, ranks: Ranks) -> bool:
+    dtype = config.model.dtype
+    return dtype == "bf16" or (dtype == "auto" and ranks.device.type == "cuda")
+
+
+def load_splits(config: TrainConfig, run_dir: Path, ranks: Ranks) -> Splits:
+    """The data folder (the bundled sample prepared into ``RUN/data`` when none is set) and its splits."""
+    folder = config.data.path
+    if folder is None:
+        folder = run_dir / "data"
+        if ranks.is_main and guards.demo_data_needs_prepare(config, run_dir):
+            from chef_genius.prepare import PrepareOptions, prepare
+            from chef_genius.sample import sample_path
+
+            prepare([sample_path()], folder, PrepareOptions(progress=False, workers=0))
+        ranks.barrier()
+    train, val = load_split(Path(folder), "train"), load_split(Path(folder), "val")  # memory-mapped
+    if len(train) == 0:
+        raise UserError(f"{folder}: the training split is empty")
+    k = config.eval.num_validation_samples
+    prompts = [canonical_prompt(config.data.templates, t, n) for t, n in zip(val.titles[:k], val.ner[:k], strict=True)]
+    return Splits(Path(folder), train, val, prompts)
+
+
+def tokenizer_corpus(config: TrainConfig, splits: Splits) -> Iterator[str]:
+    """Texts a `tiny` tokenizer is trained on (canonical prompts, then targets), read lazily:
+    only a `tiny` model built for this run consumes them."""
+    if config.model.name != "tiny":
+        return iter(())
+    table, templates = splits.train, config.data.templates
+    prompts = (canonical_prompt(templates, t, n) for t, n in zip(table.titles, table.ner, strict=True))
+    targets = (text for start in range(0, len(table), CHUNK_ROWS)
+               for text in table.targets(start, min(start + CHUNK_ROWS, len(table))))
+    return itertools.chain(prompts, targets)
+
+
+def load_model(config: TrainConfig, run_dir: Path, ranks: Ranks, splits: Splits, bf16: bool
+               ) -> tuple[ModelFamily, object, PlacedModel, int | None]:
+    """(family, tokenizer, the model placed for training, decoder start id). Rank 0 loads (and
+    builds a `tiny` model) first; the others load what it wrote."""
+    dtype = torch.bfloat16 if (bf16 and config.lora.enabled) else torch.float32
+    if ranks.is_main:
+        loaded = resolve_model(config.model, run_dir, tokenizer_corpus(config, splits), config.seed, dtype)
+    ranks.barrier()
+    if not ranks.is_main:
+        loaded = resolve_model(config.model, run_dir, [], config.seed, dtype)
+    placed = place_model(loaded, config, ranks.device, ranks.world, bf16, ranks.print)
+    start = loaded.family.decoder_start(loaded.model, loaded.tokenizer.pad_token_id)
+    return loaded.family, loaded.tokenizer, placed, start
+
+
+def plan_epochs(config: TrainConfig, ranks: Ranks, splits: Splits, tokenizer, family: ModelFamily,
+                timings: dict, examples: bool = True) -> tuple[RunPlan, TokenizedExamples | None]:
+    """The run's plan of batches along its epochs and the validation examples. Targets are
+    tokenized once per split and tokenizer, memory-mapped (rank 0 builds, the others wait);
+    without ``examples`` the epochs only select (batch counts follow from the selections)."""
+    o = config.optim
+    caches = None
+    if examples:
+        caches = {split: shared_cache(ranks, splits.folder, split, tokenizer, config.model.max_target_tokens, family)
+                  for split in ("train", "val")}
+        timings["token_cache"] = "built" if any(c.built for c in caches.values()) else "reused"
+    epochs = EpochBuilder(splits.train, caches and caches["train"], tokenizer, config, family,
+                          minimum_examples(o.batch_size, o.max_tokens, ranks.world))
+    plan = RunPlan(epochs, config, ranks.rank, ranks.world, timings)
+    val = validation_examples(splits.val, caches["val"], tokenizer, config, family) if caches else None
+    return plan, val
+
+
+def build_optimizer(config: TrainConfig, trainable: list[torch.nn.Parameter], device: torch.device
+                    ) -> torch.optim.Optimizer:
+    """AdamW; weight decay on matrices only (not on biases and norms)."""
+    decay = [p for p in trainable if p.ndim >= 2]
+    no_decay = [p for p in trainable if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": config.optim.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=config.optim.learning_rate,
+                             fused=device.type == "cuda")
+
+
+def build_graphs(config: TrainConfig, ranks: Ranks, placed: PlacedModel, loss, autocast) -> GraphedSteps | None:
+    """CUDA graphs of the training step, where they can run (else None, saying why on a GPU)."""
+    m = config.model
+    if not m.cuda_graphs:
+        return None
+    reason = graphs_unsupported_reason(ranks.world, ranks.device, m.gradient_checkpointing,
+                                       m.compile_blocks and not placed.fast, config.optim.max_tokens is not None)
+    if reason is not None:
+        if ranks.device.type == "cuda":
+            ranks.print(f"CUDA graphs off: {reason}")
+        return None
+    eps = config.optim.label_smoothing
+    return GraphedSteps(lambda batch: loss(batch, eps), placed.trainable, autocast)
+
+
+def build_schedule(config: TrainConfig, plan: RunPlan, is_main: bool) -> Schedule:
+    """Warmup + cosine over the plan's optimizer steps (each epoch's counted, none built twice)."""
+    o, s = config.optim, config.schedule
+    plan.size()
+    schedule = Schedule.build(o.learning_rate, plan.total_steps, s.warmup_steps, s.warmup_max_fraction,
+                              s.first_cycle_steps, s.cycle_mult, s.min_learning_rate, s.cosine)
+    unseen = plan.unseen_warning()
+    if unseen and is_main:
+        warnings.warn(unseen, stacklevel=3)
+    if ends_high(schedule) and is_main:
+        warnings.warn(f"training ends at step {plan.total_steps}, in the upper half of a cosine cycle (high learning "
+                      "rate); adjust schedule.first_cycle_steps or the number of epochs", stacklevel=3)
+    return schedule
+
+
+def plan_only(config: TrainConfig, scratch: Path, examples: bool = False, ranks: Ranks | None = None) -> RunPlan:
+    """Only what the plan view needs: data, tokenizer (a `tiny` one is built in ``scratch``),
+    epochs and schedule; no model weights, nothing written to the run folder. ``examples``:
+    tokenize them (token cache included) even where the plan needs no lengths. ``ranks``: this
+    process's place among the run's (default: `Ranks.start`)."""
+    ranks = ranks or Ranks.start()
+    timings: dict = {}
+    with timed(timings, "data"):
+        splits = load_splits(config, scratch, ranks)
+    with timed(timings, "model"):
+        tokenizer, family = resolve_tokenizer(config.model, scratch / "base_model", tokenizer_corpus(config, splits),
+                                              config.seed)
+    with timed(timings, "examples"):
+        plan, _ = plan_epochs(config, ranks, splits, tokenizer, family, timings,
+                              examples or config.optim.max_tokens is not None)
+    with timed(timings, "schedule"):
+        build_schedule(config, plan, ranks.is_main)
+    return plan
