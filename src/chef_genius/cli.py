@@ -187,6 +187,25 @@ def _parser() -> argparse.ArgumentParser:
                              "merged: as merge's --overwrite)")
     export.set_defaults(handler=_export)
 
+    pairs = commands.add_parser("preference-pairs", help="preference pairs for DPO (train --preference): the real "
+                                                         "recipe of training prompts over the run's own samples "
+                                                         "that the cookable verdict rejects")
+    pairs.add_argument("run", type=Path, help="run folder, checkpoint, adapter or model folder")
+    pairs.add_argument("--data", type=Path, required=True, help="prepared dataset folder")
+    pairs.add_argument("--split", choices=("train", "val", "test"), default="train")
+    pairs.add_argument("--max-examples", type=int, default=500, help="prompts (a fixed random subset of the split; "
+                                                                     "default: %(default)s)")
+    pairs.add_argument("--samples", type=int, default=1, metavar="N",
+                       help="recipes sampled per prompt; each one rejected makes a pair (default: %(default)s)")
+    pairs.add_argument("--keep-all", action="store_true", help="make pairs of cookable samples too")
+    pairs.add_argument("--decoding", choices=DECODING_NAMES, default=EvalConfig.decoding,
+                       help="decoding preset (default: %(default)s)")
+    pairs.add_argument("--max-new-tokens", type=int, default=EvalConfig.max_new_tokens)
+    pairs.add_argument("--seed", type=int, default=0)
+    pairs.add_argument("--out", type=Path, required=True, help="the pairs file to write (JSONL)")
+    pairs.add_argument("--force", action="store_true", help="replace an existing --out file")
+    pairs.set_defaults(handler=_preference_pairs)
+
     report = commands.add_parser("report", help="plots and an HTML summary of a training run")
     report.add_argument("run", type=Path)
     report.set_defaults(handler=_report)
@@ -487,6 +506,20 @@ def _export(args: argparse.Namespace) -> int:
     print(f"wrote {gguf_file} ({size:.1f} MiB, {args.outtype or 'f16'}) and {modelfile}\n"
           f"  llama.cpp: llama-cli -m {gguf_file}\n"
           f"  Ollama:    cd {modelfile.parent} && ollama create NAME -f Modelfile")
+    return 0
+
+
+def _preference_pairs(args: argparse.Namespace) -> int:
+    _quiet_libraries()
+    from chef_genius.inference import model_folder
+    from chef_genius.preference_pairs import build_pairs, check_output
+
+    check_output(args.out, args.force)  # before the model is loaded
+    report = build_pairs(args.run, args.data, args.split, args.max_examples, args.out,
+                         _run_templates(args.run, model_folder(args.run)), args.samples, args.keep_all, args.decoding,
+                         args.max_new_tokens, args.seed, args.force)
+    print(f"{report.prompts} prompts of {args.data} ({args.split}), {report.samples} samples: {report.rejected} not "
+          f"cookable; wrote {report.pairs} pairs to {report.out}")
     return 0
 
 

@@ -22,6 +22,8 @@ import torch
 from chef_genius.augment import canonical_prompt
 from chef_genius.config import TrainConfig
 from chef_genius.errors import UserError
+from chef_genius.losses import TokenObjective
+from chef_genius.preference import PreferenceObjective, read_pairs
 from chef_genius.schedule import Schedule, ends_high
 from chef_genius.training import run_guards as guards
 from chef_genius.training.data import BatchPlan, PlannedBatches, load_split
@@ -30,6 +32,14 @@ from chef_genius.training.graphs import GraphedSteps, graphs_unsupported_reason
 from chef_genius.training.interrupt import ignore_interrupts
 from chef_genius.training.models import resolve_model
 from chef_genius.training.placement import place_model
+from chef_genius.training.preference_data import (
+    PreferenceCollator,
+    PreferencePlan,
+    reference_logps,
+    store_reference,
+    stored_reference,
+    tokenize_pairs,
+)
 from chef_genius.training.ranks import Ranks
 from chef_genius.training.run_plan import RunPlan, timed
 from chef_genius.training.table import CHUNK_ROWS
@@ -89,6 +99,8 @@ class TrainerSetup:
                 prepare([sample_path()], folder, PrepareOptions(progress=False, workers=0))
             self.ranks.barrier()
         self.data_folder = Path(folder)
+        pairs = self.config.preference.pairs  # read before the model: a bad file stops at once
+        self.preference_pairs = read_pairs(pairs) if pairs is not None else None
         self.train_table = load_split(Path(folder), "train")  # memory-mapped: rows are read when used
         self.val_table = load_split(Path(folder), "val")
         if len(self.train_table) == 0:
@@ -125,10 +137,11 @@ class TrainerSetup:
     def _setup_examples(self) -> None:
         m = self.config.model
         # Targets tokenized once per split and tokenizer, memory-mapped (rank 0 builds, the others wait).
+        splits = ("val",) if self.config.preference.pairs is not None else ("train", "val")  # DPO: pairs, not recipes
         caches = {split: shared_cache(self.ranks, self.data_folder, split, self.tokenizer, m.max_target_tokens,
-                                      self.causal) for split in ("train", "val")}
+                                      self.causal) for split in splits}
         self.timings["token_cache"] = "built" if any(c.built for c in caches.values()) else "reused"
-        self._setup_run_plan(caches["train"])
+        self._setup_run_plan(caches.get("train"))
         self.val_examples = validation_examples(self.val_table, caches["val"], self.tokenizer, self.config,
                                                 self.causal)
         self.pad_id = self.tokenizer.pad_token_id
@@ -136,11 +149,37 @@ class TrainerSetup:
             self.decoder_start_id = self.pad_id
 
     def _setup_run_plan(self, train_cache: TokenCache | None) -> None:
-        """The epochs (selected only, without a cache) and the run's plan of batches along them."""
+        """The epochs (selected only, without a cache) and the run's plan of batches along them;
+        with preference pairs, every pair in every epoch (`preference_data.PreferencePlan`)."""
         o = self.config.optim
+        if self.config.preference.pairs is not None:
+            self.preference_examples = tokenize_pairs(self.preference_pairs, self.tokenizer, self.config, self.causal)
+            self.run_plan = PreferencePlan(self.preference_examples, self.config, self.rank, self.world)
+            return
         self.epochs = EpochBuilder(self.train_table, train_cache, self.tokenizer, self.config, self.causal,
                                    minimum_examples(o.batch_size, o.max_tokens, self.world))
         self.run_plan = RunPlan(self.epochs, self.config, self.rank, self.world, self.timings)
+
+    def _setup_objective(self) -> None:
+        """What the loop minimizes: the label-smoothed cross-entropy, or DPO on the preference
+        pairs against the starting model's log-probabilities (stored in the run folder, computed
+        here once: the checkpoint's weights, on a resume, are loaded after this)."""
+        p = self.config.preference
+        if p.pairs is None:
+            self.objective = TokenObjective(self.causal, self.pad_id, self.decoder_start_id)
+            return
+        digest, count = self.fingerprint["preference"]["pairs_sha256"], len(self.preference_examples) // 2
+        reference = stored_reference(self.run_dir, digest, count)
+        if reference is None:
+            self.ranks.print(f"preference tuning: log-probabilities of {count} pairs under the starting model")
+            collator = PreferenceCollator(self.preference_examples, self.pad_id, self.causal, None)
+            reference = reference_logps(self.model, collator, self.config.optim.batch_size, self.causal, self.pad_id,
+                                        self.decoder_start_id, self.device, self._autocast)
+            if self.is_main:
+                store_reference(self.run_dir, reference, digest, self.config.model.name)
+        self.ranks.barrier()
+        self.objective = PreferenceObjective(p.beta, p.sft_weight, self.causal, self.pad_id, self.decoder_start_id,
+                                             reference)
 
     def _setup_optimizer(self) -> None:
         decay = [p for p in self.trainable_params if p.ndim >= 2]
@@ -153,7 +192,7 @@ class TrainerSetup:
     def _setup_graphs(self) -> None:
         self.graphed: GraphedSteps | None = None
         m = self.config.model
-        if not m.cuda_graphs:
+        if not m.cuda_graphs or self.config.preference.pairs is not None:  # DPO's loss is not the graphed one
             return
         reason = graphs_unsupported_reason(self.world, self.device, m.gradient_checkpointing,
                                            m.compile_blocks and not self.fast, self.config.optim.max_tokens is not None)

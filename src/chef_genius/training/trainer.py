@@ -28,7 +28,6 @@ from tqdm import tqdm
 
 from chef_genius.config import TrainConfig, to_dict, to_yaml
 from chef_genius.errors import TrainingStopped
-from chef_genius.losses import IGNORE_INDEX, batch_loss_sums
 from chef_genius.noise import add_gradient_noise
 from chef_genius.schedule import lr_at
 from chef_genius.tracking import MetricWindow, Tracker, build_tracker, system_metrics
@@ -41,6 +40,7 @@ from chef_genius.training.evaluating import TrainerEvaluation
 from chef_genius.training.interrupt import StopRequest, TrainingInterrupted, resume_command
 from chef_genius.training.models import resolve_tokenizer
 from chef_genius.training.persistence import FinalWeights, RunCheckpoints
+from chef_genius.training.preference_data import PreferenceCollator
 from chef_genius.training.run_plan import rss_mib
 from chef_genius.training.setup import TrainerSetup
 
@@ -116,7 +116,7 @@ class Trainer(TrainerSetup, TrainerEvaluation):
         with self._timed("data"):
             self._setup_data()
         self.fingerprint = fp.run_fingerprint(self.config, self.data_folder, self.world)
-        changes = self._check_resume(resume, ("config", "data", "processes"))  # before the model is loaded
+        changes = self._check_resume(resume, ("config", "data", "processes", "preference"))  # before the model
         with self._timed("model"):
             self._setup_model()
         self.fingerprint["tokenizer"] = fp.tokenizer_identity(self.tokenizer)
@@ -129,6 +129,8 @@ class Trainer(TrainerSetup, TrainerEvaluation):
             fp.write_fingerprint(self.run_dir, self.fingerprint)
         with self._timed("examples"):
             self._setup_examples()
+        with self._timed("objective"):
+            self._setup_objective()  # DPO: the starting model's log-probabilities of the pairs, once
         self._setup_optimizer()
         self._setup_graphs()
         with self._timed("schedule"):
@@ -152,7 +154,9 @@ class Trainer(TrainerSetup, TrainerEvaluation):
                         if self.is_main else Tracker([]))
 
     def collator(self, examples) -> Collator:
-        """Batches for training and validation; coarse shapes when CUDA graphs replay them."""
+        """Batches for training; coarse shapes when CUDA graphs replay them; pairs for DPO."""
+        if self.config.preference.pairs is not None:
+            return PreferenceCollator(examples, self.pad_id, self.causal, self.objective.reference)
         if self.graphed is None:
             return Collator(examples, self.pad_id, self.causal)
         o = self.config.optim
@@ -247,8 +251,8 @@ class Trainer(TrainerSetup, TrainerEvaluation):
         """One optimizer step over the accumulated micro-batches. The loss is the token mean over
         every real target token of the step (all micro-batches, all ranks)."""
         o, state = self.config.optim, self.state
-        # Target tokens (the loss's divisor) and prompt tokens of the step, over all ranks.
-        targets = sum(int((b["labels"] != IGNORE_INDEX).sum()) for b in micro_batches)
+        # Target tokens (the loss's divisor; DPO: pairs) and prompt tokens of the step, over all ranks.
+        targets = sum(self.objective.units(b) for b in micro_batches)
         prompts = sum(int(b["attention_mask"].sum()) for b in micro_batches)
         # The third count: ranks asking to stop (a signal), summed with the others at no extra cost.
         counts = self.ranks.all_reduce(torch.tensor([float(targets), float(prompts),
@@ -257,6 +261,7 @@ class Trainer(TrainerSetup, TrainerEvaluation):
         self.stop_agreed = bool(counts[2] > 0)
         smoothed_total = torch.zeros((), device=self.device)
         nll_total = torch.zeros((), device=self.device)
+        extras_total = torch.zeros(len(self.objective.metric_names), device=self.device)
         tick = time.perf_counter()
         for i, batch in enumerate(micro_batches):
             batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
@@ -265,12 +270,16 @@ class Trainer(TrainerSetup, TrainerEvaluation):
             else:
                 sync = i == len(micro_batches) - 1 or self.world == 1
                 with self._gradient_sync(sync), self._autocast():
-                    smoothed, nll, _ = self._loss(batch, o.label_smoothing)           # 6. label smoothing
+                    smoothed, nll, extras = self._loss(batch, o.label_smoothing)  # 6. label smoothing; 11. DPO
                     (smoothed * self.world / tokens).backward()
+                extras_total += extras.detach()
             smoothed_total += smoothed.detach()
             nll_total += nll.detach()
         smoothed_total, nll_total = self.ranks.all_reduce(smoothed_total), self.ranks.all_reduce(nll_total)
         metrics = {"train/loss": float(smoothed_total / tokens), "train/nll": float(nll_total / tokens)}
+        if self.objective.metric_names:  # DPO: preference/loss, preference/margin, preference/accuracy
+            extras = (self.ranks.all_reduce(extras_total) / tokens).tolist()
+            metrics.update(zip(self.objective.metric_names, extras, strict=True))
         noise_ratio = 0.0
         if self.config.gradient_noise.enabled:                                       # 10. gradient noise
             g = self.config.gradient_noise
@@ -317,8 +326,10 @@ class Trainer(TrainerSetup, TrainerEvaluation):
                                   "Lower the learning rate or check the data.")
         return metrics
 
-    def _loss(self, batch: dict[str, torch.Tensor], eps: float) -> tuple[torch.Tensor, torch.Tensor, int]:
-        return batch_loss_sums(self.model, batch, eps, self.causal, self.pad_id, self.decoder_start_id)
+    def _loss(self, batch: dict[str, torch.Tensor], eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The objective's sums for one batch: loss, NLL, extra metric sums (`losses.TokenObjective`,
+        `preference.PreferenceObjective`)."""
+        return self.objective.loss_sums(self.model, batch, eps)
 
     def _gradient_sync(self, sync: bool):
         if sync:
