@@ -172,7 +172,7 @@ def test_dpo_through_the_cli_on_the_tiny_t5(tmp_path, small_data, pairs_file):  
     run = tmp_path / "run"
     code = main(["train", "--data", str(small_data), "--output-dir", str(run), "--preference", str(pairs_file),
                  "--dpo-beta", "0.2", "--dpo-sft-weight", "0.5", "--max-steps", "2", "--batch-size", "4",
-                 "--set", "eval.generate_samples=false", "--set", "data.num_workers=0"])
+                 "--set", "eval.generate_samples=false", "--set", "data.num_workers=0", "--set", "logging.log_every=1"])
     assert code == 0
     steps = [m for m in metrics_of(run) if "train/loss" in m]
     assert [m["step"] for m in steps] == [1, 2]
@@ -201,3 +201,20 @@ def test_the_pairs_builder_writes_pairs_and_refuses_to_overwrite(tmp_path, small
     assert "exists; pass --force" in err and "\n" not in err and out.read_text() == written
     assert main(args + ["--force", "--max-examples", "1"]) == 0
     assert len(out.read_text().splitlines()) == 2
+
+
+def test_preference_tuning_starts_from_a_trained_lora_run(tmp_path, small_data, gpt2, pairs_file, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("CHEF_GENIUS_CACHE", str(tmp_path / "cache"))
+    sft = tmp_path / "sft"
+    run_training(small_config(sft, small_data, **{"model.name": str(gpt2), "optim.max_steps": 2,
+                                                  "eval.generate_samples": False, "optim.learning_rate": 3e-2}))
+    references = {}
+    for start in (gpt2, sft):
+        trainer = Trainer(dpo_config(tmp_path / f"dpo-{start.name}", small_data, start, pairs_file))
+        trainer.setup()
+        references[start.name] = trainer.objective.reference
+        trainer.cleanup()
+    merged = list((tmp_path / "cache" / "merged").iterdir())
+    assert len(merged) == 1 and (merged[0] / "model.safetensors").is_file()  # the run's adapter, merged once
+    assert not torch.allclose(references["sft"], references["model"])  # the run's weights, not the base's
+    assert float((references["sft"][:, 0] - references["model"][:, 0]).mean()) > 0  # it learned the recipes

@@ -55,8 +55,9 @@ def _unit_interval(section: str, **values: float) -> None:
 
 @dataclass
 class ModelConfig:
-    name: str = doc("Hub id, local folder or GGUF file (dequantized once into a cached model folder) of the "
-                    "base model; 'tiny' builds a small T5 offline.", "tiny")
+    name: str = doc("Hub id, local folder, GGUF file (dequantized once into a cached model folder) or trained "
+                    "run (its final weights; a LoRA adapter is merged in once, into a cached folder) of the base "
+                    "model; 'tiny' builds a small T5 offline.", "tiny")
     architecture: Literal["auto", "seq2seq", "causal"] = doc(
         "seq2seq (T5, BART) or causal (GPT-2, Llama); 'auto' reads it from the model config.", "auto")
     max_source_tokens: int = doc("Longest prompt, in tokens; longer prompts are cut.", 128)

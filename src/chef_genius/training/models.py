@@ -123,6 +123,46 @@ def gguf_folder(path: Path) -> Path:
     return folder
 
 
+def trained_model_folder(path: Path) -> Path:
+    """A run, checkpoint or adapter folder as a model to train on: its weights folder (a run's
+    final/, `inference.resolve_model_folder`), with a LoRA adapter merged into its base model once
+    into a cached folder (keyed by the adapter file's size and modification time), as a GGUF file
+    is converted once: preference tuning, say, starts from what the run learned.
+
+    Raises:
+        UserError: nothing loadable there.
+    """
+    from chef_genius.inference import resolve_model_folder
+
+    folder, note = resolve_model_folder(path)
+    if note:
+        print(f"chef-genius: {note}", flush=True)
+    weights = folder / "adapter_model.safetensors"
+    if not (folder / "adapter_config.json").is_file() or not weights.is_file():
+        return folder.resolve()
+    stat = weights.stat()
+    merged = cache_dir() / "merged" / f"{folder.resolve().parent.name}-{folder.name}-{stat.st_size}-{stat.st_mtime_ns}"
+    if (merged / "config.json").exists():
+        return merged
+    from chef_genius.export import load_merged
+
+    print(f"merging the LoRA adapter of {folder} into its base model (once): {merged}", flush=True)
+    exported = load_merged(folder)
+    staging = merged.with_name(f".{merged.name}.partial-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        exported.model.save_pretrained(staging, safe_serialization=True)
+        exported.tokenizer.save_pretrained(staging)
+        (staging / "SOURCE.txt").write_text(f"merged from {folder.resolve()}\n", encoding="utf-8")
+        os.replace(staging, merged)
+    except OSError as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        if (merged / "config.json").exists():  # another process merged it first
+            return merged
+        raise UserError(f"cannot write the merged model to {merged}: {error.strerror or error}") from None
+    return merged
+
+
 def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
@@ -180,8 +220,11 @@ def local_model_name(name: str) -> str:
     """
     if name.lower().endswith(".gguf"):
         return str(gguf_folder(Path(name)))
-    if Path(name).expanduser().exists():
-        return str(Path(name).expanduser().resolve())
+    path = Path(name).expanduser()
+    if path.is_dir() and not (path / "config.json").is_file():  # a run or an adapter: what it learned
+        return str(trained_model_folder(path))
+    if path.exists():
+        return str(path.resolve())
     if name.startswith((".", "/", "~")):
         raise UserError(f"cannot load model '{name}': no such folder")
     return name
