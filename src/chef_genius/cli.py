@@ -549,7 +549,8 @@ def _print_plan(config) -> int:
         print(f"{row['epoch']:>5}  {steps:<13} {row['difficulty']:<10} {row['quality_threshold']:>10.3f} "
               f"{row['examples']:>9,} {row['optimizer_steps']:>15,}{note}")
     o = config.optim
-    per_step = f"{o.max_tokens:,} tokens" if o.max_tokens else f"{o.batch_size} examples"
+    per_step = (f"{o.max_tokens:,} tokens" if o.max_tokens else
+                f"{o.batch_size} {'pairs' if config.preference.pairs is not None else 'examples'}")
     planned = sum(trainer.steps_per_epoch)
     print(f"total {planned:,} optimizer steps ({per_step} x {o.gradient_accumulation_steps} accumulation per step)")
     if o.max_steps is not None and o.max_steps < planned:
