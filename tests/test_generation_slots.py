@@ -67,16 +67,23 @@ PROMPTS = [[5, 9, 12], [7] * 11, [3, 4, 5, 6, 7, 8], [20, 21], [33, 34, 35, 36, 
 STOPS = [1, 2]
 
 
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
 @pytest.mark.parametrize("preset", ["greedy", "guarded"])
-def test_rows_admitted_into_freed_slots_write_the_engines_recipes(random_llama, preset):
+def test_rows_admitted_into_freed_slots_write_the_engines_recipes(random_llama, preset, device):
+    """On CUDA: captured decode steps replayed, captured again as the cache grows."""
     from chef_genius.generation import EngineOptions, generate_ids
 
+    model = random_llama.to(device)
     settings = {**NEUTRAL, **DECODING[preset]}
     limits = [70, 20, 45, 90, 30]
     exact = EngineOptions(exact=True)
-    expected = [generate_ids(random_llama, [p], True, settings, STOPS, 0, limit, 1, options=exact)[0][0]
+    expected = [generate_ids(model, [p], True, settings, STOPS, 0, limit, 1, options=exact)[0][0]
                 for p, limit in zip(PROMPTS, limits, strict=True)]
-    decoder = SlotDecoder(random_llama, STOPS, 0, slots=2, max_new_tokens=100, race=False, window=4)
+    # On CUDA the first replay of a capture comes after two real warm-up steps: 1 + 3 + 2 tokens a turn.
+    decoder = SlotDecoder(model, STOPS, 0, slots=2, max_new_tokens=100, race=device == "cuda", window=6)
     got: dict[int, list[int]] = {}
     owner: dict[int, int] = {}
     waiting = list(range(len(PROMPTS)))
@@ -95,6 +102,7 @@ def test_rows_admitted_into_freed_slots_write_the_engines_recipes(random_llama, 
                 if finished[slot]:
                     decoder.free([slot])
                     del owner[slot]
+    random_llama.to("cpu")
     assert [got[i] for i in range(len(PROMPTS))] == expected
     assert decoder.capacity >= 128  # grew past the first 64 columns while rows were decoding
 

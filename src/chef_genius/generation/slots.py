@@ -97,8 +97,8 @@ class SlotDecoder(CausalDecoder):
             limits: each row's token limit (at most ``max_new_tokens``).
             settings: each row's decoding settings (`inference.NEUTRAL` keys).
             seeds: each row's seed for the race (None: one from the global RNG).
-            generators: eager draws: each row's generator (None: the global RNG); rows of one
-                request share one and are drawn together, in their order.
+            generators: eager draws: each row's generator (None, or no list: the global RNG); rows
+                of one request share one and are drawn together, in their order.
             busy: other slots hold rows (else the cache may shrink).
         """
         limits = [max(1, min(limit, self.state.max_new_tokens)) for limit in limits]
@@ -112,7 +112,8 @@ class SlotDecoder(CausalDecoder):
             group[1].append(seed)
         for key, (owned, owned_seeds) in groups.items():
             self.rules.set(owned, dict(key), owned_seeds)
-        if generators is not None:
+        if not self.race:  # eager draws: every sampled row needs a place in `draws`
+            generators = generators or [None] * len(slots)
             for generator, slot, setting in zip(generators, slots, settings, strict=True):
                 if not setting.get("do_sample"):
                     continue
