@@ -8,8 +8,8 @@ it ended and its newest tokens, and `free` ends a slot whose client has gone.
 
 The cache's capacity (columns per slot) is sized to the rows it holds: it grows, by powers of
 two, when a newcomer needs more (the rows keep their columns; the graph is captured again; eager
-steps grow it as the rows get longer) and goes back to the smallest size that fits when every
-slot is free. Attention reads the whole
+steps grow it as the rows get longer) and, when every slot is free and it is over 4x what a
+newcomer needs, goes back to the smallest size that fits. Attention reads the whole
 capacity each step, so a small one is a fast one.
 """
 
@@ -83,7 +83,8 @@ class SlotDecoder(CausalDecoder):
         self._replay = None  # the graph held the old tensors: capture again
 
     def _fit(self, columns: int, busy: bool) -> None:
-        if columns > self.capacity or (not busy and _bucket(columns) < self.capacity):
+        # Idle, it shrinks only when 4x too large: each new size costs a graph capture (and time to a first token).
+        if columns > self.capacity or (not busy and 4 * _bucket(columns) < self.capacity):
             self._resize(_bucket(columns), keep=busy)
 
     # Rows.
