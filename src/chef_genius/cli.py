@@ -122,7 +122,7 @@ def _parser() -> argparse.ArgumentParser:
     train.set_defaults(handler=_train)
 
     gen = commands.add_parser("generate", help="write recipes with a trained run, adapter or model")
-    gen.add_argument("run", type=Path, help="run folder, adapter folder or model folder")
+    gen.add_argument("run", type=Path, help="run folder, adapter folder, model folder or GGUF file")
     gen.add_argument("prompt", nargs="?", help='what to cook, e.g. "pasta with tomatoes and basil"')
     gen.add_argument("--file", type=Path, help="prompts, one per line")
     gen.add_argument("--json", action="store_true", help="print JSON instead of Markdown")

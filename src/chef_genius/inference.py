@@ -62,8 +62,8 @@ def resolve_model_folder(path: str | Path) -> tuple[Path, str | None]:
 
     ``path`` may be a run folder (its ``final/``, which holds the best weights; a run without
     one, interrupted, gives its best complete checkpoint, else its newest complete one), a
-    checkpoint folder (``RUN/checkpoints/step-N``, checked against its manifest), an adapter or
-    a model folder.
+    checkpoint folder (``RUN/checkpoints/step-N``, checked against its manifest), an adapter, a
+    model folder or a GGUF file (its converted folder, `chef_genius.training.models.gguf_folder`).
 
     Raises:
         UserError: nothing loadable there, or the checkpoint is damaged.
@@ -71,6 +71,10 @@ def resolve_model_folder(path: str | Path) -> tuple[Path, str | None]:
     from chef_genius.training import checkpoint as ckpt
 
     path = Path(path)
+    if path.suffix.lower() == ".gguf" and not path.is_dir():
+        from chef_genius.training.models import gguf_folder
+
+        return gguf_folder(path), None
     if not path.is_dir():
         raise UserError(f"{path}: no such run, adapter or model folder")
     if _holds_model(path / "final"):

@@ -28,6 +28,7 @@ LORA_TARGETS = {
     "gpt2": ["c_attn"],
     "llama": ["q_proj", "v_proj"], "mistral": ["q_proj", "v_proj"], "qwen2": ["q_proj", "v_proj"],
     "qwen3": ["q_proj", "v_proj"], "gemma": ["q_proj", "v_proj"], "gemma2": ["q_proj", "v_proj"],
+    "gemma3_text": ["q_proj", "v_proj"],  # Gemma 3 270M/1B: a GGUF file converts to the text-only model
     "phi3": ["qkv_proj"],
 }
 
