@@ -208,6 +208,18 @@ def test_more_requests_than_slots_wait_for_free_ones(random_llama, kind, decodin
     assert engine.load == 0 and engine.active_rows == 0
 
 
+def test_a_request_with_more_rows_than_slots_is_answered(random_llama, kind):
+    model, tokenizer = random_llama
+    engine = Engine(model, tokenizer, True, max_rows=2, engine=kind)
+    try:
+        [ids] = _encode(tokenizer, True, PROMPTS[:1])
+        [got] = asyncio.run(_texts(engine, [GenerationRequest([ids], 20, _settings("sample"), n=3, seed=9)]))
+    finally:
+        engine.close()
+    expected = [g.text for g in generate_details(model, tokenizer, PROMPTS[:1], True, "sample", 20, 3, seed=9)[0]]
+    assert got == expected
+
+
 def test_a_model_the_engine_does_not_support_falls_back(random_llama, capsys):
     model, tokenizer = random_llama
     model.config.model_type = "mistral"

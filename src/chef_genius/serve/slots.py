@@ -12,8 +12,9 @@ step captured once as a CUDA graph on a GPU. Each turn of the loop the worker
 
 So a newcomer waits at most one turn for its prefill, and its first token comes back at the end
 of that turn. Each row decodes with its own request's settings (`generation.rowrules`). A request
-the per-row rules cannot express (beam search, a repetition penalty) is decoded by the
-Transformers path (`serve.batch`, or ``model.generate`` for beams) once every slot is free.
+the per-row rules cannot express (beam search, a repetition penalty), or with more rows than
+there are slots, is decoded by the Transformers path (`serve.batch`, or ``model.generate`` for
+beams) once every slot is free.
 
 Seeds: on the CPU (no graph) a seeded request's rows draw from its own generator, as `generate`
 draws with that seed, so it writes what `generate` writes. On a GPU the graph draws by the
@@ -118,7 +119,7 @@ class SlotLoop:
         for position, ticket in enumerate(engine._waiting):
             if ticket.gone():
                 engine._release(ticket)
-            elif _per_row_reason(ticket.request.settings, self.LARGEST_NGRAM):
+            elif _per_row_reason(ticket.request.settings, self.LARGEST_NGRAM) or ticket.request.rows > len(self.owner):
                 if not busy and not taken:
                     engine._waiting = keep + engine._waiting[position + 1:]
                     return ticket
