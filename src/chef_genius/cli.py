@@ -171,6 +171,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="requests queued or running; more are answered 503 (default: %(default)s)")
     serve.add_argument("--timeout", type=float, default=120.0, help="seconds a request may take (default: 120)")
     serve.add_argument("--device", help="cuda or cpu (default: cuda when there is one)")
+    serve.add_argument("--engine", choices=("chef-genius", "transformers"), default="chef-genius",
+                       help="who decodes: chef-genius' generation engine (fixed slots, one KV cache, a CUDA-graph "
+                            "step; causal models it supports, others fall back) or transformers' forward pass "
+                            "token by token (default: %(default)s)")
     serve.set_defaults(handler=_serve)
 
     export = commands.add_parser("export", help="write a run as a GGUF file with an Ollama Modelfile, or as a "

@@ -11,7 +11,6 @@ takes no newcomers: it runs until its rows end.
 
 from __future__ import annotations
 
-
 import torch
 
 from chef_genius.generation.state import cache_keyword
