@@ -8,6 +8,7 @@ second over the wall time of the whole load. Results go to benchmarks/results/se
 
     python benchmarks/serve_load.py --tiny                      # CPU: the tests' tiny recipe model
     python benchmarks/serve_load.py --model RUN --requests 64 --max-tokens 256   # e.g. SmolLM2-135M on a GPU
+    python benchmarks/serve_load.py --tiny --server-arg=--engine=transformers   # the Transformers path
 
 ``--tiny`` builds the tests' tiny Llama (tests/harness/tiny_server_model.py, a checkout is needed);
 ``--random-smollm2`` a Llama of SmolLM2-135M's published shape with random weights and a 49,152-token
@@ -135,7 +136,8 @@ def main() -> None:
     summary = {
         "model": ("tiny (tests/harness/tiny_server_model.py)" if args.tiny else
                   "SmolLM2-135M's shape, random weights" if args.random_smollm2 else str(args.model)),
-        "device": health["device"], "requests": args.requests, "answered": len(answered),
+        "device": health["device"], "engine": health.get("engine", "transformers"), "requests": args.requests,
+        "answered": len(answered),
         "max_tokens": args.max_tokens, "temperature": args.temperature,
         "latency_p50_s": statistics.median(latencies), "latency_p95_s": _percentile(latencies, 0.95),
         "ttft_p50_s": statistics.median(ttfts), "ttft_p95_s": _percentile(ttfts, 0.95),
@@ -144,6 +146,7 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"engine {summary['engine']} on {summary['device']}")
     print(f"{'requests':>9} {'answered':>9} {'p50 s':>7} {'p95 s':>7} {'TTFT p50':>9} {'TTFT p95':>9} "
           f"{'tokens':>7} {'tokens/s':>9}")
     print(f"{args.requests:>9} {len(answered):>9} {summary['latency_p50_s']:>7.2f} {summary['latency_p95_s']:>7.2f} "

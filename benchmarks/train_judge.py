@@ -7,7 +7,7 @@ pass the whole verdict (the hard rules and the judge).
     python benchmarks/train_judge.py --data PREPARED --generated gen-full-val-plain.jsonl [...]
 
 Generated files are `benchmarks/quality.py generate` outputs on the validation prompts (every
-candidate is used). Needs scikit-learn (a benchmark dependency; the package applies the weights
+candidate is used). Needs scikit-learn (`pip install -e '.[bench]'`; the package applies the weights
 with plain arithmetic). Writes the judge and benchmarks/results/judge.json.
 """
 

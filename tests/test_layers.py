@@ -22,7 +22,7 @@ LAYERS: list[set[str]] = [
     # The domain: settings, recipe checks and metrics, data sources, prepare, output folders, sinks.
     {"config", "config_help", "metrics", "usability", "foods", "findings", "judge", "cookable", "quality", "augment",
      "curriculum", "encoding", "reference_metrics", "grounding", "sources", "prepare", "outputs", "tracking",
-     "report"},
+     "report", "preference"},
     # Model families; models: loading and placement; the generation engine.
     {"families", "model", "generation"},
     # What training reads and writes: its data, checkpoints, gradient noise.
@@ -30,7 +30,7 @@ LAYERS: list[set[str]] = [
     # Loading a trained run, and generating with it.
     {"inference"},
     # Samples and their scores, best-of-N, `evaluate`.
-    {"best_of", "sampling", "evaluation"},
+    {"best_of", "sampling", "evaluation", "preference_pairs"},
     # `train`: the loop.
     {"training"},
     # Export and serving.

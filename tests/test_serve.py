@@ -1,5 +1,6 @@
 """`chef-genius serve` as users meet it: a server process on a free port, the official `openai`
-client, raw HTTP for the recipe endpoint and for every kind of bad input, 64 requests at once."""
+client, raw HTTP for the recipe endpoint and for every kind of bad input, 64 requests at once;
+on both decoding paths (`--engine chef-genius`, the default, and `--engine transformers`)."""
 
 from __future__ import annotations
 
@@ -32,9 +33,13 @@ def tiny_model(tmp_path_factory):
     return shared_tiny_recipe_model(tmp_path_factory)
 
 
-@pytest.fixture(scope="module")
-def server(tiny_model):
-    with running_server(tiny_model, "--decoding", "greedy") as running:
+ENGINES = ["chef-genius", "transformers"]  # both decoding paths serve a causal model
+
+
+@pytest.fixture(scope="module", params=ENGINES)
+def server(tiny_model, request):
+    with running_server(tiny_model, "--decoding", "greedy", f"--engine={request.param}") as running:
+        running.engine = request.param
         yield running
 
 
@@ -62,6 +67,7 @@ def test_models_and_health(server, client):
     assert [m.id for m in client.models.list().data] == ["tiny-recipes"]
     health = httpx.get(server.url + "/health").json()
     assert health["status"] == "ok" and health["auth"] is False and health["capacity"] == 256
+    assert health["engine"] == server.engine and any(f"(engine {server.engine}," in line for line in server.lines)
 
 
 def test_chat_answers_as_generate_does(server, client, tiny_model):
@@ -303,10 +309,10 @@ def test_64_concurrent_requests_are_all_answered(server):
     assert httpx.get(server.url + "/health").json()["requests"] == 0
 
 
-@pytest.fixture(scope="module")
-def guarded(tiny_model):
+@pytest.fixture(scope="module", params=ENGINES)
+def guarded(tiny_model, request):
     with running_server(tiny_model, "--api-key", KEY, "--max-queue", "2", "--max-batch", "4",
-                        "--max-tokens-cap", "4000", "--timeout", "4") as running:
+                        "--max-tokens-cap", "4000", "--timeout", "4", f"--engine={request.param}") as running:
         yield running
 
 

@@ -1,6 +1,8 @@
 """The serving engine in process: what it writes is what `generate` writes (greedy, seeded
 sampling, beam; causal and seq2seq; rows batched together or joining a running batch), and it keeps
-its bounds (a full queue, a timeout, a cancelled stream)."""
+its bounds (a full queue, a timeout, a cancelled stream). Causal models run on both decoding paths:
+the generation engine's slots ("chef-genius", eager on the CPU: seeded rows draw from their
+request's generator, so even sampled text is `generate`'s) and Transformers' forward pass."""
 
 from __future__ import annotations
 
@@ -18,6 +20,13 @@ from tests.harness.tiny_causal import chat_tokenizer
 from tests.harness.tiny_server_model import ENDLESS, RECIPE
 
 PROMPTS = ["Create a recipe: Soup", "Create a recipe: Lemon Chicken with chicken, lemon, garlic and thyme", "x"]
+KINDS = ["chef-genius", "transformers"]
+
+
+@pytest.fixture(params=KINDS)
+def kind(request) -> str:
+    """The serving path a causal model decodes on."""
+    return request.param
 
 
 @pytest.fixture(scope="module")
@@ -79,9 +88,10 @@ def _settings(name: str) -> dict:
 
 @pytest.mark.parametrize("stagger", [False, True], ids=["together", "joining"])
 @pytest.mark.parametrize("decoding", ["greedy", "guarded", "chef"])
-def test_batched_rows_write_what_generate_writes(random_llama, decoding, stagger):
+def test_batched_rows_write_what_generate_writes(random_llama, decoding, stagger, kind):
     model, tokenizer = random_llama
-    engine = Engine(model, tokenizer, CAUSAL, batch_wait=0.05)
+    engine = Engine(model, tokenizer, CAUSAL, batch_wait=0.05, engine=kind)
+    assert engine.kind == kind
     try:
         ids = _encode(tokenizer, CAUSAL, PROMPTS)
         requests = [GenerationRequest([i], 40, _settings(decoding), seed=5) for i in ids]
@@ -93,9 +103,9 @@ def test_batched_rows_write_what_generate_writes(random_llama, decoding, stagger
     assert len(set(expected)) == 3 and all(len(e) > 20 for e in expected)
 
 
-def test_n_sampled_rows_are_generates_num_return_sequences(random_llama):
+def test_n_sampled_rows_are_generates_num_return_sequences(random_llama, kind):
     model, tokenizer = random_llama
-    engine = Engine(model, tokenizer, CAUSAL)
+    engine = Engine(model, tokenizer, CAUSAL, engine=kind)
     try:
         [ids] = _encode(tokenizer, CAUSAL, PROMPTS[:1])
         [got] = asyncio.run(_texts(engine, [GenerationRequest([ids], 30, _settings("sample"), n=3, seed=9)]))
@@ -108,7 +118,8 @@ def test_n_sampled_rows_are_generates_num_return_sequences(random_llama):
 @pytest.mark.parametrize("decoding", ["greedy", "sample", "beam"])
 def test_a_seq2seq_model_writes_what_generate_writes(random_t5, decoding):
     model, tokenizer = random_t5
-    engine = Engine(model, tokenizer, SEQ2SEQ)
+    engine = Engine(model, tokenizer, SEQ2SEQ)  # asks for the generation engine: a T5 falls back
+    assert engine.kind == "transformers"
     try:
         ids = _encode(tokenizer, SEQ2SEQ, PROMPTS)
         requests = [GenerationRequest([i], 24, _settings(decoding), seed=3) for i in ids]
@@ -128,9 +139,9 @@ def tiny_recipes(tmp_path_factory):
     return loaded.model, loaded.tokenizer
 
 
-def test_a_full_queue_refuses_and_a_closed_stream_frees_its_place(tiny_recipes):
+def test_a_full_queue_refuses_and_a_closed_stream_frees_its_place(tiny_recipes, kind):
     model, tokenizer = tiny_recipes
-    engine = Engine(model, tokenizer, CAUSAL, max_queue=1)
+    engine = Engine(model, tokenizer, CAUSAL, max_queue=1, engine=kind)
     [endless] = _encode(tokenizer, CAUSAL, [ENDLESS])
 
     async def scenario():
@@ -154,9 +165,9 @@ def test_a_full_queue_refuses_and_a_closed_stream_frees_its_place(tiny_recipes):
     assert text.split() == ["la", "la", "la"]
 
 
-def test_a_request_out_of_time_ends_with_a_timeout(tiny_recipes):
+def test_a_request_out_of_time_ends_with_a_timeout(tiny_recipes, kind):
     model, tokenizer = tiny_recipes
-    engine = Engine(model, tokenizer, CAUSAL, timeout=0.3)
+    engine = Engine(model, tokenizer, CAUSAL, timeout=0.3, engine=kind)
     [endless] = _encode(tokenizer, CAUSAL, [ENDLESS])
 
     async def scenario():
@@ -171,6 +182,58 @@ def test_a_request_out_of_time_ends_with_a_timeout(tiny_recipes):
         engine.close()
     assert reasons[-1] == "timeout" and set(reasons[:-1]) == {None} and len(reasons) > 3
     assert 0.3 <= seconds < 1.5 and engine.load == 0
+
+
+@pytest.mark.parametrize("decoding", ["greedy", "careful"])
+def test_more_requests_than_slots_wait_for_free_ones(random_llama, kind, decoding):
+    """Two slots, five requests sent at once and then one by one, with settings that differ per
+    request (an OpenAI temperature next to the presets): each writes what `generate` writes alone."""
+    model, tokenizer = random_llama
+    engine = Engine(model, tokenizer, CAUSAL, max_rows=2, engine=kind, check_every=3)
+    ids = _encode(tokenizer, CAUSAL, PROMPTS)
+    custom = {**NEUTRAL, "do_sample": True, "temperature": 1.3, "top_p": 0.9, "top_k": 0}
+
+    def requests() -> list[GenerationRequest]:
+        return [*(GenerationRequest([i], 25 + 5 * k, _settings(decoding), seed=k) for k, i in enumerate(ids + ids[:1])),
+                GenerationRequest([ids[1]], 20, custom, seed=4)]
+
+    try:
+        together = asyncio.run(_texts(engine, requests()))
+        staggered = asyncio.run(_texts(engine, requests(), stagger=True))
+    finally:
+        engine.close()
+    expected = [generate_details(model, tokenizer, [p], CAUSAL, decoding, 25 + 5 * k, seed=k)[0][0].text
+                for k, p in enumerate(PROMPTS + PROMPTS[:1])]
+    assert [g[0] for g in together[:4]] == [g[0] for g in staggered[:4]] == expected
+    assert together[4] == staggered[4] and together[4][0]
+    assert engine.load == 0 and engine.active_rows == 0
+
+
+def test_a_request_with_more_rows_than_slots_is_answered(random_llama, kind):
+    model, tokenizer = random_llama
+    engine = Engine(model, tokenizer, CAUSAL, max_rows=2, engine=kind)
+    try:
+        [ids] = _encode(tokenizer, CAUSAL, PROMPTS[:1])
+        [got] = asyncio.run(_texts(engine, [GenerationRequest([ids], 20, _settings("sample"), n=3, seed=9)]))
+    finally:
+        engine.close()
+    expected = [g.text for g in generate_details(model, tokenizer, PROMPTS[:1], CAUSAL, "sample", 20, 3, seed=9)[0]]
+    assert got == expected
+
+
+def test_a_model_the_engine_does_not_support_falls_back(random_llama, capsys):
+    model, tokenizer = random_llama
+    model.config.model_type = "mistral"
+    try:
+        engine = Engine(model, tokenizer, CAUSAL)
+    finally:
+        model.config.model_type = "llama"
+    engine.close()
+    assert engine.kind == "transformers"
+    assert "model type 'mistral' is not one the engine was proven on: decoding with transformers" in \
+        capsys.readouterr().err
+    with pytest.raises(ValueError, match="unknown serve engine 'vllm'"):
+        Engine(model, tokenizer, CAUSAL, engine="vllm")
 
 
 def test_checks_hold_usable_and_the_cookable_verdict():

@@ -122,7 +122,7 @@ def _parser() -> argparse.ArgumentParser:
     train.set_defaults(handler=_train)
 
     gen = commands.add_parser("generate", help="write recipes with a trained run, adapter or model")
-    gen.add_argument("run", type=Path, help="run folder, adapter folder or model folder")
+    gen.add_argument("run", type=Path, help="run folder, adapter folder, model folder or GGUF file")
     gen.add_argument("prompt", nargs="?", help='what to cook, e.g. "pasta with tomatoes and basil"')
     gen.add_argument("--file", type=Path, help="prompts, one per line")
     gen.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
@@ -171,6 +171,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="requests queued or running; more are answered 503 (default: %(default)s)")
     serve.add_argument("--timeout", type=float, default=120.0, help="seconds a request may take (default: 120)")
     serve.add_argument("--device", help="cuda or cpu (default: cuda when there is one)")
+    serve.add_argument("--engine", choices=("chef-genius", "transformers"), default="chef-genius",
+                       help="who decodes: chef-genius' generation engine (fixed slots, one KV cache, a CUDA-graph "
+                            "step; causal models it supports, others fall back) or transformers' forward pass "
+                            "token by token (default: %(default)s)")
     serve.set_defaults(handler=_serve)
 
     export = commands.add_parser("export", help="write a run as a GGUF file with an Ollama Modelfile, or as a "
@@ -186,6 +190,25 @@ def _parser() -> argparse.ArgumentParser:
                         help="replace files that chef-genius exported earlier (a GGUF file and its Modelfile; "
                              "merged: as merge's --overwrite)")
     export.set_defaults(handler=_export)
+
+    pairs = commands.add_parser("preference-pairs", help="preference pairs for DPO (train --preference): the real "
+                                                         "recipe of training prompts over the run's own samples "
+                                                         "that the cookable verdict rejects")
+    pairs.add_argument("run", type=Path, help="run folder, checkpoint, adapter or model folder")
+    pairs.add_argument("--data", type=Path, required=True, help="prepared dataset folder")
+    pairs.add_argument("--split", choices=("train", "val", "test"), default="train")
+    pairs.add_argument("--max-examples", type=int, default=500, help="prompts (a fixed random subset of the split; "
+                                                                     "default: %(default)s)")
+    pairs.add_argument("--samples", type=int, default=1, metavar="N",
+                       help="recipes sampled per prompt; each one rejected makes a pair (default: %(default)s)")
+    pairs.add_argument("--keep-all", action="store_true", help="make pairs of cookable samples too")
+    pairs.add_argument("--decoding", choices=DECODING_NAMES, default=EvalConfig.decoding,
+                       help="decoding preset (default: %(default)s)")
+    pairs.add_argument("--max-new-tokens", type=int, default=EvalConfig.max_new_tokens)
+    pairs.add_argument("--seed", type=int, default=0)
+    pairs.add_argument("--out", type=Path, required=True, help="the pairs file to write (JSONL)")
+    pairs.add_argument("--force", action="store_true", help="replace an existing --out file")
+    pairs.set_defaults(handler=_preference_pairs)
 
     report = commands.add_parser("report", help="plots and an HTML summary of a training run")
     report.add_argument("run", type=Path)
@@ -490,6 +513,20 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _preference_pairs(args: argparse.Namespace) -> int:
+    _quiet_libraries()
+    from chef_genius.inference import model_folder
+    from chef_genius.preference_pairs import build_pairs, check_output
+
+    check_output(args.out, args.force)  # before the model is loaded
+    report = build_pairs(args.run, args.data, args.split, args.max_examples, args.out,
+                         _run_templates(args.run, model_folder(args.run)), args.samples, args.keep_all, args.decoding,
+                         args.max_new_tokens, args.seed, args.force)
+    print(f"{report.prompts} prompts of {args.data} ({args.split}), {report.samples} samples: {report.rejected} not "
+          f"cookable; wrote {report.pairs} pairs to {report.out}")
+    return 0
+
+
 def _report(args: argparse.Namespace) -> int:
     from chef_genius.report import write_report
 
@@ -515,7 +552,8 @@ def _print_plan(config) -> int:
         print(f"{row['epoch']:>5}  {steps:<13} {row['difficulty']:<10} {row['quality_threshold']:>10.3f} "
               f"{row['examples']:>9,} {row['optimizer_steps']:>15,}{note}")
     o = config.optim
-    per_step = f"{o.max_tokens:,} tokens" if o.max_tokens else f"{o.batch_size} examples"
+    per_step = (f"{o.max_tokens:,} tokens" if o.max_tokens else
+                f"{o.batch_size} {'pairs' if config.preference.pairs is not None else 'examples'}")
     planned = sum(plan.steps_per_epoch)
     print(f"total {planned:,} optimizer steps ({per_step} x {o.gradient_accumulation_steps} accumulation per step)")
     if o.max_steps is not None and o.max_steps < planned:

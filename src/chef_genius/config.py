@@ -55,8 +55,9 @@ def _unit_interval(section: str, **values: float) -> None:
 
 @dataclass
 class ModelConfig:
-    name: str = doc("Hub id, local folder or GGUF file (dequantized once into a cached model folder) of the "
-                    "base model; 'tiny' builds a small T5 offline.", "tiny")
+    name: str = doc("Hub id, local folder, GGUF file (dequantized once into a cached model folder) or trained "
+                    "run (its final weights; a LoRA adapter is merged in once, into a cached folder) of the base "
+                    "model; 'tiny' builds a small T5 offline.", "tiny")
     architecture: Literal["auto", "seq2seq", "causal"] = doc(
         "seq2seq (T5, BART) or causal (GPT-2, Llama); 'auto' reads it from the model config.", "auto")
     max_source_tokens: int = doc("Longest prompt, in tokens; longer prompts are cut.", 128)
@@ -162,7 +163,7 @@ class OptimConfig:
                                  "batch_size.", None)
     gradient_accumulation_steps: int = doc("Micro-batches per optimizer step.", 4)
     learning_rate: float | None = doc("Peak learning rate; empty: 1e-3 with LoRA, 2e-4 for full fine-tuning (the "
-                                      "ablation study's tuned rates).", None)
+                                      "ablation study's tuned rates); with preference pairs 5e-5 and 1e-6.", None)
     weight_decay: float = doc("AdamW weight decay.", 0.01)
     max_grad_norm: float = doc("Gradient clipping norm; 0 disables clipping.", 1.0)
     label_smoothing: float = doc("Label smoothing epsilon of the training loss (0.1 in the design document). "
@@ -275,6 +276,23 @@ class CheckpointConfig:
 
 
 @dataclass
+class PreferenceConfig:
+    pairs: str | None = doc("Preference pairs, JSONL of prompt, chosen and rejected recipe texts (`chef-genius "
+                            "preference-pairs` writes them): train with DPO on them instead of the recipes' "
+                            "cross-entropy (docs/training.md, 'Preference tuning'); empty: ordinary fine-tuning.",
+                            None)
+    beta: float = doc("DPO beta: the scale of the policy's log-probability ratios to the starting model; larger "
+                      "keeps the policy closer to it.", 0.1)
+    sft_weight: float = doc("Weight of the chosen recipe's token-mean cross-entropy added to each pair's DPO "
+                            "loss; 0: DPO alone.", 0.0)
+
+    def __post_init__(self) -> None:
+        _positive("preference", beta=self.beta)
+        if self.sft_weight < 0:
+            raise UserError(f"preference.sft_weight must be >= 0, got {self.sft_weight}")
+
+
+@dataclass
 class TrainConfig:
     output_dir: str | None = doc("Run folder: config, metrics, checkpoints, adapter. Empty: runs/run-<time>, "
                                  "or with --resume auto the newest runs/run-* folder.", None)
@@ -291,13 +309,17 @@ class TrainConfig:
     eval: EvalConfig = doc("Validation, early stopping and sample recipes.", factory=EvalConfig)
     logging: LoggingConfig = doc("Metric sinks.", factory=LoggingConfig)
     checkpoint: CheckpointConfig = doc("Checkpoints and resume.", factory=CheckpointConfig)
+    preference: PreferenceConfig = doc("Preference tuning (DPO).", factory=PreferenceConfig)
 
     def __post_init__(self) -> None:
+        if self.optim.learning_rate is None and self.preference.pairs is not None:  # common DPO rates, unmeasured here
+            self.optim.learning_rate = DPO_LORA_LEARNING_RATE if self.lora.enabled else DPO_FULL_LEARNING_RATE
         if self.optim.learning_rate is None:  # the rate the ablation study found for each kind of training
             self.optim.learning_rate = LORA_LEARNING_RATE if self.lora.enabled else FULL_LEARNING_RATE
 
 
 LORA_LEARNING_RATE, FULL_LEARNING_RATE = 1e-3, 2e-4
+DPO_LORA_LEARNING_RATE, DPO_FULL_LEARNING_RATE = 5e-5, 1e-6
 
 PRESETS: dict[str, dict[str, Any]] = {
     # From the seed's "Best Practices" table.
@@ -368,6 +390,9 @@ FLAGS: dict[str, tuple[str, Any]] = {
     "--disable-gradient-noise": ("gradient_noise.enabled", False),
     "--fsdp": ("model.fsdp", True),
     "--decoding": ("eval.decoding", str),
+    "--preference": ("preference.pairs", str),
+    "--dpo-beta": ("preference.beta", float),
+    "--dpo-sft-weight": ("preference.sft_weight", float),
 }
 
 
@@ -398,6 +423,9 @@ def build_config(file: str | Path | None = None, overrides: dict[str, Any] | Non
     if config.model.fsdp and config.lora.enabled:
         raise UserError("--fsdp shards full fine-tuning; LoRA adapters are small and train with DDP: "
                         "add --disable-lora or drop --fsdp")
+    if config.preference.pairs is not None and config.model.gradient_checkpointing:
+        raise UserError("preference tuning runs its forward without dropout (eval mode), where Transformers "
+                        "skips activation checkpointing: drop model.gradient_checkpointing")
     if (not config.lora.enabled and config.model.name != "tiny"
             and config.optim.learning_rate >= LORA_LEARNING_RATE):  # a LoRA rate kept from a dumped config, say
         import warnings

@@ -6,6 +6,8 @@ Used by validation samples, `generate`, `evaluate` and `merge`; one generation p
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,8 +65,8 @@ def resolve_model_folder(path: str | Path) -> tuple[Path, str | None]:
 
     ``path`` may be a run folder (its ``final/``, which holds the best weights; a run without
     one, interrupted, gives its best complete checkpoint, else its newest complete one), a
-    checkpoint folder (``RUN/checkpoints/step-N``, checked against its manifest), an adapter or
-    a model folder.
+    checkpoint folder (``RUN/checkpoints/step-N``, checked against its manifest), an adapter, a
+    model folder or a GGUF file (its converted folder, `chef_genius.model.loading.gguf_folder`).
 
     Raises:
         UserError: nothing loadable there, or the checkpoint is damaged.
@@ -72,6 +74,10 @@ def resolve_model_folder(path: str | Path) -> tuple[Path, str | None]:
     from chef_genius.checkpoints import folder as ckpt
 
     path = Path(path)
+    if path.suffix.lower() == ".gguf" and not path.is_dir():
+        from chef_genius.model.loading import gguf_folder
+
+        return gguf_folder(path), None
     if not path.is_dir():
         raise UserError(f"{path}: no such run, adapter or model folder")
     if _holds_model(path / "final"):
@@ -286,3 +292,53 @@ def _stopped(row: list[int], stops: list[int], pad_id: int) -> tuple[bool, int]:
         if token in stops:
             return True, position
     return False, sum(1 for t in row if t != pad_id)
+
+
+def training_model_name(name: str) -> str:
+    """`model.name` as a model to train on: a run or adapter folder becomes a model folder with
+    what it learned (`trained_model_folder`); anything else as `model.loading.local_model_name`."""
+    from chef_genius.model.loading import local_model_name
+
+    path = Path(name).expanduser()
+    if path.is_dir() and not (path / "config.json").is_file():  # a run or an adapter: what it learned
+        return str(trained_model_folder(path))
+    return local_model_name(name)
+
+
+def trained_model_folder(path: Path) -> Path:
+    """A run, checkpoint or adapter folder as a model to train on: its weights folder (a run's
+    final/, `resolve_model_folder`), with a LoRA adapter merged into its base model once
+    into a cached folder (keyed by the adapter file's size and modification time), as a GGUF file
+    is converted once: preference tuning, say, starts from what the run learned.
+
+    Raises:
+        UserError: nothing loadable there.
+    """
+    from chef_genius.model.loading import cache_dir
+
+    folder, note = resolve_model_folder(path)
+    if note:
+        print(f"chef-genius: {note}", flush=True)
+    weights = folder / "adapter_model.safetensors"
+    if not (folder / "adapter_config.json").is_file() or not weights.is_file():
+        return folder.resolve()
+    stat = weights.stat()
+    merged = cache_dir() / "merged" / f"{folder.resolve().parent.name}-{folder.name}-{stat.st_size}-{stat.st_mtime_ns}"
+    if (merged / "config.json").exists():
+        return merged
+    print(f"merging the LoRA adapter of {folder} into its base model (once): {merged}", flush=True)
+    loaded = load_run(folder, device="cpu")
+    model = loaded.model.merge_and_unload() if loaded.is_adapter else loaded.model
+    staging = merged.with_name(f".{merged.name}.partial-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        model.save_pretrained(staging, safe_serialization=True)
+        loaded.tokenizer.save_pretrained(staging)
+        (staging / "SOURCE.txt").write_text(f"merged from {folder.resolve()}\n", encoding="utf-8")
+        os.replace(staging, merged)
+    except OSError as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        if (merged / "config.json").exists():  # another process merged it first
+            return merged
+        raise UserError(f"cannot write the merged model to {merged}: {error.strerror or error}") from None
+    return merged

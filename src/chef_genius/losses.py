@@ -98,3 +98,24 @@ def nll_sums(model, collator, batches: list[list[int]], family, pad_id: int,
         count += n
     model.train(was_training)
     return total, count
+
+
+class TokenObjective:
+    """The default training objective: the label-smoothed cross-entropy of the targets, a mean
+    over the step's real target tokens (`units`). `preference.PreferenceObjective` is the other."""
+
+    metric_names: tuple[str, ...] = ()
+
+    def __init__(self, family, pad_id: int, decoder_start_id: int | None):
+        self.family, self.pad_id, self.decoder_start_id = family, pad_id, decoder_start_id
+
+    @staticmethod
+    def units(batch: dict[str, torch.Tensor]) -> int:
+        """Real target tokens in the batch."""
+        return int((batch["labels"] != IGNORE_INDEX).sum())
+
+    def loss_sums(self, model: torch.nn.Module, batch: dict[str, torch.Tensor],
+                  eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(smoothed loss sum, NLL sum, no extra metric sums)."""
+        smoothed, nll, _ = self.family.loss_sums(model, batch, eps, self.pad_id, self.decoder_start_id)
+        return smoothed, nll, smoothed.new_zeros(0)

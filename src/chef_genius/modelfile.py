@@ -34,7 +34,7 @@ def _render(tokenizer, messages: list[dict]) -> str | None:
 
 
 def prompt_template(tokenizer, templates: list[str]) -> str:
-    """The Go-template TEMPLATE: the prompt as `chef_genius.encoding.encode_sources` builds it."""
+    """The Go-template TEMPLATE: the prompt as `chef_genius.families.Causal.encode_sources` builds it."""
     from chef_genius.encoding import has_chat_template
 
     request = templates[0].format(text=_PROMPT)

@@ -10,7 +10,7 @@ run with one line listing each difference, unless ``--resume-changed`` is given;
 goes on and the differences are appended to ``RUN/resume_log.jsonl``.
 
 `HARMLESS` keys (logging, evaluation, checkpoint cadence, data loader workers, speed levers,
-the output folder) may change freely.
+the output folder) may change freely; the preference pairs file is compared by its sha256.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any
 
 from chef_genius.config import TrainConfig, to_dict
 from chef_genius.errors import UserError
+from chef_genius.preference import pairs_digest
 
 FINGERPRINT = "fingerprint.json"
 RESUME_LOG = "resume_log.jsonl"
@@ -35,7 +36,7 @@ HARMLESS = (
     "output_dir", "preset", "logging.", "eval.", "checkpoint.save_steps", "checkpoint.keep_last",
     "checkpoint.resume", "checkpoint.resume_changed", "data.num_workers", "data.path",
     "model.compile_blocks", "model.cuda_graphs", "model.fast_forward", "model.fused_norm",
-    "model.shared_bias_attention", "model.gradient_checkpointing", "model.fsdp",
+    "model.shared_bias_attention", "model.gradient_checkpointing", "model.fsdp", "preference.pairs",
 )
 
 
@@ -60,7 +61,9 @@ def _time(ns: int) -> str:
 
 def run_fingerprint(config: TrainConfig, data_folder: Path, processes: int) -> dict[str, Any]:
     """The fingerprint without its tokenizer part (`tokenizer_identity` adds it once loaded)."""
-    return {"config": to_dict(config), "data": data_identity(data_folder), "processes": processes}
+    pairs = config.preference.pairs  # by content: the same pairs moved elsewhere are the same run
+    return {"config": to_dict(config), "data": data_identity(data_folder), "processes": processes,
+            "preference": {"pairs_sha256": pairs_digest(pairs) if pairs is not None else None}}
 
 
 def tokenizer_identity(tokenizer) -> dict[str, Any]:

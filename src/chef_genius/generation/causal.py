@@ -105,8 +105,9 @@ class CausalDecoder:
                          **{self._cache_keyword: self.cache})
         return out.logits[:, -1]
 
-    def _prefill(self, slots: list[int], prompts: list[list[int]]) -> None:
-        """Run ``prompts`` into ``slots`` in one pass and choose their first tokens."""
+    def _prefill(self, slots: list[int], prompts: list[list[int]], token_limits: list[int] | None = None) -> None:
+        """Run ``prompts`` into ``slots`` in one pass and choose their first tokens; ``token_limits``:
+        each row's own token limit (default ``max_new_tokens``; the model's positions bound both)."""
         width = max(len(p) for p in prompts)
         ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
         for i, prompt in enumerate(prompts):
@@ -125,11 +126,12 @@ class CausalDecoder:
         finally:
             self.cache.prefill_rows = None
         lengths = torch.tensor([len(p) for p in prompts], dtype=torch.long, device=self.device)
-        limits = None if self.position_limit is None else \
-            (self.position_limit - lengths).clamp(1, self.state.max_new_tokens)
+        limits = None if token_limits is None else torch.tensor(token_limits, dtype=torch.long, device=self.device)
+        if self.position_limit is not None:
+            limits = (self.position_limit - lengths).clamp(1, self.state.max_new_tokens) if limits is None else \
+                torch.minimum(limits, (self.position_limit - lengths).clamp_min(1))
         self.state.begin(rows, ids, starts, limits)
-        chosen = next_tokens(logits, self.state.history[rows], self.state.column[rows], self.rule, race=self.race)
-        self.state.commit(chosen, rows)
+        self.state.commit(self._choose(logits, rows), rows)
 
     def _decode_step(self) -> None:
         """One token for every slot, all on the device (what the CUDA graph replays)."""
@@ -138,7 +140,13 @@ class CausalDecoder:
         allowed = (columns[None, :] >= state.start[:, None]) & (columns[None, :] < state.column[:, None])
         positions = (state.column - 1 - state.start)[:, None]
         logits = self._forward(state.last[:, None], additive_mask(allowed[:, None, None, :], self.dtype), positions)
-        state.commit(next_tokens(logits, state.history, state.column, self.rule, race=self.race))
+        state.commit(self._choose(logits, None))
+
+    def _choose(self, logits: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+        """The next token of ``rows`` (all when None) from their logits, by the batch's rule."""
+        state = self.state
+        history, length = (state.history, state.column) if rows is None else (state.history[rows], state.column[rows])
+        return next_tokens(logits, history, length, self.rule, race=self.race)
 
     def _step(self) -> None:
         if not self.graphs:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,7 @@ LORA_TARGETS = {
     "gpt2": ["c_attn"],
     "llama": ["q_proj", "v_proj"], "mistral": ["q_proj", "v_proj"], "qwen2": ["q_proj", "v_proj"],
     "qwen3": ["q_proj", "v_proj"], "gemma": ["q_proj", "v_proj"], "gemma2": ["q_proj", "v_proj"],
+    "gemma3_text": ["q_proj", "v_proj"],  # Gemma 3 270M/1B: a GGUF file converts to the text-only model
     "phi3": ["qkv_proj"],
 }
 
@@ -174,15 +176,17 @@ def check_hub_model(name: str) -> None:
 
 def local_model_name(name: str) -> str:
     """A GGUF file becomes its converted folder; an existing path becomes absolute (an adapter's
-    config records it); hub ids pass through.
+    config records it); hub ids pass through. A run or adapter folder to train on is made a model
+    folder first (`inference.training_model_name`).
 
     Raises:
         UserError: a path that does not exist.
     """
     if name.lower().endswith(".gguf"):
         return str(gguf_folder(Path(name)))
-    if Path(name).expanduser().exists():
-        return str(Path(name).expanduser().resolve())
+    path = Path(name).expanduser()
+    if path.exists():
+        return str(path.resolve())
     if name.startswith((".", "/", "~")):
         raise UserError(f"cannot load model '{name}': no such folder")
     return name
@@ -275,7 +279,8 @@ def parameter_counts(model: torch.nn.Module) -> tuple[int, int]:
     return trainable, total
 
 
-def resolve_tokenizer(config: ModelConfig, folder_for_tiny: Path, texts: list[str], seed: int):
+def resolve_tokenizer(config: ModelConfig, folder_for_tiny: Path, texts: list[str], seed: int,
+                      local_name: Callable[[str], str] = local_model_name):
     """(tokenizer, model family) without loading weights, for the plan view."""
     from transformers import AutoConfig, AutoTokenizer
 
@@ -285,7 +290,7 @@ def resolve_tokenizer(config: ModelConfig, folder_for_tiny: Path, texts: list[st
             build_tiny(texts, seed, folder_for_tiny)
         name = str(folder_for_tiny)
     else:
-        name = local_model_name(name)
+        name = local_name(name)
         check_hub_model(name)
     try:
         model_config = AutoConfig.from_pretrained(name)
@@ -300,7 +305,8 @@ def resolve_tokenizer(config: ModelConfig, folder_for_tiny: Path, texts: list[st
     return tokenizer, family
 
 
-def resolve_model(config: ModelConfig, run_dir: Path, texts: list[str], seed: int, dtype: torch.dtype) -> LoadedModel:
+def resolve_model(config: ModelConfig, run_dir: Path, texts: list[str], seed: int, dtype: torch.dtype,
+                  local_name: Callable[[str], str] = local_model_name) -> LoadedModel:
     """The base model for a run: `tiny` is built (once per run folder) from the data's texts."""
     name = config.name
     if name == TINY:
@@ -309,7 +315,7 @@ def resolve_model(config: ModelConfig, run_dir: Path, texts: list[str], seed: in
             build_tiny(texts, seed, folder)
         name = str(folder)
     else:
-        name = local_model_name(name)
+        name = local_name(name)
     loaded = load_base(name, config.architecture, dtype)
     if not (loaded.family.keeps_chat_template() and config.chat_template):
         drop_chat_template(loaded.tokenizer)

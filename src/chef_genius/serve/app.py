@@ -265,7 +265,8 @@ def create_app(engine: Engine, tokenizer, family, config: ServeConfig) -> FastAP
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "model": config.model_id, "device": str(engine.device), "requests": engine.load,
+        return {"status": "ok", "model": config.model_id, "device": str(engine.device), "engine": engine.kind,
+                "requests": engine.load,
                 "rows": engine.active_rows, "capacity": engine.capacity, "generated_tokens": engine.generated_tokens,
                 "auth": bool(config.api_key)}
 

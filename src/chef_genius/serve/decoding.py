@@ -123,6 +123,10 @@ class StreamingDetokenizer:
         self.read += [0] * rows
         self.sent += [""] * rows
 
+    def reset(self, row: int) -> None:
+        """Row ``row`` starts a new sequence (a server's slot taken by another request)."""
+        self.tokens[row], self.prefix[row], self.read[row], self.sent[row] = [], 0, 0, ""
+
     def push(self, row: int, token: int) -> None:
         self.tokens[row].append(token)
 

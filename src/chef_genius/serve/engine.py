@@ -1,11 +1,16 @@
 """The generation engine of `chef-genius serve`: one worker thread, a bounded queue, batched decoding.
 
 `Engine.submit(request)` returns an async iterator of `Piece`s (text as it is written, then each
-row's end); a continuous-batching engine can replace this one behind the same two calls
-(`submit`, `close`). The worker takes the waiting requests (up to ``max_rows`` rows), left-pads
-their prompts and decodes them together, one token per step for every row, on the model's own
-forward pass with its KV cache. Rows that end (an end token, their token limit, a cancelled or
-timed-out request) leave the batch and its cache at once; a new batch starts when all have ended.
+row's end), behind which one of two decoding paths runs in the worker thread:
+
+- "chef-genius" (causal models the generation engine supports, the default): `serve.slots`, the
+  generation engine's long-lived decoder: fixed slots, one KV cache, a CUDA-graph decode step,
+  newcomers prefilled into free slots every ``check_every`` steps;
+- "transformers" (T5, other models, or asked for): the worker takes the waiting requests (up to
+  ``max_rows`` rows), left-pads their prompts and decodes them together, one token per step for
+  every row, on the model's own forward pass with its KV cache (`serve.batch`). Rows that end (an
+  end token, their token limit, a cancelled or timed-out request) leave the batch and its cache at
+  once; a new batch starts when all have ended.
 
 Decoding settings are those of `chef_genius.inference` (presets in ``DECODING``, Transformers'
 logits processors in Transformers' order), so a greedy recipe here is the one `generate` writes.
@@ -40,11 +45,20 @@ class Engine:
     """Batched generation on one loaded model; `submit` from an event loop, any thread."""
 
     def __init__(self, model, tokenizer, family, max_rows: int = 64, max_queue: int = 256,
-                 timeout: float = 120.0, batch_wait: float = 0.01):
+                 timeout: float = 120.0, batch_wait: float = 0.01, engine: str = "chef-genius",
+                 max_new_tokens: int = 4096, check_every: int = 4):
         """``family``: the model's `chef_genius.families.ModelFamily`."""
+        from chef_genius.families.causal import position_limit
+        from chef_genius.serve.slots import engine_kind
+
         self.model, self.tokenizer, self.family = model, tokenizer, family
         self.max_rows, self.capacity, self.timeout, self.batch_wait = max_rows, max_queue, timeout, batch_wait
+        self.max_new_tokens, self.check_every = max_new_tokens, max(1, check_every)
+        self.kind, reason = engine_kind(model, family, engine)
+        if reason:
+            print(f"chef-genius serve: {reason}: decoding with transformers", file=sys.stderr)
         self.stops = family.stop_ids(tokenizer)
+        self.position_limit = position_limit(model)  # a causal model's slots stop there
         self.device = next(model.parameters()).device
         self.pad_id = tokenizer.pad_token_id
         self._queue: queue.Queue[Ticket | None] = queue.Queue()
@@ -100,6 +114,11 @@ class Engine:
     # The worker thread.
 
     def _work(self) -> None:
+        if self.kind == "chef-genius":
+            from chef_genius.serve.slots import SlotLoop
+
+            SlotLoop(self).run()
+            return
         while not self._closing:  # a running batch's newcomers() may have read the closing None
             if not self._waiting:
                 ticket = self._queue.get()

@@ -5,7 +5,7 @@
   title), the food names read from the ingredients as training reads a recipe without a NER
   column (`usability.food_names_of`); notes are added as training adds a cooking tip
   ("PROMPT. Tip: NOTES");
-- a completion prompt: encoded as `generate` encodes a prompt (`encoding.encode_sources`: in the
+- a completion prompt: encoded as `generate` encodes a prompt (the model family's `encode_sources`: in the
   chat template as a user turn where the model has one);
 - chat messages: rendered by the tokenizer's chat template with the assistant header, as
   `encoding` renders a prompt; a model without one gets the non-assistant messages' text, one a

@@ -90,7 +90,8 @@ def serve(args, templates_for) -> int:
         source, name = model_source(args.run)
         loaded = load_run(source, device=args.device)
         engine = Engine(loaded.model, loaded.tokenizer, loaded.family, max_rows=args.max_batch,
-                        max_queue=args.max_queue, timeout=args.timeout)
+                        max_queue=args.max_queue, timeout=args.timeout, engine=args.engine,
+                        max_new_tokens=args.max_tokens_cap)
         limit = loaded.family.new_token_budget(loaded.model, 0, 4096)  # a causal model's positions
         limits = Limits(max_prompt_tokens=min(1024, max(1, limit - 1)), max_tokens=args.max_tokens,
                         max_tokens_cap=args.max_tokens_cap)
@@ -100,7 +101,7 @@ def serve(args, templates_for) -> int:
         host, port = sock.getsockname()[:2]
         shown = f"[{host}]" if ":" in host else host
         print(f"chef-genius: serving {config.model_id} ({loaded.folder}) on {engine.device} at http://{shown}:{port}/ "
-              f"(decoding {args.decoding}, batch {args.max_batch}, queue {args.max_queue}"
+              f"(engine {engine.kind}, decoding {args.decoding}, batch {args.max_batch}, queue {args.max_queue}"
               f"{', API key required' if key else ''})", flush=True)
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,
                                                timeout_graceful_shutdown=5))

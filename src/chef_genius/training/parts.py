@@ -23,24 +23,36 @@ from chef_genius.dataset.table import CHUNK_ROWS, RecipeTable
 from chef_genius.dataset.token_cache import shared_cache
 from chef_genius.errors import UserError
 from chef_genius.families import ModelFamily
+from chef_genius.inference import training_model_name
+from chef_genius.losses import TokenObjective
 from chef_genius.model.graphs import GraphedSteps, graphs_unsupported_reason
 from chef_genius.model.loading import resolve_model, resolve_tokenizer
 from chef_genius.model.placement import PlacedModel, place_model
 from chef_genius.model.ranks import Ranks
+from chef_genius.preference import PreferenceObjective, PreferencePair, read_pairs
 from chef_genius.schedule import Schedule, ends_high
+from chef_genius.training.preference_data import (
+    PreferenceCollator,
+    PreferencePlan,
+    reference_logps,
+    store_reference,
+    stored_reference,
+    tokenize_pairs,
+)
 from chef_genius.training.run_plan import RunPlan, timed
 from chef_genius.training.validation import validation_examples
 
 
 @dataclass(frozen=True)
 class Splits:
-    """The prepared data: its folder, the memory-mapped train and validation splits, and the
-    validation prompts that samples are drawn for."""
+    """The prepared data: its folder, the memory-mapped train and validation splits, the
+    validation prompts that samples are drawn for, and the preference pairs when tuning on them."""
 
     folder: Path
     train: RecipeTable
     val: RecipeTable
     val_prompts: list[str]
+    preference_pairs: list[PreferencePair] | None  # DPO: the pairs file's pairs (`preference.pairs`)
 
 
 def uses_bf16(config: TrainConfig, ranks: Ranks) -> bool:
@@ -59,12 +71,13 @@ def load_splits(config: TrainConfig, run_dir: Path, ranks: Ranks) -> Splits:
 
             prepare([sample_path()], folder, PrepareOptions(progress=False, workers=0))
         ranks.barrier()
+    pairs = read_pairs(config.preference.pairs) if config.preference.pairs is not None else None  # fails at once
     train, val = load_split(Path(folder), "train"), load_split(Path(folder), "val")  # memory-mapped
     if len(train) == 0:
         raise UserError(f"{folder}: the training split is empty")
     k = config.eval.num_validation_samples
     prompts = [canonical_prompt(config.data.templates, t, n) for t, n in zip(val.titles[:k], val.ner[:k], strict=True)]
-    return Splits(Path(folder), train, val, prompts)
+    return Splits(Path(folder), train, val, prompts, pairs)
 
 
 def tokenizer_corpus(config: TrainConfig, splits: Splits) -> Iterator[str]:
@@ -85,31 +98,58 @@ def load_model(config: TrainConfig, run_dir: Path, ranks: Ranks, splits: Splits,
     builds a `tiny` model) first; the others load what it wrote."""
     dtype = torch.bfloat16 if (bf16 and config.lora.enabled) else torch.float32
     if ranks.is_main:
-        loaded = resolve_model(config.model, run_dir, tokenizer_corpus(config, splits), config.seed, dtype)
+        loaded = resolve_model(config.model, run_dir, tokenizer_corpus(config, splits), config.seed, dtype,
+                               training_model_name)
     ranks.barrier()
     if not ranks.is_main:
-        loaded = resolve_model(config.model, run_dir, [], config.seed, dtype)
+        loaded = resolve_model(config.model, run_dir, [], config.seed, dtype, training_model_name)
     placed = place_model(loaded, config, ranks.device, ranks.world, bf16, ranks.print)
     start = loaded.family.decoder_start(loaded.model, loaded.tokenizer.pad_token_id)
     return loaded.family, loaded.tokenizer, placed, start
 
 
 def plan_epochs(config: TrainConfig, ranks: Ranks, splits: Splits, tokenizer, family: ModelFamily,
-                timings: dict, examples: bool = True) -> tuple[RunPlan, TokenizedExamples | None]:
-    """The run's plan of batches along its epochs and the validation examples. Targets are
-    tokenized once per split and tokenizer, memory-mapped (rank 0 builds, the others wait);
-    without ``examples`` the epochs only select (batch counts follow from the selections)."""
-    o = config.optim
-    caches = None
+                timings: dict, examples: bool = True
+                ) -> tuple[RunPlan | PreferencePlan, TokenizedExamples | None, TokenizedExamples | None]:
+    """(the run's plan of batches along its epochs, the validation examples, the preference pairs'
+    examples). Targets are tokenized once per split and tokenizer, memory-mapped (rank 0 builds,
+    the others wait); without ``examples`` the epochs only select (batch counts follow from the
+    selections). With preference pairs every epoch holds every pair (`PreferencePlan`)."""
+    o, preference = config.optim, splits.preference_pairs is not None
+    caches = {}
     if examples:
-        caches = {split: shared_cache(ranks, splits.folder, split, tokenizer, config.model.max_target_tokens, family)
-                  for split in ("train", "val")}
+        for split in ("val",) if preference else ("train", "val"):  # DPO: pairs, not recipes
+            caches[split] = shared_cache(ranks, splits.folder, split, tokenizer, config.model.max_target_tokens, family)
         timings["token_cache"] = "built" if any(c.built for c in caches.values()) else "reused"
-    epochs = EpochBuilder(splits.train, caches and caches["train"], tokenizer, config, family,
-                          minimum_examples(o.batch_size, o.max_tokens, ranks.world))
-    plan = RunPlan(epochs, config, ranks.rank, ranks.world, timings)
     val = validation_examples(splits.val, caches["val"], tokenizer, config, family) if caches else None
-    return plan, val
+    if preference:
+        pairs = tokenize_pairs(splits.preference_pairs, tokenizer, config, family)
+        return PreferencePlan(pairs, config, ranks.rank, ranks.world), val, pairs
+    epochs = EpochBuilder(splits.train, caches.get("train"), tokenizer, config, family,
+                          minimum_examples(o.batch_size, o.max_tokens, ranks.world))
+    return RunPlan(epochs, config, ranks.rank, ranks.world, timings), val, None
+
+
+def build_objective(config: TrainConfig, ranks: Ranks, run_dir: Path, placed: PlacedModel, family: ModelFamily,
+                    pad_id: int, decoder_start_id: int | None, fingerprint: dict,
+                    pairs: TokenizedExamples | None, autocast) -> TokenObjective | PreferenceObjective:
+    """What the loop minimizes: the label-smoothed cross-entropy, or DPO on the preference pairs
+    against the starting model's log-probabilities (stored in the run folder, computed here once:
+    the checkpoint's weights, on a resume, are loaded after this)."""
+    p = config.preference
+    if p.pairs is None:
+        return TokenObjective(family, pad_id, decoder_start_id)
+    digest, count = fingerprint["preference"]["pairs_sha256"], len(pairs) // 2
+    reference = stored_reference(run_dir, digest, count)
+    if reference is None:
+        ranks.print(f"preference tuning: log-probabilities of {count} pairs under the starting model")
+        collator = PreferenceCollator(pairs, pad_id, family, None)
+        reference = reference_logps(placed.forward, collator, config.optim.batch_size, family, pad_id,
+                                    decoder_start_id, ranks.device, autocast)
+        if ranks.is_main:
+            store_reference(run_dir, reference, digest, config.model.name)
+    ranks.barrier()
+    return PreferenceObjective(p.beta, p.sft_weight, family, pad_id, decoder_start_id, reference)
 
 
 def build_optimizer(config: TrainConfig, trainable: list[torch.nn.Parameter], device: torch.device
@@ -126,7 +166,7 @@ def build_optimizer(config: TrainConfig, trainable: list[torch.nn.Parameter], de
 def build_graphs(config: TrainConfig, ranks: Ranks, placed: PlacedModel, loss, autocast) -> GraphedSteps | None:
     """CUDA graphs of the training step, where they can run (else None, saying why on a GPU)."""
     m = config.model
-    if not m.cuda_graphs:
+    if not m.cuda_graphs or config.preference.pairs is not None:  # DPO's loss is not the graphed one
         return None
     reason = graphs_unsupported_reason(ranks.world, ranks.device, m.gradient_checkpointing,
                                        m.compile_blocks and not placed.fast, config.optim.max_tokens is not None)
@@ -164,10 +204,10 @@ def plan_only(config: TrainConfig, scratch: Path, examples: bool = False, ranks:
         splits = load_splits(config, scratch, ranks)
     with timed(timings, "model"):
         tokenizer, family = resolve_tokenizer(config.model, scratch / "base_model", tokenizer_corpus(config, splits),
-                                              config.seed)
+                                              config.seed, training_model_name)
     with timed(timings, "examples"):
-        plan, _ = plan_epochs(config, ranks, splits, tokenizer, family, timings,
-                              examples or config.optim.max_tokens is not None)
+        plan, _, _ = plan_epochs(config, ranks, splits, tokenizer, family, timings,
+                                 examples or config.optim.max_tokens is not None)
     with timed(timings, "schedule"):
         build_schedule(config, plan, ranks.is_main)
     return plan

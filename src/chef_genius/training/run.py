@@ -27,14 +27,17 @@ from chef_genius.checkpoints.runlock import RunLock
 from chef_genius.config import TrainConfig, to_dict, to_yaml
 from chef_genius.dataset.collate import TokenizedExamples
 from chef_genius.families import ModelFamily
+from chef_genius.losses import TokenObjective
 from chef_genius.model.graphs import GraphedSteps
 from chef_genius.model.placement import PlacedModel
 from chef_genius.model.ranks import Ranks
+from chef_genius.preference import PreferenceObjective
 from chef_genius.schedule import Schedule
 from chef_genius.tracking import Tracker, build_tracker
 from chef_genius.training.parts import (
     Splits,
     build_graphs,
+    build_objective,
     build_optimizer,
     build_schedule,
     load_model,
@@ -42,6 +45,7 @@ from chef_genius.training.parts import (
     plan_epochs,
     uses_bf16,
 )
+from chef_genius.training.preference_data import PreferencePlan
 from chef_genius.training.run_plan import RunPlan, timed
 
 
@@ -70,8 +74,9 @@ class Run:
     tokenizer: object
     model: PlacedModel
     decoder_start_id: int | None
-    plan: RunPlan
+    plan: RunPlan | PreferencePlan
     val_examples: TokenizedExamples
+    objective: TokenObjective | PreferenceObjective
     optimizer: torch.optim.Optimizer
     graphed: GraphedSteps | None
     schedule: Schedule
@@ -95,8 +100,9 @@ class Run:
         return autocast(self.bf16, self.device, cache_enabled)
 
     def loss(self, batch: dict[str, torch.Tensor], eps: float):
-        """The family's loss sums of one batch through the training forward."""
-        return self.family.loss_sums(self.model.forward, batch, eps, self.pad_id, self.decoder_start_id)
+        """The objective's sums for one batch through the training forward: loss, NLL, extra
+        metric sums (`losses.TokenObjective`, `preference.PreferenceObjective`)."""
+        return self.objective.loss_sums(self.model.forward, batch, eps)
 
 
 def autocast(bf16: bool, device: torch.device, cache_enabled: bool = True):
@@ -141,7 +147,8 @@ def _build(config: TrainConfig, ranks: Ranks, run_dir: Path, lock: RunLock, prog
         splits = load_splits(config, run_dir, ranks)
     fingerprint = fp.run_fingerprint(config, splits.folder, ranks.world)
     allowed = config.checkpoint.resume_changed
-    changes = guards.resume_differences(resume, run_dir, fingerprint, ("config", "data", "processes"), allowed)
+    changes = guards.resume_differences(resume, run_dir, fingerprint, ("config", "data", "processes", "preference"),
+                                        allowed)
     bf16 = uses_bf16(config, ranks)
     with timed(timings, "model"):
         family, tokenizer, placed, decoder_start_id = load_model(config, run_dir, ranks, splits, bf16)
@@ -152,9 +159,12 @@ def _build(config: TrainConfig, ranks: Ranks, run_dir: Path, lock: RunLock, prog
     if ranks.is_main and (resume is None or not (run_dir / fp.FINGERPRINT).exists()):
         fp.write_fingerprint(run_dir, fingerprint)
     with timed(timings, "examples"):
-        plan, val_examples = plan_epochs(config, ranks, splits, tokenizer, family, timings)
-    optimizer = build_optimizer(config, placed.trainable, ranks.device)
+        plan, val_examples, pairs = plan_epochs(config, ranks, splits, tokenizer, family, timings)
     pad_id = tokenizer.pad_token_id
+    with timed(timings, "objective"):  # DPO: the starting model's log-probabilities of the pairs, once
+        objective = build_objective(config, ranks, run_dir, placed, family, pad_id, decoder_start_id, fingerprint,
+                                    pairs, lambda cache_enabled=True: autocast(bf16, ranks.device, cache_enabled))
+    optimizer = build_optimizer(config, placed.trainable, ranks.device)
     graphed = build_graphs(config, ranks, placed,
                            lambda batch, eps: family.loss_sums(placed.forward, batch, eps, pad_id, decoder_start_id),
                            lambda cache_enabled=True: autocast(bf16, ranks.device, cache_enabled))
@@ -169,7 +179,8 @@ def _build(config: TrainConfig, ranks: Ranks, run_dir: Path, lock: RunLock, prog
                              config.logging.wandb_project, to_dict(config), resumed_step)
                if ranks.is_main else Tracker([]))
     return Run(config, ranks, run_dir, bf16, splits, family, tokenizer, placed, decoder_start_id, plan, val_examples,
-               optimizer, graphed, schedule, checkpoints, resume, fingerprint, tracker, noise_generator, lock, progress)
+               objective, optimizer, graphed, schedule, checkpoints, resume, fingerprint, tracker, noise_generator,
+               lock, progress)
 
 
 def start_state(run: Run) -> ckpt.TrainerState:

@@ -27,7 +27,6 @@ from chef_genius.checkpoints.persistence import FinalWeights
 from chef_genius.config import TrainConfig
 from chef_genius.dataset.collate import Collator, PlannedBatches
 from chef_genius.errors import TrainingStopped
-from chef_genius.losses import IGNORE_INDEX
 from chef_genius.model import sharding
 from chef_genius.model.ranks import Ranks
 from chef_genius.noise import add_gradient_noise
@@ -35,6 +34,7 @@ from chef_genius.schedule import lr_at
 from chef_genius.tracking import MetricWindow, system_metrics
 from chef_genius.training.evaluating import evaluate_and_keep_best, save
 from chef_genius.training.interrupt import StopRequest, TrainingInterrupted, ignore_interrupts, resume_command
+from chef_genius.training.preference_data import PreferenceCollator
 from chef_genius.training.run import Run, build_run, start_state
 from chef_genius.training.run_plan import rss_mib, timed
 
@@ -170,8 +170,8 @@ def optimizer_step(run: Run, state: ckpt.TrainerState, micro_batches: list[dict[
     """One optimizer step over the accumulated micro-batches. The loss is the token mean over
     every real target token of the step (all micro-batches, all ranks)."""
     o, world, device = run.config.optim, run.ranks.world, run.device
-    # Target tokens (the loss's divisor) and prompt tokens of the step, over all ranks.
-    targets = sum(int((b["labels"] != IGNORE_INDEX).sum()) for b in micro_batches)
+    # Target tokens (the loss's divisor; DPO: pairs) and prompt tokens of the step, over all ranks.
+    targets = sum(run.objective.units(b) for b in micro_batches)
     prompts = sum(int(b["attention_mask"].sum()) for b in micro_batches)
     # The third count: ranks asking to stop (a signal), summed with the others at no extra cost.
     asked = float(stop_request is not None and stop_request.requested)
@@ -180,6 +180,7 @@ def optimizer_step(run: Run, state: ckpt.TrainerState, micro_batches: list[dict[
     run.progress.stop_agreed = bool(counts[2] > 0)
     smoothed_total = torch.zeros((), device=device)
     nll_total = torch.zeros((), device=device)
+    extras_total = torch.zeros(len(run.objective.metric_names), device=device)
     tick = time.perf_counter()
     for i, batch in enumerate(micro_batches):
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
@@ -188,12 +189,16 @@ def optimizer_step(run: Run, state: ckpt.TrainerState, micro_batches: list[dict[
         else:
             sync = i == len(micro_batches) - 1 or world == 1
             with gradient_sync(run, sync), run.autocast():
-                smoothed, nll, _ = run.loss(batch, o.label_smoothing)                  # 6. label smoothing
+                smoothed, nll, extras = run.loss(batch, o.label_smoothing)    # 6. label smoothing; 11. DPO
                 (smoothed * world / tokens).backward()
+            extras_total += extras.detach()
         smoothed_total += smoothed.detach()
         nll_total += nll.detach()
     smoothed_total, nll_total = run.ranks.all_reduce(smoothed_total), run.ranks.all_reduce(nll_total)
     metrics = {"train/loss": float(smoothed_total / tokens), "train/nll": float(nll_total / tokens)}
+    if run.objective.metric_names:  # DPO: preference/loss, preference/margin, preference/accuracy
+        extras = (run.ranks.all_reduce(extras_total) / tokens).tolist()
+        metrics.update(zip(run.objective.metric_names, extras, strict=True))
     noise_ratio = 0.0
     trainable = run.model.trainable
     if run.config.gradient_noise.enabled:                                           # 10. gradient noise
@@ -242,8 +247,10 @@ def stop_on_signal(run: Run, state: ckpt.TrainerState, stop_request: StopRequest
                               f"{run.run_dir / 'checkpoints'}; resume with: {resume_command(run.run_dir)}", number)
 
 
-def collator(run: Run, examples) -> Collator:
-    """Batches for training and validation; coarse shapes when CUDA graphs replay them."""
+def collator(run: Run, examples) -> Collator | PreferenceCollator:
+    """Batches for training; coarse shapes when CUDA graphs replay them; pairs for DPO."""
+    if run.config.preference.pairs is not None:
+        return PreferenceCollator(examples, run.pad_id, run.family, run.objective.reference)
     if run.graphed is None:
         return Collator(examples, run.pad_id, run.family)
     o = run.config.optim

@@ -1,0 +1,145 @@
+"""The server's long-lived decoder (`generation.slots.SlotDecoder`) and its per-row rules
+(`generation.rowrules`): the same bans and probabilities as the batch rules, `generate`'s greedy
+recipes with rows admitted one by one into freed slots of a growing cache, and the graph's hashed
+sampler: a seeded row's draws depend on nothing else, and follow the probabilities."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from chef_genius.families import CAUSAL
+from chef_genius.generation.rowrules import RowRules, ban_ngrams_per_row, race_noise
+from chef_genius.generation.rules import DecodingRule, ban_repeated_ngrams, warp
+from chef_genius.generation.slots import SlotDecoder
+from chef_genius.inference import DECODING, NEUTRAL
+
+CPU = torch.device("cpu")
+
+
+def test_a_ban_per_row_is_each_rows_own_ban():
+    torch.manual_seed(0)
+    history = torch.randint(0, 6, (7, 40))
+    length = torch.tensor([40, 3, 10, 25, 1, 0, 33])
+    sizes = torch.tensor([0, 2, 3, 1, 10, 3, 8])
+    scores = torch.randn(7, 6)
+    banned = ban_ngrams_per_row(scores, history, length, sizes, 10)
+    for row, n in enumerate(sizes.tolist()):
+        alone = scores[row:row + 1] if n == 0 else \
+            ban_repeated_ngrams(scores[row:row + 1], history[row:row + 1], length[row:row + 1], n)
+        assert torch.equal(banned[row:row + 1], alone), row
+    assert torch.isinf(banned).any() and not torch.isinf(banned[0]).any()
+
+
+def test_rows_with_different_presets_get_each_presets_probabilities():
+    names = ["careful", "chef", "sample", "greedy", "guarded"]
+    rules = RowRules(len(names), CPU, 10)
+    for slot, name in enumerate(names):
+        rules.set([slot], {**NEUTRAL, **DECODING[name]}, [slot])
+    torch.manual_seed(1)
+    logits, history = torch.randn(len(names), 300) * 3, torch.randint(0, 300, (len(names), 30))
+    length = torch.full((len(names),), 30)
+    scores, probs = rules.scores(logits, history, length, None)
+    for slot, name in enumerate(names):
+        rule = DecodingRule.from_settings({**NEUTRAL, **DECODING[name]})
+        expected = logits[slot:slot + 1]
+        if rule.no_repeat_ngram_size:
+            expected = ban_repeated_ngrams(expected, history[slot:slot + 1], length[slot:slot + 1],
+                                           rule.no_repeat_ngram_size)
+        assert torch.equal(scores[slot:slot + 1], expected)
+        if rule.do_sample:
+            assert torch.equal(probs[slot:slot + 1], warp(expected, rule).softmax(-1)), name
+    with pytest.raises(ValueError, match="beam search"):
+        rules.set([0], {**NEUTRAL, **DECODING["beam"]}, [0])
+
+
+@pytest.fixture(scope="module")
+def random_llama():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                                         pad_token_id=0))
+    return model.eval()
+
+
+PROMPTS = [[5, 9, 12], [7] * 11, [3, 4, 5, 6, 7, 8], [20, 21], [33, 34, 35, 36, 37, 38, 39, 40, 41]]
+STOPS = [1, 2]
+
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
+@pytest.mark.parametrize("preset", ["greedy", "guarded"])
+def test_rows_admitted_into_freed_slots_write_the_engines_recipes(random_llama, preset, device):
+    """On CUDA: captured decode steps replayed, captured again as the cache grows."""
+    from chef_genius.generation import EngineOptions, generate_ids
+
+    model = random_llama.to(device)
+    settings = {**NEUTRAL, **DECODING[preset]}
+    limits = [70, 20, 45, 90, 30]
+    exact = EngineOptions(exact=True)
+    expected = [generate_ids(model, [p], CAUSAL, settings, STOPS, 0, limit, 1, options=exact)[0][0]
+                for p, limit in zip(PROMPTS, limits, strict=True)]
+    # On CUDA the first replay of a capture comes after two real warm-up steps: 1 + 3 + 2 tokens a turn.
+    decoder = SlotDecoder(model, STOPS, 0, slots=2, max_new_tokens=100, race=device == "cuda", window=6)
+    got: dict[int, list[int]] = {}
+    owner: dict[int, int] = {}
+    waiting = list(range(len(PROMPTS)))
+    with torch.inference_mode():
+        while waiting or owner:
+            free = [s for s in range(2) if s not in owner]
+            if waiting and free:
+                index = waiting.pop(0)
+                decoder.admit([free[0]], [PROMPTS[index]], [limits[index]], [settings], [None], busy=bool(owner))
+                owner[free[0]], got[index] = index, []
+            decoder.advance(3)
+            counts, finished, fresh = decoder.read()
+            for slot, index in list(owner.items()):
+                got[index] += fresh[slot]
+                assert len(got[index]) == counts[slot]
+                if finished[slot]:
+                    decoder.free([slot])
+                    del owner[slot]
+    random_llama.to("cpu")
+    assert [got[i] for i in range(len(PROMPTS))] == expected
+    assert decoder.capacity >= 128  # grew past the first 64 columns while rows were decoding
+
+
+def test_the_hashed_race_is_a_function_of_the_seed_alone(random_llama):
+    settings = {**NEUTRAL, **DECODING["sample"]}
+
+    def run(slots: int, rows: list[tuple[list[int], int]]) -> list[list[int]]:
+        decoder = SlotDecoder(random_llama, STOPS, 0, slots=slots, max_new_tokens=30, graphs=False, race=True)
+        with torch.inference_mode():
+            decoder.admit(list(range(len(rows))), [p for p, _ in rows], [30] * len(rows), [settings] * len(rows),
+                          [seed for _, seed in rows], busy=False)
+            written = [[] for _ in rows]
+            for _ in range(12):
+                decoder.advance(3)
+                fresh = decoder.read()[2]
+                for i in range(len(rows)):
+                    written[i] += fresh[i]
+        return written
+
+    alone = run(1, [(PROMPTS[0], 7)])[0]
+    crowded = run(4, [(PROMPTS[1], 3), (PROMPTS[0], 7), (PROMPTS[2], 8), (PROMPTS[0], 9)])
+    assert crowded[1] == alone and len(alone) > 10
+    assert crowded[3] != alone  # another seed, other draws
+
+
+def test_the_hashed_race_draws_by_the_probabilities():
+    torch.manual_seed(0)
+    probs = torch.softmax(torch.randn(12) * 1.5, dim=-1)
+    draws = 20_000
+    seeds = torch.arange(draws) * 7919 + 3
+    counts = torch.arange(draws) % 97
+    chosen = (probs[None, :] / race_noise(seeds, counts, 12)).argmax(-1)
+    observed = torch.bincount(chosen, minlength=12).double()
+    expected = probs.double() * draws
+    chi2 = float(((observed - expected) ** 2 / expected).sum())
+    assert chi2 < 35.0  # 11 degrees of freedom: p < 0.001 above 31.3; a fair draw rarely exceeds it
+    noise = race_noise(torch.tensor([1, 1, 2]), torch.tensor([5, 5, 5]), 1000)
+    assert torch.equal(noise[0], noise[1]) and not torch.equal(noise[0], noise[2])
