@@ -63,7 +63,8 @@ def main() -> None:
         model = model.to(dtype)
         run(model, tokenizer, family, prompts[:2], args.decoding, 2, 8, graphs)  # warm-up
         tokens, seconds = run(model, tokenizer, family, prompts, args.decoding, args.batch, args.max_new_tokens, graphs)
-        variants[label] = {"tokens": tokens, "seconds": round(seconds, 3), "tokens_per_second": round(tokens / seconds, 1)}
+        variants[label] = {"tokens": tokens, "seconds": round(seconds, 3),
+                           "tokens_per_second": round(tokens / seconds, 1)}
         print(f"{label:<18} {tokens:>7} tokens {seconds:>7.2f} s {tokens / seconds:>9.1f} tok/s", flush=True)
     model = model.to(torch.float32)
     from torch.profiler import ProfilerActivity, profile
