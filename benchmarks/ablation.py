@@ -402,8 +402,8 @@ def main() -> None:
     parser.add_argument("--arms", help="run: comma-separated arms (default: base, every arm, the tuning arms)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--engine", choices=("transformers", "chef-genius"), default="chef-genius",
-                        help="who writes the held-out recipes (docs/generation.md); the project's default since 2026-12-04, "
-                             "transformers for results made before")
+                        help="who writes the held-out recipes (docs/generation.md); "
+                             "the project's default since 2026-12-04, transformers for results made before")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--steps", type=int, default=STEPS)
     parser.add_argument("--examples", type=int, default=128, help="held-out recipes scored per cell")

@@ -267,8 +267,8 @@ def main() -> None:
     parser.add_argument("--grounded", type=float, default=0.0, help="generate: grounded decoding's penalty (0: off)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--engine", choices=("transformers", "chef-genius"), default="chef-genius",
-                        help="evaluate, generate: who writes the recipes (docs/generation.md); the project's default since 2026-12-04, "
-                             "transformers for results made before")
+                        help="evaluate, generate: who writes the recipes (docs/generation.md); "
+                             "the project's default since 2026-12-04, transformers for results made before")
     parser.add_argument("--tag", default="plain", help="generate: appended to the output's name")
     parser.add_argument("--candidates", help="pick: a candidates file written by generate")
     argv = sys.argv[1:]
