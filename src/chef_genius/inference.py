@@ -6,8 +6,6 @@ Used by validation samples, `generate`, `evaluate` and `merge`; one generation p
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -314,7 +312,7 @@ def trained_model_folder(path: Path) -> Path:
     Raises:
         UserError: nothing loadable there.
     """
-    from chef_genius.model.loading import cache_dir
+    from chef_genius.model.loading import cache_dir, save_cached_folder
 
     folder, note = resolve_model_folder(path)
     if note:
@@ -329,16 +327,4 @@ def trained_model_folder(path: Path) -> Path:
     print(f"merging the LoRA adapter of {folder} into its base model (once): {merged}", flush=True)
     loaded = load_run(folder, device="cpu")
     model = loaded.model.merge_and_unload() if loaded.is_adapter else loaded.model
-    staging = merged.with_name(f".{merged.name}.partial-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
-        model.save_pretrained(staging, safe_serialization=True)
-        loaded.tokenizer.save_pretrained(staging)
-        (staging / "SOURCE.txt").write_text(f"merged from {folder.resolve()}\n", encoding="utf-8")
-        os.replace(staging, merged)
-    except OSError as error:
-        shutil.rmtree(staging, ignore_errors=True)
-        if (merged / "config.json").exists():  # another process merged it first
-            return merged
-        raise UserError(f"cannot write the merged model to {merged}: {error.strerror or error}") from None
-    return merged
+    return save_cached_folder(model, loaded.tokenizer, merged, f"merged from {folder.resolve()}", "merged")

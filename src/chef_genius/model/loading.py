@@ -111,18 +111,24 @@ def gguf_folder(path: Path) -> Path:
     for holder in (model, model.config):
         if hasattr(holder, "quantization_config"):
             delattr(holder, "quantization_config")
+    return save_cached_folder(model, tokenizer, folder, f"converted from {path} ({stat.st_size} bytes)", "converted")
+
+
+def save_cached_folder(model: torch.nn.Module, tokenizer, folder: Path, source: str, what: str) -> Path:
+    """Write a model folder of the cache in one step (a staging folder renamed into place), with
+    SOURCE.txt saying where it came from; another process that wrote it first wins."""
     staging = folder.with_name(f".{folder.name}.partial-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     try:
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
-        (staging / "SOURCE.txt").write_text(f"converted from {path} ({stat.st_size} bytes)\n", encoding="utf-8")
+        (staging / "SOURCE.txt").write_text(source + "\n", encoding="utf-8")
         os.replace(staging, folder)
     except OSError as error:
         shutil.rmtree(staging, ignore_errors=True)
-        if (folder / "config.json").exists():  # another process converted it first
+        if (folder / "config.json").exists():  # another process wrote it first
             return folder
-        raise UserError(f"cannot write the converted model to {folder}: {error.strerror or error}") from None
+        raise UserError(f"cannot write the {what} model to {folder}: {error.strerror or error}") from None
     return folder
 
 
