@@ -13,7 +13,7 @@
 # Code runs from a copy in /tmp/cg/code, so a later call's tree does not change a running job.
 set -uo pipefail
 source "$(dirname "$0")/device_common.sh"
-W=/tmp/cg/work; G=$GGUF
+W=/tmp/cg/work; G=$GGUF; C=/tmp/cg/code
 Q="python3 /tmp/cg/code/benchmarks/quality.py --work $W --gguf $G"
 TRAIN="--max-tokens 16384 --gradient-accumulation-steps 1 --eval-steps 400 \
   --set schedule.first_cycle_steps=430 --set eval.max_eval_batches=40 --set logging.log_every=20"
@@ -89,9 +89,59 @@ case "$1" in
     for _ in $(seq 1 $(( ${GEN_S:-200} / 10 ))); do [ "$(ls $W/gen-full2-*.meta.json 2>/dev/null | wc -l)" -ge 3 ] && break; sleep 10; done
     tail -n 2 $W/gen-*.out
     "$0" collect ;;
+  round3)  # DIR (the GGUF's second part, qdata.tar.xz): prepare; on the idle GPU the engine's greedy
+            # identity with the grouped attention (same = 1.0) and the server's load test on its slots;
+            # then the 2-epoch full fine-tune (full2r) in the background, the GPU tests beside it; waits up to WAIT_S
+    cp "$2"/gguf.part2 /tmp/cg/ && cat /tmp/cg/gguf.part1 /tmp/cg/gguf.part2 > $G && ls -la $G
+    rm -rf $C && mkdir -p $C $W /tmp/cg/shared && cp -r src benchmarks tests pyproject.toml $C/
+    tar -xJf "$2/qdata.tar.xz" -C /tmp/cg/shared
+    $Q prepare --shared /tmp/cg/shared || exit 1
+    timeout 100 python3 $C/benchmarks/generation.py --model $G --data $W/heldout --out $OUT/generation.json \
+      --label h200-grouped --batches 16 64 --decodings greedy --examples 64 --batches-per-run 1 --max-new-tokens 64 \
+      > $OUT/smoke.log 2>&1; tail -n 6 $OUT/smoke.log
+    timeout 100 python3 $C/benchmarks/serve_load.py --model $G --requests 64 --max-tokens 256 \
+      --server-arg=--device=cuda --out $OUT/serve_load_h200_slots.json > $OUT/serve.log 2>&1; tail -n 6 $OUT/serve.log
+    bg "$Q train --name full2r -- --epochs 2 --disable-lora $TRAIN" train-full2r
+    (cd $C && export CHEF_GENIUS_SHARED_DATA=/tmp/cg/shared
+     timeout 200 python3 -m pytest -p no:cacheprovider tests/test_gpu.py tests/test_generation_engine.py -m gpu -rs
+     timeout 100 python3 -m pytest -p no:cacheprovider tests/test_generation_slots.py -k cuda -rs) > $OUT/gpu-tests.log 2>&1
+    tail -n 4 $OUT/gpu-tests.log
+    for _ in $(seq 1 $(( ${WAIT_S:-200} / 10 ))); do [ -f $W/part-train-full2r.json ] && break; sleep 10; done
+    tail -n 2 $W/train-full2r.out; tail -c 300 $W/full2r/metrics.jsonl ;;
+  pairs)  # after round3: wait for full2r (up to WAIT_S); its candidates (test, held-out sites, val) and the
+          # preference pairs (PAIRS_N training prompts x 2 samples) side by side; then the DPO arms
+          # (DPO_ARMS: "name lr sft_weight" ...) in the background; waits up to WAIT2_S for them
+    for _ in $(seq 1 $(( ${WAIT_S:-120} / 5 ))); do [ -f $W/part-train-full2r.json ] && break; sleep 5; done
+    tail -n 2 $W/train-full2r.out
+    for spec in "test 4 160" "heldout 4 500" "val 4 160"; do
+      read -r set n examples <<< "$spec"
+      bg "timeout ${GEN_S:-300} $Q generate --name full2r --set $set --n $n --tag plain --examples $examples \
+        --batch-size 256" "gen-full2r-$set-plain"
+    done
+    timeout ${GEN_S:-300} python3 -m chef_genius preference-pairs $W/full2r --data $W/data --split train \
+      --max-examples ${PAIRS_N:-3000} --samples 2 --batch-size 256 --out $W/pairs.jsonl > $W/pairs.out 2>&1
+    tail -n 2 $W/pairs.out
+    while read -r name lr sft; do
+      [ -n "$name" ] && bg "$Q train --name $name -- --model $W/full2r --preference $W/pairs.jsonl --epochs 1 \
+        --disable-lora --learning-rate $lr --dpo-sft-weight $sft $TRAIN" train-$name
+    done <<< "${DPO_ARMS:-dpo1 2e-6 0
+dpo2 1e-5 1}"
+    for _ in $(seq 1 $(( ${WAIT2_S:-200} / 10 ))); do
+      [ "$(ls $W/part-train-dpo*.json $W/gen-full2r-*.meta.json 2>/dev/null | wc -l)" -ge 5 ] && break; sleep 10; done
+    ls $W; tail -n 2 $W/*.out ;;
+  dpo-candidates)  # after pairs: wait for the DPO arms, then their candidates (val, held-out sites), then collect
+    for _ in $(seq 1 $(( ${WAIT_S:-200} / 5 ))); do [ "$(ls $W/part-train-dpo*.json | wc -l)" -ge 2 ] && break; sleep 5; done
+    for name in dpo1 dpo2; do for spec in "val 4 160" "heldout 4 500"; do
+      read -r set n examples <<< "$spec"
+      bg "timeout ${GEN_S:-250} $Q generate --name $name --set $set --n $n --tag plain --examples $examples \
+        --batch-size 256" "gen-$name-$set-plain"
+    done; done
+    for _ in $(seq 1 $(( ${GEN_S:-250} / 10 ))); do [ "$(ls $W/gen-dpo*.meta.json 2>/dev/null | wc -l)" -ge 4 ] && break; sleep 10; done
+    tail -n 1 $W/gen-*.out; "$0" collect ;;
   collect)
     (cd $W && tar -czf "$OUT/quality.tar.gz" --ignore-failed-read part-*.json gen-*.jsonl gen-*.meta.json *.out *.log \
       lora/samples full/samples lora/metrics.jsonl full/metrics.jsonl lora/run_summary.json full/run_summary.json \
-      full2/samples full2/metrics.jsonl full2/run_summary.json)
+      full2/samples full2/metrics.jsonl full2/run_summary.json pairs.jsonl pairs.out \
+      {full2r,dpo1,dpo2}/{samples,metrics.jsonl,run_summary.json})
     ls -la "$OUT" ;;
 esac

@@ -206,6 +206,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="decoding preset (default: %(default)s)")
     pairs.add_argument("--max-new-tokens", type=int, default=EvalConfig.max_new_tokens)
     pairs.add_argument("--seed", type=int, default=0)
+    pairs.add_argument("--batch-size", type=int, default=16,
+                       help="sequences generated at once (default: %(default)s; 256 suits a large GPU)")
     pairs.add_argument("--out", type=Path, required=True, help="the pairs file to write (JSONL)")
     pairs.add_argument("--force", action="store_true", help="replace an existing --out file")
     pairs.set_defaults(handler=_preference_pairs)
@@ -521,7 +523,7 @@ def _preference_pairs(args: argparse.Namespace) -> int:
     check_output(args.out, args.force)  # before the model is loaded
     report = build_pairs(args.run, args.data, args.split, args.max_examples, args.out,
                          _run_templates(args.run, model_folder(args.run)), args.samples, args.keep_all, args.decoding,
-                         args.max_new_tokens, args.seed, args.force)
+                         args.max_new_tokens, args.seed, args.force, args.batch_size)
     print(f"{report.prompts} prompts of {args.data} ({args.split}), {report.samples} samples: {report.rejected} not "
           f"cookable; wrote {report.pairs} pairs to {report.out}")
     return 0

@@ -54,8 +54,8 @@ def build_pairs(run: Path, data: Path, split: str, max_examples: int, out: Path,
     from chef_genius.recipe import serialize
     from chef_genius.sampling import score_generation
 
-    if max_examples <= 0 or samples <= 0 or max_new_tokens <= 0:
-        raise UserError("--max-examples, --samples and --max-new-tokens must be positive")
+    if min(max_examples, samples, max_new_tokens, batch_size) <= 0:
+        raise UserError("--max-examples, --samples, --max-new-tokens and --batch-size must be positive")
     check_output(out, force)
     table = load_split(data, split)
     if len(table) == 0:
