@@ -147,8 +147,8 @@ def main() -> None:
     port = args.port or free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))}
-    # One request, so one slot: the engine decodes all --max-batch slots at every step (64 by default, the
-    # CPU's time 64-fold). --server-arg comes after, so it can set another.
+    # One request, so one slot (the image was made when eager steps still decoded every slot).
+    # --server-arg comes after, so it can set another.
     proc = subprocess.Popen([sys.executable, "-m", "chef_genius", "serve", args.model, "--host", "127.0.0.1",
                              "--port", str(port), "--timeout", str(args.wait), "--max-batch", "1", *args.server_arg],
                             env=env)

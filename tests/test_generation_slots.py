@@ -108,6 +108,34 @@ def test_rows_admitted_into_freed_slots_write_the_engines_recipes(random_llama, 
     assert decoder.capacity >= 128  # grew past the first 64 columns while rows were decoding
 
 
+def test_eager_steps_run_only_the_rows_still_writing(random_llama):
+    """A server's idle slots cost nothing on a CPU: one request in 8 slots decodes a batch of one,
+    and writes what it writes alone."""
+    from chef_genius.generation import EngineOptions, generate_ids
+
+    settings = {**NEUTRAL, **DECODING["greedy"]}
+    batches: list[int] = []
+    hook = random_llama.register_forward_pre_hook(lambda _m, _a, kw: batches.append(kw["input_ids"].shape[0]),
+                                                  with_kwargs=True)
+    try:
+        decoder = SlotDecoder(random_llama, STOPS, 0, slots=8, max_new_tokens=40, graphs=False, race=False)
+        written = []
+        with torch.inference_mode():
+            decoder.admit([5], [PROMPTS[0]], [40], [settings], [None], busy=False)
+            for _ in range(20):
+                decoder.advance(2)
+                counts, finished, fresh = decoder.read()
+                written += fresh[5]
+                if finished[5]:
+                    break
+    finally:
+        hook.remove()
+    expected = generate_ids(random_llama, [PROMPTS[0]], CAUSAL, settings, STOPS, 0, 40, 1,
+                            options=EngineOptions(exact=True))[0][0]
+    assert written == expected and len(batches) > 5
+    assert set(batches) == {1}  # the prefill and every step: the one row, never the 8 slots
+
+
 def test_the_hashed_race_is_a_function_of_the_seed_alone(random_llama):
     settings = {**NEUTRAL, **DECODING["sample"]}
 

@@ -162,23 +162,29 @@ class SlotDecoder(CausalDecoder):
         return self._sent[:], [bool(r[1]) for r in packed], [r[2:2 + k] for r, k in zip(packed, new, strict=True)]
 
     def _decode_step(self) -> None:
-        """As `CausalDecoder`'s; eager, it attends only to the columns some row has written and
-        bans only the n-grams some row asks for (a graph's shapes stay whole)."""
+        """As `CausalDecoder`'s; eager, it runs only the rows still writing (a server's idle slots
+        cost nothing), attends only to the columns some row has written and bans only the n-grams
+        some row asks for (a graph's shapes stay whole)."""
         if self.graphs:
             super()._decode_step()
             return
         state = self.state
-        used = int(state.column.max())
+        live = (~state.finished).nonzero().squeeze(1)
+        if live.numel() == 0:
+            return
+        rows = None if live.numel() == self.slots else live
+        pick: Callable = (lambda t: t) if rows is None else (lambda t: t[rows])
+        start, column = pick(state.start), pick(state.column)
+        used = int(column.max())
         columns = torch.arange(used, device=self.device)
-        allowed = (columns[None, :] >= state.start[:, None]) & (columns[None, :] < state.column[:, None])
-        positions = (state.column - 1 - state.start)[:, None]
-        self.cache.visible = used
+        allowed = (columns[None, :] >= start[:, None]) & (columns[None, :] < column[:, None])
+        self.cache.visible, self.cache.decode_rows = used, rows
         try:
-            logits = self._forward(state.last[:, None], additive_mask(allowed[:, None, None, :], self.dtype),
-                                   positions)
+            logits = self._forward(pick(state.last)[:, None], additive_mask(allowed[:, None, None, :], self.dtype),
+                                   (column - 1 - start)[:, None])
         finally:
-            self.cache.visible = None
-        state.commit(self._choose(logits, None, used + 1))
+            self.cache.visible, self.cache.decode_rows = None, None
+        state.commit(self._choose(logits, rows, used + 1), rows)
 
     def _choose(self, logits: torch.Tensor, rows: torch.Tensor | None, width: int | None = None) -> torch.Tensor:
         state = self.state
@@ -205,11 +211,19 @@ class SlotDecoder(CausalDecoder):
 
 
 class _Cache(RowCache):
-    """A `RowCache` whose decode steps may see only the first ``visible`` columns (eager steps)."""
+    """A `RowCache` whose eager decode steps may see only the first ``visible`` columns, and may
+    run only the rows ``decode_rows`` (None: every row; a prefill has filled every layer before)."""
 
     visible: int | None = None
+    decode_rows: torch.Tensor | None = None
 
     def update(self, keys: torch.Tensor, values: torch.Tensor, layer: int, *args, **kwargs):
+        rows = self.decode_rows
+        if rows is not None and self.prefill_rows is None:
+            where = self.column[rows] - 1
+            self.keys[layer][rows, :, where] = keys[:, :, 0]
+            self.values[layer][rows, :, where] = values[:, :, 0]
+            return self.keys[layer][rows, :, :self.visible], self.values[layer][rows, :, :self.visible]
         keys, values = super().update(keys, values, layer, *args, **kwargs)
         if self.visible is None or self.prefill_rows is not None:
             return keys, values
