@@ -45,7 +45,7 @@ def engine_kind(model, family, asked: str) -> tuple[str, str | None]:
         raise ValueError(f"unknown serve engine '{asked}' (choose from {', '.join(KINDS)})")
     if asked == "transformers":
         return asked, None
-    if family.name != "causal":
+    if not family.decodes_in_slots:
         return "transformers", "the generation engine serves causal models only"
     reason = unsupported(model, family, NEUTRAL)
     return ("transformers", reason) if reason else ("chef-genius", None)
