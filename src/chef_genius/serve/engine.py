@@ -204,7 +204,7 @@ class Engine:
         return self.family.new_token_budget(self.model, prompt_width, max_tokens)
 
     def _beam(self, ticket: Ticket) -> None:
-        from chef_genius.inference import _stopped
+        from chef_genius.inference.generating import _stopped
 
         request = ticket.request
         ids, mask = self.family.pad_prompts(request.prompts, self.pad_id)
