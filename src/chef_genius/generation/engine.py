@@ -21,12 +21,6 @@ from chef_genius.generation.causal import CausalDecoder
 from chef_genius.generation.rules import DecodingRule
 from chef_genius.generation.seq2seq import Seq2SeqDecoder
 
-CAUSAL_TYPES = ("llama",)  # tested: a tiny Llama (SmolLM2's architecture)
-SEQ2SEQ_TYPES = ("t5",)  # tested: tiny T5 v1.0 and gated-gelu (FLAN-T5) models
-# The engine's decoder for each model family (`chef_genius.families`, by name): the model types it
-# was proven on, and whether on a GPU too.
-PROVEN = {"causal": (CAUSAL_TYPES, True), "seq2seq": (SEQ2SEQ_TYPES, False)}
-
 
 @dataclass(frozen=True)
 class EngineOptions:
@@ -67,10 +61,9 @@ def unsupported(model: torch.nn.Module, family, settings: dict) -> str | None:
     """Why the engine cannot run this model (of ``family``, a `chef_genius.families.ModelFamily`)
     and preset (None when it can)."""
     kind = model_type(model)
-    types, on_gpu = PROVEN.get(family.name, ((), False))
-    if kind not in types:
+    if kind not in family.engine_types:
         return f"model type '{kind}' is not one the engine was proven on"
-    if not on_gpu and next(model.parameters()).device.type == "cuda":
+    if not family.engine_on_gpu and next(model.parameters()).device.type == "cuda":
         return "the engine's T5 path is proven on the CPU, not yet run on a GPU"
     try:
         DecodingRule.from_settings(settings)
@@ -113,7 +106,7 @@ def generate_ids(model: torch.nn.Module, sources: list[list[int]], family, setti
     ordered = [rows[i] for i in order]
     check_every = 1 if options.exact else options.check_every
     slots = min(batch_size, len(rows))
-    if family.name == "causal":
+    if family.decodes_in_slots:
         decoder = CausalDecoder(model, rule, stops, pad_id, max_new_tokens, slots, max(len(r) for r in rows),
                                 continuous=not options.exact, check_every=check_every, graphs=options.graphs,
                                 race=options.race, position_limit=position_limit(model), grouped=options.grouped)

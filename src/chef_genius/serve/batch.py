@@ -15,7 +15,7 @@ import torch
 
 from chef_genius.generation.state import cache_keyword
 from chef_genius.serve.decoding import RowSampler, StreamingDetokenizer
-from chef_genius.serve.pieces import Piece, deliver
+from chef_genius.serve.pieces import deliver, row_pieces
 
 
 def _left(tensor: torch.Tensor, width: int, dim: int, value) -> torch.Tensor:
@@ -95,18 +95,9 @@ class DecodeLoop:
             logits = self._join(logits)
 
     def _send(self, rows: list[int], ended: dict[int, str]) -> None:
-
-        fresh = self.text.flush(rows)
-        out = []
-        for row in rows:
-            ticket, index = self.owners[row]
-            reason = ended.get(row)
-            piece = fresh.get(row, "") + (self.text.rest(row) if reason else "")
-            if piece or reason:
-                out.append((ticket, Piece(index, piece, reason, self.counts[row])))
-            if reason:
-                self.engine.generated_tokens += self.counts[row]
-        deliver(out)
+        pieces, tokens = row_pieces(rows, self.owners, self.counts, self.text, ended)
+        self.engine.generated_tokens += tokens
+        deliver(pieces)
 
     def _select(self, index: torch.Tensor) -> None:
         self.cache.batch_select_indices(index)

@@ -120,17 +120,23 @@ class Engine:
             SlotLoop(self).run()
             return
         while not self._closing:  # a running batch's newcomers() may have read the closing None
-            if not self._waiting:
-                ticket = self._queue.get()
-                if ticket is None:
-                    return
-                self._waiting.append(ticket)
-                time.sleep(self.batch_wait)  # requests sent together start together
+            if not self._waiting and not self._wait_for_work():
+                return
             if self._drain():
                 return
             batch = self._take_batch()
             if batch:
                 self._run(batch)
+
+    def _wait_for_work(self) -> bool:
+        """Block for the next ticket (call it when nothing waits or decodes), then give the requests
+        sent with it ``batch_wait`` to arrive; False when the engine closes instead."""
+        ticket = self._queue.get()
+        if ticket is None:
+            return False
+        self._waiting.append(ticket)
+        time.sleep(self.batch_wait)  # requests sent together start together
+        return True
 
     def _drain(self) -> bool:
         """Move submitted tickets to the waiting list; True when the engine is closing."""
@@ -204,7 +210,7 @@ class Engine:
         return self.family.new_token_budget(self.model, prompt_width, max_tokens)
 
     def _beam(self, ticket: Ticket) -> None:
-        from chef_genius.inference import _stopped
+        from chef_genius.inference.generating import _stopped
 
         request = ticket.request
         ids, mask = self.family.pad_prompts(request.prompts, self.pad_id)

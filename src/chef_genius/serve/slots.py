@@ -25,12 +25,11 @@ the same text whatever else the server is doing, but not the text `generate` dra
 from __future__ import annotations
 
 import sys
-import time
 
 import torch
 
 from chef_genius.serve.decoding import StreamingDetokenizer
-from chef_genius.serve.pieces import Piece, deliver
+from chef_genius.serve.pieces import Piece, deliver, row_pieces
 
 KINDS = ("chef-genius", "transformers")
 _GOLDEN = 0x9E3779B97F4A7C15
@@ -45,7 +44,7 @@ def engine_kind(model, family, asked: str) -> tuple[str, str | None]:
         raise ValueError(f"unknown serve engine '{asked}' (choose from {', '.join(KINDS)})")
     if asked == "transformers":
         return asked, None
-    if family.name != "causal":
+    if not family.decodes_in_slots:
         return "transformers", "the generation engine serves causal models only"
     reason = unsupported(model, family, NEUTRAL)
     return ("transformers", reason) if reason else ("chef-genius", None)
@@ -91,12 +90,8 @@ class SlotLoop:
         engine = self.engine
         with torch.inference_mode(), torch.compiler.set_stance("force_eager"):
             while True:
-                if not self.busy() and not engine._waiting:
-                    ticket = engine._queue.get()
-                    if ticket is None:
-                        return
-                    engine._waiting.append(ticket)
-                    time.sleep(engine.batch_wait)  # requests sent together start together
+                if not self.busy() and not engine._waiting and not engine._wait_for_work():
+                    return
                 if engine._drain():
                     return
                 try:
@@ -175,16 +170,11 @@ class SlotLoop:
             if finished[slot]:
                 ended[slot] = "stop" if stopped else "length"
         rows = [s for s in self.busy() if not self.ended[s] and not self.owner[s][0].gone()]
-        new_text, pieces = self.text.flush(rows), []
+        pieces, tokens = row_pieces(rows, self.owner, self.counts, self.text, ended)
         for slot in rows:
-            ticket, row = self.owner[slot]
-            reason = ended.get(slot)
-            piece = new_text.get(slot, "") + (self.text.rest(slot) if reason else "")
-            if piece or reason:
-                pieces.append((ticket, Piece(row, piece, reason, self.counts[slot])))
-            if reason:
+            if slot in ended:
                 self.ended[slot] = True
-                self.engine.generated_tokens += self.counts[slot]
+        self.engine.generated_tokens += tokens
         deliver(pieces)
         for ticket in tickets.values():
             owned = [s for s in self.busy() if self.owner[s][0] is ticket]
