@@ -68,7 +68,7 @@ class SlotDecoder(CausalDecoder):
         old_state, old_cache = self.state, self.cache
         state = RowState(self.slots, capacity, self.state.max_new_tokens, self.state.stops.tolist(), self.pad_id,
                          self.device)
-        cache = _Cache(self.slots, capacity, state.column)
+        cache = RowCache(self.slots, capacity, state.column)
         if keep:
             columns = min(capacity, self.capacity)
             for name in ("generated", "count", "column", "start", "last", "finished", "limit"):
@@ -201,16 +201,3 @@ class SlotDecoder(CausalDecoder):
                 index = torch.tensor(local, device=probs.device)
                 out[index] = torch.multinomial(probs[index], 1, generator=generator).squeeze(1)
         return out
-
-
-
-class _Cache(RowCache):
-    """A `RowCache` whose decode steps may see only the first ``visible`` columns (eager steps)."""
-
-    visible: int | None = None
-
-    def update(self, keys: torch.Tensor, values: torch.Tensor, layer: int, *args, **kwargs):
-        keys, values = super().update(keys, values, layer, *args, **kwargs)
-        if self.visible is None or self.prefill_rows is not None:
-            return keys, values
-        return keys[:, :, :self.visible], values[:, :, :self.visible]

@@ -30,8 +30,11 @@ class RowCache:
 
     A prefill writes the columns ``0..width`` of the rows in ``prefill_rows`` and attends only to
     itself; a decode step (one token a row) writes column ``column[b] - 1`` of every row and
-    attends to the whole capacity, under the caller's mask.
+    attends to the whole capacity, under the caller's mask, or to its first ``visible`` columns
+    when that is set (eager steps: the columns some row has written).
     """
+
+    visible: int | None = None
 
     def __init__(self, rows: int, capacity: int, column: torch.Tensor):
         self.rows, self.capacity, self.column = rows, capacity, column
@@ -53,6 +56,8 @@ class RowCache:
         where = self.column - 1
         self.keys[layer][self._all, :, where] = keys[:, :, 0]
         self.values[layer][self._all, :, where] = values[:, :, 0]
+        if self.visible is not None:
+            return self.keys[layer][:, :, :self.visible], self.values[layer][:, :, :self.visible]
         return self.keys[layer], self.values[layer]
 
 

@@ -1,0 +1,124 @@
+"""A Llama decode step (one token a row) as plain tensor operations, for the CPU.
+
+On a CPU, a decode step of a small model pays for two things besides the products themselves:
+Transformers' Python around every layer (decorators, keyword plumbing, output objects: about
+15 ms a step of SmolLM2-135M on 2 cores, a quarter of it), and MKL's slow transposed GEMV on
+row-major weights (`layout.py`). `LlamaDecodeStep` runs the same operations as Transformers'
+`LlamaForCausalLM` (5.x) for a one-token step, in the same order and dtype: RMSNorm, rotary
+embedding from the model's own `rotary_emb`, the grouped attention (`attention.grouped_attention`)
+over the engine's `RowCache`, SiLU MLP, final norm and lm_head, on its own copies of the weights:
+q, k and v fused in one matrix and gate and up in another, both column-major, and column-major
+o_proj and lm_head (fewer, faster products; the copies cost about 0.4 GB for SmolLM2-135M).
+
+Values are the model's; only MKL's summation order can differ from Transformers' row-major float32
+(last bits of the logits, as between batch sizes). Anything it does not cover (another model type,
+PEFT adapters, an activation other than SiLU) is left to the model's forward
+(`LlamaDecodeStep.supports`).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from chef_genius.generation import attention
+
+
+def _column_major(weight: torch.Tensor) -> torch.Tensor:
+    """The same matrix, stored column-major (``x @ W.t()`` then runs as MKL's fast GEMM)."""
+    return weight.t().contiguous().t()
+
+
+def _fused(linears: list[torch.nn.Linear]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One column-major weight for ``linears`` stacked by output, and their biases (zeros where a
+    layer has none; None when none has one)."""
+    weight = _column_major(torch.cat([layer.weight for layer in linears]))
+    if all(layer.bias is None for layer in linears):
+        return weight, None
+    return weight, torch.cat([layer.weight.new_zeros(layer.out_features) if layer.bias is None else layer.bias
+                              for layer in linears])
+
+
+def _rms_norm(hidden: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """`LlamaRMSNorm.forward`, operation for operation."""
+    dtype = hidden.dtype
+    hidden = hidden.to(torch.float32)
+    variance = hidden.pow(2).mean(-1, keepdim=True)
+    hidden = hidden * torch.rsqrt(variance + eps)
+    return weight * hidden.to(dtype)
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+class LlamaDecodeStep:
+    """Logits of one decode step of a plain `LlamaForCausalLM`, from its weights (see the module).
+
+    Args:
+        model: the model (``supports(model)`` must hold); its weights are copied (fused and
+            column-major) once, so they must not change while this object is used.
+    """
+
+    def __init__(self, model: torch.nn.Module):
+        base = model.model
+        config = model.config
+        self.rotary, self.embed = base.rotary_emb, base.embed_tokens.weight
+        self.heads, self.kv_heads = config.num_attention_heads, config.num_key_value_heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        self.scaling = self.head_dim ** -0.5
+        self.eps = float(config.rms_norm_eps)
+        with torch.inference_mode(False), torch.no_grad():
+            self.layers = []
+            for layer in base.layers:
+                attn, mlp = layer.self_attn, layer.mlp
+                self.layers.append((layer.input_layernorm.weight, _fused([attn.q_proj, attn.k_proj, attn.v_proj]),
+                                    _fused([attn.o_proj]), layer.post_attention_layernorm.weight,
+                                    _fused([mlp.gate_proj, mlp.up_proj]), (mlp.down_proj.weight, mlp.down_proj.bias),
+                                    mlp.gate_proj.out_features))
+            self.norm = base.norm.weight
+            self.head = _fused([model.lm_head])
+
+    @staticmethod
+    def supports(model: torch.nn.Module) -> bool:
+        """A plain Transformers `LlamaForCausalLM` (no adapters, plain Linear layers) with SiLU MLPs,
+        on the CPU."""
+        if type(model).__name__ != "LlamaForCausalLM" or hasattr(model, "peft_config"):
+            return False
+        if getattr(model.config, "hidden_act", None) != "silu" or getattr(model.config, "pretraining_tp", 1) != 1:
+            return False
+        base = model.model
+        linears = [model.lm_head] + [getattr(layer.self_attn, name) for layer in base.layers
+                                     for name in ("q_proj", "k_proj", "v_proj", "o_proj")] + \
+            [getattr(layer.mlp, name) for layer in base.layers for name in ("gate_proj", "up_proj", "down_proj")]
+        if any(type(linear) is not torch.nn.Linear for linear in linears):
+            return False
+        return next(model.parameters()).device.type == "cpu"
+
+    def __call__(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache) -> torch.Tensor:
+        """(batch, vocab) logits for ``ids`` (batch, 1) at ``positions`` (batch, 1), attending under
+        the additive ``mask`` (batch, 1, 1, columns) to ``cache`` (a `state.RowCache`, updated)."""
+        batch = ids.shape[0]
+        hidden = F.embedding(ids, self.embed)  # (batch, 1, hidden)
+        cos, sin = self.rotary(hidden, positions)
+        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+        q_size, kv_size = self.heads * self.head_dim, self.kv_heads * self.head_dim
+        for index, (norm1, qkv, o_proj, norm2, gate_up, down, inter) in enumerate(self.layers):
+            residual = hidden
+            hidden = _rms_norm(hidden, norm1, self.eps)
+            q, k, v = F.linear(hidden, *qkv).split((q_size, kv_size, kv_size), dim=-1)
+            q = q.view(batch, 1, self.heads, self.head_dim).transpose(1, 2)
+            k = k.view(batch, 1, self.kv_heads, self.head_dim).transpose(1, 2)
+            v = v.view(batch, 1, self.kv_heads, self.head_dim).transpose(1, 2)
+            q = (q * cos) + (_rotate_half(q) * sin)
+            k = (k * cos) + (_rotate_half(k) * sin)
+            keys, values = cache.update(k, v, index)
+            out, _ = attention.grouped_attention(None, q, keys, values, mask, scaling=self.scaling)
+            hidden = residual + F.linear(out.reshape(batch, 1, -1), *o_proj)
+            residual = hidden
+            hidden = _rms_norm(hidden, norm2, self.eps)
+            gate, up = F.linear(hidden, *gate_up).split((inter, inter), dim=-1)
+            hidden = residual + F.linear(F.silu(gate) * up, *down)
+        hidden = _rms_norm(hidden, self.norm, self.eps)
+        return F.linear(hidden[:, -1], *self.head)
