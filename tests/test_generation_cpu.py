@@ -101,6 +101,25 @@ def test_the_lean_step_gives_the_model_logits(bias):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
+def test_the_lean_step_is_kept_until_the_weights_change():
+    """`for_model` reuses a model's step; a weight changed in place (an optimizer step) or replaced
+    gives a new one, built from the new values."""
+    model = tiny_llama()
+    step = LlamaDecodeStep.for_model(model)
+    assert LlamaDecodeStep.for_model(model) is step
+    with torch.no_grad():
+        model.model.layers[1].mlp.up_proj.weight.add_(1.0)
+    fresh = LlamaDecodeStep.for_model(model)
+    assert fresh is not step
+    inter = model.config.intermediate_size
+    packed = fresh.layers[1][4].weight  # (parts, in, out / parts)
+    gate_up = packed.transpose(0, 1).reshape(packed.shape[1], -1).t()
+    torch.testing.assert_close(gate_up[inter:], model.model.layers[1].mlp.up_proj.weight)
+    model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach() * 2)
+    assert LlamaDecodeStep.for_model(model) is not fresh
+    assert LlamaDecodeStep.for_model(model) is LlamaDecodeStep.for_model(model)
+
+
 @pytest.mark.parametrize(("bias", "stop"), [(False, STOP), (True, 19)])  # 19: the biased model's rows 0 and 4
 def test_cpu_path_writes_transformers_greedy_recipes(bias, stop, monkeypatch):
     """Each prompt's greedy recipe equals `transformers.generate`'s for it alone, on the lean step

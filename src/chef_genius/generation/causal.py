@@ -68,7 +68,8 @@ class CausalDecoder:
         self._replay: Callable[[], None] | None = None
         self._cache_keyword = cache_keyword(model)
         self.cpu_fast = cpu_fast and self.device.type == "cpu"
-        self._lean = LlamaDecodeStep(model) if self.cpu_fast and grouped and LlamaDecodeStep.supports(model) else None
+        lean = self.cpu_fast and grouped and LlamaDecodeStep.supports(model)
+        self._lean = LlamaDecodeStep.for_model(model) if lean else None
 
     def run(self, prompts: list[list[int]],
             on_done: Callable[[int], None] | None = None) -> list[tuple[list[int], bool]]:
