@@ -194,8 +194,9 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=400)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
-    parser.add_argument("--dtype", choices=("auto", "bfloat16", "float32"), default="auto",
-                        help="cast the model (auto: as loaded; a GGUF loads as float32)")
+    parser.add_argument("--dtype", choices=("auto", "bfloat16", "float32", "int8-dynamic"), default="auto",
+                        help="cast the model (auto: as loaded; a GGUF loads as float32); int8-dynamic: "
+                             "torch's dynamic int8 quantization of every Linear (CPU, lossy)")
     parser.add_argument("--ignore-stops", action="store_true",
                         help="the engine ends rows only at --max-new-tokens (a real model's full-length recipe)")
     parser.add_argument("--label", required=True, help="names this machine and setting in the results")
@@ -207,12 +208,15 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         model, tokenizer, family, name = load_model(args, Path(tmp))
-        if args.dtype != "auto":
+        if args.dtype == "int8-dynamic":
+            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        elif args.dtype != "auto":
             model = model.to(getattr(torch, args.dtype))
         prompts = held_out_prompts(args.data, args.examples, 0, Path(tmp))
     info = {"device": args.device, "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda")
             else platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-            "dtype": str(next(model.parameters()).dtype).removeprefix("torch."), "torch": torch.__version__,
+            "dtype": args.dtype if args.dtype == "int8-dynamic" else str(next(model.parameters()).dtype).removeprefix(
+                "torch."), "torch": torch.__version__,
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d")}
     entries = []
     for decoding in args.decodings:
