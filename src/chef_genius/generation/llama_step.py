@@ -86,7 +86,7 @@ class LlamaDecodeStep:
     def for_model(cls, model: torch.nn.Module) -> LlamaDecodeStep:
         """The step for ``model``, kept with the model (weakly) and reused while none of its
         parameters was replaced or changed in place (their storage and version counters): the copies
-        take about 0.3-0.7 s to make for SmolLM2-135M on 2 cores, and stay in memory with it."""
+        take about 0.5 s to make for SmolLM2-135M on 2 cores, and stay in memory with it."""
         try:
             key = tuple((p.data_ptr(), p._version) for p in model.parameters())
         except RuntimeError:  # inference tensors keep no version counter: build afresh
