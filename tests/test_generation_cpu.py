@@ -101,23 +101,19 @@ def test_the_lean_step_gives_the_model_logits(bias):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
-def test_the_lean_step_is_kept_until_the_weights_change():
-    """`for_model` reuses a model's step; a weight changed in place (an optimizer step) or replaced
-    gives a new one, built from the new values."""
-    model = tiny_llama()
-    step = LlamaDecodeStep.for_model(model)
-    assert LlamaDecodeStep.for_model(model) is step
-    with torch.no_grad():
-        model.model.layers[1].mlp.up_proj.weight.add_(1.0)
-    fresh = LlamaDecodeStep.for_model(model)
-    assert fresh is not step
-    inter = model.config.intermediate_size
-    packed = fresh.layers[1][4].weight  # (parts, in, out / parts)
-    gate_up = packed.transpose(0, 1).reshape(packed.shape[1], -1).t()
-    torch.testing.assert_close(gate_up[inter:], model.model.layers[1].mlp.up_proj.weight)
-    model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach() * 2)
-    assert LlamaDecodeStep.for_model(model) is not fresh
-    assert LlamaDecodeStep.for_model(model) is LlamaDecodeStep.for_model(model)
+@pytest.mark.parametrize(("sizes", "parts"), [([40, 8, 8], 2), ([7], 2), ([12, 4], 4), ([9, 9], 1)])
+def test_packed_linears_compute_the_stacked_products(sizes, parts):
+    """`_Packed`: stacked layers (with and without biases) in ``parts`` blocks (one when the outputs
+    do not divide) give each layer's F.linear, side by side, for any leading shape."""
+    from chef_genius.generation.llama_step import _Packed
+
+    torch.manual_seed(0)
+    layers = [torch.nn.Linear(6, size, bias=i % 2 == 1) for i, size in enumerate(sizes)]
+    packed = _Packed(layers, parts)
+    assert packed.parts == (parts if sum(sizes) % parts == 0 else 1)
+    x = torch.randn(3, 1, 6)
+    torch.testing.assert_close(packed(x), torch.cat([layer(x) for layer in layers], dim=-1))
+    torch.testing.assert_close(packed(x[:, 0]), torch.cat([layer(x[:, 0]) for layer in layers], dim=-1))
 
 
 @pytest.mark.parametrize(("bias", "stop"), [(False, STOP), (True, 19)])  # 19: the biased model's rows 0 and 4

@@ -69,7 +69,7 @@ class CausalDecoder:
         self._cache_keyword = cache_keyword(model)
         self.cpu_fast = cpu_fast and self.device.type == "cpu"
         lean = self.cpu_fast and grouped and LlamaDecodeStep.supports(model)
-        self._lean = LlamaDecodeStep.for_model(model) if lean else None
+        self._lean = LlamaDecodeStep(model) if lean else None
 
     def run(self, prompts: list[list[int]],
             on_done: Callable[[int], None] | None = None) -> list[tuple[list[int], bool]]:

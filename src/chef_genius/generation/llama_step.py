@@ -9,8 +9,8 @@ embedding from the model's own `rotary_emb`, the grouped attention (`attention.g
 over the engine's `RowCache`, SiLU MLP, final norm and lm_head, on its own copies of the weights
 (`_Packed`): q, k and v fused in one matrix and gate and up in another, and every matrix stored
 transposed in two blocks of output columns, one batched product a layer's projection (fewer,
-faster products, both cores busy; the copies double the weights' memory, 0.54 GB for
-SmolLM2-135M, and are kept with the model by `for_model` while its weights stay the same).
+faster products, both cores busy; the copies double the weights' memory while a decoder lives,
+0.54 GB for SmolLM2-135M).
 
 Values are the model's; only MKL's summation order can differ from Transformers' row-major float32
 (last bits of the logits, as between batch sizes). Anything it does not cover (another model type,
@@ -20,14 +20,10 @@ PEFT adapters, an activation other than SiLU) is left to the model's forward
 
 from __future__ import annotations
 
-import weakref
-
 import torch
 import torch.nn.functional as F
 
 from chef_genius.generation import attention
-
-_BUILT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (its weights' key, step)
 
 
 class _Packed:
@@ -41,12 +37,14 @@ class _Packed:
         width, total = first.shape[1], sum(layer.out_features for layer in linears)
         self.parts = parts if total % parts == 0 else 1
         self.total = total
-        columns = first.new_empty((width, total))
-        at = 0
+        chunk = total // self.parts
+        self.weight = first.new_empty((self.parts, width, chunk))
+        at = 0  # one transposing copy of each layer's rows into the blocks they fall in
         for layer in linears:
-            columns[:, at:at + layer.out_features].copy_(layer.weight.t())
+            for part in range(at // chunk, (at + layer.out_features - 1) // chunk + 1):
+                low, high = max(at, part * chunk), min(at + layer.out_features, (part + 1) * chunk)
+                self.weight[part, :, low - part * chunk:high - part * chunk].copy_(layer.weight[low - at:high - at].t())
             at += layer.out_features
-        self.weight = columns.view(width, self.parts, total // self.parts).transpose(0, 1).contiguous()
         self.bias = None if all(layer.bias is None for layer in linears) else torch.cat(
             [first.new_zeros(layer.out_features) if layer.bias is None else layer.bias for layer in linears])
 
@@ -78,25 +76,11 @@ class LlamaDecodeStep:
 
     Args:
         model: the model (``supports(model)`` must hold); its weights are copied (fused and
-            column-major) once, so they must not change while this object is used
-            (`for_model` rebuilds it when they have).
+            packed) when this is made, so they must not change while it is used: the engine makes
+            one per decoder (about 0.3 s for SmolLM2-135M on 2 cores). Not kept across runs: a
+            weight changed through ``.data`` leaves no trace (no version counter) to tell a stale
+            copy by.
     """
-
-    @classmethod
-    def for_model(cls, model: torch.nn.Module) -> LlamaDecodeStep:
-        """The step for ``model``, kept with the model (weakly) and reused while none of its
-        parameters was replaced or changed in place (their storage and version counters): the copies
-        take about 0.5 s to make for SmolLM2-135M on 2 cores, and stay in memory with it."""
-        try:
-            key = tuple((p.data_ptr(), p._version) for p in model.parameters())
-        except RuntimeError:  # inference tensors keep no version counter: build afresh
-            return cls(model)
-        held = _BUILT.get(model)
-        if held is not None and held[0] == key:
-            return held[1]
-        step = cls(model)
-        _BUILT[model] = (key, step)
-        return step
 
     def __init__(self, model: torch.nn.Module):
         base = model.model
