@@ -133,6 +133,23 @@ def test_cpu_path_writes_transformers_greedy_recipes(bias, stop, monkeypatch):
     assert not calls
 
 
+def test_short_rows_skip_the_weight_copies(monkeypatch):
+    """Below CPU_FAST_MIN_TOKENS the lean step is not made (nor the layout changed): the copies
+    would cost more than they gain; the recipes are the same."""
+    from chef_genius.generation import causal
+
+    model = tiny_llama()
+    made = []
+    original = LlamaDecodeStep.__init__
+    monkeypatch.setattr(LlamaDecodeStep, "__init__", lambda self, m: made.append(1) or original(self, m))
+    short = causal.CPU_FAST_MIN_TOKENS - 1
+    got = engine(model, {"do_sample": False}, EngineOptions(), max_new=short)
+    assert not made and model.lm_head.weight.is_contiguous()
+    assert got == [transformers_greedy(model, p, short) for p in PROMPTS]
+    engine(model, {"do_sample": False}, EngineOptions(), max_new=causal.CPU_FAST_MIN_TOKENS)
+    assert made == [1]
+
+
 def test_cpu_path_bans_ngrams_and_samples_as_the_plain_path():
     """The decoding rules are untouched: a banned greedy preset and a seeded draw (exact path, one
     batch) write the plain path's tokens."""

@@ -22,6 +22,8 @@ from chef_genius.generation.llama_step import LlamaDecodeStep
 from chef_genius.generation.rules import DecodingRule, next_tokens
 from chef_genius.generation.state import RowCache, RowState, additive_mask, cache_keyword
 
+CPU_FAST_MIN_TOKENS = 16  # below this token limit the CPU path's weight copies are not worth making
+
 
 def model_dtype(model: torch.nn.Module) -> torch.dtype:
     return next(p for p in model.parameters() if p.is_floating_point()).dtype
@@ -48,7 +50,8 @@ class CausalDecoder:
         grouped: decode steps attend through `attention.grouped_attention` (else the model's own).
         cpu_fast: on the CPU, decode steps attend to the written columns only, and run through
             `llama_step.LlamaDecodeStep` where it supports the model (with ``grouped``), else the
-            model's forward on column-major wide weights (`layout.column_major_linears`).
+            model's forward on column-major wide weights (`layout.column_major_linears`); both only
+            from ``CPU_FAST_MIN_TOKENS`` tokens a row (their copies take about 0.4 s for SmolLM2-135M).
     """
 
     def __init__(self, model: torch.nn.Module, rule: DecodingRule, stops: list[int], pad_id: int,
@@ -68,14 +71,17 @@ class CausalDecoder:
         self._replay: Callable[[], None] | None = None
         self._cache_keyword = cache_keyword(model)
         self.cpu_fast = cpu_fast and self.device.type == "cpu"
-        lean = self.cpu_fast and grouped and LlamaDecodeStep.supports(model)
-        self._lean = LlamaDecodeStep(model) if lean else None
+        # The weights' copies (lean step) or layout changes cost about as much as a dozen steps gain.
+        worth = self.cpu_fast and max_new_tokens >= CPU_FAST_MIN_TOKENS
+        self._wants_lean = worth and grouped and LlamaDecodeStep.supports(model)
+        self._relayout = worth and not self._wants_lean
+        self._lean: LlamaDecodeStep | None = None  # made at the first decode step
 
     def run(self, prompts: list[list[int]],
             on_done: Callable[[int], None] | None = None) -> list[tuple[list[int], bool]]:
         """(generated ids, ended at a stop token) for each prompt, in order; ``on_done(i)`` as
         prompt i's row is collected."""
-        with column_major_linears(self.model, enabled=self.cpu_fast and self._lean is None):
+        with column_major_linears(self.model, enabled=self._relayout):
             if not self.grouped:
                 return self._run(prompts, on_done)
             with grouped_attention_for(self.model):
@@ -110,7 +116,9 @@ class CausalDecoder:
         return results  # type: ignore[return-value]
 
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        if self._lean is not None and ids.shape[1] == 1 and self.cache.prefill_rows is None:
+        if self._wants_lean and ids.shape[1] == 1 and self.cache.prefill_rows is None:
+            if self._lean is None:
+                self._lean = LlamaDecodeStep(self.model)
             return self._lean(ids, mask, positions, self.cache)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1,
                          **{self._cache_keyword: self.cache})
