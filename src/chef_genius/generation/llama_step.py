@@ -66,11 +66,6 @@ def _rms_norm(hidden: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.T
     return weight * hidden.to(dtype)
 
 
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-
-
 class LlamaDecodeStep:
     """Logits of one decode step of a plain `LlamaForCausalLM`, from its weights (see the module).
 
@@ -123,18 +118,21 @@ class LlamaDecodeStep:
         batch = ids.shape[0]
         hidden = F.embedding(ids, self.embed)  # (batch, 1, hidden)
         cos, sin = self.rotary(hidden, positions)
-        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+        # Transformers' rotate_half(x) * sin is cat(-x2, x1) * sin: here roll(x) * cat(-sin1, sin2),
+        # the same products bit for bit (a sign moves), for q and k heads at once.
+        half = self.head_dim // 2
+        cos, sin = cos.unsqueeze(1), torch.cat((-sin[..., :half], sin[..., half:]), dim=-1).unsqueeze(1)
         q_size, kv_size = self.heads * self.head_dim, self.kv_heads * self.head_dim
         for index, (norm1, qkv, o_proj, norm2, gate_up, down, inter) in enumerate(self.layers):
             residual = hidden
             hidden = _rms_norm(hidden, norm1, self.eps)
-            q, k, v = qkv(hidden).split((q_size, kv_size, kv_size), dim=-1)
-            q = q.view(batch, 1, self.heads, self.head_dim).transpose(1, 2)
-            k = k.view(batch, 1, self.kv_heads, self.head_dim).transpose(1, 2)
-            v = v.view(batch, 1, self.kv_heads, self.head_dim).transpose(1, 2)
-            q = (q * cos) + (_rotate_half(q) * sin)
-            k = (k * cos) + (_rotate_half(k) * sin)
-            keys, values = cache.update(k, v, index)
+            projected = qkv(hidden)
+            qk = projected[..., :q_size + kv_size].view(batch, 1, self.heads + self.kv_heads, self.head_dim)
+            qk = qk.transpose(1, 2)
+            qk = (qk * cos) + (torch.roll(qk, half, -1) * sin)
+            v = projected[..., q_size + kv_size:].view(batch, 1, self.kv_heads, self.head_dim).transpose(1, 2)
+            keys, values = cache.update(qk[:, self.heads:], v, index)
+            q = qk[:, :self.heads]
             out, _ = attention.grouped_attention(None, q, keys, values, mask, scaling=self.scaling)
             hidden = residual + o_proj(out.reshape(batch, 1, -1))
             residual = hidden
