@@ -11,6 +11,8 @@ and printed as a table.
     python benchmarks/generation.py --tiny --device cpu --threads 2 --batches 1 16 --label cpu-tiny
     python benchmarks/generation.py --random-smollm2 --device cpu --threads 2 --batches 1 --batches-per-run 1 \
         --label cpu-2-cores   # one 400-token recipe of the 135M shape
+    python benchmarks/generation.py --model SmolLM2-135M-Instruct.Q4_1.gguf --device cpu --threads 2 --batches 1 \
+        --batches-per-run 1 --decodings greedy --engines chef-genius --ignore-stops --label cpu-real
     python benchmarks/generation.py --model SmolLM2-135M-Instruct.Q4_1.gguf --data D --label h200
     python benchmarks/generation.py --model /tmp/flan-t5-large --data D --label h200   # make_model.py
 
@@ -88,9 +90,10 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def run_once(model, tokenizer, family, prompts, engine, decoding, batch, max_new,
-             device) -> tuple[list[int], list[float], list[str]]:
-    """(generated tokens, completion time from the start, text) per recipe."""
+def run_once(model, tokenizer, family, prompts, engine, decoding, batch, max_new, device,
+             ignore_stops=False) -> tuple[list[int], list[float], list[str]]:
+    """(generated tokens, completion time from the start, text) per recipe; ``ignore_stops``: the
+    engine's rows end only at the token limit (a real model then writes exactly ``max_new`` tokens)."""
     from chef_genius.generation import EngineOptions, generate_ids
     from chef_genius.inference import DECODING, NEUTRAL, generate_details
 
@@ -113,7 +116,8 @@ def run_once(model, tokenizer, family, prompts, engine, decoding, batch, max_new
     with torch.no_grad(), torch.compiler.set_stance("force_eager"):
         torch.manual_seed(0)
         sources = family.encode_sources(tokenizer, prompts, 512)
-        decoded = generate_ids(model, sources, family, {**NEUTRAL, **DECODING[decoding]}, family.stop_ids(tokenizer),
+        stops = [] if ignore_stops else family.stop_ids(tokenizer)
+        decoded = generate_ids(model, sources, family, {**NEUTRAL, **DECODING[decoding]}, stops,
                                tokenizer.pad_token_id, max_new, batch, on_done=on_done,
                                options=EngineOptions(grouped=engine != "chef-genius-sdpa"))
         texts = tokenizer.batch_decode([ids for ids, _ in decoded], skip_special_tokens=True,
@@ -130,7 +134,7 @@ def measure(model, tokenizer, family, name, prompts, engine, decoding, batch, ar
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     tokens, done, texts = run_once(model, tokenizer, family, prompts, engine, decoding, batch, args.max_new_tokens,
-                                   args.device)
+                                   args.device, args.ignore_stops)
     seconds = time.perf_counter() - start
     entry = {"label": args.label, "engine": engine, "model": name, "batch": batch, "decoding": decoding,
              "recipes": len(prompts), "max_new_tokens": args.max_new_tokens, "generated_tokens": sum(tokens),
@@ -139,6 +143,8 @@ def measure(model, tokenizer, family, name, prompts, engine, decoding, batch, ar
              "latency_p50_s": round(statistics.median(done), 3),
              "latency_p95_s": round(sorted(done)[min(len(done) - 1, int(0.95 * len(done)))], 3),
              "peak_gpu_memory_gb": round(torch.cuda.max_memory_allocated() / 2**30, 3) if cuda else None}
+    if args.ignore_stops:
+        entry["ignore_stops"] = True
     if batch == 1:
         starts = []
         for _ in range(3):
@@ -188,21 +194,29 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=400)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
-    parser.add_argument("--dtype", choices=("auto", "bfloat16", "float32"), default="auto",
-                        help="cast the model (auto: as loaded; a GGUF loads as float32)")
+    parser.add_argument("--dtype", choices=("auto", "bfloat16", "float32", "int8-dynamic"), default="auto",
+                        help="cast the model (auto: as loaded; a GGUF loads as float32); int8-dynamic: "
+                             "torch's dynamic int8 quantization of every Linear (CPU, lossy)")
+    parser.add_argument("--ignore-stops", action="store_true",
+                        help="the engine ends rows only at --max-new-tokens (a real model's full-length recipe)")
     parser.add_argument("--label", required=True, help="names this machine and setting in the results")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
+    if args.ignore_stops and "transformers" in args.engines:
+        parser.error("--ignore-stops is for the engine only (--engines chef-genius ...)")
     if args.threads:
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         model, tokenizer, family, name = load_model(args, Path(tmp))
-        if args.dtype != "auto":
+        if args.dtype == "int8-dynamic":
+            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        elif args.dtype != "auto":
             model = model.to(getattr(torch, args.dtype))
         prompts = held_out_prompts(args.data, args.examples, 0, Path(tmp))
     info = {"device": args.device, "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda")
             else platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-            "dtype": str(next(model.parameters()).dtype).removeprefix("torch."), "torch": torch.__version__,
+            "dtype": args.dtype if args.dtype == "int8-dynamic" else str(next(model.parameters()).dtype).removeprefix(
+                "torch."), "torch": torch.__version__,
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d")}
     entries = []
     for decoding in args.decodings:

@@ -17,8 +17,12 @@ from collections.abc import Callable
 import torch
 
 from chef_genius.generation.attention import grouped_attention_for
+from chef_genius.generation.layout import column_major_linears
+from chef_genius.generation.llama_step import LlamaDecodeStep
 from chef_genius.generation.rules import DecodingRule, next_tokens
 from chef_genius.generation.state import RowCache, RowState, additive_mask, cache_keyword
+
+CPU_FAST_MIN_TOKENS = 16  # below this token limit the CPU path's weight copies are not worth making
 
 
 def model_dtype(model: torch.nn.Module) -> torch.dtype:
@@ -44,12 +48,16 @@ class CausalDecoder:
             prompt included (None: unbounded).
         race: sample by the exponential race (None: when graphs run; see `rules`).
         grouped: decode steps attend through `attention.grouped_attention` (else the model's own).
+        cpu_fast: on the CPU, decode steps attend to the written columns only, and run through
+            `llama_step.LlamaDecodeStep` where it supports the model (with ``grouped``), else the
+            model's forward on column-major wide weights (`layout.column_major_linears`); both only
+            from ``CPU_FAST_MIN_TOKENS`` tokens a row (their copies take about 0.4 s for SmolLM2-135M).
     """
 
     def __init__(self, model: torch.nn.Module, rule: DecodingRule, stops: list[int], pad_id: int,
                  max_new_tokens: int, slots: int, prompt_width: int, continuous: bool = True, check_every: int = 1,
                  graphs: bool = False, race: bool | None = None, position_limit: int | None = None,
-                 grouped: bool = True):
+                 grouped: bool = True, cpu_fast: bool = True):
         self.model, self.rule, self.pad_id = model, rule, pad_id
         self.device = next(model.parameters()).device
         self.dtype = model_dtype(model)
@@ -62,15 +70,22 @@ class CausalDecoder:
         self.cache = RowCache(slots, self.capacity, self.state.column)
         self._replay: Callable[[], None] | None = None
         self._cache_keyword = cache_keyword(model)
+        self.cpu_fast = cpu_fast and self.device.type == "cpu"
+        # The weights' copies (lean step) or layout changes cost about as much as a dozen steps gain.
+        worth = self.cpu_fast and max_new_tokens >= CPU_FAST_MIN_TOKENS
+        self._wants_lean = worth and grouped and LlamaDecodeStep.supports(model)
+        self._relayout = worth and not self._wants_lean
+        self._lean: LlamaDecodeStep | None = None  # made at the first decode step
 
     def run(self, prompts: list[list[int]],
             on_done: Callable[[int], None] | None = None) -> list[tuple[list[int], bool]]:
         """(generated ids, ended at a stop token) for each prompt, in order; ``on_done(i)`` as
         prompt i's row is collected."""
-        if not self.grouped:
-            return self._run(prompts, on_done)
-        with grouped_attention_for(self.model):
-            return self._run(prompts, on_done)
+        with column_major_linears(self.model, enabled=self._relayout):
+            if not self.grouped:
+                return self._run(prompts, on_done)
+            with grouped_attention_for(self.model):
+                return self._run(prompts, on_done)
 
     def _run(self, prompts: list[list[int]],
              on_done: Callable[[int], None] | None) -> list[tuple[list[int], bool]]:
@@ -101,6 +116,10 @@ class CausalDecoder:
         return results  # type: ignore[return-value]
 
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        if self._wants_lean and ids.shape[1] == 1 and self.cache.prefill_rows is None:
+            if self._lean is None:
+                self._lean = LlamaDecodeStep(self.model)
+            return self._lean(ids, mask, positions, self.cache)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1,
                          **{self._cache_keyword: self.cache})
         return out.logits[:, -1]
@@ -136,10 +155,17 @@ class CausalDecoder:
     def _decode_step(self) -> None:
         """One token for every slot, all on the device (what the CUDA graph replays)."""
         state = self.state
-        columns = torch.arange(self.capacity, device=self.device)
+        # On the CPU (no graph, reading a value costs nothing): only the columns some row has written.
+        used = int(state.column.max()) if self.cpu_fast else self.capacity
+        columns = torch.arange(used, device=self.device)
         allowed = (columns[None, :] >= state.start[:, None]) & (columns[None, :] < state.column[:, None])
         positions = (state.column - 1 - state.start)[:, None]
-        logits = self._forward(state.last[:, None], additive_mask(allowed[:, None, None, :], self.dtype), positions)
+        self.cache.visible = used if self.cpu_fast else None
+        try:
+            logits = self._forward(state.last[:, None], additive_mask(allowed[:, None, None, :], self.dtype),
+                                   positions)
+        finally:
+            self.cache.visible = None
         state.commit(self._choose(logits, None))
 
     def _choose(self, logits: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:

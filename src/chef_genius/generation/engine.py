@@ -36,6 +36,9 @@ class EngineOptions:
             ``torch.multinomial``; None: exactly when graphs run.
         grouped: a causal model's decode steps attend through `attention.grouped_attention`
             (no copies of grouped keys and values); False: through the model's own attention.
+        cpu_fast: on the CPU, a causal model's decode steps attend to the written columns only and
+            run through `llama_step.LlamaDecodeStep` (a plain Llama) or on column-major weights
+            (`layout`); float32 values, MKL's summation order (docs/generation.md, CPU).
     """
 
     exact: bool = False
@@ -43,6 +46,7 @@ class EngineOptions:
     graphs: bool = True
     race: bool | None = None
     grouped: bool = True
+    cpu_fast: bool = True
 
 
 def model_type(model: torch.nn.Module) -> str:
@@ -109,7 +113,8 @@ def generate_ids(model: torch.nn.Module, sources: list[list[int]], family, setti
     if family.decodes_in_slots:
         decoder = CausalDecoder(model, rule, stops, pad_id, max_new_tokens, slots, max(len(r) for r in rows),
                                 continuous=not options.exact, check_every=check_every, graphs=options.graphs,
-                                race=options.race, position_limit=position_limit(model), grouped=options.grouped)
+                                race=options.race, position_limit=position_limit(model), grouped=options.grouped,
+                                cpu_fast=options.cpu_fast)
     else:
         decoder = Seq2SeqDecoder(model, rule, stops, pad_id, max_new_tokens, slots, check_every=check_every,
                                  graphs=options.graphs, race=options.race)

@@ -68,7 +68,7 @@ class SlotDecoder(CausalDecoder):
         old_state, old_cache = self.state, self.cache
         state = RowState(self.slots, capacity, self.state.max_new_tokens, self.state.stops.tolist(), self.pad_id,
                          self.device)
-        cache = _Cache(self.slots, capacity, state.column)
+        cache = RowCache(self.slots, capacity, state.column)
         if keep:
             columns = min(capacity, self.capacity)
             for name in ("generated", "count", "column", "start", "last", "finished", "limit"):
@@ -207,24 +207,3 @@ class SlotDecoder(CausalDecoder):
                 index = torch.tensor(local, device=probs.device)
                 out[index] = torch.multinomial(probs[index], 1, generator=generator).squeeze(1)
         return out
-
-
-
-class _Cache(RowCache):
-    """A `RowCache` whose eager decode steps may see only the first ``visible`` columns, and may
-    run only the rows ``decode_rows`` (None: every row; a prefill has filled every layer before)."""
-
-    visible: int | None = None
-    decode_rows: torch.Tensor | None = None
-
-    def update(self, keys: torch.Tensor, values: torch.Tensor, layer: int, *args, **kwargs):
-        rows = self.decode_rows
-        if rows is not None and self.prefill_rows is None:
-            where = self.column[rows] - 1
-            self.keys[layer][rows, :, where] = keys[:, :, 0]
-            self.values[layer][rows, :, where] = values[:, :, 0]
-            return self.keys[layer][rows, :, :self.visible], self.values[layer][rows, :, :self.visible]
-        keys, values = super().update(keys, values, layer, *args, **kwargs)
-        if self.visible is None or self.prefill_rows is not None:
-            return keys, values
-        return keys[:, :, :self.visible], values[:, :, :self.visible]

@@ -30,8 +30,13 @@ class RowCache:
 
     A prefill writes the columns ``0..width`` of the rows in ``prefill_rows`` and attends only to
     itself; a decode step (one token a row) writes column ``column[b] - 1`` of every row and
-    attends to the whole capacity, under the caller's mask.
+    attends to the whole capacity, under the caller's mask, or to its first ``visible`` columns
+    when that is set (eager steps: the columns some row has written). An eager step may run only
+    the rows ``decode_rows`` (a server's slots still writing; None: every row).
     """
+
+    visible: int | None = None
+    decode_rows: torch.Tensor | None = None
 
     def __init__(self, rows: int, capacity: int, column: torch.Tensor):
         self.rows, self.capacity, self.column = rows, capacity, column
@@ -50,9 +55,17 @@ class RowCache:
             self.keys[layer][self.prefill_rows, :, :width] = keys
             self.values[layer][self.prefill_rows, :, :width] = values
             return keys, values
+        rows = self.decode_rows
+        if rows is not None:
+            where = self.column[rows] - 1
+            self.keys[layer][rows, :, where] = keys[:, :, 0]
+            self.values[layer][rows, :, where] = values[:, :, 0]
+            return self.keys[layer][rows, :, :self.visible], self.values[layer][rows, :, :self.visible]
         where = self.column - 1
         self.keys[layer][self._all, :, where] = keys[:, :, 0]
         self.values[layer][self._all, :, where] = values[:, :, 0]
+        if self.visible is not None:
+            return self.keys[layer][:, :, :self.visible], self.values[layer][:, :, :self.visible]
         return self.keys[layer], self.values[layer]
 
 
