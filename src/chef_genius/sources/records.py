@@ -4,6 +4,7 @@ original project's ``input``/``output`` JSONL) into a `Recipe`."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -102,6 +103,18 @@ def _has_surrogates(value: str) -> bool:
     return False
 
 
+# A credit line among a site's steps ("Photograph by Kate Mathis", "Adapted from Williams-Sonoma,
+# ..."): openrecipes' foodnetwork.com and williams-sonoma.com rows hold 426. Not a step: a model
+# trained on them writes photographers into its recipes, and a cook reads them as noise.
+_CREDIT = re.compile(r"(?i)^(photo(graph)?s?( and [a-z ]+)? (by|courtesy)|illustrations? by|food styl\w* by|"
+                     r"prop styl\w* by|adapted (with permission )?from|recipe (courtesy|from)|reprinted (from|with))\b")
+
+
+def is_credit(step: str) -> bool:
+    """A short line that credits a photographer or a source instead of saying what to do."""
+    return len(step) < 200 and _CREDIT.match(step.strip()) is not None
+
+
 def build_recipe(title: object, ingredients: object, steps: object, ner: object = None,
                  source: object = "", extra: dict | None = None, lists_only: bool = False) -> Recipe | Rejected:
     """Validate raw fields and build a `Recipe`, or say why not.
@@ -117,7 +130,7 @@ def build_recipe(title: object, ingredients: object, steps: object, ner: object 
         return Rejected("unparseable_cell", "title: not text")
     try:
         ingredient_list = _cell("ingredients", ingredients, lists_only)
-        step_list = _cell("steps", steps, lists_only)
+        step_list = [step for step in _cell("steps", steps, lists_only) if not is_credit(step)]
         ner_list = _cell("NER", ner, lists_only) if ner not in (None, "") else []
     except CellError as error:
         return Rejected("unparseable_cell", str(error))
