@@ -15,7 +15,8 @@ def test_credit_lines_leave_the_steps_and_real_steps_stay():
                            "Adapted from Williams-Sonoma Essentials of Grilling (Oxmoor House, 2010)."])
     assert recipe.steps == ("Grill the corn 10 minutes, turning.", "Brush with butter and serve.")
     for step in ("Photograph the cake before slicing it.", "Adapt the heat to your grill and cook 5 minutes.",
-                 "Stir in the photographs of your family. " * 10):
+                 "Stir in the photographs of your family. " * 10,
+                 "Adapted from Grandma's card: whisk the eggs and sugar until pale."):
         assert not is_credit(step)
     assert is_credit("Recipe courtesy of Ina Garten") and is_credit("  Photographs by Kang Kim")
     only_credits = build_recipe("Toast", ["1 slice bread"], ["Photograph by Kang Kim"])

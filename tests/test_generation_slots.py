@@ -133,6 +133,37 @@ def test_eager_steps_run_only_the_rows_still_writing(random_llama):
     assert set(batches) == {1}  # the prefill and every step: the one row, never the 8 slots
 
 
+def test_a_seeded_requests_rows_draw_the_same_after_a_sibling_ends(random_llama):
+    """Eager draws: a request's generator draws for all its rows each step, ended ones too (as
+    `generate` does), so a row's tokens do not depend on when its siblings stop; found by review
+    when idle rows left the step: rows beside an ended one then wrote other tokens."""
+    settings = {**NEUTRAL, **DECODING["sample"]}
+    ends = [1, 2, 3, 4, 5, 6]
+
+    def run(stops: list[int], seed: int) -> list[list[int]]:
+        decoder = SlotDecoder(random_llama, stops, 0, slots=8, max_new_tokens=30, graphs=False, race=False, window=6)
+        generator = torch.Generator().manual_seed(seed)
+        slots, written = [1, 4, 6], [[], [], []]
+        with torch.inference_mode():
+            decoder.admit(slots, [PROMPTS[0]] * 3, [30] * 3, [settings] * 3, [None] * 3, [generator] * 3, busy=False)
+            for _ in range(20):
+                decoder.advance(3)
+                _, finished, fresh = decoder.read()
+                for row, slot in enumerate(slots):
+                    written[row] += fresh[slot]
+                if all(finished[slot] for slot in slots):
+                    break
+        return written
+
+    def up_to_an_end(tokens: list[int]) -> list[int]:
+        return next((tokens[:k + 1] for k, t in enumerate(tokens) if t in ends), tokens)
+
+    for seed in (9, 3):
+        stopped, endless = run(ends, seed), run([0], seed)
+        assert len({len(row) for row in stopped}) == 3  # rows end at different steps
+        assert stopped == [up_to_an_end(row) for row in endless]
+
+
 def test_the_hashed_race_is_a_function_of_the_seed_alone(random_llama):
     settings = {**NEUTRAL, **DECODING["sample"]}
 

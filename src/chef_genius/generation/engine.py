@@ -28,7 +28,9 @@ class EngineOptions:
 
     Attributes:
         exact: decode batch after batch in the caller's order, checking for finished rows every
-            step: Transformers' own batches and draws (the proofs use it).
+            step: Transformers' own batches and draws (the proofs use it). On the CPU it keeps
+            ``cpu_fast``'s arithmetic (the same values summed in another order); with
+            ``cpu_fast=False`` too, Transformers' own forward.
         check_every: decode steps between reads of finished rows when not ``exact`` (the only
             host syncs of the decode loop).
         graphs: capture decode steps as CUDA graphs (CUDA only; ignored on the CPU).
@@ -38,7 +40,8 @@ class EngineOptions:
             (no copies of grouped keys and values); False: through the model's own attention.
         cpu_fast: on the CPU, a causal model's decode steps attend to the written columns only and
             run through `llama_step.LlamaDecodeStep` (a plain Llama) or on column-major weights
-            (`layout`); float32 values, MKL's summation order (docs/generation.md, CPU).
+            (`layout`); float32 values, MKL's summation order (docs/generation.md, CPU). It holds
+            a second copy of those weights while it decodes: a CPU server, the whole time.
     """
 
     exact: bool = False

@@ -50,12 +50,12 @@ def column_major_linears(model: torch.nn.Module, enabled: bool = True) -> Iterat
         yield 0
         return
     changed: list[tuple[torch.nn.Parameter, torch.Tensor]] = []
-    # Ordinary tensors even inside inference_mode: a training loop that samples keeps using them.
-    with torch.inference_mode(False), torch.no_grad():
-        for weight in _wide_linears(model):
-            changed.append((weight, weight.data))
-            weight.data = weight.data.t().contiguous().t()
-    try:
+    try:  # a copy that fails half-way (out of memory) still puts back the ones made
+        # Ordinary tensors even inside inference_mode: a training loop that samples keeps using them.
+        with torch.inference_mode(False), torch.no_grad():
+            for weight in _wide_linears(model):
+                changed.append((weight, weight.data))
+                weight.data = weight.data.t().contiguous().t()
         yield len(changed)
     finally:
         with torch.inference_mode(False), torch.no_grad():

@@ -162,14 +162,19 @@ class SlotDecoder(CausalDecoder):
         return self._sent[:], [bool(r[1]) for r in packed], [r[2:2 + k] for r, k in zip(packed, new, strict=True)]
 
     def _decode_step(self) -> None:
-        """As `CausalDecoder`'s; eager, it runs only the rows still writing (a server's idle slots
-        cost nothing), attends only to the columns some row has written and bans only the n-grams
-        some row asks for (a graph's shapes stay whole)."""
+        """As `CausalDecoder`'s; eager, it runs only the rows still writing and the ended rows of a
+        request that draws from its own generator (a server's idle slots cost nothing), attends
+        only to the columns some row has written and bans only the n-grams some row asks for (a
+        graph's shapes stay whole)."""
         if self.graphs:
             super()._decode_step()
             return
         state = self.state
-        live = (~state.finished).nonzero().squeeze(1)
+        running = ~state.finished
+        owned = [slot for _, slots in self.draws for slot in slots]
+        if owned:  # a request's generator draws for all its rows, ended or not, as `generate` does
+            running[torch.tensor(owned, device=self.device)] = True
+        live = running.nonzero().squeeze(1)
         if live.numel() == 0:
             return
         rows = None if live.numel() == self.slots else live

@@ -111,8 +111,9 @@ _CREDIT = re.compile(r"(?i)^(photo(graph)?s?( and [a-z ]+)? (by|courtesy)|illust
 
 
 def is_credit(step: str) -> bool:
-    """A short line that credits a photographer or a source instead of saying what to do."""
-    return len(step) < 200 and _CREDIT.match(step.strip()) is not None
+    """A short line that credits a photographer or a source instead of saying what to do (a line
+    that goes on after a colon, "Adapted from Grandma's card: whisk ...", is kept)."""
+    return len(step) < 200 and ": " not in step and _CREDIT.match(step.strip()) is not None
 
 
 def build_recipe(title: object, ingredients: object, steps: object, ner: object = None,
