@@ -13,12 +13,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,28 +28,6 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
 def fail(message: str) -> None:
     print(f"serve_screenshot: {message}", file=sys.stderr)
     sys.exit(1)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_health(url: str, proc: subprocess.Popen, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            fail(f"the server exited with {proc.returncode} (its output is above)")
-        try:
-            with urllib.request.urlopen(url + "/health", timeout=5) as answer:
-                if answer.status == 200:
-                    print("server ready:", json.loads(answer.read()), flush=True)
-                    return
-        except OSError:
-            pass
-        time.sleep(1)
-    fail(f"the server did not answer {url}/health within {timeout:.0f} s")
 
 
 def browser(width: int, profile: str):
@@ -144,30 +119,26 @@ def main() -> None:
             fail(f"needs {path} (Debian's {package}): apt-get install chromium chromium-driver, or make browser")
     args.out.parent.mkdir(parents=True, exist_ok=True)
 
-    port = args.port or free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))}
+    # The tests' server harness: port 0 (or --port), the address read from the server's output.
+    sys.path.insert(0, str(ROOT))
+    from tests.harness.serve_process import running_server
+
     # One request, so one slot (the image was made when eager steps still decoded every slot).
     # --server-arg comes after, so it can set another.
-    proc = subprocess.Popen([sys.executable, "-m", "chef_genius", "serve", args.model, "--host", "127.0.0.1",
-                             "--port", str(port), "--timeout", str(args.wait), "--max-batch", "1", *args.server_arg],
-                            env=env)
-    driver = None
+    extra = ["--host", "127.0.0.1", "--timeout", str(args.wait), "--max-batch", "1",
+             *(["--port", str(args.port)] if args.port else []), *args.server_arg]
+    threads = {"OMP_NUM_THREADS": str(os.cpu_count() or 1),
+               "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES", "")}
     try:
-        wait_for_health(url, proc, timeout=300)
-        with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
+        with running_server(Path(args.model), *extra, env=threads, start_timeout=300) as server, \
+                tempfile.TemporaryDirectory(prefix="chromium-") as profile:
             driver = browser(args.width, profile)
             try:
-                seen = ask_and_shoot(driver, url, args)
+                seen = ask_and_shoot(driver, server.url, args)
             finally:
                 driver.quit()
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    except RuntimeError as error:  # the server did not start: its output follows the first line
+        fail(str(error).splitlines()[0] + " (run `chef-genius serve` by hand to see why)")
     shrink(args.out, args.max_kb)
     print(json.dumps(seen, indent=1))
     print(f"{args.out}: {args.out.stat().st_size // 1024} KB")
