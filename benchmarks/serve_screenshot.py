@@ -138,7 +138,8 @@ def main() -> None:
             finally:
                 driver.quit()
     except RuntimeError as error:  # the server did not start: its output follows the first line
-        fail(str(error).splitlines()[0] + " (run `chef-genius serve` by hand to see why)")
+        lines = [line for line in str(error).splitlines() if line.strip()]
+        fail(" ".join(dict.fromkeys([lines[0], lines[-1]])))  # what happened, and the server's last word
     shrink(args.out, args.max_kb)
     print(json.dumps(seen, indent=1))
     print(f"{args.out}: {args.out.stat().st_size // 1024} KB")
