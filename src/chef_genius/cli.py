@@ -13,7 +13,7 @@ from pathlib import Path
 
 from chef_genius import __version__
 from chef_genius.encoding import USER_TOKENIZER_SETTING
-from chef_genius.errors import UserError
+from chef_genius.errors import UserError, read_user_text
 
 EXIT_USER_ERROR = 2
 # Import names of the `train` extras (pyproject.toml) and of numpy, which they bring: without them
@@ -268,16 +268,7 @@ def _score(args: argparse.Namespace) -> int:
 def _read_text(path: Path) -> str:
     if str(path) == "-":
         return sys.stdin.read()
-    if path.is_dir():
-        raise UserError(f"{path}: is a directory, not a recipe file")
-    try:
-        return path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such file") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: is not UTF-8 text") from None
-    except OSError as error:
-        raise UserError(f"{path}: cannot be read: {error.strerror}") from None
+    return read_user_text(path, encoding="utf-8-sig")
 
 
 TINY_NOTE = """Note: the `tiny` model starts from random weights and trains for a minute on the CPU: the

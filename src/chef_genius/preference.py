@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from chef_genius.errors import UserError
+from chef_genius.errors import UserError, read_user_text
 from chef_genius.losses import IGNORE_INDEX, smoothed_cross_entropy_sums
 
 PAIR_KEYS = ("prompt", "chosen", "rejected")
@@ -48,14 +48,7 @@ def read_pairs(path: str | Path) -> list[PreferencePair]:
         UserError: a missing or unreadable file, a line that is not such an object, or no pair.
     """
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such preference pairs file") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: is not UTF-8 text") from None
-    except OSError as error:
-        raise UserError(f"{path}: cannot be read: {error.strerror or error}") from None
+    lines = read_user_text(path, "preference pairs file").splitlines()
     pairs = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
