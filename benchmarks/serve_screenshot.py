@@ -107,6 +107,7 @@ def main() -> None:
                         help="seconds the recipe may take, the server's --timeout too (default: 600)")
     parser.add_argument("--server-arg", action="append", default=[], help="more for `chef-genius serve`, e.g. "
                         "--server-arg=--decoding=guarded (repeatable)")
+    parser.add_argument("--force", action="store_true", help="replace --out if it exists")
     parser.add_argument("--max-kb", type=int, default=300, help="reduce the PNG's colours past this size")
     args = parser.parse_args()
 
@@ -117,6 +118,8 @@ def main() -> None:
     for path, package in ((CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")):
         if not os.access(path, os.X_OK):
             fail(f"needs {path} (Debian's {package}): apt-get install chromium chromium-driver, or make browser")
+    if args.out.exists() and not args.force:
+        fail(f"{args.out} exists: choose another --out, or --force to replace it")
     args.out.parent.mkdir(parents=True, exist_ok=True)
 
     # The tests' server harness: port 0 (or --port), the address read from the server's output.
