@@ -22,6 +22,7 @@ DEVDATA=(.devdata/recipenlg_sample_1k.csv .devdata/wikibooks_recipes_en.json)
 
 # device_wheels: install the carried wheels (.whl/) into /tmp/site.
 device_wheels() {
+  if [ ! -d .whl ] && [ -d /tmp/site ]; then echo "no .whl carried: using the wheels installed earlier (/tmp/site)"; return; fi
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 }
 
