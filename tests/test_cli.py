@@ -66,7 +66,7 @@ def test_the_demo_prints_one_set_of_samples_and_says_what_the_tiny_model_is(tmp_
 
 
 def test_decoding_presets_are_one_list():
-    from chef_genius.config import DECODING_NAMES
+    from chef_genius.config_schema import DECODING_NAMES
     from chef_genius.inference import DECODING
 
     assert set(DECODING) == set(DECODING_NAMES)

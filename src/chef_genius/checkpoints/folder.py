@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from chef_genius.config import TrainConfig
+from chef_genius.config_schema import TrainConfig
 
 PREFIX = "step-"
 TMP_PREFIX = ".tmp-"

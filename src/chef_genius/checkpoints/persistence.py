@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from chef_genius.checkpoints import folder as ckpt
-from chef_genius.config import TrainConfig
+from chef_genius.config_schema import TrainConfig
 from chef_genius.errors import TrainingStopped, UserError
 from chef_genius.model import sharding
 from chef_genius.model.ranks import Ranks

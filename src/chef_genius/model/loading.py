@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from chef_genius.config import LoraSettings, ModelConfig
+from chef_genius.config_schema import LoraSettings, ModelConfig
 from chef_genius.encoding import drop_chat_template
 from chef_genius.errors import UserError
 from chef_genius.families import ModelFamily, family_of

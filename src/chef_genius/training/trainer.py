@@ -24,7 +24,7 @@ from tqdm import tqdm
 from chef_genius.checkpoints import folder as ckpt
 from chef_genius.checkpoints import run_guards as guards
 from chef_genius.checkpoints.persistence import FinalWeights
-from chef_genius.config import TrainConfig
+from chef_genius.config_schema import TrainConfig
 from chef_genius.dataset.collate import Collator, PlannedBatches
 from chef_genius.errors import TrainingStopped
 from chef_genius.model import sharding
