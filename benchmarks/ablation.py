@@ -189,7 +189,7 @@ def score(args, final: Path | None) -> dict:
     """The same held-out recipes, prompts, decoding and seed for every cell."""
     import torch
 
-    from chef_genius.config import SEED_TEMPLATES
+    from chef_genius.config_schema import SEED_TEMPLATES
     from chef_genius.dataset.collate import load_split
     from chef_genius.evaluation import evaluate_loaded, held_out_rows
     from chef_genius.inference import load_run

@@ -68,7 +68,7 @@ def render(request: str, text: str) -> str:
 
 def build(args) -> None:
     from chef_genius.augment import canonical_prompt
-    from chef_genius.config import SEED_TEMPLATES
+    from chef_genius.config_schema import SEED_TEMPLATES
     from chef_genius.dataset.collate import load_split
     from chef_genius.evaluation import requested_names
     from chef_genius.recipe import serialize

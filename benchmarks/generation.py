@@ -69,7 +69,7 @@ def load_model(args, work: Path):
 def held_out_prompts(data: Path | None, n: int, seed: int, work: Path) -> list[str]:
     """``n`` prompts as `evaluate` writes them, from the test split (else val) of ``data``."""
     from chef_genius.augment import canonical_prompt
-    from chef_genius.config import SEED_TEMPLATES
+    from chef_genius.config_schema import SEED_TEMPLATES
     from chef_genius.dataset.collate import load_split
     from chef_genius.evaluation import held_out_rows, requested_names
 

@@ -102,7 +102,7 @@ def train(args) -> None:
 def evaluate(args) -> None:
     import torch
 
-    from chef_genius.config import SEED_TEMPLATES
+    from chef_genius.config_schema import SEED_TEMPLATES
     from chef_genius.dataset.collate import load_split
     from chef_genius.evaluation import evaluate_loaded, held_out_rows
     from chef_genius.inference import load_run
@@ -141,7 +141,7 @@ def generate_stage(args) -> None:
 
     from chef_genius.augment import canonical_prompt
     from chef_genius.best_of import mean_logprobs
-    from chef_genius.config import SEED_TEMPLATES
+    from chef_genius.config_schema import SEED_TEMPLATES
     from chef_genius.dataset.collate import load_split
     from chef_genius.evaluation import held_out_rows, requested_names
     from chef_genius.inference import generate_details, load_run

@@ -17,7 +17,7 @@ def seed_rows(model: str, data: str, order: list[int] | None = None) -> list[dic
     from transformers import AutoTokenizer
 
     from chef_genius.augment import canonical_prompt
-    from chef_genius.config import SEED_TEMPLATES
+    from chef_genius.config_schema import SEED_TEMPLATES
     from chef_genius.dataset.collate import load_split
     from chef_genius.recipe import serialize
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from chef_genius.augment import ExampleDraws, training_prompt, training_prompts
-from chef_genius.config import SEED_TEMPLATES
+from chef_genius.config_schema import SEED_TEMPLATES
 from chef_genius.dataset.batch_plan import BatchPlan, plan_batches
 from chef_genius.encoding import USER_TOKENIZER_SETTING, token_ids, tokenizer_threads
 from tests.harness.tiny_causal import chat_tokenizer

@@ -66,7 +66,7 @@ def test_the_demo_prints_one_set_of_samples_and_says_what_the_tiny_model_is(tmp_
 
 
 def test_decoding_presets_are_one_list():
-    from chef_genius.config import DECODING_NAMES
+    from chef_genius.config_schema import DECODING_NAMES
     from chef_genius.inference import DECODING
 
     assert set(DECODING) == set(DECODING_NAMES)
@@ -111,7 +111,7 @@ def test_a_hub_name_that_cannot_load_offline_fails_at_once(monkeypatch, capsys):
     """A typo in a hub id, offline: one line at once, not transformers' minute of retries."""
     import time
 
-    from chef_genius.model import loading as models
+    from chef_genius.model import hub
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # as the tests run
     started = time.monotonic()
@@ -119,7 +119,7 @@ def test_a_hub_name_that_cannot_load_offline_fails_at_once(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "not in the local Hugging Face cache and HF_HUB_OFFLINE is set" in err
     monkeypatch.delenv("HF_HUB_OFFLINE")
-    monkeypatch.setattr(models, "hub_reachable", lambda timeout=3.0: False)  # no network
+    monkeypatch.setattr(hub, "hub_reachable", lambda timeout=3.0: False)  # no network
     assert main(["train", "--model", "no-such-org/flan-t5-bsae", "--plan"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "the hub cannot be reached" in err

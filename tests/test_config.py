@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chef_genius.cli import main
-from chef_genius.config import FLAGS, SEED_TEMPLATES, TrainConfig, build_config, to_dict
+from chef_genius.config import FLAGS, build_config, to_dict
+from chef_genius.config_schema import SEED_TEMPLATES, TrainConfig
 from chef_genius.errors import UserError
 
 SEED_FLAGS = ["--epochs", "--batch-size", "--gradient-accumulation-steps", "--lora-r", "--lora-alpha",

@@ -10,7 +10,8 @@ import yaml
 
 from chef_genius import config_help
 from chef_genius.cli import main
-from chef_genius.config import FLAGS, TrainConfig, build_config, to_dict
+from chef_genius.config import FLAGS, build_config, to_dict
+from chef_genius.config_schema import TrainConfig
 from tests.conftest import ROOT
 
 

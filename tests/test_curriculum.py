@@ -18,7 +18,8 @@ from chef_genius.augment import (
     training_prompt,
 )
 from chef_genius.cli import main
-from chef_genius.config import SEED_TEMPLATES, DataConfig, build_config
+from chef_genius.config import build_config
+from chef_genius.config_schema import SEED_TEMPLATES, DataConfig
 from chef_genius.curriculum import difficulty_level, quality_threshold, select_epoch
 from chef_genius.dataset.collate import load_split, plan_batches
 from chef_genius.families import SEQ2SEQ

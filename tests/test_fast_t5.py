@@ -173,7 +173,7 @@ def test_the_trainer_trains_through_it_with_the_same_losses_and_weights(tmp_path
 
 
 def test_allocator_setting_keeps_the_users_choice(monkeypatch):
-    from chef_genius.cli import configure_allocator
+    from chef_genius.cli.environment import configure_allocator
 
     monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF", raising=False)
     configure_allocator()

@@ -20,9 +20,9 @@ LAYERS: list[set[str]] = [
     # Records and pure functions, no chef_genius imports of note.
     {"chef_genius", "errors", "recipe", "sample", "schedule", "losses", "tokenizer"},
     # The domain: settings, recipe checks and metrics, data sources, prepare, output folders, sinks.
-    {"config", "config_help", "metrics", "usability", "foods", "findings", "judge", "cookable", "quality", "augment",
-     "curriculum", "encoding", "reference_metrics", "grounding", "sources", "prepare", "outputs", "tracking",
-     "report", "preference"},
+    {"config_schema", "config", "config_help", "metrics", "usability", "foods", "findings", "judge", "cookable",
+     "quality", "augment", "curriculum", "encoding", "reference_metrics", "grounding", "sources", "prepare_chunks",
+     "prepare", "outputs", "tracking", "report", "preference"},
     # Model families; models: loading and placement; the generation engine.
     {"families", "model", "generation"},
     # What training reads and writes: its data, checkpoints, gradient noise.

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from chef_genius.augment import canonical_prompt
 from chef_genius.cli import main
-from chef_genius.config import SEED_TEMPLATES
+from chef_genius.config_schema import SEED_TEMPLATES
 from chef_genius.dataset.collate import load_split
 from chef_genius.families import CAUSAL
 from chef_genius.preference import dpo_losses, sequence_logps

@@ -105,7 +105,7 @@ def test_split_is_deterministic_and_stable_when_data_is_added(tmp_path, prepared
 def test_workers_give_the_same_output_as_in_process(tmp_path):
     serial = prepare([RECIPENLG, WIKIBOOKS], tmp_path / "serial", QUIET)
     parallel_options = PrepareOptions(progress=False, workers=2)
-    import chef_genius.prepare as module
+    import chef_genius.prepare_chunks as module
 
     threshold, module.PARALLEL_MIN_BYTES = module.PARALLEL_MIN_BYTES, 0
     try:

@@ -11,7 +11,7 @@ import torch
 
 from chef_genius.best_of import best_index, mean_logprobs, pick, rank_key
 from chef_genius.cli import main
-from chef_genius.config import EvalConfig
+from chef_genius.config_schema import EvalConfig
 from chef_genius.cookable import Cookable
 from chef_genius.evaluation import loss_on
 from chef_genius.families import CAUSAL

@@ -20,7 +20,7 @@ pytest.importorskip("fastapi", reason="chef-genius serve needs the serve extra (
 httpx = pytest.importorskip("httpx")
 openai = pytest.importorskip("openai", reason="the tests talk to the server with the official openai client")
 
-from chef_genius.config import SEED_TEMPLATES  # noqa: E402
+from chef_genius.config_schema import SEED_TEMPLATES  # noqa: E402
 from tests.harness.serve_process import running_server, serve_env  # noqa: E402
 from tests.harness.tiny_server_model import ENDLESS, RECIPE, shared_tiny_recipe_model  # noqa: E402
 

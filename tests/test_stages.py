@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from chef_genius.checkpoints.folder import write_manifest
 from chef_genius.cli import main
-from chef_genius.config import CurriculumStage, DataConfig
+from chef_genius.config_schema import CurriculumStage, DataConfig
 from chef_genius.curriculum import (
     EpochSelection,
     Segment,

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from chef_genius.config import DataConfig
+from chef_genius.config_schema import DataConfig
 from chef_genius.quality import Difficulty
 
 LEVELS = ("easy", "medium", "all")

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from chef_genius.augment import canonical_prompt, request_text
-from chef_genius.config import SEED_TEMPLATES, EvalConfig
+from chef_genius.config_schema import SEED_TEMPLATES, EvalConfig
 from chef_genius.dataset.collate import Collator, load_split, plan_batches, tokenize_examples
 from chef_genius.families import ModelFamily
 from chef_genius.inference import generate, load_run

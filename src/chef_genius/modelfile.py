@@ -61,7 +61,7 @@ def prompt_template(tokenizer, templates: list[str]) -> str:
 def decoding_parameters() -> tuple[list[tuple[str, object]], list[str]]:
     """(Ollama PARAMETER lines as (name, value), notes on what Ollama cannot do) for the default
     decoding of `generate`."""
-    from chef_genius.config import EvalConfig
+    from chef_genius.config_schema import EvalConfig
     from chef_genius.inference import DECODING, NEUTRAL
 
     name = EvalConfig.decoding

@@ -18,11 +18,8 @@ keeps no recipe fails and leaves the destination as it was.
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
-import os
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,29 +27,15 @@ import pyarrow as pa
 
 from chef_genius.errors import UserError
 from chef_genius.outputs import OutputFolder
-from chef_genius.quality import Difficulty, difficulty, exact_key, near_duplicate_key, quality_score, split_of
-from chef_genius.sources import Rejected, open_sources, raw_rows
+from chef_genius.prepare_chunks import SCHEMA, _chunks, _convert_and_score, _pool, _ScoredChunk
+from chef_genius.quality import Difficulty
+from chef_genius.sources import open_sources, raw_rows
 
 SPLITS = ("train", "val", "test")
 THRESHOLDS = (0.50, 0.55, 0.60, 0.65, 0.70, 0.75)
 HISTOGRAM_BINS = 20
-CHUNK_ROWS = 2000
-PARALLEL_MIN_BYTES = 8 * 2**20  # below this, starting workers costs more than it saves
 MARKER = ".chef-genius-dataset"
 OUTPUT_FILES = tuple(f"{s}.arrow" for s in SPLITS) + ("data_report.json", "rejects.jsonl", MARKER)
-
-SCHEMA = pa.schema(
-    [
-        ("id", pa.string()),
-        ("title", pa.string()),
-        ("ingredients", pa.list_(pa.string())),
-        ("steps", pa.list_(pa.string())),
-        ("ner", pa.list_(pa.string())),
-        ("source", pa.string()),
-        ("quality", pa.float32()),
-        ("difficulty", pa.int8()),
-    ]
-)
 
 
 @dataclass
@@ -200,67 +183,6 @@ def _nothing_kept(tally: _Tally, out: Path) -> str:
     rows = f"{tally.rows_read:,} row{'s' if tally.rows_read != 1 else ''}"
     return (f"prepare: no recipe kept ({rows} read; rejected: {reasons}); "
             f"nothing written, {out} left as it was")
-
-
-@dataclass
-class _ScoredChunk:
-    """What a worker returns for one chunk: rejects, and for the converted recipes their keys,
-    split, difficulty and quality plus the rows as one Arrow batch (cheap to send between
-    processes, unlike Python lists of strings)."""
-
-    rejects: list[tuple[int, Rejected]]
-    exact: list[int]
-    near: list[int]
-    split: list[str]
-    level: list[int]
-    quality: list[float]
-    batch: pa.RecordBatch
-
-
-def _convert_and_score(job: tuple) -> _ScoredChunk:
-    convert, chunk, file_name, val_fraction, test_fraction = job
-    scored = _ScoredChunk([], [], [], [], [], [], None)
-    columns: list[list] = [[] for _ in SCHEMA]
-    for position, payload in chunk:
-        recipe = convert(payload)
-        if isinstance(recipe, Rejected):
-            scored.rejects.append((position, recipe))
-            continue
-        near = near_duplicate_key(recipe)
-        quality = quality_score(recipe)
-        level = int(difficulty(recipe))
-        scored.exact.append(exact_key(recipe))
-        scored.near.append(near)
-        scored.split.append(split_of(near, val_fraction, test_fraction))
-        scored.level.append(level)
-        scored.quality.append(quality)
-        row = (f"{near:016x}", recipe.title, recipe.ingredients, recipe.steps, recipe.ner,
-               recipe.source or file_name, quality, level)
-        for column, value in zip(columns, row, strict=True):
-            column.append(value)
-    scored.batch = pa.record_batch(columns, schema=SCHEMA)
-    return scored
-
-
-def _chunks(rows: Iterator[tuple[int, object]], size: int = CHUNK_ROWS) -> Iterator[list]:
-    chunk = []
-    for row in rows:
-        chunk.append(row)
-        if len(chunk) >= size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
-def _pool(workers: int | None, total_bytes: int):
-    """A process pool, or None for small inputs or ``workers == 0`` (work stays in-process)."""
-    if workers is None:
-        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    if workers <= 1 or total_bytes < PARALLEL_MIN_BYTES:
-        return None
-    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-    return mp.get_context(method).Pool(workers)
 
 
 class _Deduplicator:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from chef_genius.config import EvalConfig
+from chef_genius.config_schema import EvalConfig
 from chef_genius.cookable import Cookable, check_cookable, request_foods, summarize_cookable
 from chef_genius.families import ModelFamily
 from chef_genius.inference import Generation, generate_details

@@ -34,7 +34,7 @@ def build_tiny_recipe_model(out: Path, steps: int = 120, seed: int = 0) -> Path:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from chef_genius.config import SEED_TEMPLATES
+    from chef_genius.config_schema import SEED_TEMPLATES
     from tests.harness.tiny_causal import chat_tokenizer
 
     torch.manual_seed(seed)

@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from chef_genius.config import TrainConfig, to_dict
+from chef_genius.config import to_dict
+from chef_genius.config_schema import TrainConfig
 from chef_genius.errors import UserError
 from chef_genius.preference import pairs_digest
 

@@ -23,16 +23,12 @@ import contextlib
 import hashlib
 import json
 import os
-import random
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
-
-from chef_genius.config import TrainConfig
 
 PREFIX = "step-"
 TMP_PREFIX = ".tmp-"
@@ -60,40 +56,6 @@ class TrainerState:
     numpy_rng: list = field(default_factory=list)
     config: dict = field(default_factory=dict)
     fingerprint: dict = field(default_factory=dict)  # what defines the run (`fingerprint.run_fingerprint`)
-
-
-def capture_host_rng(state: TrainerState) -> None:
-    version, internal, gauss = random.getstate()
-    state.python_rng = [version, list(internal), gauss]
-    name, keys, position, has_gauss, cached = np.random.get_state()
-    state.numpy_rng = [name, keys.tolist(), int(position), int(has_gauss), float(cached)]
-
-
-def restore_host_rng(state: TrainerState) -> None:
-    if state.python_rng:
-        version, internal, gauss = state.python_rng
-        random.setstate((version, tuple(internal), gauss))
-    if state.numpy_rng:
-        name, keys, position, has_gauss, cached = state.numpy_rng
-        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), position, has_gauss, cached))
-
-
-def device_rng_tensors(noise_generator: torch.Generator) -> dict[str, torch.Tensor]:
-    tensors = {"torch_cpu": torch.get_rng_state(), "noise": noise_generator.get_state()}
-    if torch.cuda.is_available():
-        tensors["torch_cuda"] = torch.cuda.get_rng_state()
-    return tensors
-
-
-def restore_device_rng(tensors: dict[str, torch.Tensor], noise_generator: torch.Generator) -> None:
-    torch.set_rng_state(tensors["torch_cpu"])
-    try:
-        noise_generator.set_state(tensors["noise"])
-    except RuntimeError:  # a checkpoint whose noise was drawn on another device (or by an older version)
-        print("warning: the checkpoint's gradient-noise generator is for another device; its noise is reseeded",
-              flush=True)
-    if "torch_cuda" in tensors and torch.cuda.is_available():
-        torch.cuda.set_rng_state(tensors["torch_cuda"])
 
 
 def _fsync_tree(folder: Path) -> None:
@@ -322,31 +284,3 @@ def prune(folder: Path, keep_last: int, best_step: int | None) -> None:
             gone = folder / f"{TMP_PREFIX}pruned-{path.name}"
             os.replace(path, gone)
             shutil.rmtree(gone, ignore_errors=True)
-
-
-def weights_note(state: TrainerState, weights_step: int, keep_best: bool = True) -> str:
-    """Which step's weights a final folder holds, in words."""
-    if not keep_best and state.best_step is not None and weights_step != state.best_step:
-        return (f"step {weights_step}, the last step (eval.keep_best is off; the best val_loss, "
-                f"{state.best_val_loss:.4f}, was at step {state.best_step})")
-    if state.best_step is not None and weights_step == state.best_step:
-        best = f"the best val_loss, {state.best_val_loss:.4f}"
-        if weights_step == state.step:
-            return f"step {weights_step}, the last step and {best}"
-        return (f"step {weights_step} of {state.step}, {best}; the last weights are in "
-                f"checkpoints/{PREFIX}{state.step:08d}")
-    if state.best_step is None:
-        return f"step {weights_step}, the last step (no validation loss was measured)"
-    return f"step {weights_step}, the last step (the best checkpoint, step {state.best_step}, could not be used)"
-
-
-def model_card(config: TrainConfig, state: TrainerState, weights_step: int | None = None) -> str:
-    """The README.md of a final folder: what was trained, on what, which step's weights, and
-    the target format."""
-    kind = "LoRA adapter" if config.lora.enabled else "fine-tuned model"
-    weights_step = state.step if weights_step is None else weights_step
-    stopped = " (stopped early)" if state.stopped_early else ""
-    return (f"# chef-genius {kind}\n\nBase model: `{config.model.name}`. Trained by chef-genius for {state.step} "
-            f"optimizer steps{stopped}; best val_loss {state.best_val_loss}.\n\nWeights: "
-            f"{weights_note(state, weights_step, config.eval.keep_best)}.\n\nTarget format: `Title: ... || "
-            f"Ingredients: a | b || Steps: x | y`; prompt template: `{config.data.templates[0]}`.\n")

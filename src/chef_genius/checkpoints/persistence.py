@@ -14,7 +14,9 @@ from pathlib import Path
 import torch
 
 from chef_genius.checkpoints import folder as ckpt
-from chef_genius.config import TrainConfig
+from chef_genius.checkpoints.model_card import model_card, weights_note
+from chef_genius.checkpoints.rng import capture_host_rng, device_rng_tensors, restore_device_rng, restore_host_rng
+from chef_genius.config_schema import TrainConfig
 from chef_genius.errors import TrainingStopped, UserError
 from chef_genius.model import sharding
 from chef_genius.model.ranks import Ranks
@@ -49,8 +51,8 @@ class RunCheckpoints:
         """Weights, optimizer, trainer state and every random generator as they were at ``path``."""
         state, rng = ckpt.load_checkpoint(path, model, optimizer, self.ranks.rank, self.config.lora.enabled,
                                           sharded)
-        ckpt.restore_host_rng(state)
-        ckpt.restore_device_rng(rng, noise_generator)
+        restore_host_rng(state)
+        restore_device_rng(rng, noise_generator)
         return state
 
     def save(self, state: ckpt.TrainerState, model: torch.nn.Module, model_for_saving: torch.nn.Module,
@@ -61,8 +63,8 @@ class RunCheckpoints:
         ``model`` is the (possibly sharded) training module, ``model_for_saving`` the one whose
         weights are written. A failed write (a full disk) stops training and names the previous,
         intact checkpoint."""
-        ckpt.capture_host_rng(state)
-        gathered = self.ranks.gather(ckpt.device_rng_tensors(noise_generator))
+        capture_host_rng(state)
+        gathered = self.ranks.gather(device_rng_tensors(noise_generator))
         full = ((sharding.full_model_state(model), sharding.full_optimizer_state(model, optimizer))
                 if sharded else None)  # collective: every rank gathers, rank 0 holds the result
         if self.ranks.is_main:
@@ -118,7 +120,7 @@ class RunCheckpoints:
                 else:
                     ckpt.save_weights(model_for_saving, staging, weights)
                 tokenizer.save_pretrained(str(staging))
-                (staging / "README.md").write_text(ckpt.model_card(self.config, state, step), encoding="utf-8")
+                (staging / "README.md").write_text(model_card(self.config, state, step), encoding="utf-8")
                 if not final.exists():
                     os.replace(staging, final)
                 else:
@@ -130,7 +132,7 @@ class RunCheckpoints:
                 raise TrainingStopped(f"{final} could not be written ({error.strerror or error}); the checkpoints "
                                       f"in {self.folder} are intact") from None
         self.ranks.barrier()
-        return FinalWeights(final, step, ckpt.weights_note(state, step, self.config.eval.keep_best))
+        return FinalWeights(final, step, weights_note(state, step, self.config.eval.keep_best))
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import torch
 from chef_genius.checkpoints import fingerprint as fp
 from chef_genius.checkpoints.folder import TrainerState
 from chef_genius.checkpoints.runlock import RunLock
-from chef_genius.config import EvalConfig, TrainConfig
+from chef_genius.config_schema import EvalConfig, TrainConfig
 from chef_genius.errors import UserError
 from chef_genius.model.ranks import Ranks
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from chef_genius.augment import ExampleDraws, paraphrase_recipe, training_prompts
-from chef_genius.config import TrainConfig
+from chef_genius.config_schema import TrainConfig
 from chef_genius.curriculum import EpochSelection, Segment, select, select_epoch, stage_thresholds
 from chef_genius.dataset.collate import BatchPlan, TokenizedExamples, concatenate_flat, flatten, plan_batches
 from chef_genius.dataset.table import CHUNK_ROWS, RecipeTable, many_objects

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from chef_genius.config import TrainConfig
+from chef_genius.config_schema import TrainConfig
 from chef_genius.model import fast_t5, sharding, speed
 from chef_genius.model.loading import LoadedModel, apply_lora, compile_blocks, parameter_counts
 

@@ -16,7 +16,7 @@ import torch
 
 from chef_genius.augment import canonical_prompt
 from chef_genius.checkpoints import run_guards as guards
-from chef_genius.config import TrainConfig
+from chef_genius.config_schema import TrainConfig
 from chef_genius.dataset.collate import TokenizedExamples, load_split
 from chef_genius.dataset.epochs import EpochBuilder, minimum_examples
 from chef_genius.dataset.table import CHUNK_ROWS, RecipeTable

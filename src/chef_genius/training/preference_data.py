@@ -26,7 +26,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from chef_genius.config import TrainConfig
+from chef_genius.config_schema import TrainConfig
 from chef_genius.curriculum import EpochSelection
 from chef_genius.dataset.collate import BatchPlan, Collator, TokenizedExamples, plan_batches, tokenize_examples
 from chef_genius.dataset.epochs import EpochData

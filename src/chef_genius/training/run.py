@@ -24,7 +24,8 @@ from chef_genius.checkpoints import folder as ckpt
 from chef_genius.checkpoints import run_guards as guards
 from chef_genius.checkpoints.persistence import RunCheckpoints
 from chef_genius.checkpoints.runlock import RunLock
-from chef_genius.config import TrainConfig, to_dict, to_yaml
+from chef_genius.config import to_dict, to_yaml
+from chef_genius.config_schema import TrainConfig
 from chef_genius.dataset.collate import TokenizedExamples
 from chef_genius.families import ModelFamily
 from chef_genius.losses import TokenObjective

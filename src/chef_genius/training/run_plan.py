@@ -23,7 +23,7 @@ import os
 import time
 from pathlib import Path
 
-from chef_genius.config import TrainConfig
+from chef_genius.config_schema import TrainConfig
 from chef_genius.curriculum import EpochSelection, Segment, run_segments, stages_by_step, unseen_classes
 from chef_genius.dataset.collate import BatchPlan, batch_count, plan_batches
 from chef_genius.dataset.epochs import EpochBuilder, EpochData, segment_batches

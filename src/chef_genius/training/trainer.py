@@ -23,8 +23,9 @@ from tqdm import tqdm
 
 from chef_genius.checkpoints import folder as ckpt
 from chef_genius.checkpoints import run_guards as guards
+from chef_genius.checkpoints.model_card import weights_note
 from chef_genius.checkpoints.persistence import FinalWeights
-from chef_genius.config import TrainConfig
+from chef_genius.config_schema import TrainConfig
 from chef_genius.dataset.collate import Collator, PlannedBatches
 from chef_genius.errors import TrainingStopped
 from chef_genius.model import sharding
@@ -161,7 +162,7 @@ def final_weights(run: Run, state: ckpt.TrainerState, finished_before: bool) -> 
     final_dir = run.run_dir / "final"
     if finished_before and guards.final_complete(final_dir):
         step = state.best_step if run.checkpoints.final_source(state) is not None else state.step
-        return FinalWeights(final_dir, step, ckpt.weights_note(state, step, run.config.eval.keep_best))
+        return FinalWeights(final_dir, step, weights_note(state, step, run.config.eval.keep_best))
     return run.checkpoints.save_final(state, run.model.forward, run.model.saved, run.model.sharded, run.tokenizer)
 
 

@@ -17,7 +17,7 @@ import torch
 
 from chef_genius.augment import canonical_prompt
 from chef_genius.checkpoints.folder import TrainerState
-from chef_genius.config import EvalConfig, TrainConfig
+from chef_genius.config_schema import EvalConfig, TrainConfig
 from chef_genius.dataset.collate import BatchPlan, Collator, TokenizedExamples, concatenate_flat, flatten, plan_batches
 from chef_genius.dataset.table import CHUNK_ROWS, RecipeTable, many_objects
 from chef_genius.dataset.token_cache import TokenCache
