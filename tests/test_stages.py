@@ -241,8 +241,6 @@ def test_every_rank_gets_each_segments_share(tmp_path, small_data):  # noqa: F81
     config = small_config(tmp_path / "run", small_data, **{"optim.epochs": 2, "optim.batch_size": 2})
     planned = plan_only(config, tmp_path / "scratch", examples=True)
     plans = [RunPlan(planned.builder, planned.config, rank, 2) for rank in (0, 1)]
-    for plan in plans:
-        plan.size()
     # 44 recipes: 22 batches, 11 per rank and epoch; the stages at steps 7 and 13 of the 22.
     assert plans[0].segments == plans[1].segments and plans[0].steps_per_epoch == [11, 11]
     assert [(s.level, s.first_step, s.end_step) for s in plans[0].segments] == [

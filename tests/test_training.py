@@ -294,8 +294,6 @@ def test_ddp_on_cpu_with_two_processes(tmp_path, small_data):
     # one epoch: each rank's batches follow the curriculum stages by step.
     lengths = single.plan.epoch_data(0).examples.lengths()
     plans = [RunPlan(single.plan.builder, single.config, rank, 2) for rank in (0, 1)]
-    for plan in plans:
-        plan.size()
     expected = sum(int(lengths[i]) for plan in plans for batch in plan.batches(0) for i in batch)
     logged = [m["train/tokens_per_step"] for m in metrics_of(run) if "train/tokens_per_step" in m]
     assert len(logged) == summary["steps"] and sum(logged) == expected

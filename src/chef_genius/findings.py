@@ -41,10 +41,6 @@ def is_strict_food(word: str, table: FoodTable) -> bool:
     return table.unlisted_in_steps.get(word, 0) <= STRICT_FOOD_MAX_UNLISTED * table.in_steps.get(word, 1)
 
 
-def _is_food(word: str, table: FoodTable) -> bool:
-    return table.listed.get(word, 0) >= 20 and word not in EQUIPMENT
-
-
 def unlisted_foods(recipe: Recipe, table: FoodTable) -> list[str]:
     """Foods the steps name that no ingredient line (nor the title) names, among the foods real
     recipes nearly always list when their steps use them."""

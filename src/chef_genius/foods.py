@@ -138,9 +138,6 @@ class FoodTable:
     amounts: dict[str, dict[str, list[float]]]
     words: frozenset[str] = frozenset()
 
-    def is_food(self, word: str, min_recipes: int = 20) -> bool:
-        return self.listed.get(word, 0) >= min_recipes
-
     def limits(self, amount: Amount) -> list[float] | None:
         """[p50, p99, max] for the amount's food (its two-word key, else its last word) and kind."""
         words = amount.food.split()

@@ -65,6 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     for flag, (key, kind) in FLAGS.items():
         described = field_help(key).replace("%", "%%")  # argparse formats help with %
         if isinstance(kind, bool):
+            # A --disable-* flag turns the field's feature off: its help says so before the field's own.
+            described = described if kind else f"Turns this off. {key}: {described}"
             train.add_argument(flag, dest=key, action="store_const", const=kind, default=None,
                                help=f"{described} (sets {key} to {str(kind).lower()})")
         else:

@@ -102,10 +102,10 @@ def file_identity(path: Path) -> dict:
 
 
 def cache_inputs(tokenizer, split_file: Path, max_target: int, family: ModelFamily) -> dict:
-    """What a cache's ids depend on (its key is a hash of this; the family is keyed as "causal",
-    true or false, as caches were keyed before families, so that they are reused)."""
+    """What a cache's ids depend on (its key is a hash of this; the family as its ``cache_tag``,
+    under "causal" as caches were keyed before families, so that they are reused)."""
     return {"format": CACHE_FORMAT, "encoding": ENCODING_VERSION, "tokenizer": tokenizer_digest(tokenizer),
-            "max_target_tokens": max_target, "causal": family.name == "causal", "data": file_identity(split_file)}
+            "max_target_tokens": max_target, "causal": family.cache_tag, "data": file_identity(split_file)}
 
 
 def cache_key(inputs: dict) -> str:

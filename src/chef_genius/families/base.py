@@ -14,6 +14,9 @@ class ModelFamily(Protocol):
     name: str  # "seq2seq" or "causal": `ModelConfig.architecture`'s values
     lora_task: str  # PEFT's TaskType name
     exports_gguf: bool  # `chef-genius export --format gguf` can write it (llama.cpp, Ollama)
+    # What a token cache's key records for the family (`dataset.token_cache.cache_inputs`): False
+    # for seq2seq and True for causal, as caches were keyed before families; a new family, its name.
+    cache_tag: bool | str
 
     def auto_class(self):
         """The Transformers Auto class that loads such a model."""

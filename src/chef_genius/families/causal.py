@@ -10,12 +10,14 @@ import torch
 
 from chef_genius.encoding import end_of_turn_id, has_chat_template, prompt_tail_tokens, render_user, token_ids
 from chef_genius.families.padding import cache_of, padded, padded_prompts
+from chef_genius.generation.engine import position_limit
 from chef_genius.losses import IGNORE_INDEX, smoothed_cross_entropy_sums
 
 
 class Causal:
     name = "causal"
     exports_gguf = True  # llama.cpp and Ollama run decoder-only models
+    cache_tag = True
     lora_task = "CAUSAL_LM"
 
     def auto_class(self):
@@ -117,7 +119,3 @@ class Causal:
         return generated[:, prompt_width:]
 
 
-def position_limit(model) -> int | None:
-    """Longest sequence a causal model's position embeddings allow (None when unbounded)."""
-    config = getattr(model, "config", None)
-    return getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)

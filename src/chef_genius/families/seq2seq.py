@@ -14,6 +14,7 @@ from chef_genius.losses import IGNORE_INDEX, decoder_inputs, smoothed_cross_entr
 class Seq2Seq:
     name = "seq2seq"
     exports_gguf = False  # llama.cpp and Ollama run decoder-only models only
+    cache_tag = False
     lora_task = "SEQ_2_SEQ_LM"
 
     def auto_class(self):

@@ -48,7 +48,7 @@ class Engine:
                  timeout: float = 120.0, batch_wait: float = 0.01, engine: str = "chef-genius",
                  max_new_tokens: int = 4096, check_every: int = 4):
         """``family``: the model's `chef_genius.families.ModelFamily`."""
-        from chef_genius.families.causal import position_limit
+        from chef_genius.generation.engine import position_limit
         from chef_genius.serve.slots import engine_kind
 
         self.model, self.tokenizer, self.family = model, tokenizer, family

@@ -181,7 +181,6 @@ def build_graphs(config: TrainConfig, ranks: Ranks, placed: PlacedModel, loss, a
 def build_schedule(config: TrainConfig, plan: RunPlan, is_main: bool) -> Schedule:
     """Warmup + cosine over the plan's optimizer steps (each epoch's counted, none built twice)."""
     o, s = config.optim, config.schedule
-    plan.size()
     schedule = Schedule.build(o.learning_rate, plan.total_steps, s.warmup_steps, s.warmup_max_fraction,
                               s.first_cycle_steps, s.cycle_mult, s.min_learning_rate, s.cosine)
     unseen = plan.unseen_warning()

@@ -77,8 +77,9 @@ class PreferencePlan:
         self.lengths = lengths[:self.pairs] + lengths[self.pairs:]  # a pair costs both of its rows
         self.steps_per_epoch: list[int] = []
         self.total_steps = 0
+        self._size()  # made whole: its steps counted
 
-    def size(self) -> None:
+    def _size(self) -> None:
         o = self.config.optim
         self.steps_per_epoch = [math.ceil(len(self.batches(e)) / o.gradient_accumulation_steps)
                                 for e in range(o.epochs)]

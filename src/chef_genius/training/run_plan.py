@@ -75,8 +75,9 @@ class RunPlan:
         self._built: EpochData | None = None
         self._pool_lengths: list[int] = []  # this rank's batches per epoch: one pass over its pool
         self._selections: dict[Segment, EpochSelection] = {}
+        self._size()  # made whole: its steps counted and its segments known
 
-    def size(self) -> None:
+    def _size(self) -> None:
         """Decide how the stages advance; count each epoch's optimizer steps and the run's."""
         o, data = self.config.optim, self.config.data
         self.by_step = stages_by_step(o.epochs, o.epochs, data)
