@@ -4,12 +4,13 @@
 #               the page test), run the test suite
 #   make browser   only the chromium step: installs it, or says how (the page test is skipped without it)
 #   make docker-test   build the Docker image for real and test it (root, a few minutes; not in CI)
+#   make light-check   `pip install .` without extras in a fresh venv: --help, prepare, score run, no torch (CI)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean docker-test browser
+.PHONY: demo test lint bench clean docker-test browser light-check
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,3 +52,16 @@ docker-test:
 
 clean:
 	rm -rf runs benchmarks/_work
+
+# The light install for real (tests/test_light_install.py simulates it in the test venv): a fresh venv
+# with the package and its base dependencies only, no torch; --help, prepare and score must work.
+LIGHT ?= /tmp/chef-genius-light
+light-check:
+	rm -rf $(LIGHT) && $(PYTHON) -m venv $(LIGHT)
+	$(LIGHT)/bin/pip install --quiet .
+	$(LIGHT)/bin/python -c "import importlib.util as u; found = [m for m in ('torch', 'transformers', 'numpy') if u.find_spec(m)]; assert not found, f'the light install pulled in {found}'"
+	$(LIGHT)/bin/chef-genius --help > /dev/null
+	$(LIGHT)/bin/chef-genius prepare --sample --out $(LIGHT)/prepared --quiet
+	printf 'Tomato pasta\n\nIngredients:\n- 200 g pasta\n- 2 tomatoes\n\nSteps:\n1. Boil the pasta.\n2. Add the tomatoes.\n' > $(LIGHT)/recipe.txt
+	$(LIGHT)/bin/chef-genius score $(LIGHT)/recipe.txt
+	@echo "light install: --help, prepare and score ran without torch"
