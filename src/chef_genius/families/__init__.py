@@ -5,7 +5,8 @@ A family owns how prompts and targets become token ids, how a batch is laid out,
 loss, the decoder start, what generation needs (prompt padding side, where new tokens begin, the
 engine's decoder) and what export allows. Code that works with "a model" holds its family and
 asks it; no ``if causal`` elsewhere. Another family (a Gemma-style model with its own turns, say)
-is one new class with these members, added to `FAMILIES`.
+is one new class with these members, added to `FAMILIES`, its name also among
+`ModelConfig.architecture`'s choices (the configuration checks names before any family loads).
 """
 
 from __future__ import annotations
