@@ -15,8 +15,8 @@ Stages (each a command, so a GPU session can run them as separate calls or in th
     python benchmarks/quality.py report   --work W   # -> benchmarks/results/quality.json and a table
     python benchmarks/quality.py generate --work W --name full --set test --n 4 [--grounded 5]
         # N candidates per prompt with their mean log-probability: gen-NAME-SET-TAG.jsonl
-    python benchmarks/quality.py pick --work W --candidates W/gen-full-test-plain.jsonl --n 4
-        # best-of-N by the cookable verdict, in the form benchmarks/cook_reading.py reads
+    python benchmarks/quality.py pick --work W --candidates W/gen-full-test-plain.jsonl --n 4 [--by logprob]
+        # best-of-N by the cookable verdict (or the likelihood alone), in the form cook_reading.py reads
 
 `prepare` holds foodnetwork.com and williams-sonoma.com out of training (W/heldout: the held-out
 source); the blind readings and the cookable verdict are in docs/quality.md.
@@ -195,13 +195,16 @@ def pick_stage(args) -> None:
 
     source = Path(args.candidates)
     rows = [json.loads(line) for line in source.read_text(encoding="utf-8").splitlines()]
-    out = source.with_name(f"{source.stem}-best{args.n}.jsonl")
+    out = source.with_name(f"{source.stem}-best{args.n}{'-logprob' if args.by == 'logprob' else ''}.jsonl")
     verdicts, usable = [], 0
     with out.open("w", encoding="utf-8") as f:
         for row in rows:
             candidates = row["candidates"][:args.n]
-            i = pick([c["text"] for c in candidates], [c["stopped"] for c in candidates],
-                     [c["mean_logprob"] for c in candidates], row["foods"])
+            if args.by == "logprob":  # the verdict plays no part: finished first, then the likeliest
+                i = max(range(len(candidates)), key=lambda k: (candidates[k]["stopped"], candidates[k]["mean_logprob"]))
+            else:
+                i = pick([c["text"] for c in candidates], [c["stopped"] for c in candidates],
+                         [c["mean_logprob"] for c in candidates], row["foods"])
             chosen = candidates[i]
             recipe = parse_recipe_text(chosen["text"]).recipe
             verdicts.append(check_cookable(recipe, row["foods"], chosen["stopped"]))
@@ -271,6 +274,9 @@ def main() -> None:
                              "the project's default since 2026-12-04, transformers for results made before")
     parser.add_argument("--tag", default="plain", help="generate: appended to the output's name")
     parser.add_argument("--candidates", help="pick: a candidates file written by generate")
+    parser.add_argument("--by", choices=("verdict", "logprob"), default="verdict",
+                        help="pick: rank by the cookable verdict then the mean log-probability (best_of.pick), "
+                             "or by the mean log-probability alone among finished candidates")
     argv = sys.argv[1:]
     cut = argv.index("--") if "--" in argv else len(argv)
     args = parser.parse_args(argv[:cut])
