@@ -55,13 +55,16 @@ clean:
 
 # The light install for real (tests/test_light_install.py simulates it in the test venv): a fresh venv
 # with the package and its base dependencies only, no torch; --help, prepare and score must work.
-LIGHT ?= /tmp/chef-genius-light
+# Installed from a copy of the sources in a fresh temporary folder: a build leaves nothing in the checkout.
 light-check:
-	rm -rf $(LIGHT) && $(PYTHON) -m venv $(LIGHT)
-	$(LIGHT)/bin/pip install --quiet .
-	$(LIGHT)/bin/python -c "import importlib.util as u; found = [m for m in ('torch', 'transformers', 'numpy') if u.find_spec(m)]; assert not found, f'the light install pulled in {found}'"
-	$(LIGHT)/bin/chef-genius --help > /dev/null
-	$(LIGHT)/bin/chef-genius prepare --sample --out $(LIGHT)/prepared --quiet
+	$(eval LIGHT := $(shell mktemp -d /tmp/chef-genius-light.XXXXXX))
+	$(PYTHON) -m venv $(LIGHT)/venv && mkdir $(LIGHT)/source
+	cp -r pyproject.toml README.md src $(LIGHT)/source/ && rm -rf $(LIGHT)/source/src/*.egg-info
+	$(LIGHT)/venv/bin/pip install --quiet $(LIGHT)/source
+	$(LIGHT)/venv/bin/python -c "import importlib.util as u; found = [m for m in ('torch', 'transformers', 'numpy') if u.find_spec(m)]; assert not found, f'the light install pulled in {found}'"
+	$(LIGHT)/venv/bin/chef-genius --help > /dev/null
+	$(LIGHT)/venv/bin/chef-genius prepare --sample --out $(LIGHT)/prepared --quiet
 	printf 'Tomato pasta\n\nIngredients:\n- 200 g pasta\n- 2 tomatoes\n\nSteps:\n1. Boil the pasta.\n2. Add the tomatoes.\n' > $(LIGHT)/recipe.txt
-	$(LIGHT)/bin/chef-genius score $(LIGHT)/recipe.txt
+	$(LIGHT)/venv/bin/chef-genius score $(LIGHT)/recipe.txt
+	rm -rf $(LIGHT)
 	@echo "light install: --help, prepare and score ran without torch"

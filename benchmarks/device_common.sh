@@ -21,9 +21,14 @@ GGUF=/tmp/cg/SmolLM2-135M-Instruct.Q4_1.gguf
 DEVDATA=(.devdata/recipenlg_sample_1k.csv .devdata/wikibooks_recipes_en.json)
 
 # device_wheels: install the carried wheels (.whl/) into /tmp/site.
+# Without .whl carried, the wheels a call installed earlier on this (warm) machine are used, if it did.
 device_wheels() {
-  if [ ! -d .whl ] && [ -d /tmp/site ]; then echo "no .whl carried: using the wheels installed earlier (/tmp/site)"; return; fi
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  if [ ! -d .whl ]; then
+    [ -f /tmp/site/.installed ] && { echo "no .whl carried: using the wheels installed earlier (/tmp/site)"; return; }
+    echo "no .whl carried and none installed on this machine: carry .whl" >&2; return 1
+  fi
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && touch /tmp/site/.installed
 }
 
 # device_setup DIR: the wheels, the GGUF part(s) from DIR stashed in /tmp/cg, and the GPUs and the

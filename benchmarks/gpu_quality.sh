@@ -10,6 +10,8 @@
 #   generate    sample the candidates of every arm (quality.py generate) in parallel, in the background
 #   gwait S     sleep up to S seconds while they run
 #   collect     copy results, samples and logs to $OUT (one tar.gz)
+#   (later rounds) bench-train, candidates, round3, pairs, dpo-candidates; stash DIR (files kept in
+#   /tmp/cg for a later call), round4 DIR, round4-candidates: see each stage's comment
 # Code runs from a copy in /tmp/cg/code, so a later call's tree does not change a running job.
 set -uo pipefail
 source "$(dirname "$0")/device_common.sh"
@@ -144,31 +146,35 @@ dpo2 1e-5 1}"
             # (full2r) in the foreground (up to TRAIN_S); preference pairs that do not depend on the verdict
             # (--keep-all: the real recipe over each of the model's samples, PAIRS_N prompts x 2); then the
             # DPO arms (DPO_ARMS: "name lr sft_weight" ...) in the background
-    device_wheels; cat /tmp/cg/gguf.part1 /tmp/cg/gguf.part2 > $G && ls -la $G
+    device_wheels || exit 1; cat /tmp/cg/gguf.part1 /tmp/cg/gguf.part2 > $G && ls -la $G
     rm -rf $C && mkdir -p $C $W /tmp/cg/shared && cp -r src benchmarks tests pyproject.toml $C/
     tar -xJf "$2/qdata.tar.xz" -C /tmp/cg/shared
     $Q prepare --shared /tmp/cg/shared || exit 1
-    timeout ${TRAIN_S:-330} $Q train --name full2r -- --epochs 2 --disable-lora $TRAIN > $W/train-full2r.out 2>&1
+    # 1,460 steps: 263-349 s of training plus start-up; a run stopped by TRAIN_S leaves its best
+    # checkpoint, which preference-pairs then uses (and says so)
+    timeout ${TRAIN_S:-450} $Q train --name full2r -- --epochs 2 --disable-lora $TRAIN > $W/train-full2r.out 2>&1
     tail -n 2 $W/train-full2r.out
     timeout ${GEN_S:-200} python3 -m chef_genius preference-pairs $W/full2r --data $W/data --split train \
-      --max-examples ${PAIRS_N:-2600} --samples 2 --batch-size 256 --keep-all --out $W/pairs-all.jsonl > $W/pairs-all.out 2>&1
+      --max-examples ${PAIRS_N:-1300} --samples 2 --batch-size 320 --keep-all --out $W/pairs-all.jsonl > $W/pairs-all.out 2>&1
     tail -n 2 $W/pairs-all.out
     while read -r name lr sft; do
       [ -n "$name" ] && bg "$Q train --name $name -- --model $W/full2r --preference $W/pairs-all.jsonl --epochs 1 \
         --disable-lora --learning-rate $lr --dpo-sft-weight $sft $TRAIN" train-$name
-    done <<< "${DPO_ARMS:-dpok1 1e-5 1
-dpok2 3e-5 1}"
+    done <<< "${DPO_ARMS:-dpok1 1e-5 1}"
     sleep 30; tail -n 2 $W/train-dpok*.out; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv ;;
-  round4-candidates)  # after round4: wait for its DPO arms (up to WAIT_S), their candidates (val, held-out
-                      # sites) and full2r's on val, in parallel, then collect
-    for _ in $(seq 1 $(( ${WAIT_S:-300} / 5 ))); do [ "$(ls $W/part-train-dpok*.json 2>/dev/null | wc -l)" -ge 2 ] && break; sleep 5; done
-    tail -n 1 $W/train-dpok*.out
-    for name in dpok1 dpok2; do for spec in "val 4 160" "heldout 4 500"; do
+  round4-candidates)  # after round4: wait for its DPO arms (DPO_ARMS, as round4; up to WAIT_S), then their
+                      # candidates (val, held-out sites) in parallel, then collect
+    arms=$(awk 'NF {print $1}' <<< "${DPO_ARMS:-dpok1 1e-5 1}"); count=$(wc -w <<< "$arms")
+    for _ in $(seq 1 $(( ${WAIT_S:-300} / 5 ))); do
+      [ "$(for a in $arms; do ls $W/part-train-$a.json 2>/dev/null; done | wc -l)" -ge "$count" ] && break; sleep 5; done
+    for name in $arms; do tail -n 1 $W/train-$name.out; done
+    for name in $arms; do for spec in "val 4 160" "heldout 4 500"; do
       read -r set n examples <<< "$spec"
       bg "timeout ${GEN_S:-250} $Q generate --name $name --set $set --n $n --tag plain --examples $examples \
         --batch-size 256" "gen-$name-$set-plain"
     done; done
-    for _ in $(seq 1 $(( ${GEN_S:-250} / 10 ))); do [ "$(ls $W/gen-dpok*.meta.json 2>/dev/null | wc -l)" -ge 4 ] && break; sleep 10; done
+    for _ in $(seq 1 $(( ${GEN_S:-250} / 10 ))); do
+      [ "$(for a in $arms; do ls $W/gen-$a-*.meta.json 2>/dev/null; done | wc -l)" -ge $(( 2 * count )) ] && break; sleep 10; done
     tail -n 1 $W/gen-*.out; "$0" collect ;;
   collect)
     (cd $W && tar -czf "$OUT/quality.tar.gz" --ignore-failed-read part-*.json gen-*.jsonl gen-*.meta.json *.out *.log \

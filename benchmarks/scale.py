@@ -9,7 +9,9 @@ repository's tests/data/recipenlg_layout.csv), then measures, each in a child pr
 - ``chef-genius train --plan --epochs 1`` (a model folder's tokenizer): wall time and peak RSS;
 - a one-step run, twice: the token cache deleted first (cold, it is built) and then kept (warm,
   it is reused): wall time, peak RSS, and the run's own timings (run_summary.json "setup"):
-  data, model loading, examples (token cache + validation prompts), schedule, and the first
+  data, model loading, examples (token cache, validation prompts and the plan's sizing, which
+  builds the epochs with a token budget; before 2026-12-04's runs the sizing counted under
+  schedule), schedule, and the first
   optimizer step (where torch.compile's work happens when it is on), with the resident memory
   after each part (its "rss_mib"; the data side is the memory after epoch 0 is built less what
   loading the model added: weights mapped lazily show up at the first step);

@@ -1,12 +1,12 @@
 """The run's plan: each epoch's batches and optimizer steps, and the curriculum's parts along them.
 
-`RunPlan.size` decides whether the curriculum's stages advance by epoch or by optimizer step
+A `RunPlan`, when made, decides whether the curriculum's stages advance by epoch or by optimizer step
 (`curriculum.stages_by_step`: by step when, by epoch, the run would never reach the last stage)
 and counts every epoch's optimizer steps for the schedule: from the selections' sizes without a
 token budget (nothing is built), else from the built epochs' lengths (epoch 0 built last, so the
 loop starts on the kept one; later ones are built again when the loop reaches them, and a run that
 --max-steps turns from by epoch to by step also builds its by-epoch selections to find that, see
-`size`). By epoch, an epoch is one pass over its selection, as before. By step, an epoch is one
+`RunPlan._size`). By epoch, an epoch is one pass over its selection, as before. By step, an epoch is one
 pass over its pool (every recipe at the run's lowest threshold) in length, and its batches are its
 segments' own plans in stage order (`epochs.segment_batches`), each over its selection's index
 array inside the pool. The loop asks for an epoch's batches and for the curriculum part (an
