@@ -117,5 +117,3 @@ class Causal:
 
     def new_tokens(self, generated: torch.Tensor, prompt_width: int) -> torch.Tensor:
         return generated[:, prompt_width:]
-
-
