@@ -123,6 +123,55 @@ def _verdicts(entry: dict) -> tuple[bool, bool, dict]:
     return check(recipe, entry["stopped"]).usable, verdict.cookable, verdict.failed
 
 
+# Words of a reader's reason, by the fault they name (a rough tally: a reason may name several).
+REASONS = {
+    "not the requested dish, or its main food missing": ("no ", "not a", "instead", "missing", "title"),
+    "quantities": ("cup", "amount", "quantit", "tablespoon", "teaspoon"),
+    "listed but never used": ("never used", "unused", "not used"),
+    "used but not listed": ("not listed", "unlisted", "never listed"),
+    "contradictory steps": ("contradict", "reuse", "already"),
+    "unfinished": ("unfinished", "cut off", "truncat", "ends"),
+    "repetition": ("repeat", "loop", "duplicate"),
+}
+
+
+def sign_test(a: int, b: int) -> float:
+    """Two-sided exact sign test of a against b discordant pairs."""
+    from math import comb
+
+    n = a + b
+    return min(1.0, sum(comb(n, k) for k in range(n + 1) if comb(n, k) <= comb(n, a)) / 2 ** n) if n else 1.0
+
+
+def paired(entries: list[dict], ratings: dict) -> list[dict]:
+    """Each pair of model arms on their common prompts: how often one alone was cookable (or
+    matched), and the sign test's p."""
+    arms: dict[str, dict[int, dict]] = {}
+    for e in entries:
+        if e["source"] != "real":
+            arms.setdefault(e["source"], {})[e["row"]] = ratings[e["i"]]
+    out = []
+    names = sorted(arms)
+    for i, first in enumerate(names):
+        for second in names[i + 1:]:
+            rows = sorted(set(arms[first]) & set(arms[second]))
+            row = {"arms": [first, second], "prompts": len(rows)}
+            for field in ("cookable", "matches"):
+                a = sum(bool(arms[first][r][field]) and not arms[second][r][field] for r in rows)
+                b = sum(bool(arms[second][r][field]) and not arms[first][r][field] for r in rows)
+                row[field] = {"first_only": a, "second_only": b, "sign_test_p": round(sign_test(a, b), 4)}
+            out.append(row)
+    return out
+
+
+def reason_tally(entries: list[dict], ratings: dict) -> dict[str, int]:
+    """How many model recipes the reader rejected, and how many of their reasons name each fault."""
+    reasons = [ratings[e["i"]]["reason"].lower() for e in entries
+               if e["source"] != "real" and not ratings[e["i"]]["cookable"]]
+    return {"rejected": len(reasons), **{fault: sum(any(w in r for w in words) for r in reasons)
+                                         for fault, words in REASONS.items()}}
+
+
 def score(folder: Path) -> dict:
     """Per source: the reader's rates and the automatic verdicts beside them."""
     key = json.loads((folder / "key.json").read_text(encoding="utf-8"))
@@ -161,10 +210,12 @@ def score(folder: Path) -> dict:
                                             for i in both) / max(len(both), 1),
                    "cookable_by_source": {source: sum(bool(other[e["i"]]["cookable"]) for e, _, _ in rows) / len(rows)
                                           for source, rows in by_source.items()}}
+        readers["paired"] = paired(key["entries"], other)
     agreement = sum(r["agreement"] * r["n"] for r in readings) / total
     usable_agreement = sum(bool(r["cookable"]) == v[0] for rows in by_source.values() for _, r, v in rows) / total
     return {"reading": folder.name, "n": total, "agreement": agreement, "usable_agreement": usable_agreement,
-            "second_reader": readers, "readings": readings}
+            "second_reader": readers, "paired": paired(key["entries"], ratings),
+            "reasons": reason_tally(key["entries"], ratings), "readings": readings}
 
 
 def join(args) -> None:
@@ -191,12 +242,28 @@ def join(args) -> None:
             print(f"  {r['source']:<24}{r['n']:>4}{r['cookable']:>10.0%}{r['matches']:>9.0%}{r['mean_score']:>7.2f}"
                   f"{r['auto_cookable']:>15.0%}{r['auto_usable']:>8.0%}{r['agreement']:>7.0%}{r['false_passes']:>7}"
                   f"{r['false_fails']:>7}")
+        pairs = [("reader 1", summary["paired"])]
+        if summary["second_reader"]:
+            pairs.append(("reader 2", summary["second_reader"]["paired"]))
+        for reader, rows in pairs:
+            for row in rows:
+                c, m = row["cookable"], row["matches"]
+                first, second = row["arms"]
+                print(f"  {reader}, paired on {row['prompts']} prompts, {first} alone / {second} alone: "
+                      f"cookable {c['first_only']} / {c['second_only']} (sign test p {c['sign_test_p']:.2f}), "
+                      f"matches {m['first_only']} / {m['second_only']} (p {m['sign_test_p']:.2f})")
+        tally = summary["reasons"]
+        print(f"  reader 1's reasons for the {tally['rejected']} model recipes rejected, by keyword: "
+              + ", ".join(f"{k} {v}" for k, v in tally.items() if k != "rejected"))
     # The latest reading of each source (readings are named so that later ones sort later).
     newest: dict[str, dict] = {}
     for (source, _reading), row in sorted(latest.items(), key=lambda kv: (kv[1]["made"], kv[0][1])):
         newest[source] = row
     all_sums = results.get("summaries", {})
     all_sums.update(summaries)
+    total = sum(v["n"] for v in all_sums.values())
+    print(f"over every reading ({len(all_sums)}, {total} recipes): the cookable verdict agrees with the reader on "
+          f"{sum(v['agreement'] * v['n'] for v in all_sums.values()) / total:.1%}")
     RESULTS.write_text(json.dumps({"readings": list(newest.values()), "all": list(latest.values()),
                                    "summaries": all_sums}, indent=1) + "\n")
     print(f"wrote {RESULTS}")

@@ -133,8 +133,28 @@ def test_a_reading_is_built_blind_and_joined_with_its_key(tmp_path, monkeypatch)
         # the verdict fails exactly the recipes cut off (the reader's "no" here): full agreement
         assert rows[name]["agreement"] == 1.0 and rows[name]["n"] == 5
     assert summary["second_reader"] is None
+    # the two arms share their prompts, and a row's recipe is the same in both: no discordant pair
+    (pair,) = summary["paired"]
+    assert pair["arms"] == ["model-a", "model-b"] and pair["prompts"] == 5
+    assert pair["cookable"] == {"first_only": 0, "second_only": 0, "sign_test_p": 1.0}
+    rejected = sum(not e["stopped"] for e in key)
+    assert summary["reasons"]["rejected"] == rejected and summary["reasons"]["quantities"] == 0
     second = [{**r, "cookable": True} for r in ratings]  # a lenient second reader
     (out / "ratings-2.json").write_text(json.dumps(second))
     readers = cook_reading.score(out)["second_reader"]
     assert readers["n"] == 10 and readers["matches_agreement"] == 1.0
     assert readers["cookable_agreement"] == pytest.approx(sum(e["stopped"] for e in key) / 10)
+
+
+def test_the_sign_test_of_paired_readings():
+    from benchmarks.cook_reading import paired, sign_test
+
+    assert sign_test(8, 2) == pytest.approx(0.109375) and sign_test(6, 4) == pytest.approx(0.75390625)
+    assert sign_test(0, 0) == 1.0 and sign_test(5, 5) == 1.0 and sign_test(0, 6) == pytest.approx(2 / 64)
+    sources = ["a", "a", "a", "b", "b", "b", "real"]
+    entries = [{"i": i, "source": source, "row": i % 3} for i, source in enumerate(sources)]
+    ratings = {i: {"cookable": i in (0, 1), "matches": i in (0, 3)} for i in range(7)}
+    (row,) = paired(entries, ratings)  # rows 0, 1, 2: a cookable on rows 0 and 1, b on none
+    assert row["arms"] == ["a", "b"] and row["prompts"] == 3
+    assert row["cookable"]["first_only"] == 2 and row["cookable"]["second_only"] == 0
+    assert row["matches"] == {"first_only": 0, "second_only": 0, "sign_test_p": 1.0}  # both match on row 0
