@@ -172,13 +172,19 @@ def reason_tally(entries: list[dict], ratings: dict) -> dict[str, int]:
                                          for fault, words in REASONS.items()}}
 
 
-def score(folder: Path) -> dict:
-    """Per source: the reader's rates and the automatic verdicts beside them."""
+def read(folder: Path) -> tuple[dict, dict[int, dict]]:
+    """A reading's key and its first reader's ratings by recipe number (every recipe rated)."""
     key = json.loads((folder / "key.json").read_text(encoding="utf-8"))
     ratings = {r["i"]: r for r in json.loads((folder / "ratings.json").read_text(encoding="utf-8"))}
     missing = [e["i"] for e in key["entries"] if e["i"] not in ratings]
     if missing:
         sys.exit(f"{folder}/ratings.json has no rating for recipes {missing[:10]}")
+    return key, ratings
+
+
+def score(folder: Path) -> dict:
+    """Per source: the reader's rates and the automatic verdicts beside them."""
+    key, ratings = read(folder)
     by_source: dict[str, list[tuple[dict, dict, tuple]]] = {}
     for entry in key["entries"]:
         by_source.setdefault(entry["source"], []).append((entry, ratings[entry["i"]], _verdicts(entry)))

@@ -31,14 +31,16 @@ SETTINGS = ((30, 0.01), (30, 0.02), (20, 0.05), (50, 0.05))
 
 def _readings() -> list[dict]:
     """Every read recipe: its reading, source, the reader's cookable, the recipe and request."""
+    from cook_reading import read  # a sibling script (this folder is on the path)
+
     from chef_genius.recipe import parse_recipe_text
 
     rows = []
     for folder in sorted((HERE / "readings").glob("*/")):
         if not (folder / "ratings.json").exists():
             continue
-        ratings = {r["i"]: r for r in json.loads((folder / "ratings.json").read_text())}
-        for entry in json.loads((folder / "key.json").read_text())["entries"]:
+        key, ratings = read(folder)
+        for entry in key["entries"]:
             rows.append({"reading": folder.name, "real": entry["source"] == "real",
                          "reader": bool(ratings[entry["i"]]["cookable"]), "foods": entry["foods"],
                          "stopped": entry.get("stopped", True), "recipe": parse_recipe_text(entry["text"]).recipe})
