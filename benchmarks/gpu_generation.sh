@@ -10,11 +10,14 @@
 #               writes Transformers' greedy recipes, "same" = 1.0), SmolLM2 careful at batches 1-256,
 #               greedy at 64 and 256, and the server's load test
 #   t5          the FLAN-T5-large shape, careful and greedy, batches 16 and 64
+#   profile     the engine's profile at batch 256 (SmolLM2's shape, random weights, bfloat16)
+#   evalspeed   benchmarks/evaluate_speed.py: evaluate's time on 500 held-out recipes
+# DATA (default /tmp/cg/gdata): the prepared held-out recipes, e.g. /tmp/cg/work/heldout after gpu_quality.sh prep.
 # Results: $OUT/generation.json (merge into benchmarks/results/generation.json), $OUT/*.log, serve JSON.
 set -uo pipefail
 CODE=$PWD
 source "$(dirname "$0")/device_common.sh"
-T5=/tmp/cg/flan-t5-large; DATA=/tmp/cg/gdata; S=/tmp/cg/shared
+T5=/tmp/cg/flan-t5-large; DATA=${DATA:-/tmp/cg/gdata}; S=/tmp/cg/shared
 B="python3 $CODE/benchmarks/generation.py --data $DATA --out $OUT/generation.json --label h200"
 case "$1" in
   setup)
@@ -32,6 +35,15 @@ case "$1" in
       --server-arg=--device=cuda --out $OUT/serve_load_h200.json 2>&1 | tee $OUT/serve.log ;;
   t5)
     device_model flan-t5-large $T5 $S/recipenlg_sample_1k.csv $S/wikibooks_recipes_en.json && ls $T5
-    timeout 400 $B --model $T5 --decodings careful greedy --batches 16 64 2>&1 | tee "$OUT/t5.log" ;;
+    timeout 400 $B --model $T5 --decodings careful greedy --batches 16 64 --batches-per-run 1 --examples 64 \
+      --max-new-tokens 256 2>&1 | tee "$OUT/t5.log" ;;
+  profile)  # SmolLM2-135M's shape (random weights), careful, batch 256, bfloat16: tokens/s and where the step's time goes
+    timeout 240 python3 $CODE/benchmarks/profile_generation.py --random-smollm2 --data $DATA --batch 256 --examples 256 \
+      --variants bf16-graphs fp32-graphs --profile-dtype bfloat16 --out $OUT/generation_profile.json > $OUT/profile.log 2>&1
+    head -n 40 $OUT/profile.log ;;
+  evalspeed)  # evaluate's own time on 500 held-out recipes, without and with the 3-sample protocol (random weights:
+              # no recipe ends early, every one runs to 512 tokens: the worst case)
+    timeout 400 python3 $CODE/benchmarks/evaluate_speed.py --random-smollm2 --data $DATA --label h200-random \
+      --out $OUT/evaluate_speed.json 2>&1 | grep -v "it/s" | tee $OUT/evalspeed.log ;;
 esac
 nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv

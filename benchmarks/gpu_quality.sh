@@ -11,12 +11,16 @@
 #   gwait S     sleep up to S seconds while they run
 #   collect     copy results, samples and logs to $OUT (one tar.gz)
 #   (later rounds) bench-train, candidates, round3, pairs, dpo-candidates; stash DIR (files kept in
-#   /tmp/cg for a later call), round4 DIR, round4-candidates: see each stage's comment
+#   /tmp/cg for a later call), round4 DIR, round4-candidates; prep QDIR DIR, gemma DIR,
+#   gemma-candidates (Gemma 3 270M, its file carried in six parts): see each stage's comment
 # Code runs from a copy in /tmp/cg/code, so a later call's tree does not change a running job.
 set -uo pipefail
 source "$(dirname "$0")/device_common.sh"
 W=/tmp/cg/work; G=$GGUF; C=/tmp/cg/code
 Q="python3 /tmp/cg/code/benchmarks/quality.py --work $W --gguf $G"
+GEMMA=/tmp/cg/gemma-3-270m-q4_k_m.gguf  # docs/models.md: the four PyPI chunks joined
+GEMMA_SHA=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
+QG="python3 /tmp/cg/code/benchmarks/quality.py --work $W --gguf $GEMMA"
 TRAIN="--max-tokens 16384 --gradient-accumulation-steps 1 --eval-steps 400 \
   --set schedule.first_cycle_steps=430 --set eval.max_eval_batches=40 --set logging.log_every=20"
 bg() { setsid nohup bash -c "$1" > "$W/$2.out" 2>&1 < /dev/null & }
@@ -176,10 +180,51 @@ dpo2 1e-5 1}"
     for _ in $(seq 1 $(( ${GEN_S:-250} / 10 ))); do
       [ "$(for a in $arms; do ls $W/gen-$a-*.meta.json 2>/dev/null; done | wc -l)" -ge $(( 2 * count )) ] && break; sleep 10; done
     tail -n 1 $W/gen-*.out; "$0" collect ;;
+  prep)  # QDIR STASHDIR (session 5's first call): the wheels; STASHDIR's files (the Gemma file's last
+         # part, its tokenizer as Transformers 5.25 writes it) stashed; the code copied; the corpora prepared
+    device_wheels || exit 1; "$0" stash "$3" > /dev/null
+    rm -rf $C && mkdir -p $C $W /tmp/cg/shared && cp -r src benchmarks tests pyproject.toml $C/
+    tar -xJf "$2/qdata.tar.xz" -C /tmp/cg/shared && $Q prepare --shared /tmp/cg/shared ;;
+  gemma)  # DIR (the Gemma file's first part), after prep and stashes of the other parts: the GGUF joined
+          # and checked, converted by this Transformers (its weights are right, its Gemma tokenizer is not:
+          # docs/models.md) with the tokenizer files 5.25 writes put in its place and checked; then the
+          # full fine-tune (gemma: full2r's flags, at most GEMMA_STEPS steps) in the background; waits up to WAIT_S
+    cp "$2"/* /tmp/cg/ && cat /tmp/cg/g.[0-5] > $GEMMA && rm -f /tmp/cg/g.[0-5]
+    echo "$GEMMA_SHA  $GEMMA" | sha256sum -c || exit 1
+    rm -rf $C && mkdir -p $C && cp -r src benchmarks tests pyproject.toml $C/
+    python3 - "$GEMMA" <<'PY' || exit 1
+import lzma, shutil, sys
+from pathlib import Path
+from chef_genius.model.loading import gguf_folder
+folder = gguf_folder(Path(sys.argv[1]))
+(folder / "tokenizer.json").write_bytes(lzma.decompress(Path("/tmp/cg/tokenizer.json.xz").read_bytes()))
+shutil.copy("/tmp/cg/tokenizer_config.json", folder / "tokenizer_config.json")
+from transformers import AutoTokenizer
+ids = AutoTokenizer.from_pretrained(folder)("Preheat the oven").input_ids
+print(folder, ids)
+assert ids[0] == 2 and len(ids) == 5, "the Gemma tokenizer is not the one Transformers 5.25 writes"
+PY
+    bg "$QG train --name gemma -- --epochs 2 --disable-lora $TRAIN --eval-steps 300 --max-steps ${GEMMA_STEPS:-900}" \
+      train-gemma
+    for _ in $(seq 1 $(( ${WAIT_S:-60} / 10 ))); do [ -f $W/part-train-gemma.json ] && break; sleep 10; done
+    tail -n 3 $W/train-gemma.out; tail -c 600 $W/gemma/metrics.jsonl; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv ;;
+  gemma-candidates)  # after gemma: wait for its fine-tune (up to WAIT_S; then stopped by SIGTERM, which keeps its
+                     # checkpoints), then its candidates on the held-out sites (500 prompts, 1 each) and val
+                     # (160), then collect
+    for _ in $(seq 1 $(( ${WAIT_S:-300} / 5 ))); do [ -f $W/part-train-gemma.json ] && break; sleep 5; done
+    pkill -TERM -f "output-dir $W/gemma" && for _ in $(seq 1 30); do pgrep -f "output-dir $W/gemma" > /dev/null || break; sleep 2; done
+    tail -n 3 $W/train-gemma.out; ls $W/gemma
+    for spec in "heldout 1 500" "val 1 160"; do
+      read -r set n examples <<< "$spec"
+      bg "timeout ${GEN_S:-300} $QG generate --name gemma --set $set --n $n --tag plain --examples $examples \
+        --batch-size 256" "gen-gemma-$set-plain"
+    done
+    for _ in $(seq 1 $(( ${GEN_S:-300} / 10 ))); do [ "$(ls $W/gen-gemma-*.meta.json 2>/dev/null | wc -l)" -ge 2 ] && break; sleep 10; done
+    tail -n 2 $W/gen-gemma-*.out; "$0" collect ;;
   collect)
     (cd $W && tar -czf "$OUT/quality.tar.gz" --ignore-failed-read part-*.json gen-*.jsonl gen-*.meta.json *.out *.log \
       lora/samples full/samples lora/metrics.jsonl full/metrics.jsonl lora/run_summary.json full/run_summary.json \
       full2/samples full2/metrics.jsonl full2/run_summary.json pairs.jsonl pairs.out \
-      {full2r,dpo1,dpo2,dpok1,dpok2}/{samples,metrics.jsonl,run_summary.json} pairs-all.out)
+      {full2r,dpo1,dpo2,dpok1,dpok2,gemma}/{samples,metrics.jsonl,run_summary.json} pairs-all.out)
     ls -la "$OUT" ;;
 esac

@@ -21,6 +21,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
+VARIANTS = {"fp32-graphs": (torch.float32, True), "bf16-graphs": (torch.bfloat16, True),
+            "fp32-eager": (torch.float32, False)}
 
 
 def run(model, tokenizer, family, prompts, decoding, batch, max_new, graphs=True) -> tuple[int, float]:
@@ -42,15 +44,20 @@ def main() -> None:
     from generation import held_out_prompts, load_model
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", required=True)
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model", help="a run, model folder or GGUF file")
+    which.add_argument("--random-smollm2", action="store_true", help="SmolLM2-135M's shape, random weights")
     parser.add_argument("--data", type=Path)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--examples", type=int, default=128)
     parser.add_argument("--decoding", default="careful")
     parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--variants", nargs="+", choices=tuple(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--profile-dtype", choices=("float32", "bfloat16"), default="float32",
+                        help="the dtype of the profiled run (graphs on)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "generation_profile.json")
     args = parser.parse_args()
-    args.tiny = args.random_smollm2 = False
+    args.tiny = False
     args.device = "cuda"
     import tempfile
 
@@ -58,15 +65,15 @@ def main() -> None:
         model, tokenizer, family, name = load_model(args, Path(tmp))
         prompts = held_out_prompts(args.data, args.examples, 0, Path(tmp))
     variants = {}
-    for label, dtype, graphs in (("float32, graphs", torch.float32, True), ("bfloat16, graphs", torch.bfloat16, True),
-                                 ("float32, eager", torch.float32, False)):
+    for label in args.variants:
+        dtype, graphs = VARIANTS[label]
         model = model.to(dtype)
         run(model, tokenizer, family, prompts[:2], args.decoding, 2, 8, graphs)  # warm-up
         tokens, seconds = run(model, tokenizer, family, prompts, args.decoding, args.batch, args.max_new_tokens, graphs)
         variants[label] = {"tokens": tokens, "seconds": round(seconds, 3),
                            "tokens_per_second": round(tokens / seconds, 1)}
         print(f"{label:<18} {tokens:>7} tokens {seconds:>7.2f} s {tokens / seconds:>9.1f} tok/s", flush=True)
-    model = model.to(torch.float32)
+    model = model.to(getattr(torch, args.profile_dtype))
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
@@ -77,6 +84,7 @@ def main() -> None:
     print(by_cpu)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"model": name, "batch": args.batch, "decoding": args.decoding,
+                                    "profiled_dtype": args.profile_dtype,
                                     "examples": len(prompts), "max_new_tokens": args.max_new_tokens,
                                     "device_name": torch.cuda.get_device_name(), "variants": variants,
                                     "top_by_cuda_time": by_cuda, "top_by_cpu_time": by_cpu}, indent=1) + "\n")

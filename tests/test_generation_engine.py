@@ -356,6 +356,25 @@ def test_cuda_graph_path_writes_transformers_greedy_recipes(llama, preset):
     assert [ids for ids, _ in got] == expected * 3
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("gated", [True, False])
+@pytest.mark.parametrize("preset", ["greedy", "guarded"])
+def test_t5_cuda_graph_path_writes_transformers_greedy_recipes(gated, preset):
+    """On a GPU: the T5 decoder's steps after the first captured as a CUDA graph and replayed (a
+    static self-attention cache, cross-attention reused) give Transformers' greedy rows, in one
+    batch and in sorted batches of three."""
+    model = t5_model(gated).cuda()
+    generator = torch.Generator().manual_seed(1)
+    sources = [torch.randint(2, 97, (n,), generator=generator).tolist() + [1] for n in (5, 12, 3, 9, 17, 7, 2)]
+    settings = {**NEUTRAL, **DECODING[preset]}
+    expected = transformers_rows(model, sources, 0, [1], settings, 30, SEQ2SEQ)
+    for batch in (7, 3):
+        got = engine_rows(model, sources, 0, [1], settings, 30, SEQ2SEQ, batch=batch,
+                          options=EngineOptions(check_every=4, graphs=True))
+        assert [ids for ids, _ in got] == expected
+
+
 def test_cache_keyword_follows_the_forward_signature():
     """Transformers 5.17 (the device machine's) names the cache ``past_key_values``; 5.2x ``cache``."""
     from chef_genius.generation.state import cache_keyword
@@ -414,3 +433,31 @@ def test_engine_decodes_through_grouped_attention_and_restores_the_model(monkeyp
                      5, 2)
     assert 1 in calls  # decode steps, one query token a row
     assert model.config._attn_implementation == before
+
+
+@pytest.mark.parametrize("top_p", [0.9, 1.0])
+def test_race_among_top_k_draws_from_the_full_warps_distribution(top_p):
+    """The graph sampler's top-k shortcut (top-p over the k best only) keeps exactly the tokens
+    `warp` keeps, and its draws follow `warp`'s probabilities: 40,000 draws of 8 rows, every
+    token's frequency within 4 standard errors; a changed temperature is rejected by the same test."""
+    from chef_genius.generation.rules import DecodingRule, race_among_top_k, warp
+
+    generator = torch.Generator().manual_seed(3)
+    scores = torch.randn(8, 300, generator=generator) * 3
+    scores[:, 7] = -float("inf")  # a banned token
+    rule = DecodingRule(do_sample=True, temperature=0.8, top_k=20, top_p=top_p)
+    expected = warp(scores, rule).softmax(dim=-1)
+    draws = 40_000
+    torch.manual_seed(0)
+    many = scores.repeat(draws // 8, 1)
+    counts = torch.zeros_like(expected)
+    chosen = race_among_top_k(many, rule).view(-1, 8)
+    for row in range(8):
+        counts[row] = torch.bincount(chosen[:, row], minlength=300).float()
+    observed = counts / (draws // 8)
+    assert bool(((observed > 0) <= (expected > 0)).all())  # never a token the full warp removes
+    stderr = (expected * (1 - expected) / (draws // 8)).sqrt()
+    assert bool(((observed - expected).abs() <= 4 * stderr + 1e-9).all())
+    hotter = race_among_top_k(many, DecodingRule(do_sample=True, temperature=2.0, top_k=20, top_p=top_p)).view(-1, 8)
+    hot = torch.stack([torch.bincount(hotter[:, row], minlength=300).float() for row in range(8)]) / (draws // 8)
+    assert bool(((hot - expected).abs() > 4 * stderr + 1e-9).any())
