@@ -93,7 +93,6 @@ class Causal:
     # position ids come from the attention mask, so each row counts its own positions.
     takes_newcomers = True  # rows may join a running batch (their cache padded and stacked on it)
     engine_types = ("llama",)  # tested: a tiny Llama (SmolLM2's architecture)
-    engine_on_gpu = True
     decodes_in_slots = True
 
     def start_history(self, ids: torch.Tensor, start_id: int) -> torch.Tensor:
