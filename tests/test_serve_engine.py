@@ -253,24 +253,3 @@ def test_checks_hold_usable_and_the_cookable_verdict():
     usable = checks["usable"]
     assert usable["passed"] is False and usable["values"]["stopped"] is False
     assert [r["check"] for r in usable["reasons"] if not r["passed"]] == ["finished"]
-
-
-def test_a_warmed_engine_writes_what_generate_writes(random_llama):
-    """`warm_tokens` (what `serve` asks for on a GPU): the decoder is made and a row written before
-    any request, counted nowhere, and the random state is left as it was: greedy and seeded
-    sampled requests then write what `generate` writes."""
-    model, tokenizer = random_llama
-    state = torch.get_rng_state()
-    engine = Engine(model, tokenizer, CAUSAL, engine="chef-genius", warm_tokens=12)
-    try:
-        assert engine._slots.decoder is not None and engine.load == 0 and engine.generated_tokens == 0
-        assert torch.equal(torch.get_rng_state(), state)
-        decodings = ["greedy", "sample", "guarded"]
-        ids = _encode(tokenizer, CAUSAL, PROMPTS)
-        requests = [GenerationRequest([i], 40, _settings(d), seed=5) for i, d in zip(ids, decodings, strict=False)]
-        got = asyncio.run(_texts(engine, requests))
-    finally:
-        engine.close()
-    expected = [generate_details(model, tokenizer, [p], CAUSAL, d, 40, seed=5)[0][0].text
-                for p, d in zip(PROMPTS, decodings, strict=False)]
-    assert [g[0] for g in got] == expected

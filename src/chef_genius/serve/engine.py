@@ -46,11 +46,8 @@ class Engine:
 
     def __init__(self, model, tokenizer, family, max_rows: int = 64, max_queue: int = 256,
                  timeout: float = 120.0, batch_wait: float = 0.01, engine: str = "chef-genius",
-                 max_new_tokens: int = 4096, check_every: int = 4, warm_tokens: int | None = None):
-        """``family``: the model's `chef_genius.families.ModelFamily`. ``warm_tokens``: on the
-        generation engine's path, decode one row of that many tokens before taking requests
-        (`SlotLoop.warm`: the first requests then do not pay for kernels and a graph's capture);
-        None: no warm-up."""
+                 max_new_tokens: int = 4096, check_every: int = 4):
+        """``family``: the model's `chef_genius.families.ModelFamily`."""
         from chef_genius.generation.engine import position_limit
         from chef_genius.serve.slots import engine_kind
 
@@ -71,13 +68,6 @@ class Engine:
         self.generated_tokens = 0
         self.active_rows = 0  # rows in the batch being decoded
         self._closing = False
-        self._slots = None
-        if self.kind == "chef-genius":
-            from chef_genius.serve.slots import SlotLoop
-
-            self._slots = SlotLoop(self)
-            if warm_tokens:
-                self._slots.warm(warm_tokens)
         self._thread = threading.Thread(target=self._work, name="chef-genius-engine", daemon=True)
         self._thread.start()
 
@@ -124,8 +114,10 @@ class Engine:
     # The worker thread.
 
     def _work(self) -> None:
-        if self._slots is not None:
-            self._slots.run()
+        if self.kind == "chef-genius":
+            from chef_genius.serve.slots import SlotLoop
+
+            SlotLoop(self).run()
             return
         while not self._closing:  # a running batch's newcomers() may have read the closing None
             if not self._waiting and not self._wait_for_work():

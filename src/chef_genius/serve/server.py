@@ -91,8 +91,7 @@ def serve(args, templates_for) -> int:
         loaded = load_run(source, device=args.device)
         engine = Engine(loaded.model, loaded.tokenizer, loaded.family, max_rows=args.max_batch,
                         max_queue=args.max_queue, timeout=args.timeout, engine=args.engine,
-                        max_new_tokens=args.max_tokens_cap,
-                        warm_tokens=args.max_tokens if next(loaded.model.parameters()).is_cuda else None)
+                        max_new_tokens=args.max_tokens_cap)
         limit = loaded.family.new_token_budget(loaded.model, 0, 4096)  # a causal model's positions
         limits = Limits(max_prompt_tokens=min(1024, max(1, limit - 1)), max_tokens=args.max_tokens,
                         max_tokens_cap=args.max_tokens_cap)

@@ -83,26 +83,6 @@ class SlotLoop:
                                        position_limit=engine.position_limit, window=self.every + 3)
         return self.decoder
 
-    def warm(self, max_tokens: int) -> None:
-        """Before the first request: make the decoder and write one row of up to ``max_tokens``
-        tokens (`careful`) through it, then free it. On a GPU the first requests would otherwise
-        wait for the CUDA kernels' first loads, the cache and the decode step's graph capture
-        (the graph is kept while the capacity holds). The random state is left as it was."""
-        from chef_genius.inference import DECODING, NEUTRAL
-
-        engine = self.engine
-        cuda = [engine.device] if engine.device.type == "cuda" else []
-        with torch.inference_mode(), torch.compiler.set_stance("force_eager"), torch.random.fork_rng(cuda):
-            decoder = self._decoder()
-            prompt = engine.family.encode_sources(engine.tokenizer, ["tomato soup"], 64)[0]
-            limit = engine.limit(len(prompt), max_tokens)
-            decoder.admit([0], [prompt], [limit], [{**NEUTRAL, **DECODING["careful"]}], [0], busy=False)
-            for _ in range(2):
-                decoder.advance(self.every)
-                decoder.read()
-            decoder.free([0])
-            decoder.read()
-
     def busy(self) -> list[int]:
         return [slot for slot, owner in enumerate(self.owner) if owner is not None]
 
