@@ -12,7 +12,7 @@
 #   collect     copy results, samples and logs to $OUT (one tar.gz)
 #   (later rounds) bench-train, candidates, round3, pairs, dpo-candidates; stash DIR (files kept in
 #   /tmp/cg for a later call), round4 DIR, round4-candidates; prep QDIR DIR, gemma DIR,
-#   gemma-candidates (Gemma 3 270M, its file carried in six parts): see each stage's comment
+#   gemma-launch, gemma-candidates (Gemma 3 270M, its file carried in six parts): see each stage's comment
 # Code runs from a copy in /tmp/cg/code, so a later call's tree does not change a running job.
 set -uo pipefail
 source "$(dirname "$0")/device_common.sh"
@@ -185,10 +185,12 @@ dpo2 1e-5 1}"
     device_wheels || exit 1; "$0" stash "$3" > /dev/null
     rm -rf $C && mkdir -p $C $W /tmp/cg/shared && cp -r src benchmarks tests pyproject.toml $C/
     tar -xJf "$2/qdata.tar.xz" -C /tmp/cg/shared && $Q prepare --shared /tmp/cg/shared ;;
-  gemma)  # DIR (the Gemma file's first part), after prep and stashes of the other parts: the GGUF joined
+  gemma)  # DIR (the Gemma file's last part), after prep and stashes of the other parts: the GGUF joined
           # and checked, converted by this Transformers (its weights are right, its Gemma tokenizer is not:
-          # docs/models.md) with the tokenizer files 5.25 writes put in its place and checked; then the
-          # full fine-tune (gemma: full2r's flags, at most GEMMA_STEPS steps) in the background; waits up to WAIT_S
+          # docs/models.md) with the tokenizer files 5.25 writes put in its place and checked; the full
+          # fine-tune (gemma: full2r's flags, at most GEMMA_STEPS steps: 900 took 431 s) waited for (up to
+          # WAIT_S), then its candidates started in the background. Call gemma-candidates AT ONCE after:
+          # a machine left idle for 30 s is given back, and everything here goes with it (it did, once).
     cp "$2"/* /tmp/cg/ && cat /tmp/cg/g.[0-5] > $GEMMA && rm -f /tmp/cg/g.[0-5]
     echo "$GEMMA_SHA  $GEMMA" | sha256sum -c || exit 1
     rm -rf $C && mkdir -p $C && cp -r src benchmarks tests pyproject.toml $C/
@@ -204,22 +206,27 @@ ids = AutoTokenizer.from_pretrained(folder)("Preheat the oven").input_ids
 print(folder, ids)
 assert ids[0] == 2 and len(ids) == 5, "the Gemma tokenizer is not the one Transformers 5.25 writes"
 PY
-    bg "$QG train --name gemma -- --epochs 2 --disable-lora $TRAIN --eval-steps 300 --max-steps ${GEMMA_STEPS:-900}" \
+    bg "$QG train --name gemma -- --epochs 2 --disable-lora $TRAIN --eval-steps 300 --max-steps ${GEMMA_STEPS:-700}" \
       train-gemma
-    for _ in $(seq 1 $(( ${WAIT_S:-60} / 10 ))); do [ -f $W/part-train-gemma.json ] && break; sleep 10; done
-    tail -n 3 $W/train-gemma.out; tail -c 600 $W/gemma/metrics.jsonl; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv ;;
-  gemma-candidates)  # after gemma: wait for its fine-tune (up to WAIT_S; then stopped by SIGTERM, which keeps its
-                     # checkpoints), then its candidates on the held-out sites (500 prompts, 1 each) and val
-                     # (160), then collect
-    for _ in $(seq 1 $(( ${WAIT_S:-300} / 5 ))); do [ -f $W/part-train-gemma.json ] && break; sleep 5; done
-    pkill -TERM -f "output-dir $W/gemma" && for _ in $(seq 1 30); do pgrep -f "output-dir $W/gemma" > /dev/null || break; sleep 2; done
-    tail -n 3 $W/train-gemma.out; ls $W/gemma
+    for _ in $(seq 1 $(( ${WAIT_S:-420} / 5 ))); do [ -f $W/part-train-gemma.json ] && break; sleep 5; done
+    tail -n 2 $W/train-gemma.out; tail -c 400 $W/gemma/metrics.jsonl; echo
+    [ -f $W/part-train-gemma.json ] || { echo "gemma: still training; gemma-candidates waits for it"; exit 0; }
+    "$0" gemma-launch ;;
+  gemma-launch)  # the Gemma run's candidates in the background: held-out sites (500 prompts, 1 each), val (160)
     for spec in "heldout 1 500" "val 1 160"; do
       read -r set n examples <<< "$spec"
-      bg "timeout ${GEN_S:-300} $QG generate --name gemma --set $set --n $n --tag plain --examples $examples \
+      bg "timeout ${GEN_S:-400} $QG generate --name gemma --set $set --n $n --tag plain --examples $examples \
         --batch-size 256" "gen-gemma-$set-plain"
-    done
-    for _ in $(seq 1 $(( ${GEN_S:-300} / 10 ))); do [ "$(ls $W/gen-gemma-*.meta.json 2>/dev/null | wc -l)" -ge 2 ] && break; sleep 10; done
+    done ;;
+  gemma-candidates)  # right after gemma, on the same (warm) machine: its fine-tune finished or stopped (SIGTERM
+                     # keeps its checkpoints) after WAIT_S, the candidates waited for (up to GEN_S), then collect
+    [ -d $W/gemma ] || { echo "no Gemma run on this machine (a fresh one: the last was given back); run gemma again" >&2; exit 1; }
+    if [ ! -f $W/part-train-gemma.json ]; then
+      for _ in $(seq 1 $(( ${WAIT_S:-120} / 5 ))); do [ -f $W/part-train-gemma.json ] && break; sleep 5; done
+      pkill -TERM -f "output-dir $W/gemma" && for _ in $(seq 1 30); do pgrep -f "output-dir $W/gemma" > /dev/null || break; sleep 2; done
+      "$0" gemma-launch
+    fi
+    for _ in $(seq 1 $(( ${GEN_S:-400} / 10 ))); do [ "$(ls $W/gen-gemma-*.meta.json 2>/dev/null | wc -l)" -ge 2 ] && break; sleep 10; done
     tail -n 2 $W/gen-gemma-*.out; "$0" collect ;;
   collect)
     (cd $W && tar -czf "$OUT/quality.tar.gz" --ignore-failed-read part-*.json gen-*.jsonl gen-*.meta.json *.out *.log \
