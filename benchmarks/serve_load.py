@@ -64,6 +64,11 @@ def random_smollm2(out: Path) -> Path:
     return out
 
 
+def _median(values: list) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
 def _percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(share * (len(ordered) - 1))))]
@@ -127,9 +132,13 @@ def main() -> None:
             model = random_smollm2(Path(scratch) / "random-smollm2-135m")
         gpu = any("cuda" in a for a in args.server_arg)  # the harness hides GPUs unless asked
         env = {"CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES", "0")} if gpu else None
-        with running_server(model, "--max-batch", str(max(64, args.requests)), *args.server_arg, env=env) as server:
+        trace = Path(scratch) / "trace.jsonl"  # the server's own timings (serve --trace)
+        with running_server(model, "--max-batch", str(max(64, args.requests)), "--trace", str(trace),
+                            *args.server_arg, env=env) as server:
             health = httpx.get(server.url + "/health").json()
             results, wall = asyncio.run(_load(server.url, args.requests, args.max_tokens, args.temperature))
+        # The warm-up request ends first; the rest are the measured ones.
+        served = [json.loads(line) for line in trace.read_text().splitlines()[1:]] if trace.is_file() else []
     answered = [r for r in results if r["status"] == 200 and r["ttft"] is not None]
     latencies, ttfts = [r["latency"] for r in answered], [r["ttft"] for r in answered]
     tokens = sum(r["tokens"] for r in answered)
@@ -143,6 +152,13 @@ def main() -> None:
         "ttft_p50_s": statistics.median(ttfts), "ttft_p95_s": _percentile(ttfts, 0.95),
         "generated_tokens": tokens, "wall_s": wall, "tokens_per_s": tokens / wall,
         "machine": f"{platform.machine()}, {platform.processor() or platform.system()}",
+        # Inside the server (submission of the request to the engine -> its rows start decoding ->
+        # its first text handed to the event loop): the rest of the client's time to a first token
+        # is HTTP, parsing, the prompt's template and tokens, and streaming.
+        "server_queued_p50_s": _median([t["queued_s"] for t in served]),
+        "server_first_text_p50_s": _median([t["first_text_s"] for t in served]),
+        "server_first_text_p95_s": _percentile([t["first_text_s"] for t in served if t["first_text_s"] is not None],
+                                               0.95) if served else None,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(summary, indent=2) + "\n")
@@ -151,6 +167,8 @@ def main() -> None:
           f"{'tokens':>7} {'tokens/s':>9}")
     print(f"{args.requests:>9} {len(answered):>9} {summary['latency_p50_s']:>7.2f} {summary['latency_p95_s']:>7.2f} "
           f"{summary['ttft_p50_s']:>9.3f} {summary['ttft_p95_s']:>9.3f} {tokens:>7} {summary['tokens_per_s']:>9.0f}")
+    print(f"inside the server: queued p50 {summary['server_queued_p50_s']} s, first text p50 "
+          f"{summary['server_first_text_p50_s']} s (p95 {summary['server_first_text_p95_s']} s)")
     print(f"on {health['device']}; wrote {args.out}")
     if len(answered) < args.requests:
         sys.exit(f"{args.requests - len(answered)} requests were not answered")

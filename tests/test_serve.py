@@ -421,7 +421,8 @@ def test_bad_serve_options_are_one_line(tiny_model, tmp_path, capsys, monkeypatc
         port = str(taken.getsockname()[1])
         cases = [(["--port", "70000"], "is not a port"), (["--port", port], "cannot listen on 127.0.0.1"),
                  (["--max-queue", "0"], "--max-queue must be positive"),
-                 (["--max-tokens", "2000"], "over --max-tokens-cap"), (["--timeout", "0"], "--timeout must")]
+                 (["--max-tokens", "2000"], "over --max-tokens-cap"), (["--timeout", "0"], "--timeout must"),
+                 (["--trace", str(tmp_path)], "--trace"), (["--trace", str(tmp_path / "no" / "t.jsonl")], "--trace")]
         for args, expected in cases:
             code, err = _serve_main(capsys, str(tiny_model), *args)
             assert code == 2 and expected in err and len(err.strip().splitlines()) == 1, err

@@ -7,6 +7,7 @@ request's generator, so even sampled text is `generate`'s) and Transformers' for
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import pytest
@@ -253,3 +254,22 @@ def test_checks_hold_usable_and_the_cookable_verdict():
     usable = checks["usable"]
     assert usable["passed"] is False and usable["values"]["stopped"] is False
     assert [r["check"] for r in usable["reasons"] if not r["passed"]] == ["finished"]
+
+
+def test_the_trace_has_a_line_per_request_in_time_order(random_llama, kind, tmp_path):
+    """`serve --trace`: each ended request appends its seconds queued, to its first text and in
+    all, in that order, to the file (lines already there are kept)."""
+    model, tokenizer = random_llama
+    trace = tmp_path / "trace.jsonl"
+    trace.write_text('{"earlier": true}\n')
+    engine = Engine(model, tokenizer, CAUSAL, engine=kind, trace=trace)
+    try:
+        ids = _encode(tokenizer, CAUSAL, PROMPTS)
+        asyncio.run(_texts(engine, [GenerationRequest([i], 20, _settings("greedy")) for i in ids]))
+    finally:
+        engine.close()
+    lines = [json.loads(line) for line in trace.read_text().splitlines()]
+    assert lines[0] == {"earlier": True} and len(lines) == 1 + len(PROMPTS)
+    for line in lines[1:]:
+        assert line["rows"] == 1 and line["max_tokens"] == 20
+        assert 0 <= line["queued_s"] <= line["first_text_s"] <= line["total_s"] < 60

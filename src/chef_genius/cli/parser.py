@@ -123,6 +123,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-queue", type=int, default=256,
                        help="requests queued or running; more are answered 503 (default: %(default)s)")
     serve.add_argument("--timeout", type=float, default=120.0, help="seconds a request may take (default: 120)")
+    serve.add_argument("--trace", type=Path, help="append one JSON line per request to this file as it ends: "
+                                              "seconds queued, to its first text, and in all (where the time goes)")
     serve.add_argument("--device", help="cuda or cpu (default: cuda when there is one)")
     serve.add_argument("--engine", choices=("chef-genius", "transformers"), default="chef-genius",
                        help="who decodes: chef-genius' generation engine (fixed slots, one KV cache, a CUDA-graph "

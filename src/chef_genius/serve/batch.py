@@ -46,6 +46,7 @@ class DecodeLoop:
         """Register the rows of ``tickets``; their prompts."""
         prompts = []
         for ticket in tickets:
+            ticket.start()
             request = ticket.request
             for row in range(request.rows):
                 prompt = request.prompts[row // request.n]

@@ -21,11 +21,13 @@ Beam search cannot stream (the best beam is known only at the end): a beam reque
 from __future__ import annotations
 
 import asyncio
+import json
 import queue
 import sys
 import threading
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import torch
 
@@ -46,8 +48,9 @@ class Engine:
 
     def __init__(self, model, tokenizer, family, max_rows: int = 64, max_queue: int = 256,
                  timeout: float = 120.0, batch_wait: float = 0.01, engine: str = "chef-genius",
-                 max_new_tokens: int = 4096, check_every: int = 4):
-        """``family``: the model's `chef_genius.families.ModelFamily`."""
+                 max_new_tokens: int = 4096, check_every: int = 4, trace: Path | None = None):
+        """``family``: the model's `chef_genius.families.ModelFamily`; ``trace``: a file to append
+        one JSON line to as each request ends (`_trace`)."""
         from chef_genius.generation.engine import position_limit
         from chef_genius.serve.slots import engine_kind
 
@@ -68,6 +71,7 @@ class Engine:
         self.generated_tokens = 0
         self.active_rows = 0  # rows in the batch being decoded
         self._closing = False
+        self.trace = trace
         self._thread = threading.Thread(target=self._work, name="chef-genius-engine", daemon=True)
         self._thread.start()
 
@@ -107,9 +111,25 @@ class Engine:
 
     def _release(self, ticket: Ticket) -> None:
         with self._lock:
-            if not ticket.released:
-                ticket.released = True
-                self._load -= 1
+            if ticket.released:
+                return
+            ticket.released = True
+            self._load -= 1
+            if self.trace is not None:
+                self._trace(ticket)
+
+    def _trace(self, ticket: Ticket) -> None:
+        """One JSON line for an ended request: seconds from its submission to its rows' start
+        (``queued_s``), to its first text handed to the server's event loop (``first_text_s``) and
+        to its end (``total_s``); null where it never got there. Called under the lock."""
+        def since(moment: float | None) -> float | None:
+            return None if moment is None else round(moment - ticket.submitted, 6)
+
+        line = {"rows": ticket.request.rows, "max_tokens": ticket.request.max_tokens,
+                "queued_s": since(ticket.started), "first_text_s": since(ticket.first_text),
+                "total_s": since(time.monotonic())}
+        with self.trace.open("a", encoding="utf-8") as out:
+            out.write(json.dumps(line) + "\n")
 
     # The worker thread.
 
@@ -210,6 +230,7 @@ class Engine:
         return self.family.new_token_budget(self.model, prompt_width, max_tokens)
 
     def _beam(self, ticket: Ticket) -> None:
+        ticket.start()
         from chef_genius.inference.generating import _stopped
 
         request = ticket.request

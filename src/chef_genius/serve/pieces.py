@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -48,6 +48,15 @@ class Ticket:
     cancelled: bool = False  # the client is gone
     dropped: bool = False  # its rows have left the batch
     released: bool = False
+    # When (time.monotonic) it was submitted, its rows began decoding, and its first text was
+    # handed to its event loop: `serve --trace` writes the intervals.
+    submitted: float = field(default_factory=time.monotonic)
+    started: float | None = None
+    first_text: float | None = None
+
+    def start(self) -> None:
+        if self.started is None:
+            self.started = time.monotonic()
 
     def send(self, piece: Piece) -> None:
         with contextlib.suppress(RuntimeError):  # the client's loop has closed
@@ -95,8 +104,11 @@ def row_pieces(rows: list[int], owners: list, counts: list[int], text, ended: di
 def deliver(pieces: list[tuple[Ticket, Piece]]) -> None:
     """Hand pieces to their clients' event loops: one wake-up per loop, not one per piece."""
     by_loop: dict[asyncio.AbstractEventLoop, list] = {}
+    now = time.monotonic()
     for ticket, piece in pieces:
         by_loop.setdefault(ticket.loop, []).append((ticket.out, piece))
+        if piece.text and ticket.first_text is None:
+            ticket.first_text = now
 
     def put(items: list) -> None:
         for out, piece in items:

@@ -45,6 +45,9 @@ def check_options(args) -> str | None:
         raise UserError(f"serve: --max-tokens {args.max_tokens} is over --max-tokens-cap {args.max_tokens_cap}")
     if not args.timeout > 0:
         raise UserError("serve: --timeout must be positive")
+    trace = getattr(args, "trace", None)
+    if trace is not None and (trace.is_dir() or not trace.parent.is_dir()):
+        raise UserError(f"serve: --trace {trace}: give a file in an existing folder (lines are appended to it)")
     return key
 
 
@@ -91,7 +94,7 @@ def serve(args, templates_for) -> int:
         loaded = load_run(source, device=args.device)
         engine = Engine(loaded.model, loaded.tokenizer, loaded.family, max_rows=args.max_batch,
                         max_queue=args.max_queue, timeout=args.timeout, engine=args.engine,
-                        max_new_tokens=args.max_tokens_cap)
+                        max_new_tokens=args.max_tokens_cap, trace=args.trace)
         limit = loaded.family.new_token_budget(loaded.model, 0, 4096)  # a causal model's positions
         limits = Limits(max_prompt_tokens=min(1024, max(1, limit - 1)), max_tokens=args.max_tokens,
                         max_tokens_cap=args.max_tokens_cap)

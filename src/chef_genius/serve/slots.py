@@ -134,6 +134,7 @@ class SlotLoop:
         decoder = self._decoder()
         slots, prompts, limits, settings, seeds, generators = [], [], [], [], [], []
         for ticket in tickets:
+            ticket.start()
             request = ticket.request
             generator = None
             if request.seed is not None and not decoder.race:
