@@ -175,7 +175,9 @@ def test_run_folder_contents_and_metric_names(tmp_path, small_data):
         rss = setup["rss_mib"]
         assert {"data", "model", "examples", "schedule", "epoch_0_build", "first_step"} <= rss.keys()
         assert all(isinstance(v, int) and 50 < v < 20_000 for v in rss.values())
-        assert rss["model"] >= rss["data"] - 5  # the model loads after the data side's tables
+        # The model loads after the data side's tables; in a long test process the garbage collector
+        # may hand back a little in between (881 MiB after 901 MiB was seen in the whole suite).
+        assert rss["model"] >= 0.9 * rss["data"]
     assert (run / "final" / "adapter_model.safetensors").exists()
     assert (run / "final" / "adapter_config.json").exists() and (run / "final" / "README.md").exists()
     from peft import PeftModel
