@@ -461,3 +461,44 @@ def test_race_among_top_k_draws_from_the_full_warps_distribution(top_p):
     hotter = race_among_top_k(many, DecodingRule(do_sample=True, temperature=2.0, top_k=20, top_p=top_p)).view(-1, 8)
     hot = torch.stack([torch.bincount(hotter[:, row], minlength=300).float() for row in range(8)]) / (draws // 8)
     assert bool(((hot - expected).abs() > 4 * stderr + 1e-9).any())
+
+
+def gemma_model(window: int = 6):
+    """A tiny random Gemma 3 (Gemma 3 270M's layout: sliding-window layers and a full one, one
+    key/value head, q/k norms), whose window is short enough for the tests' rows to pass it, with a
+    confident head that likes token 1 (the stop) a little."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    config = Gemma3TextConfig(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                              num_attention_heads=4, num_key_value_heads=1, head_dim=8, sliding_window=window,
+                              layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+                              max_position_embeddings=256, pad_token_id=0, eos_token_id=1, bos_token_id=2,
+                              query_pre_attn_scalar=8, attn_implementation="sdpa")
+    torch.manual_seed(5)
+    model = Gemma3ForCausalLM(config).eval()
+    with torch.no_grad():
+        model.lm_head.weight = torch.nn.Parameter(model.model.embed_tokens.weight.detach().clone() * 6)
+        model.config.tie_word_embeddings = False
+    return model
+
+
+@pytest.mark.parametrize("preset", ["greedy", "guarded"])
+def test_gemma3_with_sliding_window_layers_is_token_identical_to_transformers(preset):
+    """Gemma 3's sliding-window layers get a mask of their own (`CausalDecoder._mask`): rows of up
+    to 30 new tokens after prompts of 2-17 tokens pass a 6-token window many times over, in one
+    left-padded batch, in sorted continuous batches of three, and on the CPU's relaid-out path."""
+    from chef_genius.generation import unsupported
+
+    model = gemma_model()
+    assert unsupported(model, CAUSAL, NEUTRAL) is None
+    generator = torch.Generator().manual_seed(2)
+    sources = [[2] + torch.randint(3, 97, (n,), generator=generator).tolist() for n in (5, 12, 1, 9, 16, 7)]
+    settings = {**NEUTRAL, **DECODING[preset]}
+    expected = transformers_rows(model, sources, 0, [1], settings, 30, CAUSAL)
+    assert max(len(s) + len(r) for s, r in zip(sources, expected, strict=True)) > 4 * 6
+    for batch, options in ((6, EXACT), (3, EngineOptions(check_every=4)), (3, EngineOptions(cpu_fast=False))):
+        got = engine_rows(model, sources, 0, [1], settings, 30, CAUSAL, batch=batch, options=options)
+        assert [ids for ids, _ in got] == expected
+    wide = copy.deepcopy(model)
+    wide.config.sliding_window = 256  # the window never binds: another model, other rows
+    assert [ids for ids, _ in engine_rows(wide, sources, 0, [1], settings, 30, CAUSAL, batch=6)] != expected

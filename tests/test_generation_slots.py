@@ -64,6 +64,19 @@ def random_llama():
     return model.eval()
 
 
+@pytest.fixture(scope="module")
+def random_gemma():
+    """Gemma 3's layout (sliding-window layers, an 8-token window the rows pass many times over)."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(0)
+    config = Gemma3TextConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                              num_attention_heads=4, num_key_value_heads=1, head_dim=8, sliding_window=8,
+                              layer_types=["sliding_attention", "full_attention"], max_position_embeddings=512,
+                              pad_token_id=0, query_pre_attn_scalar=8, attn_implementation="sdpa")
+    return Gemma3ForCausalLM(config).eval()
+
+
 PROMPTS = [[5, 9, 12], [7] * 11, [3, 4, 5, 6, 7, 8], [20, 21], [33, 34, 35, 36, 37, 38, 39, 40, 41]]
 STOPS = [1, 2]
 
@@ -73,11 +86,14 @@ CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA de
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
 @pytest.mark.parametrize("preset", ["greedy", "guarded"])
-def test_rows_admitted_into_freed_slots_write_the_engines_recipes(random_llama, preset, device):
-    """On CUDA: captured decode steps replayed, captured again as the cache grows."""
+@pytest.mark.parametrize("arch", ["llama", "gemma"])
+def test_rows_admitted_into_freed_slots_write_the_engines_recipes(request, arch, preset, device):
+    """On CUDA: captured decode steps replayed, captured again as the cache grows. Gemma 3: its
+    sliding-window layers' own mask, on the eager slots' written columns too."""
     from chef_genius.generation import EngineOptions, generate_ids
 
-    model = random_llama.to(device)
+    random_model = request.getfixturevalue(f"random_{arch}")
+    model = random_model.to(device)
     settings = {**NEUTRAL, **DECODING[preset]}
     limits = [70, 20, 45, 90, 30]
     exact = EngineOptions(exact=True)
@@ -103,7 +119,7 @@ def test_rows_admitted_into_freed_slots_write_the_engines_recipes(random_llama, 
                 if finished[slot]:
                     decoder.free([slot])
                     del owner[slot]
-    random_llama.to("cpu")
+    random_model.to("cpu")
     assert [got[i] for i in range(len(PROMPTS))] == expected
     assert decoder.capacity >= 128  # grew past the first 64 columns while rows were decoding
 

@@ -92,7 +92,7 @@ class Causal:
     # Decoding step by step on a KV cache (`chef_genius.serve.batch`): rows are left-padded prompts;
     # position ids come from the attention mask, so each row counts its own positions.
     takes_newcomers = True  # rows may join a running batch (their cache padded and stacked on it)
-    engine_types = ("llama",)  # tested: a tiny Llama (SmolLM2's architecture)
+    engine_types = ("llama", "gemma3_text")  # tested: tiny Llama (SmolLM2) and Gemma 3 (sliding window) models
     decodes_in_slots = True
 
     def start_history(self, ids: torch.Tensor, start_id: int) -> torch.Tensor:

@@ -29,6 +29,15 @@ def model_dtype(model: torch.nn.Module) -> torch.dtype:
     return next(p for p in model.parameters() if p.is_floating_point()).dtype
 
 
+def sliding_window(model: torch.nn.Module) -> int | None:
+    """The window of a model whose layers are partly sliding-window ones (Gemma 3: a query sees
+    the keys less than ``window`` positions before it), else None."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = base.config
+    window = getattr(config, "sliding_window", None)
+    return window if window and "sliding_attention" in (getattr(config, "layer_types", None) or ()) else None
+
+
 class CausalDecoder:
     """Decode prompts on ``slots`` rows of one cache.
 
@@ -70,6 +79,7 @@ class CausalDecoder:
         self.cache = RowCache(slots, self.capacity, self.state.column)
         self._replay: Callable[[], None] | None = None
         self._cache_keyword = cache_keyword(model)
+        self.sliding = sliding_window(model)
         self.cpu_fast = cpu_fast and self.device.type == "cpu"
         # The weights' copies (lean step) or layout changes cost about as much as a dozen steps gain.
         worth = self.cpu_fast and max_new_tokens >= CPU_FAST_MIN_TOKENS
@@ -141,7 +151,7 @@ class CausalDecoder:
         allowed = real[:, None, None, :] & (columns[None, None, None, :] <= columns[None, None, :, None])
         self.cache.prefill_rows = rows
         try:
-            logits = self._forward(ids, additive_mask(allowed, self.dtype), positions)
+            logits = self._forward(ids, self._mask(allowed, columns[None, None, :], columns), positions)
         finally:
             self.cache.prefill_rows = None
         lengths = torch.tensor([len(p) for p in prompts], dtype=torch.long, device=self.device)
@@ -162,11 +172,24 @@ class CausalDecoder:
         positions = (state.column - 1 - state.start)[:, None]
         self.cache.visible = used if self.cpu_fast else None
         try:
-            logits = self._forward(state.last[:, None], additive_mask(allowed[:, None, None, :], self.dtype),
+            logits = self._forward(state.last[:, None],
+                                   self._mask(allowed[:, None, None, :], (state.column - 1)[:, None, None], columns),
                                    positions)
         finally:
             self.cache.visible = None
         state.commit(self._choose(logits, None))
+
+    def _mask(self, allowed: torch.Tensor, queries: torch.Tensor, columns: torch.Tensor):
+        """The forward's additive mask from ``allowed`` (batch, 1, queries, columns): one tensor;
+        for a model with sliding-window layers the mapping from layer type to mask that its forward
+        takes instead, the sliding layers' also hiding the keys ``sliding`` or more columns before
+        their query (``queries``: each query's column, broadcastable to (batch, 1, queries)). A
+        row's real tokens are contiguous columns, so columns count positions here."""
+        full = additive_mask(allowed, self.dtype)
+        if self.sliding is None:
+            return full
+        near = columns[None, None, None, :] > queries[..., None] - self.sliding
+        return {"full_attention": full, "sliding_attention": additive_mask(allowed & near, self.dtype)}
 
     def _choose(self, logits: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
         """The next token of ``rows`` (all when None) from their logits, by the batch's rule."""

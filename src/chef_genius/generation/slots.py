@@ -24,7 +24,7 @@ from chef_genius.generation.attention import grouped_attention_for
 from chef_genius.generation.causal import CausalDecoder
 from chef_genius.generation.rowrules import RowRules
 from chef_genius.generation.rules import DecodingRule
-from chef_genius.generation.state import RowCache, RowState, additive_mask
+from chef_genius.generation.state import RowCache, RowState
 
 SEED_RANGE = 1 << 63
 
@@ -185,7 +185,8 @@ class SlotDecoder(CausalDecoder):
         allowed = (columns[None, :] >= start[:, None]) & (columns[None, :] < column[:, None])
         self.cache.visible, self.cache.decode_rows = used, rows
         try:
-            logits = self._forward(pick(state.last)[:, None], additive_mask(allowed[:, None, None, :], self.dtype),
+            logits = self._forward(pick(state.last)[:, None],
+                                   self._mask(allowed[:, None, None, :], (column - 1)[:, None, None], columns),
                                    (column - 1 - start)[:, None])
         finally:
             self.cache.visible, self.cache.decode_rows = None, None

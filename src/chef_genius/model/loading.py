@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,7 +99,7 @@ def gguf_folder(path: Path) -> Path:
         raise UserError("a GGUF model needs the 'gguf' package: pip install gguf") from None
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    print(f"converting {path.name} to a model folder (once): {folder}", flush=True)
+    print(f"converting {path.name} to a model folder (once): {folder}", file=sys.stderr, flush=True)
     logging.getLogger("transformers").setLevel(logging.ERROR)
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
