@@ -139,6 +139,7 @@ def main() -> None:
             results, wall = asyncio.run(_load(server.url, args.requests, args.max_tokens, args.temperature))
         # The warm-up request ends first; the rest are the measured ones.
         served = [json.loads(line) for line in trace.read_text().splitlines()[1:]] if trace.is_file() else []
+    firsts = [t["first_text_s"] for t in served if t["first_text_s"] is not None]
     answered = [r for r in results if r["status"] == 200 and r["ttft"] is not None]
     latencies, ttfts = [r["latency"] for r in answered], [r["ttft"] for r in answered]
     tokens = sum(r["tokens"] for r in answered)
@@ -157,8 +158,7 @@ def main() -> None:
         # is HTTP, parsing, the prompt's template and tokens, and streaming.
         "server_queued_p50_s": _median([t["queued_s"] for t in served]),
         "server_first_text_p50_s": _median([t["first_text_s"] for t in served]),
-        "server_first_text_p95_s": _percentile([t["first_text_s"] for t in served if t["first_text_s"] is not None],
-                                               0.95) if served else None,
+        "server_first_text_p95_s": _percentile(firsts, 0.95) if firsts else None,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(summary, indent=2) + "\n")

@@ -502,3 +502,70 @@ def test_gemma3_with_sliding_window_layers_is_token_identical_to_transformers(pr
     wide = copy.deepcopy(model)
     wide.config.sliding_window = 256  # the window never binds: another model, other rows
     assert [ids for ids, _ in engine_rows(wide, sources, 0, [1], settings, 30, CAUSAL, batch=6)] != expected
+
+
+@pytest.mark.parametrize("top_p", [0.9, 1.0])
+def test_top_k_warp_keeps_exactly_what_warp_keeps(top_p):
+    """Placed back in the vocabulary, the k best warped values are `warp`'s scores bit for bit: on
+    ordinary rows, on a row with fewer finite scores than k (an n-gram ban's -inf), at a temperature;
+    on a row whose k-th score ties with others, k of the tied tokens are kept where `warp` keeps
+    them all (the documented difference)."""
+    from chef_genius.generation.rules import DecodingRule, top_k_warp, warp
+
+    generator = torch.Generator().manual_seed(4)
+    scores = torch.randn(6, 200, generator=generator) * 2
+    scores[1, 5:] = -float("inf")  # only 5 finite scores, k = 20
+    rule = DecodingRule(do_sample=True, temperature=0.7, top_k=20, top_p=top_p)
+
+    def placed(rows):
+        values, indices = top_k_warp(rows, rule)
+        return torch.full_like(rows, -float("inf")).scatter(1, indices, values)
+
+    assert torch.equal(placed(scores), warp(scores, rule))
+    assert int(torch.isfinite(placed(scores)[1]).sum()) <= 5
+    tied = torch.zeros(1, 200)
+    tied[0, :10] = torch.arange(10, 0, -1).float() * 5  # ten clear leaders, then 190 tokens tied at 0
+    flat = DecodingRule(do_sample=True, top_k=20, top_p=1.0)
+    ours = torch.isfinite(torch.full_like(tied, -float("inf")).scatter(1, *reversed(top_k_warp(tied, flat))))
+    theirs = torch.isfinite(warp(tied, flat))
+    assert int(ours.sum()) == 20 and int(theirs.sum()) == 200 and bool((ours <= theirs).all())
+
+
+def test_the_sliding_mask_is_transformers_sliding_window_overlay():
+    """`CausalDecoder._mask` for a 3-token window, prefill (every query column of a left-padded
+    row) and a decode step (one query per row at its own column): the sliding layers' mask is the
+    full one and Transformers' `sliding_window_overlay`, element for element; a model without
+    sliding layers gets the one tensor."""
+    from types import SimpleNamespace
+
+    from transformers.masking_utils import sliding_window_overlay
+
+    from chef_genius.generation.causal import CausalDecoder
+
+    overlay = sliding_window_overlay(3)
+    width = 9
+    columns = torch.arange(width)
+    starts = torch.tensor([0, 4])
+    real = columns[None, :] >= starts[:, None]
+    allowed = real[:, None, None, :] & (columns[None, None, None, :] <= columns[None, None, :, None])
+    decoder = SimpleNamespace(dtype=torch.float32, sliding=3)
+    masks = CausalDecoder._mask(decoder, allowed, columns[None, None, :], columns)
+    near = torch.tensor([[overlay(0, 0, q, k) for k in range(width)] for q in range(width)])
+    assert torch.equal(masks["sliding_attention"] == 0, allowed & near[None, None])
+    assert torch.equal(masks["full_attention"] == 0, allowed)
+    written = torch.tensor([7, 9])  # each row's columns so far; the query is the last one
+    step = (columns[None, :] >= starts[:, None]) & (columns[None, :] < written[:, None])
+    masks = CausalDecoder._mask(decoder, step[:, None, None, :], (written - 1)[:, None, None], columns)
+    for row in range(2):
+        expected = [bool(step[row, k]) and overlay(0, 0, int(written[row]) - 1, k) for k in range(width)]
+        assert (masks["sliding_attention"][row, 0, 0] == 0).tolist() == expected
+    assert torch.is_tensor(CausalDecoder._mask(SimpleNamespace(dtype=torch.float32, sliding=None), allowed,
+                                               columns[None, None, :], columns))
+
+
+def test_gemma_features_the_engine_lacks_go_to_transformers():
+    from chef_genius.generation import unsupported
+
+    model = gemma_model()
+    model.config.final_logit_softcapping = 30.0
+    assert "soft-capping" in unsupported(model, CAUSAL, NEUTRAL)

@@ -56,9 +56,10 @@ class ModelFamily(Protocol):
 
     takes_newcomers: bool  # rows may join a batch being decoded
     # The generation engine (`chef_genius.generation`): the model types its decoder for the family
-    # was proven on (CPU and GPU), and whether it decodes in slots (a fixed number of rows
+    # was proven on, those among them proven on a GPU too, and whether it decodes in slots (a fixed number of rows
     # sharing one KV cache, freed rows refilled: the engine's causal decoder and serve's slot loop).
     engine_types: tuple[str, ...]
+    engine_gpu_types: tuple[str, ...]
     decodes_in_slots: bool
 
     def start_history(self, ids: torch.Tensor, start_id: int) -> torch.Tensor:

@@ -70,7 +70,8 @@ class Seq2Seq:
     # Decoding step by step on a KV cache (`chef_genius.serve.batch`): the encoder runs once, the
     # decoder from its start token; the encoder's output is the rows' context.
     takes_newcomers = False  # a batch runs until its rows end
-    engine_types = ("t5",)  # tested: tiny T5 v1.0 and gated-gelu (FLAN-T5) models, on the CPU and an H200
+    engine_types = ("t5",)  # tested: tiny T5 v1.0 and gated-gelu (FLAN-T5) models
+    engine_gpu_types = ("t5",)  # CUDA-graph tests passed on an H200
     decodes_in_slots = False  # the engine decodes batch after batch
 
     def start_history(self, ids: torch.Tensor, start_id: int) -> torch.Tensor:

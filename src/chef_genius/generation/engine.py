@@ -70,6 +70,13 @@ def unsupported(model: torch.nn.Module, family, settings: dict) -> str | None:
     kind = model_type(model)
     if kind not in family.engine_types:
         return f"model type '{kind}' is not one the engine was proven on"
+    if kind not in family.engine_gpu_types and next(model.parameters()).device.type == "cuda":
+        return f"model type '{kind}' is proven on the engine's CPU path, not yet on a GPU"
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = base.config
+    if getattr(config, "attn_logit_softcapping", None) or getattr(config, "final_logit_softcapping", None) \
+            or getattr(config, "use_bidirectional_attention", False):
+        return "attention with logit soft-capping or bidirectional windows is not implemented by the engine"
     try:
         DecodingRule.from_settings(settings)
     except ValueError as error:

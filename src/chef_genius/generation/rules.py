@@ -107,16 +107,9 @@ def next_tokens(logits: torch.Tensor, history: torch.Tensor, length: torch.Tenso
     return torch.multinomial(probs, num_samples=1).squeeze(1)
 
 
-def race_among_top_k(scores: torch.Tensor, rule: DecodingRule) -> torch.Tensor:
-    """A draw from `warp`'s distribution when top-k is on, computed over the k best tokens only.
-
-    After top-k every other token is -inf, so top-p's sort, softmax and cumulative sum over the
-    whole vocabulary (49,152 scores a row for SmolLM2; the costliest part of a sampled step at
-    batch 256) give the same kept set as over the k values `torch.topk` returns already sorted:
-    the -inf tokens add zeros before them. The race then runs over k probabilities. One
-    difference: where several tokens tie with the k-th score, `warp` keeps them all and this keeps
-    k of them (a tie at the edge of the kept set, which top-p usually removes anyway).
-    """
+def top_k_warp(scores: torch.Tensor, rule: DecodingRule) -> tuple[torch.Tensor, torch.Tensor]:
+    """`warp` over the k best scores only (see `race_among_top_k`): their warped values (-inf
+    where top-p removes one), in descending order, and their token ids."""
     if rule.temperature != 1.0:
         scores = scores / rule.temperature
     values, indices = torch.topk(scores, min(rule.top_k, scores.shape[-1]))  # descending
@@ -125,6 +118,21 @@ def race_among_top_k(scores: torch.Tensor, rule: DecodingRule) -> torch.Tensor:
         remove = cumulative <= (1 - rule.top_p)
         remove[..., -1:] = False  # keep at least one token
         values = values.masked_fill(remove.flip(-1), -float("inf"))
+    return values, indices
+
+
+def race_among_top_k(scores: torch.Tensor, rule: DecodingRule) -> torch.Tensor:
+    """A draw from `warp`'s distribution when top-k is on, computed over the k best tokens only.
+
+    After top-k every other token is -inf, so top-p's sort, softmax and cumulative sum over the
+    whole vocabulary (49,152 scores a row for SmolLM2; the costliest part of a sampled step at
+    batch 256) give the same kept set as over the k values `torch.topk` returns already sorted:
+    the -inf tokens add zeros before them. The race then runs over k probabilities. One
+    difference: where several tokens tie with the k-th score, `warp` keeps them all and this keeps
+    k of them; top-p then normalizes over k tokens instead of all the tied ones, so its cut can fall
+    elsewhere too. Ties are rare in float32 logits and less rare in bfloat16 ones.
+    """
+    values, indices = top_k_warp(scores, rule)
     probs = values.softmax(dim=-1)
     choice = (probs / torch.empty_like(probs).exponential_()).argmax(dim=-1, keepdim=True)
     return indices.gather(-1, choice).squeeze(-1)

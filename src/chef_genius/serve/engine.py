@@ -72,6 +72,7 @@ class Engine:
         self.active_rows = 0  # rows in the batch being decoded
         self._closing = False
         self.trace = trace
+        self._trace_lock = threading.Lock()
         self._thread = threading.Thread(target=self._work, name="chef-genius-engine", daemon=True)
         self._thread.start()
 
@@ -115,21 +116,25 @@ class Engine:
                 return
             ticket.released = True
             self._load -= 1
-            if self.trace is not None:
-                self._trace(ticket)
+        if self.trace is not None:
+            self._trace(ticket)
 
     def _trace(self, ticket: Ticket) -> None:
         """One JSON line for an ended request: seconds from its submission to its rows' start
         (``queued_s``), to its first text handed to the server's event loop (``first_text_s``) and
-        to its end (``total_s``); null where it never got there. Called under the lock."""
+        to its end (``total_s``); null where it never got there. A file that cannot be written
+        (disk full, folder gone) loses the line, never a request."""
         def since(moment: float | None) -> float | None:
             return None if moment is None else round(moment - ticket.submitted, 6)
 
         line = {"rows": ticket.request.rows, "max_tokens": ticket.request.max_tokens,
                 "queued_s": since(ticket.started), "first_text_s": since(ticket.first_text),
                 "total_s": since(time.monotonic())}
-        with self.trace.open("a", encoding="utf-8") as out:
-            out.write(json.dumps(line) + "\n")
+        try:
+            with self._trace_lock, self.trace.open("a", encoding="utf-8") as out:
+                out.write(json.dumps(line) + "\n")
+        except OSError:
+            pass
 
     # The worker thread.
 
