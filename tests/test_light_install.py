@@ -20,7 +20,7 @@ from tests.conftest import JUNK, ROOT, WIKIBOOKS
 # The import names of the `train` extras (pyproject.toml), and numpy, which none of the light
 # dependencies needs.
 EXTRAS = ("torch", "transformers", "peft", "accelerate", "safetensors", "sacrebleu", "rouge_score", "gguf",
-          "jiwer", "matplotlib", "wandb", "tensorboard", "huggingface_hub", "numpy")
+          "jiwer", "rapidfuzz", "matplotlib", "wandb", "tensorboard", "huggingface_hub", "numpy")
 
 RUNNER = f"""
 import sys

@@ -98,7 +98,7 @@ def evaluate_loaded(model, tokenizer, family: ModelFamily, recipes: list[Recipe]
         **sample_metrics(samples),
         "ingredient_coverage": (sum(ingredient_coverage(w, r) for w, r in with_names) / len(with_names)
                                 if with_names else None),
-        "rougeL": sum(rouge(h, r)["rougeL"]
+        "rougeL": sum(rouge(h, r, ("rougeL",))["rougeL"]
                       for h, r in zip(hypothesis_texts, reference_texts, strict=True)) / max(n, 1),
         "bleu": corpus_bleu(hypothesis_texts, reference_texts),
         "chef_transformer": protocol,

@@ -54,12 +54,24 @@ def ingredient_coverage(requested: list[str] | tuple[str, ...], recipe: Recipe) 
     return used / len(requested)
 
 
-def rouge(hypothesis: str, reference: str) -> dict[str, float]:
-    """ROUGE-L and ROUGE-2 F-measures."""
-    from rouge_score import rouge_scorer
+def rouge(hypothesis: str, reference: str, types: tuple[str, ...] = ("rougeL", "rouge2")) -> dict[str, float]:
+    """ROUGE-L and ROUGE-2 F-measures (those of ``types``), as rouge-score computes them (its
+    tokenizer, no stemming, its F-measure). ROUGE-L's longest common subsequence comes from
+    rapidfuzz (C++) instead of rouge-score's table in Python, the same length: for 500 pairs of
+    350-word texts, 0.18 s instead of 11 s on 2 cores (benchmarks/rouge_speed.py)."""
+    from rouge_score import rouge_scorer, scoring, tokenizers
 
-    scores = rouge_scorer.RougeScorer(["rougeL", "rouge2"]).score(reference, hypothesis)
-    return {"rougeL": scores["rougeL"].fmeasure, "rouge2": scores["rouge2"].fmeasure}
+    scores = {}
+    if "rougeL" in types:
+        from rapidfuzz.distance import LCSseq
+
+        tokenizer = tokenizers.DefaultTokenizer(use_stemmer=False)
+        target, prediction = tokenizer.tokenize(reference), tokenizer.tokenize(hypothesis)
+        common = LCSseq.similarity(target, prediction) if target and prediction else 0
+        scores["rougeL"] = scoring.fmeasure(common / len(prediction), common / len(target)) if common else 0.0
+    if "rouge2" in types:
+        scores["rouge2"] = rouge_scorer.RougeScorer(["rouge2"]).score(reference, hypothesis)["rouge2"].fmeasure
+    return scores
 
 
 def corpus_bleu(hypotheses: list[str], references: list[str]) -> float:
@@ -95,7 +107,7 @@ def chef_transformer_protocol(samples: list[list[str]], references: list[str]) -
         best.append(top)
         cosims.append(max(scores))
         wers.append(word_error_rate(top, ref))
-        rouge2.append(rouge(top, ref)["rouge2"])
+        rouge2.append(rouge(top, ref, ("rouge2",))["rouge2"])
     n = max(len(references), 1)
     return {"cosim": sum(cosims) / n, "wer": sum(wers) / n, "rouge2": sum(rouge2) / n,
             "bleu": corpus_bleu(best, [clean_for_protocol(r) for r in references])}
