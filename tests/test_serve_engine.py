@@ -273,3 +273,20 @@ def test_the_trace_has_a_line_per_request_in_time_order(random_llama, kind, tmp_
     for line in lines[1:]:
         assert line["rows"] == 1 and line["max_tokens"] == 20
         assert 0 <= line["queued_s"] <= line["first_text_s"] <= line["total_s"] < 60
+
+
+def test_an_unwritable_trace_loses_lines_not_requests(random_llama, kind, tmp_path):
+    """The trace's folder removed while serving: requests are answered as ever, the lines dropped."""
+    model, tokenizer = random_llama
+    folder = tmp_path / "traces"
+    folder.mkdir()
+    engine = Engine(model, tokenizer, CAUSAL, engine=kind, trace=folder / "trace.jsonl")
+    folder.rmdir()
+    try:
+        ids = _encode(tokenizer, CAUSAL, PROMPTS[:2])
+        got = asyncio.run(_texts(engine, [GenerationRequest([i], 12, _settings("greedy")) for i in ids]))
+        again = asyncio.run(_texts(engine, [GenerationRequest([ids[0]], 12, _settings("greedy"))]))
+    finally:
+        engine.close()
+    assert len(got) == 2 and all(g[0] for g in got) and again[0] == got[0]
+    assert not folder.exists()

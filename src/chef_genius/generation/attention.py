@@ -17,6 +17,8 @@ from contextlib import contextmanager
 
 import torch
 
+from chef_genius.generation.state import base_model
+
 NAME = "chef_genius_grouped"
 
 
@@ -52,7 +54,7 @@ def grouped_attention_for(model: torch.nn.Module) -> Iterator[None]:
     """Decode ``model`` (a causal Transformers model, PEFT-wrapped or not) with `grouped_attention`
     inside the block; its own attention is restored after."""
     _register()
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = base_model(model)
     config = base.config
     before = config._attn_implementation
     config._attn_implementation = NAME

@@ -20,7 +20,7 @@ from chef_genius.generation.attention import grouped_attention_for
 from chef_genius.generation.layout import column_major_linears
 from chef_genius.generation.llama_step import LlamaDecodeStep
 from chef_genius.generation.rules import DecodingRule, next_tokens
-from chef_genius.generation.state import RowCache, RowState, additive_mask, cache_keyword
+from chef_genius.generation.state import RowCache, RowState, additive_mask, base_model, cache_keyword
 
 CPU_FAST_MIN_TOKENS = 16  # below this token limit the CPU path's weight copies are not worth making
 
@@ -32,7 +32,7 @@ def model_dtype(model: torch.nn.Module) -> torch.dtype:
 def sliding_window(model: torch.nn.Module) -> int | None:
     """The window of a model whose layers are partly sliding-window ones (Gemma 3: a query sees
     the keys less than ``window`` positions before it), else None."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = base_model(model)
     config = base.config
     window = getattr(config, "sliding_window", None)
     return window if window and "sliding_attention" in (getattr(config, "layer_types", None) or ()) else None

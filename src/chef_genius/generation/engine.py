@@ -20,6 +20,7 @@ import torch
 from chef_genius.generation.causal import CausalDecoder
 from chef_genius.generation.rules import DecodingRule
 from chef_genius.generation.seq2seq import Seq2SeqDecoder
+from chef_genius.generation.state import base_model
 
 
 @dataclass(frozen=True)
@@ -53,13 +54,13 @@ class EngineOptions:
 
 
 def model_type(model: torch.nn.Module) -> str:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = base_model(model)
     return str(getattr(base.config, "model_type", ""))
 
 
 def position_limit(model: torch.nn.Module) -> int | None:
     """The longest sequence a causal model's position embeddings allow (None when unbounded)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = base_model(model)
     config = base.config
     return getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
 
@@ -72,7 +73,7 @@ def unsupported(model: torch.nn.Module, family, settings: dict) -> str | None:
         return f"model type '{kind}' is not one the engine was proven on"
     if kind not in family.engine_gpu_types and next(model.parameters()).device.type == "cuda":
         return f"model type '{kind}' is proven on the engine's CPU path, not yet on a GPU"
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = base_model(model)
     config = base.config
     if getattr(config, "attn_logit_softcapping", None) or getattr(config, "final_logit_softcapping", None) \
             or getattr(config, "use_bidirectional_attention", False):

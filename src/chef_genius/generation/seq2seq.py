@@ -16,7 +16,7 @@ import torch
 
 from chef_genius.generation.causal import capture, model_dtype
 from chef_genius.generation.rules import DecodingRule, next_tokens
-from chef_genius.generation.state import RowState, additive_mask, cache_keyword
+from chef_genius.generation.state import RowState, additive_mask, base_model, cache_keyword
 
 WARMUPS = 2  # real steps run before a CUDA graph is recorded
 
@@ -48,9 +48,9 @@ class Seq2SeqDecoder:
         self.graphs = graphs and self.device.type == "cuda"
         self.race = self.graphs if race is None else race
         self.stops = stops
-        config = model.get_base_model().config if hasattr(model, "get_base_model") else model.config
+        config = base_model(model).config
         self.start_id = config.decoder_start_token_id
-        self.cache_config = _decoder_config(model.get_base_model() if hasattr(model, "get_base_model") else model)
+        self.cache_config = _decoder_config(base_model(model))
 
     def run(self, prompts: list[list[int]],
             on_done: Callable[[int], None] | None = None) -> list[tuple[list[int], bool]]:

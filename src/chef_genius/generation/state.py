@@ -17,10 +17,15 @@ import inspect
 import torch
 
 
+def base_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The Transformers model under a PEFT wrapper (the model itself when there is none)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def cache_keyword(model: torch.nn.Module) -> str:
     """The forward's cache argument: ``cache`` from Transformers 5.2x, ``past_key_values`` before
     (5.17, the device machine's, knows only that name)."""
-    target = model.get_base_model() if hasattr(model, "get_base_model") else model
+    target = base_model(model)
     return "cache" if "cache" in inspect.signature(target.forward).parameters else "past_key_values"
 
 

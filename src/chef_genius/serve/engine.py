@@ -21,6 +21,7 @@ Beam search cannot stream (the best beam is known only at the end): a beam reque
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import queue
 import sys
@@ -130,11 +131,8 @@ class Engine:
         line = {"rows": ticket.request.rows, "max_tokens": ticket.request.max_tokens,
                 "queued_s": since(ticket.started), "first_text_s": since(ticket.first_text),
                 "total_s": since(time.monotonic())}
-        try:
-            with self._trace_lock, self.trace.open("a", encoding="utf-8") as out:
-                out.write(json.dumps(line) + "\n")
-        except OSError:
-            pass
+        with contextlib.suppress(OSError), self._trace_lock, self.trace.open("a", encoding="utf-8") as out:
+            out.write(json.dumps(line) + "\n")
 
     # The worker thread.
 
