@@ -504,6 +504,23 @@ def test_gemma3_with_sliding_window_layers_is_token_identical_to_transformers(pr
     assert [ids for ids, _ in engine_rows(wide, sources, 0, [1], settings, 30, CAUSAL, batch=6)] != expected
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("preset", ["greedy", "guarded"])
+def test_gemma3_cuda_graph_path_writes_transformers_greedy_rows(preset):
+    """On a GPU: Gemma 3's per-layer-type masks inside captured decode steps, replayed with rows
+    refilled between replays, give Transformers' greedy rows past the sliding window (float32)."""
+    model = gemma_model().cuda()
+    generator = torch.Generator().manual_seed(2)
+    sources = [[2] + torch.randint(3, 97, (n,), generator=generator).tolist() for n in (5, 12, 1, 9, 16, 7)]
+    settings = {**NEUTRAL, **DECODING[preset]}
+    expected = transformers_rows(model, sources, 0, [1], settings, 30, CAUSAL)
+    for batch in (6, 3):
+        got = engine_rows(model, sources, 0, [1], settings, 30, CAUSAL, batch=batch,
+                          options=EngineOptions(check_every=4, graphs=True))
+        assert [ids for ids, _ in got] == expected
+
+
 @pytest.mark.parametrize("top_p", [0.9, 1.0])
 def test_top_k_warp_keeps_exactly_what_warp_keeps(top_p):
     """Placed back in the vocabulary, the k best warped values are `warp`'s scores bit for bit: on
