@@ -189,8 +189,9 @@ dpo2 1e-5 1}"
           # and checked, converted by this Transformers (its weights are right, its Gemma tokenizer is not:
           # docs/models.md) with the tokenizer files 5.25 writes put in its place and checked; the full
           # fine-tune (gemma: full2r's flags, at most GEMMA_STEPS steps: 900 took 431 s) waited for (up to
-          # WAIT_S), then its candidates started in the background. Call gemma-candidates AT ONCE after:
-          # a machine left idle for 30 s is given back, and everything here goes with it (it did, once).
+          # WAIT_S), then its candidates started in the background. Run gemma-candidates in the SAME call
+          # (`gemma DIR; gemma-candidates`): a machine left idle for 30 s is given back, and everything here
+          # goes with it; twice a next call fired at once after this one's ~7 minutes found a fresh machine.
     cp "$2"/* /tmp/cg/ && cat /tmp/cg/g.[0-5] > $GEMMA && rm -f /tmp/cg/g.[0-5]
     echo "$GEMMA_SHA  $GEMMA" | sha256sum -c || exit 1
     rm -rf $C && mkdir -p $C && cp -r src benchmarks tests pyproject.toml $C/

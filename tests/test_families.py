@@ -74,5 +74,5 @@ def test_no_signature_takes_a_causal_flag():
 
 def test_each_family_says_how_the_generation_engine_decodes_it():
     assert (CAUSAL.engine_types, CAUSAL.engine_gpu_types, CAUSAL.decodes_in_slots) == \
-        (("llama", "gemma3_text"), ("llama",), True)
+        (("llama", "gemma3_text"), ("llama", "gemma3_text"), True)
     assert (SEQ2SEQ.engine_types, SEQ2SEQ.engine_gpu_types, SEQ2SEQ.decodes_in_slots) == (("t5",), ("t5",), False)

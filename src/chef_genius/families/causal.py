@@ -93,7 +93,7 @@ class Causal:
     # position ids come from the attention mask, so each row counts its own positions.
     takes_newcomers = True  # rows may join a running batch (their cache padded and stacked on it)
     engine_types = ("llama", "gemma3_text")  # tested: tiny Llama (SmolLM2) and Gemma 3 (sliding window) models
-    engine_gpu_types = ("llama",)  # CUDA-graph tests passed on an H200
+    engine_gpu_types = ("llama", "gemma3_text")  # CUDA-graph tests passed on an H200 (Gemma 3: session 6)
     decodes_in_slots = True
 
     def start_history(self, ids: torch.Tensor, start_id: int) -> torch.Tensor:
