@@ -308,6 +308,29 @@ def test_generate_details_with_the_engine_gives_todays_greedy_recipes(llama):
         generate_details(model, tokenizer, PROMPTS, CAUSAL, "greedy", 5, engine="vllm")
 
 
+def test_batch_size_counts_rows_with_either_engine(llama, monkeypatch):
+    """``batch_size`` is rows decoded at once, a return sequence each a row: Transformers gets
+    batch_size // n prompts a call, the engine batch_size slots (evaluate's 3-sample protocol and
+    best-of-N used to halve or divide it again on the engine)."""
+    import chef_genius.generation.engine as engine_module
+
+    tokenizer = llama[1]
+    model = sharpened(*llama)
+    widths = []
+    original = model.generate
+    monkeypatch.setattr(model, "generate", lambda **kw: widths.append(kw["input_ids"].shape[0]) or original(**kw))
+    generate_details(model, tokenizer, PROMPTS, CAUSAL, "careful", 6, num_return_sequences=3, batch_size=7,
+                     engine="transformers")
+    assert widths == [2, 2, 2]  # 6 prompts, 7 // 3 = 2 a batch: 6 rows each
+    slots = []
+    original_decoder = engine_module.CausalDecoder
+    monkeypatch.setattr(engine_module, "CausalDecoder",
+                        lambda *a, **kw: slots.append(a[5]) or original_decoder(*a, **kw))
+    rows = generate_details(model, tokenizer, PROMPTS, CAUSAL, "careful", 6, num_return_sequences=3, batch_size=7,
+                            engine="chef-genius")
+    assert slots == [7] and [len(r) for r in rows] == [3] * 6
+
+
 def test_a_lora_adapter_decodes_through_peft_the_same(llama):
     """Runs are LoRA adapters by default: the engine calls the PEFT model as Transformers does."""
     from peft import LoraConfig, TaskType, get_peft_model

@@ -85,7 +85,7 @@ def evaluate_loaded(model, tokenizer, family: ModelFamily, recipes: list[Recipe]
         food_prompts = [templates[0].format(text=request_text(r.title, n, form=2))
                         for r, n in zip(recipes[:k], names[:k], strict=True)]
         sampled = generate(model, tokenizer, food_prompts, family, "chef", max_new_tokens,
-                           num_return_sequences=samples_per_input, seed=seed, batch_size=max(1, batch_size // 2),
+                           num_return_sequences=samples_per_input, seed=seed, batch_size=batch_size,
                            engine=engine)
         protocol = {**chef_transformer_protocol([[recipe_text(parse_recipe(t)) for t in s] for s in sampled],
                                                 reference_texts[:k]),

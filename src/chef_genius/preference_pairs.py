@@ -66,7 +66,7 @@ def build_pairs(run: Path, data: Path, split: str, max_examples: int, out: Path,
     names = [requested_names(r) for r in recipes]
     prompts = [canonical_prompt(templates, r.title, n) for r, n in zip(recipes, names, strict=True)]
     generations = generate_details(loaded.model, loaded.tokenizer, prompts, loaded.family, decoding, max_new_tokens,
-                                   num_return_sequences=samples, batch_size=max(1, batch_size // samples), seed=seed)
+                                   num_return_sequences=samples, batch_size=batch_size, seed=seed)
     lines, rejected = [], 0
     for row, recipe, prompt, foods, candidates in zip(rows, recipes, prompts, names, generations, strict=True):
         chosen = serialize(recipe)

@@ -48,7 +48,7 @@ def sample_recipes(model, tokenizer, family: ModelFamily, prompts: list[str], co
 
     n = config.best_of
     generations = generate_details(model, tokenizer, prompts, family, config.decoding, config.max_new_tokens,
-                                   num_return_sequences=n, batch_size=max(1, batch_size // n), seed=seed,
+                                   num_return_sequences=n, batch_size=batch_size, seed=seed,
                                    grounded=config.grounded, engine=config.engine)
     foods = foods if foods is not None else [None] * len(prompts)
     scored = [[score_generation(p, c, names) for c in candidates]

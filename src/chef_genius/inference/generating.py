@@ -63,6 +63,9 @@ def generate_details(model: torch.nn.Module, tokenizer, prompts: list[str], fami
     generating during training never changes training. Compiled blocks run eagerly here: the
     growing KV cache would recompile them at every step.
 
+    ``batch_size`` counts rows decoded at once, a prompt's return sequences each a row, with either
+    engine (Transformers gets ``batch_size // num_return_sequences`` prompts a batch).
+
     ``engine`` "chef-genius" decodes with `chef_genius.generation` (a cache allocated once,
     length-sorted continuous batches, CUDA graphs on a GPU): greedy and guarded give the same
     recipes as "transformers" (Transformers' ``generate``), sampled presets recipes from the same
@@ -128,6 +131,7 @@ def _generate(model, tokenizer, prompts, family: ModelFamily, decoding, max_new_
     settings = _settings(decoding, num_return_sequences)
     pad_id = tokenizer.pad_token_id
     outputs: list[list[Generation]] = []
+    batch_size = max(1, batch_size // num_return_sequences)  # prompts a batch: rows = prompts x returns
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         for start in range(0, len(prompts), batch_size):
