@@ -93,12 +93,15 @@ async def _one(client, url: str, index: int, max_tokens: int, temperature: float
     return {"status": status, "latency": time.perf_counter() - start, "ttft": first, "tokens": tokens}
 
 
-async def _load(url: str, requests: int, max_tokens: int, temperature: float) -> tuple[list[dict], float]:
+async def _load(url: str, requests: int, max_tokens: int, temperature: float,
+                warmup_tokens: int) -> tuple[list[dict], float]:
     import httpx
 
     limits = httpx.Limits(max_connections=requests + 4, max_keepalive_connections=requests + 4)
     async with httpx.AsyncClient(timeout=600, limits=limits) as client:
-        await _one(client, url, 0, 8, temperature)  # warm-up, not counted
+        # warm-up, not counted: by default of the measured size, so that the server has captured its
+        # decode step for that cache size (a first capture stalls every row; --warmup-tokens 8 shows it)
+        await _one(client, url, 0, warmup_tokens, temperature)
         start = time.perf_counter()
         results = await asyncio.gather(*(_one(client, url, i, max_tokens, temperature) for i in range(requests)))
         return list(results), time.perf_counter() - start
@@ -111,6 +114,7 @@ def main() -> None:
     parser.add_argument("--random-smollm2", action="store_true", help="serve SmolLM2-135M's shape, random weights")
     parser.add_argument("--requests", type=int, default=64, help="requests sent at once")
     parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--warmup-tokens", type=int, help="the warm-up request's max_tokens (default: --max-tokens)")
     parser.add_argument("--temperature", type=float, default=0.8)
     parser.add_argument("--server-arg", action="append", default=[], help="more `serve` options, e.g. --device=cuda")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "serve_load.json")
@@ -136,7 +140,8 @@ def main() -> None:
         with running_server(model, "--max-batch", str(max(64, args.requests)), "--trace", str(trace),
                             *args.server_arg, env=env) as server:
             health = httpx.get(server.url + "/health").json()
-            results, wall = asyncio.run(_load(server.url, args.requests, args.max_tokens, args.temperature))
+            results, wall = asyncio.run(_load(server.url, args.requests, args.max_tokens, args.temperature,
+                                         args.warmup_tokens or args.max_tokens))
         # The warm-up request ends first; the rest are the measured ones.
         served = [json.loads(line) for line in trace.read_text().splitlines()[1:]] if trace.is_file() else []
     firsts = [t["first_text_s"] for t in served if t["first_text_s"] is not None]
@@ -148,7 +153,8 @@ def main() -> None:
                   "SmolLM2-135M's shape, random weights" if args.random_smollm2 else str(args.model)),
         "device": health["device"], "engine": health.get("engine", "transformers"), "requests": args.requests,
         "answered": len(answered),
-        "max_tokens": args.max_tokens, "temperature": args.temperature,
+        "max_tokens": args.max_tokens, "warmup_tokens": args.warmup_tokens or args.max_tokens,
+        "temperature": args.temperature,
         "latency_p50_s": statistics.median(latencies), "latency_p95_s": _percentile(latencies, 0.95),
         "ttft_p50_s": statistics.median(ttfts), "ttft_p95_s": _percentile(ttfts, 0.95),
         "generated_tokens": tokens, "wall_s": wall, "tokens_per_s": tokens / wall,

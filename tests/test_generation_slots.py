@@ -215,3 +215,59 @@ def test_the_hashed_race_draws_by_the_probabilities():
     assert chi2 < 35.0  # 11 degrees of freedom: p < 0.001 above 31.3; a fair draw rarely exceeds it
     noise = race_noise(torch.tensor([1, 1, 2]), torch.tensor([5, 5, 5]), 1000)
     assert torch.equal(noise[0], noise[1]) and not torch.equal(noise[0], noise[2])
+
+
+def test_each_size_keeps_its_captured_step(random_llama, monkeypatch):
+    """A graph decoder that grows, empties, shrinks and grows again captures each cache size once:
+    coming back to a size replays the step captured there (its state reset: no stale row writes),
+    and every row still writes the engine's recipe. The capture is stood in for on the CPU by its
+    effect: two real warm-up steps, then a replay that runs the step."""
+    import chef_genius.generation.causal as causal
+    from chef_genius.generation import EngineOptions, generate_ids
+
+    captured = []
+
+    def fake_capture(step, warmups=2):
+        for _ in range(warmups):
+            step()
+        captured.append(step)
+        return step
+
+    monkeypatch.setattr(causal, "capture", fake_capture)
+    settings = {**NEUTRAL, **DECODING["guarded"]}
+    prompts, limits = [PROMPTS[0], PROMPTS[1], PROMPTS[3], PROMPTS[4]], [20, 300, 15, 280]
+    expected = [generate_ids(random_llama, [p], CAUSAL, settings, STOPS, 0, limit, 1,
+                             options=EngineOptions(exact=True))[0][0] for p, limit in zip(prompts, limits, strict=True)]
+    decoder = SlotDecoder(random_llama, STOPS, 0, slots=2, max_new_tokens=400, race=True, window=12)
+    decoder.graphs = True
+    got: dict[int, list[int]] = {}
+    sizes = []
+
+    def run(owner: dict[int, int]) -> None:
+        while owner:
+            decoder.advance(4)
+            counts, finished, fresh = decoder.read()
+            for slot, index in list(owner.items()):
+                got[index] += fresh[slot]
+                assert len(got[index]) == counts[slot]
+                if finished[slot]:
+                    decoder.free([slot])
+                    del owner[slot]
+            if 0 in owner and 1 not in owner and 1 not in got:  # the second row joins a busy decoder
+                decoder.admit([1], [prompts[1]], [limits[1]], [settings], [None], busy=True)
+                owner[1], got[1] = 1, []
+                sizes.append(decoder.capacity)
+
+    with torch.inference_mode():
+        decoder.admit([0], [prompts[0]], [limits[0]], [settings], [None], busy=False)
+        got[0] = []
+        sizes.append(decoder.capacity)
+        run({0: 0})
+        for index in (2, 3):  # idle: shrinks back to the first size, then grows to the second again
+            decoder.admit([0], [prompts[index]], [limits[index]], [settings], [None], busy=False)
+            got[index] = []
+            sizes.append(decoder.capacity)
+            run({0: index})
+    assert sizes == [64, 512, 64, 512]
+    assert len(captured) == 2
+    assert [got[i] for i in range(4)] == expected

@@ -59,28 +59,45 @@ class SlotDecoder(CausalDecoder):
         self._sent = [0] * slots  # the same, on the host
         self.ngrams = [0] * slots  # each slot's n-gram ban, on the host (0 once free)
         self.draws: list[tuple[torch.Generator | None, list[int]]] = []  # eager: each request's slots
+        self._sizes: dict[int, tuple] = {}  # graphs: other sizes' (state, cache, captured step)
         self._resize(_bucket(1), keep=False)
 
     # Capacity.
 
     def _resize(self, capacity: int, keep: bool) -> None:
-        """Give the cache ``capacity`` columns; ``keep``: carry the rows' state and cache over."""
+        """Give the cache ``capacity`` columns; ``keep``: carry the rows' state and cache over.
+
+        With graphs, each size's state, cache and captured step are kept when the decoder moves
+        to another size, so coming back to a size costs no capture (a capture stalls every row,
+        and a newcomer's first token, for a few hundred ms on an H200). The sizes are powers of two,
+        so what is kept is at most the largest cache's memory again."""
         old_state, old_cache = self.state, self.cache
-        state = RowState(self.slots, capacity, self.state.max_new_tokens, self.state.stops.tolist(), self.pad_id,
-                         self.device)
-        cache = RowCache(self.slots, capacity, state.column)
+        kept = None
+        if self.graphs:
+            if self._replay is not None:
+                self._sizes[self.capacity] = (old_state, old_cache, self._replay)
+            kept = self._sizes.pop(capacity, None)
+        if kept is None:
+            state = RowState(self.slots, capacity, self.state.max_new_tokens, self.state.stops.tolist(), self.pad_id,
+                             self.device)
+            cache, replay = RowCache(self.slots, capacity, state.column), None
+        else:
+            state, cache, replay = kept
+            state.finished.fill_(True)  # its rows moved on, or ended, when it was left
+            state.count.zero_()
         if keep:
             columns = min(capacity, self.capacity)
             for name in ("generated", "count", "column", "start", "last", "finished", "limit"):
                 getattr(state, name).copy_(getattr(old_state, name))
             state.history[:, :columns + 1] = old_state.history[:, :columns + 1]
-            for keys, values in zip(old_cache.keys, old_cache.values, strict=True):
-                cache.keys.append(keys.new_zeros(keys.shape[:2] + (capacity,) + keys.shape[3:]))
-                cache.values.append(values.new_zeros(values.shape[:2] + (capacity,) + values.shape[3:]))
-                cache.keys[-1][:, :, :columns] = keys[:, :, :columns]
-                cache.values[-1][:, :, :columns] = values[:, :, :columns]
+            for layer, (keys, values) in enumerate(zip(old_cache.keys, old_cache.values, strict=True)):
+                if layer == len(cache.keys):
+                    cache.keys.append(keys.new_zeros(keys.shape[:2] + (capacity,) + keys.shape[3:]))
+                    cache.values.append(values.new_zeros(values.shape[:2] + (capacity,) + values.shape[3:]))
+                cache.keys[layer][:, :, :columns] = keys[:, :, :columns]
+                cache.values[layer][:, :, :columns] = values[:, :, :columns]
         self.state, self.cache, self.capacity = state, cache, capacity
-        self._replay = None  # the graph held the old tensors: capture again
+        self._replay = replay  # None: the graph held another size's tensors: capture again
 
     def _fit(self, columns: int, busy: bool) -> None:
         # Idle, it shrinks only when 4x too large: each new size costs a graph capture (and time to a first token).
