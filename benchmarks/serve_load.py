@@ -82,6 +82,7 @@ async def _one(client, url: str, index: int, max_tokens: int, temperature: float
     first, tokens, status = None, 0, None
     async with client.stream("POST", url + "/v1/chat/completions", json=body) as response:
         status = response.status_code
+        headers = time.perf_counter() - start  # the handler has submitted the request and returned
         async for line in response.aiter_lines():
             if not line.startswith("data: ") or line == "data: [DONE]":
                 continue
@@ -90,7 +91,8 @@ async def _one(client, url: str, index: int, max_tokens: int, temperature: float
                 tokens = event["usage"]["completion_tokens"]
             if first is None and event.get("choices") and event["choices"][0]["delta"].get("content"):
                 first = time.perf_counter() - start
-    return {"status": status, "latency": time.perf_counter() - start, "ttft": first, "tokens": tokens}
+    return {"status": status, "latency": time.perf_counter() - start, "ttft": first, "tokens": tokens,
+            "headers": headers}
 
 
 async def _load(url: str, requests: int, max_tokens: int, temperature: float,
@@ -165,6 +167,11 @@ def main() -> None:
         "server_queued_p50_s": _median([t["queued_s"] for t in served]),
         "server_first_text_p50_s": _median([t["first_text_s"] for t in served]),
         "server_first_text_p95_s": _percentile(firsts, 0.95) if firsts else None,
+        # before submission (the handler: body read, checked, encoded) and after (first text taken by
+        # the event loop): with the client's TTFT, where a first token's time goes
+        "headers_p50_s": _median([r["headers"] for r in answered]),
+        "server_handler_p50_s": _median([t["handler_s"] for t in served if t.get("handler_s") is not None]),
+        "server_first_out_p50_s": _median([t["first_out_s"] for t in served if t.get("first_out_s") is not None]),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(summary, indent=2) + "\n")
@@ -174,7 +181,9 @@ def main() -> None:
     print(f"{args.requests:>9} {len(answered):>9} {summary['latency_p50_s']:>7.2f} {summary['latency_p95_s']:>7.2f} "
           f"{summary['ttft_p50_s']:>9.3f} {summary['ttft_p95_s']:>9.3f} {tokens:>7} {summary['tokens_per_s']:>9.0f}")
     print(f"inside the server: queued p50 {summary['server_queued_p50_s']} s, first text p50 "
-          f"{summary['server_first_text_p50_s']} s (p95 {summary['server_first_text_p95_s']} s)")
+          f"{summary['server_first_text_p50_s']} s (p95 {summary['server_first_text_p95_s']} s), taken by the event "
+          f"loop p50 {summary['server_first_out_p50_s']} s; handler before submission p50 "
+          f"{summary['server_handler_p50_s']} s; the client had the response's headers at p50 {summary['headers_p50_s']} s")
     print(f"on {health['device']}; wrote {args.out}")
     if len(answered) < args.requests:
         sys.exit(f"{args.requests - len(answered)} requests were not answered")

@@ -130,9 +130,9 @@ def create_app(engine: Engine, tokenizer, family, config: ServeConfig) -> FastAP
         if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), config.api_key.encode()):
             raise ApiError(401, "a valid API key is needed: Authorization: Bearer KEY", code="invalid_api_key")
 
-    def submit(generation: GenerationRequest) -> AsyncIterator[Piece]:
+    def submit(generation: GenerationRequest, request: Request) -> AsyncIterator[Piece]:
         try:
-            return engine.submit(generation)
+            return engine.submit(generation, getattr(request.state, "received", None))
         except EngineBusy as error:
             raise ApiError(503, str(error), "server_busy", code="queue_full") from None
 
@@ -154,7 +154,7 @@ def create_app(engine: Engine, tokenizer, family, config: ServeConfig) -> FastAP
         _, settings = decoding_settings(body.decoding, config.default_decoding, body.temperature, body.top_p)
         generation = GenerationRequest(prompts, max_tokens(body.max_tokens or body.max_completion_tokens, limits),
                                        settings, body.n, body.seed)
-        pieces = submit(generation)
+        pieces = submit(generation, request)
         kind = "chat.completion" if chat else "text_completion"
         head = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}", "created": int(time.time()),
                 "model": config.model_id}
@@ -197,6 +197,7 @@ def create_app(engine: Engine, tokenizer, family, config: ServeConfig) -> FastAP
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
+        request.state.received = time.monotonic()  # serve --trace: handler_s
         authorize(request)
         body = await read_body(request, ChatRequest, config.max_body_bytes)
         ids = encode_messages(tokenizer, family, body.messages, limits)
@@ -204,6 +205,7 @@ def create_app(engine: Engine, tokenizer, family, config: ServeConfig) -> FastAP
 
     @app.post("/v1/completions")
     async def completions(request: Request):
+        request.state.received = time.monotonic()  # serve --trace: handler_s
         authorize(request)
         body = await read_body(request, CompletionRequest, config.max_body_bytes)
         rows_allowed(body.n, len(body.prompts))
@@ -211,6 +213,7 @@ def create_app(engine: Engine, tokenizer, family, config: ServeConfig) -> FastAP
 
     @app.post("/v1/recipes")
     async def recipes(request: Request):
+        request.state.received = time.monotonic()  # serve --trace: handler_s
         authorize(request)
         body = await read_body(request, RecipeRequest, config.max_body_bytes)
         prompt, foods = recipe_prompt(config.templates, body.title, body.ingredient_items, body.notes)
@@ -222,7 +225,7 @@ def create_app(engine: Engine, tokenizer, family, config: ServeConfig) -> FastAP
             raise ApiError(400, "best_of: the best recipe is known only when all are written; use it without stream",
                            param="best_of", code="invalid_value")
         rows_allowed(n)
-        pieces = submit(GenerationRequest([ids], limit, settings, n, body.seed))
+        pieces = submit(GenerationRequest([ids], limit, settings, n, body.seed), request)
         head = {"id": f"recipe-{uuid.uuid4().hex}", "object": "recipe", "created": int(time.time()),
                 "model": config.model_id, "prompt": prompt}
 

@@ -82,15 +82,17 @@ class Engine:
         """Requests queued or being written."""
         return self._load
 
-    def submit(self, request: GenerationRequest) -> AsyncIterator[Piece]:
+    def submit(self, request: GenerationRequest, received: float | None = None) -> AsyncIterator[Piece]:
         """Queue ``request``; its pieces as they are written. Raises `EngineBusy` when full.
-        Closing the iterator early (a client gone) frees its place and cancels its rows."""
+        Closing the iterator early (a client gone) frees its place and cancels its rows.
+        ``received``: when (time.monotonic) its HTTP handler began, for the trace."""
         with self._lock:
             if self._load >= self.capacity:
                 raise EngineBusy(f"the server is busy ({self._load} requests queued or running); try again shortly")
             self._load += 1
         timeout = self.timeout if request.timeout is None else request.timeout
         ticket = Ticket(request, asyncio.get_running_loop(), asyncio.Queue(), time.monotonic() + timeout, timeout)
+        ticket.received = received
         self._queue.put(ticket)
         return self._pieces(ticket)
 
@@ -99,6 +101,8 @@ class Engine:
         try:
             while ended < ticket.request.rows:
                 piece = await ticket.out.get()
+                if piece.text and ticket.first_out is None:
+                    ticket.first_out = time.monotonic()
                 yield piece
                 if piece.finish_reason in ("timeout", "error"):
                     return
@@ -122,15 +126,18 @@ class Engine:
 
     def _trace(self, ticket: Ticket) -> None:
         """One JSON line for an ended request: seconds from its submission to its rows' start
-        (``queued_s``), to its first text handed to the server's event loop (``first_text_s``) and
-        to its end (``total_s``); null where it never got there. A file that cannot be written
+        (``queued_s``), to its first text handed to the server's event loop (``first_text_s``), to
+        that text taken by the loop for its response (``first_out_s``) and to its end
+        (``total_s``), and from its HTTP handler's start to its submission (``handler_s``: the body
+        read, checked and encoded); null where it never got there. A file that cannot be written
         (disk full, folder gone) loses the line, never a request."""
         def since(moment: float | None) -> float | None:
             return None if moment is None else round(moment - ticket.submitted, 6)
 
         line = {"rows": ticket.request.rows, "max_tokens": ticket.request.max_tokens,
+                "handler_s": None if ticket.received is None else round(ticket.submitted - ticket.received, 6),
                 "queued_s": since(ticket.started), "first_text_s": since(ticket.first_text),
-                "total_s": since(time.monotonic())}
+                "first_out_s": since(ticket.first_out), "total_s": since(time.monotonic())}
         with contextlib.suppress(OSError), self._trace_lock, self.trace.open("a", encoding="utf-8") as out:
             out.write(json.dumps(line) + "\n")
 

@@ -53,6 +53,8 @@ class Ticket:
     submitted: float = field(default_factory=time.monotonic)
     started: float | None = None
     first_text: float | None = None
+    received: float | None = None  # when its HTTP handler began (body read, checked, encoded after)
+    first_out: float | None = None  # when its event loop took its first text from the queue
 
     def start(self) -> None:
         if self.started is None:
