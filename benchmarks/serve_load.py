@@ -183,7 +183,8 @@ def main() -> None:
     print(f"inside the server: queued p50 {summary['server_queued_p50_s']} s, first text p50 "
           f"{summary['server_first_text_p50_s']} s (p95 {summary['server_first_text_p95_s']} s), taken by the event "
           f"loop p50 {summary['server_first_out_p50_s']} s; handler before submission p50 "
-          f"{summary['server_handler_p50_s']} s; the client had the response's headers at p50 {summary['headers_p50_s']} s")
+          f"{summary['server_handler_p50_s']} s; the client had the response's headers at p50 "
+          f"{summary['headers_p50_s']} s")
     print(f"on {health['device']}; wrote {args.out}")
     if len(answered) < args.requests:
         sys.exit(f"{args.requests - len(answered)} requests were not answered")
