@@ -207,8 +207,12 @@ ids = AutoTokenizer.from_pretrained(folder)("Preheat the oven").input_ids
 print(folder, ids)
 assert ids[0] == 2 and len(ids) == 5, "the Gemma tokenizer is not the one Transformers 5.25 writes"
 PY
-    bg "$QG train --name gemma -- --epochs 2 --disable-lora $TRAIN --eval-steps 300 --max-steps ${GEMMA_STEPS:-700}" \
-      train-gemma
+    # One cosine cycle that ends with the run (warmup: 10 % of the steps): session 6's run kept full2r's 430-step
+    # cycle, restarted at the peak learning rate at step ~490 and ended there at 92 % of it (train's warning
+    # said so), and its numbers lost digits ("350 degrees F (17 degrees C)"; docs/models.md)
+    steps=${GEMMA_STEPS:-700}
+    bg "$QG train --name gemma -- --epochs 2 --disable-lora $TRAIN --eval-steps $(( steps / 2 )) --max-steps $steps \
+      --set schedule.first_cycle_steps=$(( steps - steps / 10 ))" train-gemma
     for _ in $(seq 1 $(( ${WAIT_S:-420} / 5 ))); do [ -f $W/part-train-gemma.json ] && break; sleep 5; done
     tail -n 2 $W/train-gemma.out; tail -c 400 $W/gemma/metrics.jsonl; echo
     [ -f $W/part-train-gemma.json ] || { echo "gemma: still training; gemma-candidates waits for it"; exit 0; }
