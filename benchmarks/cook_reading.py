@@ -227,7 +227,8 @@ def score(folder: Path) -> dict:
 def join(args) -> None:
     folders = sorted(p for p in READINGS.iterdir() if (p / "ratings.json").is_file()) if args.all else [args.folder]
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"readings": []}
-    latest = {(r["source"], r["reading"]): r for r in results.get("readings", [])}
+    # every (source, reading) row so far ("all"; "readings" keeps only the newest of each source)
+    latest = {(r["source"], r["reading"]): r for r in results.get("all", results.get("readings", []))}
     summaries = {}
     for folder in folders:
         summary = score(folder)
