@@ -46,7 +46,7 @@ case "$1" in
   generate)
     for spec in "${GENS[@]}"; do
       read -r name set n grounded tag <<< "$spec"
-      bg "$Q generate --name $name --set $set --n $n --grounded $grounded --tag $tag --examples 500 --batch-size 64" \
+      bg "$Q generate --name $name --set $set --n $n --grounded $grounded --tag $tag --examples 500 --batch-size $(( 64 * n ))" \
         "gen-$name-$set-$tag"
     done
     sleep 45; tail -n 2 $W/gen-*.out; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv ;;
@@ -63,7 +63,7 @@ case "$1" in
     timeout ${TRAIN_S:-300} $Q train --name full -- --epochs ${EPOCHS:-1} --disable-lora $TRAIN; tail -n 4 $W/train-full.log
     for spec in "full test 4 0 plain" "full test 4 5 g5" "full val 4 0 plain" "full val 4 5 g5" "full heldout 4 0 plain"; do
       read -r name set n grounded tag <<< "$spec"
-      bg "timeout ${GEN_S:-200} $Q generate --name $name --set $set --n $n --grounded $grounded --tag $tag --examples ${EXAMPLES:-500} --batch-size 64" "gen-$name-$set-$tag"
+      bg "timeout ${GEN_S:-200} $Q generate --name $name --set $set --n $n --grounded $grounded --tag $tag --examples ${EXAMPLES:-500} --batch-size $(( 64 * n ))" "gen-$name-$set-$tag"
     done
     sleep 20; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv
     for _ in $(seq 1 $(( ${GEN_S:-200} / 10 ))); do [ "$(ls $W/gen-*.meta.json 2>/dev/null | wc -l)" -ge 5 ] && break; sleep 10; done

@@ -262,7 +262,7 @@ def main() -> None:
     parser.add_argument("--protocol-examples", type=int, default=200)
     parser.add_argument("--decodings", default="guarded")
     parser.add_argument("--max-new-tokens", type=int, default=512)
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=128, help="rows decoded at once (prompts x --n)")
     parser.add_argument("--suffix", default="", help="evaluate: appended to the result part's name")
     parser.add_argument("--set", choices=tuple(SETS), default="test", help="generate: which prompts")
     parser.add_argument("--decoding", default="careful", help="generate: the decoding preset")

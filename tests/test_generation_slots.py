@@ -226,12 +226,18 @@ def test_each_size_keeps_its_captured_step(random_llama, monkeypatch):
     from chef_genius.generation import EngineOptions, generate_ids
 
     captured = []
+    decoder = None
 
     def fake_capture(step, warmups=2):
         for _ in range(warmups):
             step()
-        captured.append(step)
-        return step
+        bound = (decoder.state, decoder.cache)  # a real graph replays onto the tensors it was captured on
+        captured.append(bound)
+
+        def replay():
+            assert (decoder.state, decoder.cache) == bound, "a captured step replayed on another size's tensors"
+            step()
+        return replay
 
     monkeypatch.setattr(causal, "capture", fake_capture)
     settings = {**NEUTRAL, **DECODING["guarded"]}
@@ -267,6 +273,7 @@ def test_each_size_keeps_its_captured_step(random_llama, monkeypatch):
             decoder.admit([0], [prompts[index]], [limits[index]], [settings], [None], busy=False)
             got[index] = []
             sizes.append(decoder.capacity)
+            assert bool(decoder.state.finished[1]) and int(decoder.state.count[1]) == 0  # the kept state was reset
             run({0: index})
     assert sizes == [64, 512, 64, 512]
     assert len(captured) == 2

@@ -7,10 +7,12 @@ one CUDA graph on a GPU), `read` brings back, in one host sync, every slot's tok
 it ended and its newest tokens, and `free` ends a slot whose client has gone.
 
 The cache's capacity (columns per slot) is sized to the rows it holds: it grows, by powers of
-two, when a newcomer needs more (the rows keep their columns; the graph is captured again; eager
-steps grow it as the rows get longer) and, when every slot is free and it is over 4x what a
-newcomer needs, goes back to the smallest size that fits. Attention reads the whole
-capacity each step, so a small one is a fast one.
+two, when a newcomer needs more (the rows keep their columns; a graph is captured for a size not
+seen before; eager steps grow it as the rows get longer) and, when every slot is free and it is
+over 4x what a newcomer needs, goes back to the smallest size that fits. Attention reads the whole
+capacity each step, so a small one is a fast one. With graphs, the last `KEEP_SIZES` sizes left
+behind (up to `KEEP_COLUMNS` columns each) keep their state, cache and captured step, so coming
+back to one costs no capture.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from chef_genius.generation.rules import DecodingRule
 from chef_genius.generation.state import RowCache, RowState
 
 SEED_RANGE = 1 << 63
+KEEP_SIZES = 2  # cache sizes kept besides the current one (graphs only), the most recently left
+KEEP_COLUMNS = 2048  # larger ones are freed when left: their cache and graph pool are the largest
 
 
 def _bucket(columns: int) -> int:
@@ -67,16 +71,18 @@ class SlotDecoder(CausalDecoder):
     def _resize(self, capacity: int, keep: bool) -> None:
         """Give the cache ``capacity`` columns; ``keep``: carry the rows' state and cache over.
 
-        With graphs, each size's state, cache and captured step are kept when the decoder moves
-        to another size, so coming back to a size costs no capture (a capture stalls every row,
-        and a newcomer's first token, for a few hundred ms on an H200). The sizes are powers of two,
-        so what is kept is at most the largest cache's memory again."""
+        With graphs, the size left keeps its state, cache and captured step (the last `KEEP_SIZES`
+        sizes of at most `KEEP_COLUMNS` columns), so coming back to it costs no capture (a capture
+        stalls every row and a newcomer's first token). What is kept costs memory besides the
+        current cache: those caches and their graphs' private pools (logits over the vocabulary)."""
         old_state, old_cache = self.state, self.cache
         kept = None
         if self.graphs:
-            if self._replay is not None:
+            if self._replay is not None and self.capacity <= KEEP_COLUMNS:
                 self._sizes[self.capacity] = (old_state, old_cache, self._replay)
             kept = self._sizes.pop(capacity, None)
+            while len(self._sizes) > KEEP_SIZES:  # dicts keep insertion order: the oldest left goes
+                self._sizes.pop(next(iter(self._sizes)))
         if kept is None:
             state = RowState(self.slots, capacity, self.state.max_new_tokens, self.state.stops.tolist(), self.pad_id,
                              self.device)

@@ -69,8 +69,8 @@ def generate_details(model: torch.nn.Module, tokenizer, prompts: list[str], fami
     ``engine`` "chef-genius" decodes with `chef_genius.generation` (a cache allocated once,
     length-sorted continuous batches, CUDA graphs on a GPU): greedy and guarded give the same
     recipes as "transformers" (Transformers' ``generate``), sampled presets recipes from the same
-    distribution. Beam search, ``grounded`` > 0 and models it was not proven on (a Gemma on a GPU
-    among them) use Transformers.
+    distribution. Beam search, ``grounded`` > 0 and models it was not proven on (`unsupported`)
+    use Transformers.
     Where a causal model's positions end, the engine stops each row at its own prompt's limit
     (Transformers: every row of a batch at its longest prompt's).
     """
