@@ -81,6 +81,19 @@ PROMPTS = [[5, 9, 12], [7] * 11, [3, 4, 5, 6, 7, 8], [20, 21], [33, 34, 35, 36, 
 STOPS = [1, 2]
 
 
+def turn(decoder, steps: int, owner: dict[int, int], got: dict[int, list[int]]) -> None:
+    """``steps`` decode steps, then each owned slot's new tokens appended to its row in ``got``
+    (checked against the decoder's count); finished slots freed and dropped from ``owner``."""
+    decoder.advance(steps)
+    counts, finished, fresh = decoder.read()
+    for slot, index in list(owner.items()):
+        got[index] += fresh[slot]
+        assert len(got[index]) == counts[slot]
+        if finished[slot]:
+            decoder.free([slot])
+            del owner[slot]
+
+
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
@@ -111,14 +124,7 @@ def test_rows_admitted_into_freed_slots_write_the_engines_recipes(request, arch,
                 index = waiting.pop(0)
                 decoder.admit([free[0]], [PROMPTS[index]], [limits[index]], [settings], [None], busy=bool(owner))
                 owner[free[0]], got[index] = index, []
-            decoder.advance(3)
-            counts, finished, fresh = decoder.read()
-            for slot, index in list(owner.items()):
-                got[index] += fresh[slot]
-                assert len(got[index]) == counts[slot]
-                if finished[slot]:
-                    decoder.free([slot])
-                    del owner[slot]
+            turn(decoder, 3, owner, got)
     random_model.to("cpu")
     assert [got[i] for i in range(len(PROMPTS))] == expected
     assert decoder.capacity >= 128  # grew past the first 64 columns while rows were decoding
@@ -251,14 +257,7 @@ def test_each_size_keeps_its_captured_step(random_llama, monkeypatch):
 
     def run(owner: dict[int, int]) -> None:
         while owner:
-            decoder.advance(4)
-            counts, finished, fresh = decoder.read()
-            for slot, index in list(owner.items()):
-                got[index] += fresh[slot]
-                assert len(got[index]) == counts[slot]
-                if finished[slot]:
-                    decoder.free([slot])
-                    del owner[slot]
+            turn(decoder, 4, owner, got)
             if 0 in owner and 1 not in owner and 1 not in got:  # the second row joins a busy decoder
                 decoder.admit([1], [prompts[1]], [limits[1]], [settings], [None], busy=True)
                 owner[1], got[1] = 1, []
