@@ -12,7 +12,8 @@
 #   collect     copy results, samples and logs to $OUT (one tar.gz)
 #   (later rounds) bench-train, candidates, round3, pairs, dpo-candidates; stash DIR (files kept in
 #   /tmp/cg for a later call), round4 DIR, round4-candidates; prep QDIR DIR, gemma DIR,
-#   gemma-launch, gemma-candidates (Gemma 3 270M, its file carried in six parts): see each stage's comment
+#   gemma-launch, gemma-candidates, gemma-dpo, gemma-dpo-candidates (Gemma 3 270M, its file carried in six
+#   parts): see each stage's comment
 # Code runs from a copy in /tmp/cg/code, so a later call's tree does not change a running job.
 set -uo pipefail
 source "$(dirname "$0")/device_common.sh"
@@ -216,7 +217,28 @@ PY
     for _ in $(seq 1 $(( ${WAIT_S:-420} / 5 ))); do [ -f $W/part-train-gemma.json ] && break; sleep 5; done
     tail -n 2 $W/train-gemma.out; tail -c 400 $W/gemma/metrics.jsonl; echo
     [ -f $W/part-train-gemma.json ] || { echo "gemma: still training; gemma-candidates waits for it"; exit 0; }
-    "$0" gemma-launch ;;
+    [ "${GEMMA_LAUNCH:-1}" = 1 ] && "$0" gemma-launch ;;
+  gemma-dpo)  # right after `gemma` (GEMMA_LAUNCH=0), in the SAME call: preference pairs from the Gemma run's own
+              # samples (PAIRS_N training prompts x 2, the verdict's rejects against the real recipe), then DPO
+              # with dpo2's flags (learning rate 1e-5, --dpo-sft-weight 1) in the background as `gdpo`
+    [ -f $W/part-train-gemma.json ] || { echo "no finished Gemma run on this machine" >&2; exit 1; }
+    timeout ${GEN_S:-200} python3 -m chef_genius preference-pairs $W/gemma --data $W/data --split train \
+      --max-examples ${PAIRS_N:-1200} --samples 2 --batch-size 256 --out $W/gpairs.jsonl > $W/gpairs.out 2>&1
+    tail -n 2 $W/gpairs.out; [ -s $W/gpairs.jsonl ] || exit 1
+    bg "$QG train --name gdpo -- --model $W/gemma --preference $W/gpairs.jsonl --epochs 1 --disable-lora \
+      --learning-rate 1e-5 --dpo-sft-weight 1 $TRAIN" train-gdpo
+    sleep 60; tail -n 3 $W/train-gdpo.out; tail -c 300 $W/gdpo/metrics.jsonl; echo ;;
+  gemma-dpo-candidates)  # after gemma-dpo: wait for gdpo (up to WAIT_S), its candidates (held-out sites 500 x 4,
+                         # val 160 x 4) waited for (up to GEN_S), then collect
+    for _ in $(seq 1 $(( ${WAIT_S:-300} / 5 ))); do [ -f $W/part-train-gdpo.json ] && break; sleep 5; done
+    tail -n 2 $W/train-gdpo.out; [ -f $W/part-train-gdpo.json ] || exit 1
+    for spec in "heldout 4 500" "val 4 160"; do
+      read -r set n examples <<< "$spec"
+      bg "timeout ${GEN_S:-200} $QG generate --name gdpo --set $set --n $n --tag n4 --examples $examples \
+        --batch-size 256" "gen-gdpo-$set-n4"
+    done
+    for _ in $(seq 1 $(( ${GEN_S:-200} / 5 ))); do [ "$(ls $W/gen-gdpo-*.meta.json 2>/dev/null | wc -l)" -ge 2 ] && break; sleep 5; done
+    tail -n 1 $W/gen-gdpo-*.out; "$0" collect ;;
   gemma-launch)  # the Gemma run's candidates in the background: held-out sites (500 prompts, 1 each), val (160)
     for spec in "heldout 1 500" "val 1 160"; do
       read -r set n examples <<< "$spec"
@@ -237,6 +259,7 @@ PY
     (cd $W && tar -czf "$OUT/quality.tar.gz" --ignore-failed-read part-*.json gen-*.jsonl gen-*.meta.json *.out *.log \
       lora/samples full/samples lora/metrics.jsonl full/metrics.jsonl lora/run_summary.json full/run_summary.json \
       full2/samples full2/metrics.jsonl full2/run_summary.json pairs.jsonl pairs.out \
-      {full2r,dpo1,dpo2,dpok1,dpok2,gemma}/{samples,metrics.jsonl,run_summary.json} pairs-all.out)
+      {full2r,dpo1,dpo2,dpok1,dpok2,gemma,gdpo}/{samples,metrics.jsonl,run_summary.json} pairs-all.out \
+      gpairs.out)
     ls -la "$OUT" ;;
 esac

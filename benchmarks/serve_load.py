@@ -78,11 +78,11 @@ async def _one(client, url: str, index: int, max_tokens: int, temperature: float
     body = {"model": "x", "messages": [{"role": "user", "content": f"Create a recipe: {TITLES[index % len(TITLES)]}"}],
             "max_tokens": max_tokens, "temperature": temperature, "seed": index, "stream": True,
             "stream_options": {"include_usage": True}}
-    start = time.perf_counter()
+    start = time.monotonic()  # the server's trace uses this clock too (one for the whole host)
     first, tokens, status = None, 0, None
     async with client.stream("POST", url + "/v1/chat/completions", json=body) as response:
         status = response.status_code
-        headers = time.perf_counter() - start  # the handler has submitted the request and returned
+        headers = time.monotonic() - start  # the handler has submitted the request and returned
         async for line in response.aiter_lines():
             if not line.startswith("data: ") or line == "data: [DONE]":
                 continue
@@ -90,13 +90,46 @@ async def _one(client, url: str, index: int, max_tokens: int, temperature: float
             if event.get("usage"):
                 tokens = event["usage"]["completion_tokens"]
             if first is None and event.get("choices") and event["choices"][0]["delta"].get("content"):
-                first = time.perf_counter() - start
-    return {"status": status, "latency": time.perf_counter() - start, "ttft": first, "tokens": tokens,
-            "headers": headers}
+                first = time.monotonic() - start
+    return {"seed": index, "sent_at": start, "status": status, "latency": time.monotonic() - start, "ttft": first,
+            "tokens": tokens, "headers": headers}
+
+
+def split_first_token(results: list[dict], served: list[dict]) -> dict:
+    """Where each request's time to a first token went, joined to the server's trace by seed (one
+    monotonic clock): sent -> its handler began (connection, HTTP parsing, the server's event loop),
+    the handler (body read, checked, encoded), the engine (queued, prefilled, decoded: first text
+    handed over), the event loop taking that text, and the rest (written, sent, read by this client).
+    Medians over the requests found in both; the five add up to each request's own TTFT."""
+    by_seed = {t.get("seed"): t for t in served if t.get("submitted_at") is not None}
+    parts: dict[str, list[float]] = {"to_handler_s": [], "handler_s": [], "engine_s": [], "event_loop_s": [],
+                                     "to_client_s": []}
+    for result in results:
+        line = by_seed.get(result["seed"])
+        if line is None or result["ttft"] is None or None in (line["handler_s"], line["first_out_s"]):
+            continue
+        received = line["submitted_at"] - line["handler_s"]
+        first_out = line["submitted_at"] + line["first_out_s"]
+        parts["to_handler_s"].append(received - result["sent_at"])
+        parts["handler_s"].append(line["handler_s"])
+        parts["engine_s"].append(line["first_text_s"])
+        parts["event_loop_s"].append(line["first_out_s"] - line["first_text_s"])
+        parts["to_client_s"].append(result["sent_at"] + result["ttft"] - first_out)
+    split = {f"{name[:-2]}_p50_s": _median(values) for name, values in parts.items()}
+    split["joined"] = len(parts["handler_s"])
+    return split
+
+
+async def _lag(samples: list[float], stop: asyncio.Event, every: float = 0.002) -> None:
+    """This client's own event-loop lag: how late a 2 ms sleep wakes (a busy client delays what it measures)."""
+    while not stop.is_set():
+        began = time.monotonic()
+        await asyncio.sleep(every)
+        samples.append(time.monotonic() - began - every)
 
 
 async def _load(url: str, requests: int, max_tokens: int, temperature: float,
-                warmup_tokens: int) -> tuple[list[dict], float]:
+                warmup_tokens: int) -> tuple[list[dict], float, list[float]]:
     import httpx
 
     limits = httpx.Limits(max_connections=requests + 4, max_keepalive_connections=requests + 4)
@@ -104,9 +137,14 @@ async def _load(url: str, requests: int, max_tokens: int, temperature: float,
         # warm-up, not counted: by default of the measured size, so that the server has captured its
         # decode step for that cache size (a first capture stalls every row; --warmup-tokens 8 shows it)
         await _one(client, url, 0, warmup_tokens, temperature)
+        lags, stop = [], asyncio.Event()
+        probe = asyncio.create_task(_lag(lags, stop))
         start = time.perf_counter()
         results = await asyncio.gather(*(_one(client, url, i, max_tokens, temperature) for i in range(requests)))
-        return list(results), time.perf_counter() - start
+        wall = time.perf_counter() - start
+        stop.set()
+        await probe
+        return list(results), wall, lags
 
 
 def main() -> None:
@@ -142,7 +180,7 @@ def main() -> None:
         with running_server(model, "--max-batch", str(max(64, args.requests)), "--trace", str(trace),
                             *args.server_arg, env=env) as server:
             health = httpx.get(server.url + "/health").json()
-            results, wall = asyncio.run(_load(server.url, args.requests, args.max_tokens, args.temperature,
+            results, wall, lags = asyncio.run(_load(server.url, args.requests, args.max_tokens, args.temperature,
                                          args.warmup_tokens or args.max_tokens))
         # The warm-up request ends first; the rest are the measured ones.
         served = [json.loads(line) for line in trace.read_text().splitlines()[1:]] if trace.is_file() else []
@@ -172,6 +210,11 @@ def main() -> None:
         "headers_p50_s": _median([r["headers"] for r in answered]),
         "server_handler_p50_s": _median([t["handler_s"] for t in served if t.get("handler_s") is not None]),
         "server_first_out_p50_s": _median([t["first_out_s"] for t in served if t.get("first_out_s") is not None]),
+        # the client's TTFT split by stage (the trace joined by seed), and this client's own loop lag
+        "ttft_split": split_first_token(results, served),
+        "client_loop_lag_p50_s": _median(lags), "client_loop_lag_max_s": max(lags, default=None),
+        "switch_interval_s": os.environ.get("CHEF_GENIUS_SWITCH_INTERVAL"),
+        "server_args": args.server_arg,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(summary, indent=2) + "\n")
@@ -185,6 +228,11 @@ def main() -> None:
           f"loop p50 {summary['server_first_out_p50_s']} s; handler before submission p50 "
           f"{summary['server_handler_p50_s']} s; the client had the response's headers at p50 "
           f"{summary['headers_p50_s']} s")
+    split = summary["ttft_split"]
+    print("TTFT p50 by stage (s): " + ", ".join(f"{k[:-6]} {v:.4f}" for k, v in split.items()
+                                                  if k != "joined" and v is not None)
+          + f" ({split['joined']} joined); this client's loop lag p50 {summary['client_loop_lag_p50_s']:.4f} s,"
+          f" max {summary['client_loop_lag_max_s']:.4f} s")
     print(f"on {health['device']}; wrote {args.out}")
     if len(answered) < args.requests:
         sys.exit(f"{args.requests - len(answered)} requests were not answered")

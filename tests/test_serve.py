@@ -421,6 +421,7 @@ def test_bad_serve_options_are_one_line(tiny_model, tmp_path, capsys, monkeypatc
         port = str(taken.getsockname()[1])
         cases = [(["--port", "70000"], "is not a port"), (["--port", port], "cannot listen on 127.0.0.1"),
                  (["--max-queue", "0"], "--max-queue must be positive"),
+                 (["--stream-every", "0"], "--stream-every must be positive"),
                  (["--max-tokens", "2000"], "over --max-tokens-cap"), (["--timeout", "0"], "--timeout must"),
                  (["--trace", str(tmp_path)], "--trace"), (["--trace", str(tmp_path / "no" / "t.jsonl")], "--trace")]
         for args, expected in cases:
@@ -428,6 +429,10 @@ def test_bad_serve_options_are_one_line(tiny_model, tmp_path, capsys, monkeypatc
             assert code == 2 and expected in err and len(err.strip().splitlines()) == 1, err
     code, err = _serve_main(capsys, str(tmp_path / "nothing-here"), "--port", "0")
     assert code == 2 and "no such run" in err and len(err.strip().splitlines()) == 1
+    for value in ("fast", "0", "2"):  # the GIL's switch interval, in seconds (0, 1]
+        monkeypatch.setenv("CHEF_GENIUS_SWITCH_INTERVAL", value)
+        code, err = _serve_main(capsys, str(tiny_model), "--port", "0")
+        assert code == 2 and "CHEF_GENIUS_SWITCH_INTERVAL" in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_loopback_addresses():

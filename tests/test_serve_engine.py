@@ -265,12 +265,18 @@ def test_the_trace_has_a_line_per_request_in_time_order(random_llama, kind, tmp_
     engine = Engine(model, tokenizer, CAUSAL, engine=kind, trace=trace)
     try:
         ids = _encode(tokenizer, CAUSAL, PROMPTS)
-        asyncio.run(_texts(engine, [GenerationRequest([i], 20, _settings("greedy")) for i in ids]))
+        before = time.monotonic()
+        asyncio.run(_texts(engine, [GenerationRequest([i], 20, _settings("greedy"), seed=100 + k)
+                                    for k, i in enumerate(ids)]))
+        after = time.monotonic()
     finally:
         engine.close()
     lines = [json.loads(line) for line in trace.read_text().splitlines()]
     assert lines[0] == {"earlier": True} and len(lines) == 1 + len(PROMPTS)
+    # the seed joins a line to its request; submitted_at is this process's monotonic clock
+    assert sorted(line["seed"] for line in lines[1:]) == [100 + k for k in range(len(PROMPTS))]
     for line in lines[1:]:
+        assert before - 1e-5 <= line["submitted_at"] <= line["submitted_at"] + line["total_s"] <= after + 1e-5
         assert line["rows"] == 1 and line["max_tokens"] == 20
         assert 0 <= line["queued_s"] <= line["first_text_s"] <= line["total_s"] < 60
         assert line["handler_s"] is None  # submitted without an HTTP handler

@@ -123,6 +123,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-queue", type=int, default=256,
                        help="requests queued or running; more are answered 503 (default: %(default)s)")
     serve.add_argument("--timeout", type=float, default=120.0, help="seconds a request may take (default: 120)")
+    serve.add_argument("--stream-every", type=int, default=4,
+                       help="decode steps between the text sent to clients: more is fewer, larger pieces (less work "
+                            "for the server, a later first token) (default: %(default)s)")
     serve.add_argument("--trace", type=Path, help="append one JSON line per request to this file as it ends: "
                                               "seconds queued, to its first text, and in all (where the time goes)")
     serve.add_argument("--device", help="cuda or cpu (default: cuda when there is one)")

@@ -129,12 +129,15 @@ class Engine:
         (``queued_s``), to its first text handed to the server's event loop (``first_text_s``), to
         that text taken by the loop for its response (``first_out_s``) and to its end
         (``total_s``), and from its HTTP handler's start to its submission (``handler_s``: the body
-        read, checked and encoded); null where it never got there. A file that cannot be written
+        read, checked and encoded); null where it never got there. ``submitted_at`` is the
+        submission's `time.monotonic()` (one clock for every process of the host: a load test joins
+        its own times to these by ``seed``). A file that cannot be written
         (disk full, folder gone) loses the line, never a request."""
         def since(moment: float | None) -> float | None:
             return None if moment is None else round(moment - ticket.submitted, 6)
 
-        line = {"rows": ticket.request.rows, "max_tokens": ticket.request.max_tokens,
+        line = {"rows": ticket.request.rows, "max_tokens": ticket.request.max_tokens, "seed": ticket.request.seed,
+                "submitted_at": round(ticket.submitted, 6),  # time.monotonic(): a client on this host joins by it
                 "handler_s": None if ticket.received is None else round(ticket.submitted - ticket.received, 6),
                 "queued_s": since(ticket.started), "first_text_s": since(ticket.first_text),
                 "first_out_s": since(ticket.first_out), "total_s": since(time.monotonic())}

@@ -38,7 +38,7 @@ def check_options(args) -> str | None:
         raise UserError("serve: the API key is shorter than 8 characters")
     if not 0 <= args.port <= 65535:
         raise UserError(f"serve: --port {args.port} is not a port (0-65535; 0 picks a free one)")
-    for name in ("max_tokens", "max_tokens_cap", "max_batch", "max_queue"):
+    for name in ("max_tokens", "max_tokens_cap", "max_batch", "max_queue", "stream_every"):
         if getattr(args, name) <= 0:
             raise UserError(f"serve: --{name.replace('_', '-')} must be positive")
     if args.max_tokens > args.max_tokens_cap:
@@ -62,6 +62,22 @@ def bind(host: str, port: int) -> socket.socket:
         raise UserError(f"serve: cannot listen on {host}:{port}: {error.strerror or error}") from None
     sock.listen(2048)
     return sock
+
+
+def switch_interval() -> float | None:
+    """``CHEF_GENIUS_SWITCH_INTERVAL``: seconds between the GIL's hand-overs (`sys.setswitchinterval`;
+    Python's default is 0.005). The engine's thread and the event loop share one interpreter: a
+    thread waiting for the GIL waits up to this long while the other runs Python. None: unset."""
+    value = os.environ.get("CHEF_GENIUS_SWITCH_INTERVAL")
+    if value is None or value == "":
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds <= 1:
+        raise UserError(f"serve: CHEF_GENIUS_SWITCH_INTERVAL={value!r} is not a number of seconds in (0, 1]")
+    return seconds
 
 
 def model_source(run: Path) -> tuple[Path, str]:
@@ -88,13 +104,16 @@ def serve(args, templates_for) -> int:
     from chef_genius.serve.engine import Engine
     from chef_genius.serve.prompts import Limits
 
+    interval = switch_interval()
     sock = bind(args.host, args.port)
     try:
         source, name = model_source(args.run)
         loaded = load_run(source, device=args.device)
         engine = Engine(loaded.model, loaded.tokenizer, loaded.family, max_rows=args.max_batch,
                         max_queue=args.max_queue, timeout=args.timeout, engine=args.engine,
-                        max_new_tokens=args.max_tokens_cap, trace=args.trace)
+                        max_new_tokens=args.max_tokens_cap, trace=args.trace, check_every=args.stream_every)
+        if interval is not None:
+            sys.setswitchinterval(interval)
         limit = loaded.family.new_token_budget(loaded.model, 0, 4096)  # a causal model's positions
         limits = Limits(max_prompt_tokens=min(1024, max(1, limit - 1)), max_tokens=args.max_tokens,
                         max_tokens_cap=args.max_tokens_cap)

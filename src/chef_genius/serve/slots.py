@@ -5,13 +5,16 @@ step captured once as a CUDA graph on a GPU. Each turn of the loop the worker
 
 1. takes waiting requests into free slots, all of their rows at once (a request's ``n`` rows
    stay together until the last one ends), and prefills them in one pass;
-2. runs ``check_every`` decode steps for every slot;
-3. reads back, in one copy, every slot's new tokens and whether it ended, streams the new text to
-   its client (`StreamingDetokenizer`, `pieces.deliver`) and frees the slots of requests that are
-   done, cancelled (the client went away) or out of time.
+2. reads back, in one copy, every slot's new tokens and whether it ended (waiting for the steps
+   launched the turn before, and for the prefill);
+3. launches the next ``check_every`` decode steps for every slot, then, while the device runs
+   them, streams the new text to its client (`StreamingDetokenizer`, `pieces.deliver`) and frees
+   the slots of requests that are done, cancelled (the client went away) or out of time.
 
-So a newcomer waits at most one turn for its prefill, and its first token comes back at the end
-of that turn. Each row decodes with its own request's settings (`generation.rowrules`). A request
+So the host's work of a turn (text, pieces, the event loop's share of the GIL) overlaps the
+device's steps instead of idling it, and a newcomer's first token (its prefill's) comes back in
+the turn it was admitted. A freed row may have decoded one turn more than it needed; nothing
+reads it (a finished row writes nothing; a cancelled one is ended by `free` before the next). Each row decodes with its own request's settings (`generation.rowrules`). A request
 the per-row rules cannot express (beam search, a repetition penalty), or with more rows than
 there are slots, is decoded by the Transformers path (`serve.batch`, or ``model.generate`` for
 beams) once every slot is free.
@@ -68,6 +71,7 @@ class SlotLoop:
         self.engine = engine
         self.every = engine.check_every
         self.decoder = None
+        self.ahead = False  # decode steps launched and not yet read
         self.owner: list[tuple | None] = [None] * engine.max_rows  # slot -> (ticket, row)
         self.ended: list[bool] = [False] * engine.max_rows
         self.counts = [0] * engine.max_rows
@@ -99,8 +103,13 @@ class SlotLoop:
                     if alone is not None:
                         engine._run([alone])
                     elif self.busy():
-                        self._decoder().advance(self.every)
-                        self._collect()
+                        decoder = self._decoder()
+                        if not self.ahead:
+                            decoder.advance(self.every)
+                        written = decoder.read()
+                        decoder.advance(self.every)  # the next turn's steps run while this one streams
+                        self.ahead = True
+                        self._collect(written)
                 except Exception as error:  # the server goes on: the rows decoding get the error
                     self._fail(error)
                 engine.active_rows = len(self.busy())
@@ -153,10 +162,10 @@ class SlotLoop:
         self.engine.active_rows = len(self.busy())
         decoder.admit(slots, prompts, limits, settings, seeds, generators, busy=busy)
 
-    def _collect(self) -> None:
-        """Stream what the rows wrote; free the slots of requests done or gone."""
-
-        counts, finished, fresh = self.decoder.read()
+    def _collect(self, written: tuple[list[int], list[bool], list[list[int]]]) -> None:
+        """Stream what the rows wrote (``written``: `SlotDecoder.read`'s); free the slots of requests
+        done or gone."""
+        counts, finished, fresh = written
         stops, ended, tickets = set(self.engine.stops), {}, {}
         for slot in self.busy():
             ticket, _ = self.owner[slot]
@@ -197,4 +206,4 @@ class SlotLoop:
                 ticket.send(Piece(-1, f"generation failed ({type(error).__name__})", "error"))
             self.owner[slot] = None
             self.engine._release(ticket)
-        self.decoder = None  # its state may be half-written: a fresh one for the next requests
+        self.decoder, self.ahead = None, False  # its state may be half-written: a fresh one for the next requests
