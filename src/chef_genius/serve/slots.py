@@ -14,10 +14,12 @@ step captured once as a CUDA graph on a GPU. Each turn of the loop the worker
 So the host's work of a turn (text, pieces, the event loop's share of the GIL) overlaps the
 device's steps instead of idling it, and a newcomer's first token (its prefill's) comes back in
 the turn it was admitted. A freed row may have decoded one turn more than it needed; nothing
-reads it (a finished row writes nothing; a cancelled one is ended by `free` before the next). Each row decodes with its own request's settings (`generation.rowrules`). A request
-the per-row rules cannot express (beam search, a repetition penalty), or with more rows than
-there are slots, is decoded by the Transformers path (`serve.batch`, or ``model.generate`` for
-beams) once every slot is free.
+reads it (a finished row writes nothing; a cancelled one is ended by `free` before the next).
+
+Each row decodes with its own request's settings (`generation.rowrules`). A request the per-row
+rules cannot express (beam search, a repetition penalty), or with more rows than there are slots,
+is decoded by the Transformers path (`serve.batch`, or ``model.generate`` for beams) once every
+slot is free.
 
 Seeds: on the CPU (no graph) a seeded request's rows draw from its own generator, as `generate`
 draws with that seed, so it writes what `generate` writes. On a GPU the graph draws by the
