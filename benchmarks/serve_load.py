@@ -80,10 +80,11 @@ async def _one(client, url: str, index: int, max_tokens: int, temperature: float
             "stream_options": {"include_usage": True}}
     start = time.monotonic()  # the server's trace uses this clock too (one for the whole host)
     first, tokens, status = None, 0, None
-    async with client.stream("POST", url + "/v1/chat/completions", json=body) as response:
-        status = response.status_code
+    async with client.post(url + "/v1/chat/completions", json=body) as response:
+        status = response.status
         headers = time.monotonic() - start  # the handler has submitted the request and returned
-        async for line in response.aiter_lines():
+        async for raw in response.content:  # server-sent events, a line at a time
+            line = raw.decode("utf-8").rstrip("\r\n")
             if not line.startswith("data: ") or line == "data: [DONE]":
                 continue
             event = json.loads(line[6:])
@@ -130,10 +131,13 @@ async def _lag(samples: list[float], stop: asyncio.Event, every: float = 0.002) 
 
 async def _load(url: str, requests: int, max_tokens: int, temperature: float,
                 warmup_tokens: int) -> tuple[list[dict], float, list[float]]:
-    import httpx
+    # aiohttp, not httpx: 64 GETs of /v1/models at once took 60-220 ms (p50) through httpx's AsyncClient
+    # and 16-51 ms through aiohttp or bare asyncio sockets, against the same server on 2 cores (docs/serve.md):
+    # a client's own overhead would be counted as the server's time to a first token.
+    import aiohttp
 
-    limits = httpx.Limits(max_connections=requests + 4, max_keepalive_connections=requests + 4)
-    async with httpx.AsyncClient(timeout=600, limits=limits) as client:
+    connector = aiohttp.TCPConnector(limit=requests + 4)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=600)) as client:
         # warm-up, not counted: by default of the measured size, so that the server has captured its
         # decode step for that cache size (a first capture stalls every row; --warmup-tokens 8 shows it)
         await _one(client, url, 0, warmup_tokens, temperature)

@@ -112,6 +112,9 @@ class SlotLoop:
                         decoder.advance(self.every)  # the next turn's steps run while this one streams
                         self.ahead = True
                         self._collect(written)
+                        if not self.busy():  # idle: the steps in flight end before a graph or cache is let go
+                            decoder.read()
+                            self.ahead = False
                 except Exception as error:  # the server goes on: the rows decoding get the error
                     self._fail(error)
                 engine.active_rows = len(self.busy())
