@@ -299,3 +299,26 @@ def test_an_unwritable_trace_loses_lines_not_requests(random_llama, kind, tmp_pa
         engine.close()
     assert len(got) == 2 and all(g[0] for g in got) and again[0] == got[0]
     assert not folder.exists()
+
+
+@pytest.mark.parametrize("every", [1, 3])
+def test_the_slot_loop_streams_every_check_every_steps(tiny_recipes, every):
+    """`serve --stream-every N`: a row's text comes in pieces N tokens apart, the first of them its
+    prefill's token alone (sent in the turn it was admitted, while the next turn's steps run), and
+    the text is the Transformers path's whatever N is."""
+    model, tokenizer = tiny_recipes
+    [endless] = _encode(tokenizer, CAUSAL, [ENDLESS])  # a token of text each step
+
+    async def pieces(kind: str, every: int) -> list:
+        engine = Engine(model, tokenizer, CAUSAL, engine=kind, check_every=every)
+        try:
+            return [p async for p in engine.submit(GenerationRequest([endless], 20, _settings("greedy")))]
+        finally:
+            engine.close()
+
+    got = asyncio.run(pieces("chef-genius", every))
+    counts = [p.tokens for p in got if p.finish_reason is None]
+    assert counts == list(range(1, 20, every)), counts
+    assert got[-1].finish_reason == "length" and got[-1].tokens == 20
+    reference = asyncio.run(pieces("transformers", 1))
+    assert "".join(p.text for p in got) == "".join(p.text for p in reference)

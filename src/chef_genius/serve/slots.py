@@ -73,7 +73,6 @@ class SlotLoop:
         self.engine = engine
         self.every = engine.check_every
         self.decoder = None
-        self.ahead = False  # decode steps launched and not yet read
         self.owner: list[tuple | None] = [None] * engine.max_rows  # slot -> (ticket, row)
         self.ended: list[bool] = [False] * engine.max_rows
         self.counts = [0] * engine.max_rows
@@ -106,15 +105,11 @@ class SlotLoop:
                         engine._run([alone])
                     elif self.busy():
                         decoder = self._decoder()
-                        if not self.ahead:
-                            decoder.advance(self.every)
-                        written = decoder.read()
+                        written = decoder.read()  # waits for the steps in flight and any prefill
                         decoder.advance(self.every)  # the next turn's steps run while this one streams
-                        self.ahead = True
                         self._collect(written)
                         if not self.busy():  # idle: the steps in flight end before a graph or cache is let go
                             decoder.read()
-                            self.ahead = False
                 except Exception as error:  # the server goes on: the rows decoding get the error
                     self._fail(error)
                 engine.active_rows = len(self.busy())
@@ -211,4 +206,4 @@ class SlotLoop:
                 ticket.send(Piece(-1, f"generation failed ({type(error).__name__})", "error"))
             self.owner[slot] = None
             self.engine._release(ticket)
-        self.decoder, self.ahead = None, False  # its state may be half-written: a fresh one for the next requests
+        self.decoder = None  # its state may be half-written: a fresh one for the next requests
