@@ -217,7 +217,7 @@ PY
     for _ in $(seq 1 $(( ${WAIT_S:-420} / 5 ))); do [ -f $W/part-train-gemma.json ] && break; sleep 5; done
     tail -n 2 $W/train-gemma.out; tail -c 400 $W/gemma/metrics.jsonl; echo
     [ -f $W/part-train-gemma.json ] || { echo "gemma: still training; gemma-candidates waits for it"; exit 0; }
-    [ "${GEMMA_LAUNCH:-1}" = 1 ] && "$0" gemma-launch ;;
+    if [ "${GEMMA_LAUNCH:-1}" = 1 ]; then "$0" gemma-launch; fi ;;
   gemma-dpo)  # right after `gemma` (GEMMA_LAUNCH=0), in the SAME call: preference pairs from the Gemma run's own
               # samples (PAIRS_N training prompts x 2, the verdict's rejects against the real recipe), then DPO
               # with dpo2's flags (learning rate 1e-5, --dpo-sft-weight 1) in the background as `gdpo`
@@ -225,13 +225,16 @@ PY
     timeout ${GEN_S:-200} python3 -m chef_genius preference-pairs $W/gemma --data $W/data --split train \
       --max-examples ${PAIRS_N:-1200} --samples 2 --batch-size 256 --out $W/gpairs.jsonl > $W/gpairs.out 2>&1
     tail -n 2 $W/gpairs.out; [ -s $W/gpairs.jsonl ] || exit 1
+    # one cosine cycle about as long as the run (dpo2: 5,125 pairs in 109 steps of 16,384 tokens, ~47 a step), so
+    # that it ends annealed: the unannealed Gemma run lost its digits (docs/models.md)
+    cycle=$(( $(wc -l < $W/gpairs.jsonl) / 47 )); [ $cycle -ge 10 ] || cycle=10
     bg "$QG train --name gdpo -- --model $W/gemma --preference $W/gpairs.jsonl --epochs 1 --disable-lora \
-      --learning-rate 1e-5 --dpo-sft-weight 1 $TRAIN" train-gdpo
+      --learning-rate 1e-5 --dpo-sft-weight 1 $TRAIN --set schedule.first_cycle_steps=$cycle" train-gdpo
     sleep 60; tail -n 3 $W/train-gdpo.out; tail -c 300 $W/gdpo/metrics.jsonl; echo ;;
   gemma-dpo-candidates)  # after gemma-dpo: wait for gdpo (up to WAIT_S), its candidates (held-out sites 500 x 4,
                          # val 160 x 4) waited for (up to GEN_S), then collect
     for _ in $(seq 1 $(( ${WAIT_S:-300} / 5 ))); do [ -f $W/part-train-gdpo.json ] && break; sleep 5; done
-    tail -n 2 $W/train-gdpo.out; [ -f $W/part-train-gdpo.json ] || exit 1
+    tail -n 2 $W/train-gdpo.out; [ -f $W/part-train-gdpo.json ] || { "$0" collect; exit 1; }
     for spec in "heldout 4 500" "val 4 160"; do
       read -r set n examples <<< "$spec"
       bg "timeout ${GEN_S:-200} $QG generate --name gdpo --set $set --n $n --tag n4 --examples $examples \
@@ -260,6 +263,6 @@ PY
       lora/samples full/samples lora/metrics.jsonl full/metrics.jsonl lora/run_summary.json full/run_summary.json \
       full2/samples full2/metrics.jsonl full2/run_summary.json pairs.jsonl pairs.out \
       {full2r,dpo1,dpo2,dpok1,dpok2,gemma,gdpo}/{samples,metrics.jsonl,run_summary.json} pairs-all.out \
-      gpairs.out)
+      gpairs.out gpairs.jsonl)
     ls -la "$OUT" ;;
 esac

@@ -2,7 +2,8 @@
 # On the device machine: chef-genius serve on the GPU, 64 streamed requests at once
 # (benchmarks/serve_load.py --random-smollm2: SmolLM2-135M's shape, random weights).
 # Carry .whl/ holding the serve extra's wheels for the machine's Python:
-#   pip download --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 -d .whl fastapi uvicorn httpx
+#   pip download --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 -d .whl fastapi uvicorn httpx aiohttp (+ aiohappyeyeballs aiosignal frozenlist
+#   multidict propcache yarl)
 set -euo pipefail
 CODE=$PWD; source "$(dirname "$0")/device_common.sh"
 export PYTHONPATH=$PYTHONPATH:$CODE  # serve_load.py starts its server from tests/harness

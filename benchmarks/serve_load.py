@@ -107,7 +107,8 @@ def split_first_token(results: list[dict], served: list[dict]) -> dict:
                                      "to_client_s": []}
     for result in results:
         line = by_seed.get(result["seed"])
-        if line is None or result["ttft"] is None or None in (line["handler_s"], line["first_out_s"]):
+        if line is None or result["ttft"] is None or \
+                None in (line["handler_s"], line["first_text_s"], line["first_out_s"]):
             continue
         received = line["submitted_at"] - line["handler_s"]
         first_out = line["submitted_at"] + line["first_out_s"]
@@ -131,8 +132,8 @@ async def _lag(samples: list[float], stop: asyncio.Event, every: float = 0.002) 
 
 async def _load(url: str, requests: int, max_tokens: int, temperature: float,
                 warmup_tokens: int) -> tuple[list[dict], float, list[float]]:
-    # aiohttp, not httpx: 64 GETs of /v1/models at once took 60-220 ms (p50) through httpx's AsyncClient
-    # and 16-51 ms through aiohttp or bare asyncio sockets, against the same server on 2 cores (docs/serve.md):
+    # aiohttp, not httpx: 64 GETs of /v1/models at once took 61-235 ms (p50) through httpx's AsyncClient,
+    # 24-55 ms through aiohttp and 10-48 ms through bare sockets, on 2 cores (serve_client_overhead.py):
     # a client's own overhead would be counted as the server's time to a first token.
     import aiohttp
 

@@ -268,9 +268,9 @@ def test_the_trace_has_a_line_per_request_in_time_order(random_llama, kind, tmp_
         before = time.monotonic()
         asyncio.run(_texts(engine, [GenerationRequest([i], 20, _settings("greedy"), seed=100 + k)
                                     for k, i in enumerate(ids)]))
-        after = time.monotonic()
     finally:
         engine.close()
+    after = time.monotonic()  # the worker has written every line (closed and joined)
     lines = [json.loads(line) for line in trace.read_text().splitlines()]
     assert lines[0] == {"earlier": True} and len(lines) == 1 + len(PROMPTS)
     # the seed joins a line to its request; submitted_at is this process's monotonic clock

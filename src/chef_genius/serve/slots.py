@@ -14,7 +14,8 @@ step captured once as a CUDA graph on a GPU. Each turn of the loop the worker
 So the host's work of a turn (text, pieces, the event loop's share of the GIL) overlaps the
 device's steps instead of idling it, and a newcomer's first token (its prefill's) comes back in
 the turn it was admitted. A freed row may have decoded one turn more than it needed; nothing
-reads it (a finished row writes nothing; a cancelled one is ended by `free` before the next).
+reads it (a finished row writes nothing; a cancelled one is ended by `free` before the next). The
+cost: a row's end is seen one turn later, so its slot takes a newcomer ``check_every`` steps later.
 
 Each row decodes with its own request's settings (`generation.rowrules`). A request the per-row
 rules cannot express (beam search, a repetition penalty), or with more rows than there are slots,
