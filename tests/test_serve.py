@@ -451,3 +451,19 @@ def test_a_gguf_file_is_served_as_its_model_folder(tmp_path, monkeypatch):
     folder, name = model_source(gguf)
     assert name == "SmolLM2-tiny.Q8" and (folder / "config.json").is_file() and folder.is_relative_to(tmp_path)
     assert model_source(tmp_path / "runs" / "soup" / "final") == (tmp_path / "runs" / "soup" / "final", "soup")
+
+
+def test_the_switch_interval_is_read_from_the_environment(monkeypatch):
+    """CHEF_GENIUS_SWITCH_INTERVAL: seconds for `sys.setswitchinterval`; unset or empty: Python's own."""
+    from chef_genius.errors import UserError
+    from chef_genius.serve.server import switch_interval
+
+    monkeypatch.delenv("CHEF_GENIUS_SWITCH_INTERVAL", raising=False)
+    assert switch_interval() is None
+    for value, seconds in (("", None), ("0.0005", 0.0005), ("1", 1.0)):
+        monkeypatch.setenv("CHEF_GENIUS_SWITCH_INTERVAL", value)
+        assert switch_interval() == seconds
+    for value in ("nan", "inf", "-0.001", "0"):
+        monkeypatch.setenv("CHEF_GENIUS_SWITCH_INTERVAL", value)
+        with pytest.raises(UserError, match="CHEF_GENIUS_SWITCH_INTERVAL"):
+            switch_interval()
