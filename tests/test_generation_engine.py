@@ -86,6 +86,17 @@ def engine_rows(model, sources, pad_id, stops, settings, max_new, family, batch,
         return generate_ids(model, sources, family, settings, stops, pad_id, max_new, batch, options=options)
 
 
+def _graph_rows_match_transformers(model, sources, preset, family, batches) -> None:
+    """The engine's CUDA-graph steps (30 new tokens, end token 1, pad 0) give Transformers' rows for
+    ``preset``, at each batch size of ``batches``."""
+    settings = {**NEUTRAL, **DECODING[preset]}
+    expected = transformers_rows(model, sources, 0, [1], settings, 30, family)
+    for batch in batches:
+        got = engine_rows(model, sources, 0, [1], settings, 30, family, batch=batch,
+                          options=EngineOptions(check_every=4, graphs=True))
+        assert [ids for ids, _ in got] == expected
+
+
 def causal_case(llama, preset):
     model, tokenizer = llama
     model = sharpened(model, tokenizer)
@@ -390,12 +401,7 @@ def test_t5_cuda_graph_path_writes_transformers_greedy_recipes(gated, preset):
     model = t5_model(gated).cuda()
     generator = torch.Generator().manual_seed(1)
     sources = [torch.randint(2, 97, (n,), generator=generator).tolist() + [1] for n in (5, 12, 3, 9, 17, 7, 2)]
-    settings = {**NEUTRAL, **DECODING[preset]}
-    expected = transformers_rows(model, sources, 0, [1], settings, 30, SEQ2SEQ)
-    for batch in (7, 3):
-        got = engine_rows(model, sources, 0, [1], settings, 30, SEQ2SEQ, batch=batch,
-                          options=EngineOptions(check_every=4, graphs=True))
-        assert [ids for ids, _ in got] == expected
+    _graph_rows_match_transformers(model, sources, preset, SEQ2SEQ, batches=(7, 3))
 
 
 def test_cache_keyword_follows_the_forward_signature():
@@ -536,12 +542,7 @@ def test_gemma3_cuda_graph_path_writes_transformers_greedy_rows(preset):
     model = gemma_model().cuda()
     generator = torch.Generator().manual_seed(2)
     sources = [[2] + torch.randint(3, 97, (n,), generator=generator).tolist() for n in (5, 12, 1, 9, 16, 7)]
-    settings = {**NEUTRAL, **DECODING[preset]}
-    expected = transformers_rows(model, sources, 0, [1], settings, 30, CAUSAL)
-    for batch in (6, 3):
-        got = engine_rows(model, sources, 0, [1], settings, 30, CAUSAL, batch=batch,
-                          options=EngineOptions(check_every=4, graphs=True))
-        assert [ids for ids, _ in got] == expected
+    _graph_rows_match_transformers(model, sources, preset, CAUSAL, batches=(6, 3))
 
 
 @pytest.mark.parametrize("top_p", [0.9, 1.0])

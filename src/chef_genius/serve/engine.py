@@ -91,8 +91,8 @@ class Engine:
                 raise EngineBusy(f"the server is busy ({self._load} requests queued or running); try again shortly")
             self._load += 1
         timeout = self.timeout if request.timeout is None else request.timeout
-        ticket = Ticket(request, asyncio.get_running_loop(), asyncio.Queue(), time.monotonic() + timeout, timeout)
-        ticket.received = received
+        ticket = Ticket(request, asyncio.get_running_loop(), asyncio.Queue(), time.monotonic() + timeout, timeout,
+                        received=received)
         self._queue.put(ticket)
         return self._pieces(ticket)
 
