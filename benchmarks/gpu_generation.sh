@@ -39,7 +39,7 @@ case "$1" in
       --max-new-tokens 256 2>&1 | tee "$OUT/t5.log" ;;
   profile)  # SmolLM2-135M's shape (random weights), careful, batch 256, bfloat16: tokens/s and where the step's time goes
     timeout 240 python3 $CODE/benchmarks/profile_generation.py --random-smollm2 --data $DATA --batch 256 --examples 256 \
-      --variants bf16-graphs fp32-graphs --profile-dtype bfloat16 --out $OUT/generation_profile.json > $OUT/profile.log 2>&1
+      --variants ${VARIANTS:-bf16-graphs fp32-graphs} --profile-dtype bfloat16 --out $OUT/generation_profile.json > $OUT/profile.log 2>&1
     head -n 40 $OUT/profile.log ;;
   evalspeed)  # evaluate's own time on 500 held-out recipes, without and with the 3-sample protocol (random weights:
               # no recipe ends early, every one runs to 512 tokens: the worst case)

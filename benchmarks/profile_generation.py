@@ -1,7 +1,7 @@
 """Where the engine's decode time goes (issue 23's "the profile that shows why"), on one GPU.
 
 Runs the engine (`chef_genius.generation.generate_ids`) over held-out prompts at one batch size and
-preset, in variants (the model's dtype, CUDA graphs on or off), and prints tokens/s of each; then
+preset, in variants (the model's dtype, CUDA graphs on or off, the fused Llama step), and prints tokens/s of each; then
 profiles the default variant with torch.profiler and prints the top operations by CUDA time and the
 engine's own ranges (prefill, decode step, finished-row check). Writes the tables and numbers to
 --out (JSON).
@@ -21,11 +21,13 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-VARIANTS = {"fp32-graphs": (torch.float32, True), "bf16-graphs": (torch.bfloat16, True),
-            "fp32-eager": (torch.float32, False)}
+# label: (dtype, CUDA graphs, fused: the lean Llama step inside the graph, EngineOptions.fused)
+VARIANTS = {"fp32-graphs": (torch.float32, True, False), "bf16-graphs": (torch.bfloat16, True, False),
+            "fp32-eager": (torch.float32, False, False), "fp32-graphs-fused": (torch.float32, True, True),
+            "bf16-graphs-fused": (torch.bfloat16, True, True)}
 
 
-def run(model, tokenizer, family, prompts, decoding, batch, max_new, graphs=True) -> tuple[int, float]:
+def run(model, tokenizer, family, prompts, decoding, batch, max_new, graphs=True, fused=False) -> tuple[int, float]:
     from chef_genius.generation import EngineOptions, generate_ids
     from chef_genius.inference import DECODING, NEUTRAL
 
@@ -35,7 +37,7 @@ def run(model, tokenizer, family, prompts, decoding, batch, max_new, graphs=True
     start = time.perf_counter()
     with torch.no_grad():
         out = generate_ids(model, sources, family, {**NEUTRAL, **DECODING[decoding]}, family.stop_ids(tokenizer),
-                           tokenizer.pad_token_id, max_new, batch, options=EngineOptions(graphs=graphs))
+                           tokenizer.pad_token_id, max_new, batch, options=EngineOptions(graphs=graphs, fused=fused))
     torch.cuda.synchronize()
     return sum(len(ids) for ids, _ in out), time.perf_counter() - start
 
@@ -66,10 +68,11 @@ def main() -> None:
         prompts = held_out_prompts(args.data, args.examples, 0, Path(tmp))
     variants = {}
     for label in args.variants:
-        dtype, graphs = VARIANTS[label]
+        dtype, graphs, fused = VARIANTS[label]
         model = model.to(dtype)
-        run(model, tokenizer, family, prompts[:2], args.decoding, 2, 8, graphs)  # warm-up
-        tokens, seconds = run(model, tokenizer, family, prompts, args.decoding, args.batch, args.max_new_tokens, graphs)
+        run(model, tokenizer, family, prompts[:2], args.decoding, 2, 8, graphs, fused)  # warm-up
+        tokens, seconds = run(model, tokenizer, family, prompts, args.decoding, args.batch, args.max_new_tokens,
+                              graphs, fused)
         variants[label] = {"tokens": tokens, "seconds": round(seconds, 3),
                            "tokens_per_second": round(tokens / seconds, 1)}
         print(f"{label:<18} {tokens:>7} tokens {seconds:>7.2f} s {tokens / seconds:>9.1f} tok/s", flush=True)

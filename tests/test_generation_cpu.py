@@ -55,6 +55,7 @@ def engine(model, settings, options, batch=2, max_new=30, stop: int = STOP):
 def test_the_lean_step_supports_plain_llamas_only():
     model = tiny_llama()
     assert LlamaDecodeStep.supports(model) and LlamaDecodeStep.supports(tiny_llama(tied=True))
+    assert LlamaDecodeStep.supports(model, "cpu") and not LlamaDecodeStep.supports(model, "cuda")
     assert LlamaDecodeStep.supports(tiny_llama(bias=True))
     from peft import LoraConfig, get_peft_model
 
@@ -131,6 +132,10 @@ def test_cpu_path_writes_transformers_greedy_recipes(bias, stop, monkeypatch):
     calls.clear()
     assert engine(model, {"do_sample": False}, EngineOptions(check_every=3, cpu_fast=False), stop=stop) == fast
     assert not calls
+    # fused: the lean step with one block a matrix over the whole cache, as a GPU's graph runs it
+    assert engine(model, {"do_sample": False}, EngineOptions(check_every=3, cpu_fast=False, fused=True),
+                  stop=stop) == fast
+    assert len(calls) >= 20
 
 
 def test_short_rows_skip_the_weight_copies(monkeypatch):
@@ -141,7 +146,7 @@ def test_short_rows_skip_the_weight_copies(monkeypatch):
     model = tiny_llama()
     made = []
     original = LlamaDecodeStep.__init__
-    monkeypatch.setattr(LlamaDecodeStep, "__init__", lambda self, m: made.append(1) or original(self, m))
+    monkeypatch.setattr(LlamaDecodeStep, "__init__", lambda self, *a: made.append(1) or original(self, *a))
     short = causal.CPU_FAST_MIN_TOKENS - 1
     got = engine(model, {"do_sample": False}, EngineOptions(), max_new=short)
     assert not made and model.lm_head.weight.is_contiguous()

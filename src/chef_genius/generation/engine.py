@@ -43,6 +43,10 @@ class EngineOptions:
             run through `llama_step.LlamaDecodeStep` (a plain Llama) or on column-major weights
             (`layout`); float32 values, MKL's summation order (docs/generation.md, CPU). It holds
             a second copy of those weights while it decodes: a CPU server, the whole time.
+        fused: a plain Llama's decode steps run through `llama_step.LlamaDecodeStep` on any device,
+            inside the CUDA graph on a GPU (q/k/v and gate/up as one product each); a second copy
+            of the weights. Off: not yet measured on a GPU (benchmarks/profile_generation.py's
+            ``*-fused`` variants).
     """
 
     exact: bool = False
@@ -51,6 +55,7 @@ class EngineOptions:
     race: bool | None = None
     grouped: bool = True
     cpu_fast: bool = True
+    fused: bool = False
 
 
 def model_type(model: torch.nn.Module) -> str:
@@ -123,7 +128,7 @@ def generate_ids(model: torch.nn.Module, sources: list[list[int]], family, setti
         decoder = CausalDecoder(model, rule, stops, pad_id, max_new_tokens, slots, max(len(r) for r in rows),
                                 continuous=not options.exact, check_every=check_every, graphs=options.graphs,
                                 race=options.race, position_limit=position_limit(model), grouped=options.grouped,
-                                cpu_fast=options.cpu_fast)
+                                cpu_fast=options.cpu_fast, fused=options.fused)
     else:
         decoder = Seq2SeqDecoder(model, rule, stops, pad_id, max_new_tokens, slots, check_every=check_every,
                                  graphs=options.graphs, race=options.race)

@@ -69,15 +69,20 @@ def _rms_norm(hidden: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.T
 class LlamaDecodeStep:
     """Logits of one decode step of a plain `LlamaForCausalLM`, from its weights (see the module).
 
+    On a GPU (`EngineOptions.fused`, off by default, not yet measured there) the same step runs inside
+    the engine's CUDA graph, with one block a matrix (``parts=1``): three products a layer fewer
+    than the model's forward (q, k and v in one; gate and up in one).
+
     Args:
-        model: the model (``supports(model)`` must hold); its weights are copied (fused and
+        model: the model (``supports(model, device)`` must hold); its weights are copied (fused and
             packed) when this is made, so they must not change while it is used: the engine makes
             one per decoder (about 0.3 s for SmolLM2-135M on 2 cores). Not kept across runs: a
             weight changed through ``.data`` leaves no trace (no version counter) to tell a stale
             copy by.
+        parts: blocks of output columns a matrix is stored in (2: both CPU cores busy; 1 on a GPU).
     """
 
-    def __init__(self, model: torch.nn.Module):
+    def __init__(self, model: torch.nn.Module, parts: int = 2):
         base = model.model
         config = model.config
         self.rotary, self.embed = base.rotary_emb, base.embed_tokens.weight
@@ -89,17 +94,18 @@ class LlamaDecodeStep:
             self.layers = []
             for layer in base.layers:
                 attn, mlp = layer.self_attn, layer.mlp
-                self.layers.append((layer.input_layernorm.weight, _Packed([attn.q_proj, attn.k_proj, attn.v_proj]),
-                                    _Packed([attn.o_proj]), layer.post_attention_layernorm.weight,
-                                    _Packed([mlp.gate_proj, mlp.up_proj]), _Packed([mlp.down_proj]),
+                self.layers.append((layer.input_layernorm.weight,
+                                    _Packed([attn.q_proj, attn.k_proj, attn.v_proj], parts),
+                                    _Packed([attn.o_proj], parts), layer.post_attention_layernorm.weight,
+                                    _Packed([mlp.gate_proj, mlp.up_proj], parts), _Packed([mlp.down_proj], parts),
                                     mlp.gate_proj.out_features))
             self.norm = base.norm.weight
-            self.head = _Packed([model.lm_head])
+            self.head = _Packed([model.lm_head], parts)
 
     @staticmethod
-    def supports(model: torch.nn.Module) -> bool:
+    def supports(model: torch.nn.Module, device: str = "cpu") -> bool:
         """A plain Transformers `LlamaForCausalLM` (no adapters, plain Linear layers) with SiLU MLPs,
-        on the CPU."""
+        on ``device`` (a device type)."""
         if type(model).__name__ != "LlamaForCausalLM" or hasattr(model, "peft_config"):
             return False
         if getattr(model.config, "hidden_act", None) != "silu" or getattr(model.config, "pretraining_tp", 1) != 1:
@@ -110,7 +116,7 @@ class LlamaDecodeStep:
             [getattr(layer.mlp, name) for layer in base.layers for name in ("gate_proj", "up_proj", "down_proj")]
         if any(type(linear) is not torch.nn.Linear for linear in linears):
             return False
-        return next(model.parameters()).device.type == "cpu"
+        return next(model.parameters()).device.type == device
 
     def __call__(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache) -> torch.Tensor:
         """(batch, vocab) logits for ``ids`` (batch, 1) at ``positions`` (batch, 1), attending under
