@@ -99,12 +99,14 @@ CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA de
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
 @pytest.mark.parametrize("preset", ["greedy", "guarded"])
-@pytest.mark.parametrize("arch", ["llama", "gemma"])
+@pytest.mark.parametrize("arch", ["llama", "gemma", "llama-fused"])
 def test_rows_admitted_into_freed_slots_write_the_engines_recipes(request, arch, preset, device):
     """On CUDA: captured decode steps replayed, captured again as the cache grows. Gemma 3: its
-    sliding-window layers' own mask, on the eager slots' written columns too."""
+    sliding-window layers' own mask, on the eager slots' written columns too. ``llama-fused``: the
+    steps (the graph's, on CUDA) through `LlamaDecodeStep` (serve --fused-step)."""
     from chef_genius.generation import EngineOptions, generate_ids
 
+    arch, _, fused = arch.partition("-")
     random_model = request.getfixturevalue(f"random_{arch}")
     model = random_model.to(device)
     settings = {**NEUTRAL, **DECODING[preset]}
@@ -113,7 +115,8 @@ def test_rows_admitted_into_freed_slots_write_the_engines_recipes(request, arch,
     expected = [generate_ids(model, [p], CAUSAL, settings, STOPS, 0, limit, 1, options=exact)[0][0]
                 for p, limit in zip(PROMPTS, limits, strict=True)]
     # On CUDA the first replay of a capture comes after two real warm-up steps: 1 + 3 + 2 tokens a turn.
-    decoder = SlotDecoder(model, STOPS, 0, slots=2, max_new_tokens=100, race=device == "cuda", window=6)
+    decoder = SlotDecoder(model, STOPS, 0, slots=2, max_new_tokens=100, race=device == "cuda", window=6,
+                          fused=bool(fused))
     got: dict[int, list[int]] = {}
     owner: dict[int, int] = {}
     waiting = list(range(len(PROMPTS)))
@@ -128,6 +131,7 @@ def test_rows_admitted_into_freed_slots_write_the_engines_recipes(request, arch,
     random_model.to("cpu")
     assert [got[i] for i in range(len(PROMPTS))] == expected
     assert decoder.capacity >= 128  # grew past the first 64 columns while rows were decoding
+    assert (decoder._lean is not None) == (arch == "llama" and (bool(fused) or device == "cpu"))  # CPU: lean anyway
 
 
 def test_eager_steps_run_only_the_rows_still_writing(random_llama):

@@ -126,6 +126,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--stream-every", type=int, default=4,
                        help="decode steps between the text sent to clients: more is fewer, larger pieces (less work "
                             "for the server, a later first token) (default: %(default)s)")
+    serve.add_argument("--fused-step", action="store_true",
+                       help="decode a plain Llama's steps through chef-genius' fused step (q/k/v and gate/up each one "
+                            "product; a second copy of the weights); not yet measured on a GPU (default: off)")
     serve.add_argument("--trace", type=Path, help="append one JSON line per request to this file as it ends: "
                                               "seconds queued, to its first text, and in all (where the time goes)")
     serve.add_argument("--device", help="cuda or cpu (default: cuda when there is one)")

@@ -48,13 +48,15 @@ class SlotDecoder(CausalDecoder):
         race: draw samples by the exponential race with hashed noise (what a graph replays); else
             (eager only) each request's rows draw from its generator, as `generate` draws.
         window: the most tokens a row may write between two `read`s (decode steps + 1).
+        fused: decode steps through `llama_step.LlamaDecodeStep` where it supports the model, the
+            GPU's graph included (as `CausalDecoder`'s; off by default, not yet measured on a GPU).
     """
 
     def __init__(self, model: torch.nn.Module, stops: list[int], pad_id: int, slots: int, max_new_tokens: int,
                  largest_ngram: int = 10, graphs: bool = True, race: bool | None = None,
-                 position_limit: int | None = None, grouped: bool = True, window: int = 8):
+                 position_limit: int | None = None, grouped: bool = True, window: int = 8, fused: bool = False):
         super().__init__(model, DecodingRule(False), stops, pad_id, max_new_tokens, slots, prompt_width=0,
-                         graphs=graphs, race=race, position_limit=position_limit, grouped=grouped)
+                         graphs=graphs, race=race, position_limit=position_limit, grouped=grouped, fused=fused)
         if self.graphs and not self.race:
             raise ValueError("a CUDA graph draws by the race: race=False needs graphs=False")
         self.rules = RowRules(slots, self.device, largest_ngram)

@@ -111,7 +111,8 @@ def serve(args, templates_for) -> int:
         loaded = load_run(source, device=args.device)
         engine = Engine(loaded.model, loaded.tokenizer, loaded.family, max_rows=args.max_batch,
                         max_queue=args.max_queue, timeout=args.timeout, engine=args.engine,
-                        max_new_tokens=args.max_tokens_cap, trace=args.trace, check_every=args.stream_every)
+                        max_new_tokens=args.max_tokens_cap, trace=args.trace, check_every=args.stream_every,
+                        fused_step=getattr(args, "fused_step", False))
         if interval is not None:
             sys.setswitchinterval(interval)
         limit = loaded.family.new_token_budget(loaded.model, 0, 4096)  # a causal model's positions

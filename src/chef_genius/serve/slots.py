@@ -86,7 +86,8 @@ class SlotLoop:
             engine = self.engine
             self.decoder = SlotDecoder(engine.model, engine.stops, engine.pad_id, engine.max_rows,
                                        engine.max_new_tokens, self.LARGEST_NGRAM, graphs=True,
-                                       position_limit=engine.position_limit, window=self.every + 3)
+                                       position_limit=engine.position_limit, window=self.every + 3,
+                                       fused=engine.fused_step)
         return self.decoder
 
     def busy(self) -> list[int]:
