@@ -188,19 +188,24 @@ def pick_stage(args) -> None:
     """Best-of-N from a candidates file: one recipe per prompt (the first N candidates ranked by
     `chef_genius.best_of.pick`), as the generation file `benchmarks/cook_reading.py` reads, and the
     automatic verdicts of the picks."""
-    from chef_genius.best_of import pick
+    from chef_genius.best_of import best_index, judged_key, pick
     from chef_genius.cookable import check_cookable, summarize_cookable
     from chef_genius.recipe import parse_recipe_text
     from chef_genius.usability import check
 
     source = Path(args.candidates)
     rows = [json.loads(line) for line in source.read_text(encoding="utf-8").splitlines()]
-    out = source.with_name(f"{source.stem}-best{args.n}{'-logprob' if args.by == 'logprob' else ''}.jsonl")
+    out = source.with_name(f"{source.stem}-best{args.n}{'' if args.by == 'verdict' else '-' + args.by}.jsonl")
+    judged = _judged(args, rows) if args.by == "lm" else None
     verdicts, usable = [], 0
     with out.open("w", encoding="utf-8") as f:
-        for row in rows:
+        for number, row in enumerate(rows):
             candidates = row["candidates"][:args.n]
-            if args.by == "logprob":  # the verdict plays no part: finished first, then the likeliest
+            if judged is not None:  # the verdict and the LM judge (chef_genius.best_of.judged_key)
+                keys = [judged_key(check_cookable(parse_recipe_text(c["text"]).recipe, row["foods"], c["stopped"]), j)
+                        for c, j in zip(candidates, judged[number], strict=True)]
+                i = best_index(keys)
+            elif args.by == "logprob":  # the verdict plays no part: finished first, then the likeliest
                 i = max(range(len(candidates)), key=lambda k: (candidates[k]["stopped"], candidates[k]["mean_logprob"]))
             else:
                 i = pick([c["text"] for c in candidates], [c["stopped"] for c in candidates],
@@ -216,6 +221,24 @@ def pick_stage(args) -> None:
                **summarize_cookable(verdicts)}
     out.with_suffix(".summary.json").write_text(json.dumps(summary, indent=2))
     print(f"{out.name}: cookable {summary['recipe/cookable_rate']:.3f}, usable {summary['recipe/usable_rate']:.3f}")
+
+
+def _judged(args, rows: list[dict]) -> list[list[tuple[float, bool]]]:
+    """The LM judge's (P(real), passes) for each row's first N candidates."""
+    from chef_genius.lm_judge import JudgeReader
+    from chef_genius.recipe import parse_recipe_text
+
+    if not args.judge_model:
+        sys.exit("pick --by lm needs --judge-model (the untuned SmolLM2-135M-Instruct GGUF)")
+    reader = JudgeReader.load(args.judge_model)
+    flat = [(row["request"], parse_recipe_text(c["text"]).recipe) for row in rows for c in row["candidates"][:args.n]]
+    scores = reader.score([r for r, _ in flat], [c for _, c in flat])
+    out, at = [], 0
+    for row in rows:
+        k = len(row["candidates"][:args.n])
+        out.append(scores[at:at + k])
+        at += k
+    return out
 
 
 def report(args) -> None:
@@ -274,9 +297,11 @@ def main() -> None:
                              "the project's default since 2026-12-04, transformers for results made before")
     parser.add_argument("--tag", default="plain", help="generate: appended to the output's name")
     parser.add_argument("--candidates", help="pick: a candidates file written by generate")
-    parser.add_argument("--by", choices=("verdict", "logprob"), default="verdict",
+    parser.add_argument("--by", choices=("verdict", "logprob", "lm"), default="verdict",
                         help="pick: rank by the cookable verdict then the mean log-probability (best_of.pick), "
-                             "or by the mean log-probability alone among finished candidates")
+                             "by the mean log-probability alone among finished candidates, or by the verdict and "
+                             "the LM judge (best_of.judged_key; needs --judge-model)")
+    parser.add_argument("--judge-model", help="pick --by lm: the untuned SmolLM2-135M-Instruct (GGUF or folder)")
     argv = sys.argv[1:]
     cut = argv.index("--") if "--" in argv else len(argv)
     args = parser.parse_args(argv[:cut])

@@ -20,6 +20,14 @@ def rank_key(verdict: Cookable, checks: Usability, mean_logprob: float) -> tuple
     return (verdict.cookable, -len(verdict.failed), checks.usable, mean_logprob)
 
 
+def judged_key(verdict: Cookable, judged: tuple[float, bool]) -> tuple:
+    """With the LM judge (`chef_genius.lm_judge`; ``judged``: its P(real) and whether it passes):
+    passed by the verdict and the judge first, then by the verdict, then the fewest failed checks,
+    then the judge's P(real). Larger is better."""
+    probability, passes = judged
+    return (verdict.cookable and passes, verdict.cookable, -len(verdict.failed), probability)
+
+
 def best_index(keys: list[tuple]) -> int:
     """The first candidate with the largest key (ties keep sampling order)."""
     return max(range(len(keys)), key=lambda i: (keys[i], -i))

@@ -60,11 +60,13 @@ def evaluate_loaded(model, tokenizer, family: ModelFamily, recipes: list[Recipe]
                     protocol_examples: int | None = None, seed: int = 0, batch_size: int = 32,
                     keep_samples: int = 10, split: str = "val", max_source_tokens: int = 512,
                     max_target_tokens: int = 512, best_of: int = 1, grounded: float = 0.0,
-                    engine: str = EvalConfig.engine) -> dict:
+                    engine: str = EvalConfig.engine, judge=None) -> dict:
     """Every number of `evaluate_run` for a loaded model on reference recipes of ``split``: the
     loss and perplexity are named by it (``test_loss`` on the test split) and measured with
     prompts and targets cut at the token limits given (a run's own, so that ``val_loss`` matches
-    training's). BLEU is a fraction (0-1), like every other score."""
+    training's). BLEU is a fraction (0-1), like every other score. ``judge``: a
+    `lm_judge.JudgeReader`, whose verdict on each sample adds ``cookable_lm_rate`` (cookable and
+    passed by it) and ``lm_judge_pass_rate``."""
     names = [requested_names(r) for r in recipes]
     prompts = [canonical_prompt(templates, r.title, n) for r, n in zip(recipes, names, strict=True)]
     references = [serialize(r) for r in recipes]
@@ -91,11 +93,16 @@ def evaluate_loaded(model, tokenizer, family: ModelFamily, recipes: list[Recipe]
                                                 reference_texts[:k]),
                     "samples_per_input": samples_per_input, "examples": k}
     n = len(recipes)
+    judged = judge.score(prompts, [s.recipe for s in samples]) if judge is not None else None
+    lm = {} if judged is None else {
+        "lm_judge_pass_rate": sum(ok for _, ok in judged) / max(n, 1),
+        "cookable_lm_rate": sum(ok and s.cookable.cookable for (_, ok), s in zip(judged, samples, strict=True))
+        / max(n, 1)}
     return {
         "examples": n, "decoding": decoding, "max_new_tokens": max_new_tokens,
         f"{split}_loss": loss, f"{split}_perplexity": math.exp(min(loss, 50.0)),
         "max_source_tokens": max_source_tokens, "max_target_tokens": max_target_tokens,
-        **sample_metrics(samples),
+        **sample_metrics(samples), **lm,
         "ingredient_coverage": (sum(ingredient_coverage(w, r) for w, r in with_names) / len(with_names)
                                 if with_names else None),
         "rougeL": sum(rouge(h, r, ("rougeL",))["rougeL"]
@@ -104,7 +111,9 @@ def evaluate_loaded(model, tokenizer, family: ModelFamily, recipes: list[Recipe]
         "chef_transformer": protocol,
         "best_of": best_of, "grounded": grounded,
         "samples": [{"prompt": s.prompt, "text": s.text, "usable": s.checks.usable, "stopped": s.checks.stopped,
-                     "cookable": s.cookable.cookable, "failed": s.cookable.failed} for s in samples[:keep_samples]],
+                     "cookable": s.cookable.cookable, "failed": s.cookable.failed,
+                     **({} if judged is None else {"lm_judge": round(judged[i][0], 4)})}
+                    for i, s in enumerate(samples[:keep_samples])],
     }
 
 
@@ -113,12 +122,18 @@ def evaluate_run(path: str | Path, data: str | Path, split: str = "test", max_ex
                  max_new_tokens: int = EvalConfig.max_new_tokens,
                  templates: list[str] | None = None, seed: int = 0, max_source_tokens: int = 512,
                  max_target_tokens: int = 512, best_of: int = 1, grounded: float = 0.0,
-                 engine: str = EvalConfig.engine) -> dict:
+                 engine: str = EvalConfig.engine, judge_model: str | Path | None = None) -> dict:
     """All evaluation numbers for a run, adapter or model on a fixed random subset of a prepared
     split: loss and perplexity (at the given token limits: pass the run's), the recipe metrics,
     usability (usable rate, repetition, ingredients used, stopped), requested names covered,
-    ROUGE-L and BLEU (0-1) against the references, and the Chef Transformer protocol."""
+    ROUGE-L and BLEU (0-1) against the references, and the Chef Transformer protocol;
+    ``judge_model``: the LM judge's model (`chef_genius.lm_judge`), loaded before anything runs."""
     templates = templates or SEED_TEMPLATES
+    judge = None
+    if judge_model is not None:
+        from chef_genius.lm_judge import JudgeReader
+
+        judge = JudgeReader.load(judge_model)  # a wrong model is refused before the run is loaded
     loaded = load_run(path)
     table = load_split(Path(data), split)
     if len(table) == 0 and split == "test":
@@ -127,7 +142,7 @@ def evaluate_run(path: str | Path, data: str | Path, split: str = "test", max_ex
     result = evaluate_loaded(loaded.model, loaded.tokenizer, loaded.family, recipes, templates, decoding,
                              max_new_tokens, samples_per_input, seed=seed, split=split,
                              max_source_tokens=max_source_tokens, max_target_tokens=max_target_tokens,
-                             best_of=best_of, grounded=grounded, engine=engine)
+                             best_of=best_of, grounded=grounded, engine=engine, judge=judge)
     return {"run": str(path), "data": str(data), "split": split, **result}
 
 

@@ -128,7 +128,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     result = evaluate_run(args.run, args.data, args.split, args.max_examples, args.samples, args.decoding,
                           args.max_new_tokens, _run_templates(args.run, folder), max_source_tokens=max_source,
                           max_target_tokens=max_target, best_of=args.best_of, grounded=args.grounded,
-                          engine=args.engine)
+                          engine=args.engine, judge_model=args.judge_model)
     out = args.out
     if out is None:  # beside the run; a checkpoint folder is no place for it (pruning removes it)
         checkpoint = (folder / "trainer_state.json").is_file()

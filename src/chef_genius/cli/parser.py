@@ -96,6 +96,9 @@ def _parser() -> argparse.ArgumentParser:
                          help="decoding preset (default: %(default)s)")
     evaluate.add_argument("--max-new-tokens", type=int, default=EvalConfig.max_new_tokens)
     evaluate.add_argument("--out", type=Path, help="JSON output (default: RUN/evaluation-SPLIT.json)")
+    evaluate.add_argument("--judge-model", type=Path,
+                          help="the untuned SmolLM2-135M-Instruct (its GGUF or folder): the LM judge reads each sample "
+                               "too, adding cookable_lm_rate (docs/quality.md)")
     _quality_flags(evaluate)
     evaluate.set_defaults(handler=_evaluate)
 
