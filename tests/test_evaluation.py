@@ -158,6 +158,21 @@ def test_evaluate_cli_writes_json_with_every_metric(trained_run, small_data, cap
     assert "chef_transformer/cosim" in capsys.readouterr().out
 
 
+def test_evaluate_refuses_a_judge_model_the_lm_judge_was_not_fitted_on(trained_run, small_data, tmp_path,  # noqa: F811
+                                                                      capsys):
+    pytest.importorskip("gguf")
+    from chef_genius.cli import EXIT_USER_ERROR
+    from tests.harness.tiny_causal import write_tiny_gguf
+
+    gguf = write_tiny_gguf(tmp_path / "judge.gguf", ["Title: Soup || Ingredients: 1 cup water || Steps: Boil it."])
+    out = tmp_path / "eval.json"
+    assert main(["evaluate", str(trained_run), "--data", str(small_data), "--max-examples", "2",
+                 "--judge-model", str(gguf), "--out", str(out)]) == EXIT_USER_ERROR
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("chef-genius: error: --judge-model: its weights are not the ones the LM judge")
+    assert not out.exists()  # refused before anything ran
+
+
 def test_evaluate_names_the_loss_by_its_split_and_cuts_at_the_limits_given(trained_run, small_data):  # noqa: F811
     from chef_genius.dataset.collate import load_split
     from chef_genius.evaluation import evaluate_loaded

@@ -29,8 +29,8 @@ LAYERS: list[set[str]] = [
     {"dataset", "checkpoints", "noise"},
     # Loading a trained run, and generating with it.
     {"inference"},
-    # Samples and their scores, best-of-N, `evaluate`.
-    {"best_of", "sampling", "evaluation", "preference_pairs"},
+    # Samples and their scores, best-of-N, the LM judge (it loads a model), `evaluate`.
+    {"best_of", "sampling", "evaluation", "preference_pairs", "lm_judge"},
     # `train`: the loop.
     {"training"},
     # Export and serving.
