@@ -58,6 +58,9 @@ def test_serialize_is_single_line_with_separators():
 @SLOW
 @given(recipes)
 def test_parse_inverts_serialize(recipe):
+    # A lone item that opens with a list marker ("- 0", "* x", "2. y") reads as a bullet point (T5 and
+    # causal models write steps so): that one shape is ambiguous, as in the tokenizer round trip below.
+    assume(not any(len(items) == 1 and _BULLET.match(items[0]) for items in (recipe.ingredients, recipe.steps)))
     assert parse_recipe(serialize(recipe)) == recipe
     assert serialized_length(recipe) == len(serialize(recipe))
 
