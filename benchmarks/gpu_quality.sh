@@ -13,7 +13,7 @@
 #   (later rounds) bench-train, candidates, round3, pairs, dpo-candidates; stash DIR (files kept in
 #   /tmp/cg for a later call), round4 DIR, round4-candidates; prep QDIR DIR, gemma DIR,
 #   gemma-launch, gemma-candidates, gemma-dpo, gemma-dpo-candidates (Gemma 3 270M, its file carried in six
-#   parts): see each stage's comment
+#   parts); rag, rag-candidates (reference recipes in the prompts): see each stage's comment
 # Code runs from a copy in /tmp/cg/code, so a later call's tree does not change a running job.
 set -uo pipefail
 source "$(dirname "$0")/device_common.sh"
@@ -258,11 +258,35 @@ PY
     fi
     for _ in $(seq 1 $(( ${GEN_S:-400} / 10 ))); do [ "$(ls $W/gen-gemma-*.meta.json 2>/dev/null | wc -l)" -ge 2 ] && break; sleep 10; done
     tail -n 2 $W/gen-gemma-*.out; "$0" collect ;;
+  rag)  # DIR (the SmolLM2 GGUF's last third, gguf.p3), after `prep .dev3 .r1` and `stash .r2` (its first two
+        # pieces: with the tree at 17.7 MiB, a half no longer fits a call): full2r's 2-epoch full fine-tune with a
+        # reference recipe in every prompt (data.reference: the nearest training recipe, chef_genius.retrieval)
+        # in the background as `rag`; waits up to WAIT_S
+    cp "$2"/gguf.p3 /tmp/cg/ && cat /tmp/cg/gguf.p1 /tmp/cg/gguf.p2 /tmp/cg/gguf.p3 > $G && ls -la $G
+    echo "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53  $G" | sha256sum -c || exit 1
+    bg "$Q train --name rag -- --epochs 2 --disable-lora $TRAIN --reference --set model.max_source_tokens=384" train-rag
+    for _ in $(seq 1 $(( ${WAIT_S:-420} / 10 ))); do [ -f $W/part-train-rag.json ] && break; sleep 10; done
+    tail -n 3 $W/train-rag.out; tail -c 400 $W/rag/metrics.jsonl; echo ;;
+  rag-candidates)  # after rag, on the same machine: wait for it (up to WAIT_S; then SIGTERM, which keeps its
+                   # checkpoints), its candidates (held-out sites 500 x 4, val 160 x 4) waited for (up to GEN_S), collect
+    [ -d $W/rag ] || { echo "no rag run on this machine" >&2; exit 1; }
+    for _ in $(seq 1 $(( ${WAIT_S:-200} / 5 ))); do [ -f $W/part-train-rag.json ] && break; sleep 5; done
+    if [ ! -f $W/part-train-rag.json ]; then
+      pkill -TERM -f "output-dir $W/rag" && for _ in $(seq 1 30); do pgrep -f "output-dir $W/rag" > /dev/null || break; sleep 2; done
+    fi
+    tail -n 3 $W/train-rag.out
+    for spec in "heldout 4 500" "val 4 160"; do
+      read -r set n examples <<< "$spec"
+      bg "timeout ${GEN_S:-200} $Q generate --name rag --set $set --n $n --tag n4 --examples $examples \
+        --batch-size 256" "gen-rag-$set-n4"
+    done
+    for _ in $(seq 1 $(( ${GEN_S:-200} / 5 ))); do [ "$(ls $W/gen-rag-*.meta.json 2>/dev/null | wc -l)" -ge 2 ] && break; sleep 5; done
+    tail -n 1 $W/gen-rag-*.out; "$0" collect ;;
   collect)
     (cd $W && tar -czf "$OUT/quality.tar.gz" --ignore-failed-read part-*.json gen-*.jsonl gen-*.meta.json *.out *.log \
       lora/samples full/samples lora/metrics.jsonl full/metrics.jsonl lora/run_summary.json full/run_summary.json \
       full2/samples full2/metrics.jsonl full2/run_summary.json pairs.jsonl pairs.out \
-      {full2r,dpo1,dpo2,dpok1,dpok2,gemma,gdpo}/{samples,metrics.jsonl,run_summary.json} pairs-all.out \
+      {full2r,dpo1,dpo2,dpok1,dpok2,gemma,gdpo,rag}/{samples,metrics.jsonl,run_summary.json} pairs-all.out \
       gpairs.out gpairs.jsonl)
     ls -la "$OUT" ;;
 esac

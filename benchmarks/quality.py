@@ -139,8 +139,9 @@ def generate_stage(args) -> None:
     (gen-NAME-SET-TAG.jsonl): the raw material of best-of-N and of the blind readings."""
     import torch
 
-    from chef_genius.augment import canonical_prompt
+    from chef_genius.augment import REFERENCE_MARK, canonical_prompt, with_references
     from chef_genius.best_of import mean_logprobs
+    from chef_genius.cli.runs import _run_references
     from chef_genius.config_schema import SEED_TEMPLATES
     from chef_genius.dataset.collate import load_split
     from chef_genius.evaluation import held_out_rows, requested_names
@@ -155,6 +156,9 @@ def generate_stage(args) -> None:
     recipes = [table.recipe(i) for i in rows]
     foods = [requested_names(r) for r in recipes]
     prompts = [canonical_prompt(SEED_TEMPLATES, r.title, f) for r, f in zip(recipes, foods, strict=True)]
+    references = _run_references(path)  # a run trained with data.reference: the nearest training recipe
+    requests, prompts = prompts, (prompts if references is None else with_references(
+        prompts, references.for_requests([r.title for r in recipes], foods)))
     started = time.perf_counter()
     generations = generate_details(loaded.model, loaded.tokenizer, prompts, loaded.family, args.decoding,
                                    args.max_new_tokens, num_return_sequences=args.n, batch_size=args.batch_size,
@@ -167,14 +171,16 @@ def generate_stage(args) -> None:
     out = args.work / f"gen-{args.name}-{args.set}-{args.tag}.jsonl"
     with out.open("w", encoding="utf-8") as f:
         k = 0
-        for row, prompt, names, candidates in zip(rows, prompts, foods, generations, strict=True):
+        for row, prompt, request, names, candidates in zip(rows, prompts, requests, foods, generations, strict=True):
             listed = []
             for c in candidates:
                 listed.append({"text": c.text, "stopped": c.stopped, "tokens": c.tokens,
                                "mean_logprob": logprobs[k]})
                 k += 1
-            f.write(json.dumps({"row": row, "request": prompt, "foods": names, "decoding": args.decoding,
-                                "grounded": args.grounded, "candidates": listed}, ensure_ascii=False) + "\n")
+            reference = {} if prompt == request else {"reference": prompt[len(request):].removeprefix(REFERENCE_MARK)}
+            f.write(json.dumps({"row": row, "request": request, "foods": names, "decoding": args.decoding,
+                                "grounded": args.grounded, **reference, "candidates": listed},
+                               ensure_ascii=False) + "\n")
     meta = {"model": str(path), "set": args.set, "decoding": args.decoding, "n": args.n, "grounded": args.grounded,
             "examples": len(rows), "seconds": seconds, "generated_tokens": tokens,
             "tokens_per_second": tokens / seconds,

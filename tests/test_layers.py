@@ -26,7 +26,7 @@ LAYERS: list[set[str]] = [
     # Model families; models: loading and placement; the generation engine.
     {"families", "model", "generation"},
     # What training reads and writes: its data, checkpoints, gradient noise.
-    {"dataset", "checkpoints", "noise"},
+    {"dataset", "checkpoints", "noise", "retrieval"},
     # Loading a trained run, and generating with it.
     {"inference"},
     # Samples and their scores, best-of-N, the LM judge (it loads a model), `evaluate`.

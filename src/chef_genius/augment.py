@@ -71,6 +71,24 @@ def request_text(title: str, food_names: list[str] | tuple[str, ...], form: int 
     return f"{title} with {', '.join(names)}"
 
 
+REFERENCE_MARK = "\n\nA similar recipe, to adapt: "
+
+
+def with_reference(prompt: str, reference: str | None) -> str:
+    """A prompt with its reference recipe after the request (`chef_genius.retrieval`): a prompt cut
+    at the token limit loses the reference's tail, never the request."""
+    return prompt if not reference else f"{prompt}{REFERENCE_MARK}{reference}"
+
+
+def with_references(prompts: list[str], references: list[str | None] | None) -> list[str]:
+    return prompts if references is None else [with_reference(p, r) for p, r in zip(prompts, references, strict=True)]
+
+
+def request_of(prompt: str) -> str:
+    """The request a prompt makes, without its reference recipe."""
+    return prompt.split(REFERENCE_MARK, 1)[0]
+
+
 def canonical_prompt(templates: list[str], title: str, food_names) -> str:
     """The prompt of validation and `generate`: first template, canonical request."""
     return templates[0].format(text=request_text(title, food_names))

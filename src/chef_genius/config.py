@@ -77,6 +77,7 @@ FLAGS: dict[str, tuple[str, Any]] = {
     "--lora-alpha": ("lora.alpha", int),
     "--label-smoothing": ("optim.label_smoothing", float),
     "--augmentation-prob": ("data.augmentation_prob", float),
+    "--reference": ("data.reference", True),
     "--eval-steps": ("eval.eval_steps", int),
     "--resume": ("checkpoint.resume", str),
     "--resume-changed": ("checkpoint.resume_changed", True),

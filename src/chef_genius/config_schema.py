@@ -133,6 +133,9 @@ class DataConfig:
     mixed_templates: bool = doc("Draw one of the instruction templates per training example.", True)
     templates: list[str] = doc("Instruction templates; the first is used for validation.",
                                factory=lambda: list(SEED_TEMPLATES))
+    reference: bool = doc("Write the training recipe nearest to each request (title and food words) into its "
+                          "prompt, after the request, in training and in everything that prompts the run "
+                          "(`chef_genius.retrieval`); needs model.max_source_tokens >= 256.", False)
 
     def __post_init__(self) -> None:
         if self.num_workers < 0:
@@ -306,6 +309,9 @@ class TrainConfig:
     preference: PreferenceConfig = doc("Preference tuning (DPO).", factory=PreferenceConfig)
 
     def __post_init__(self) -> None:
+        if self.data.reference and self.model.max_source_tokens < MIN_REFERENCE_SOURCE_TOKENS:
+            raise UserError(f"data.reference puts a recipe in every prompt: set model.max_source_tokens to at least "
+                            f"{MIN_REFERENCE_SOURCE_TOKENS} (384 holds most), got {self.model.max_source_tokens}")
         if self.optim.learning_rate is None and self.preference.pairs is not None:  # common DPO rates, unmeasured here
             self.optim.learning_rate = DPO_LORA_LEARNING_RATE if self.lora.enabled else DPO_FULL_LEARNING_RATE
         if self.optim.learning_rate is None:  # the rate the ablation study found for each kind of training
@@ -313,4 +319,5 @@ class TrainConfig:
 
 
 LORA_LEARNING_RATE, FULL_LEARNING_RATE = 1e-3, 2e-4
+MIN_REFERENCE_SOURCE_TOKENS = 256
 DPO_LORA_LEARNING_RATE, DPO_FULL_LEARNING_RATE = 5e-5, 1e-6

@@ -31,6 +31,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from chef_genius.augment import request_of
 from chef_genius.findings import (
     contradicting_step_amounts,
     duplicate_foods,
@@ -82,7 +83,7 @@ _LIST_SPLIT = re.compile(r",|\band\b|&", re.IGNORECASE)
 def request_foods(prompt: str) -> list[str]:
     """The food names a request lists after its last "with" ("Create a recipe: Pie with apples,
     butter and flour" -> apples, butter, flour); none when it lists none."""
-    parts = _WITH.split(prompt)
+    parts = _WITH.split(request_of(prompt))  # a reference recipe's words are not requested
     if len(parts) < 2:
         return []
     return [name.strip(" .;:") for name in _LIST_SPLIT.split(parts[-1]) if name.strip(" .;:")]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from chef_genius.augment import canonical_prompt, request_text
+from chef_genius.augment import canonical_prompt, request_of, request_text, with_references
 from chef_genius.config_schema import SEED_TEMPLATES, EvalConfig
 from chef_genius.dataset.collate import Collator, load_split, plan_batches, tokenize_examples
 from chef_genius.families import ModelFamily
@@ -60,15 +60,18 @@ def evaluate_loaded(model, tokenizer, family: ModelFamily, recipes: list[Recipe]
                     protocol_examples: int | None = None, seed: int = 0, batch_size: int = 32,
                     keep_samples: int = 10, split: str = "val", max_source_tokens: int = 512,
                     max_target_tokens: int = 512, best_of: int = 1, grounded: float = 0.0,
-                    engine: str = EvalConfig.engine, judge=None) -> dict:
+                    engine: str = EvalConfig.engine, judge=None, retrieval=None) -> dict:
     """Every number of `evaluate_run` for a loaded model on reference recipes of ``split``: the
     loss and perplexity are named by it (``test_loss`` on the test split) and measured with
     prompts and targets cut at the token limits given (a run's own, so that ``val_loss`` matches
     training's). BLEU is a fraction (0-1), like every other score. ``judge``: a
     `lm_judge.JudgeReader`, whose verdict on each sample adds ``cookable_lm_rate`` (cookable and
-    passed by it) and ``lm_judge_pass_rate``."""
+    passed by it) and ``lm_judge_pass_rate``. ``retrieval``: a run's reference recipes
+    (`chef_genius.retrieval.References`), for a run trained with them."""
     names = [requested_names(r) for r in recipes]
     prompts = [canonical_prompt(templates, r.title, n) for r, n in zip(recipes, names, strict=True)]
+    if retrieval is not None:
+        prompts = with_references(prompts, retrieval.for_requests([r.title for r in recipes], names))
     references = [serialize(r) for r in recipes]
     loss = loss_on(model, tokenizer, family, prompts, references, max_source=max_source_tokens,
                    max_target=max_target_tokens)
@@ -86,6 +89,8 @@ def evaluate_loaded(model, tokenizer, family: ModelFamily, recipes: list[Recipe]
     if k > 0:
         food_prompts = [templates[0].format(text=request_text(r.title, n, form=2))
                         for r, n in zip(recipes[:k], names[:k], strict=True)]
+        if retrieval is not None:  # the request names foods only: so does the query
+            food_prompts = with_references(food_prompts, retrieval.for_requests([""] * k, names[:k]))
         sampled = generate(model, tokenizer, food_prompts, family, "chef", max_new_tokens,
                            num_return_sequences=samples_per_input, seed=seed, batch_size=batch_size,
                            engine=engine)
@@ -93,7 +98,7 @@ def evaluate_loaded(model, tokenizer, family: ModelFamily, recipes: list[Recipe]
                                                 reference_texts[:k]),
                     "samples_per_input": samples_per_input, "examples": k}
     n = len(recipes)
-    judged = judge.score(prompts, [s.recipe for s in samples]) if judge is not None else None
+    judged = judge.score([request_of(p) for p in prompts], [s.recipe for s in samples]) if judge is not None else None
     lm = {} if judged is None else {
         "lm_judge_pass_rate": sum(ok for _, ok in judged) / max(n, 1),
         "cookable_lm_rate": sum(ok and s.cookable.cookable for (_, ok), s in zip(judged, samples, strict=True))
@@ -122,7 +127,7 @@ def evaluate_run(path: str | Path, data: str | Path, split: str = "test", max_ex
                  max_new_tokens: int = EvalConfig.max_new_tokens,
                  templates: list[str] | None = None, seed: int = 0, max_source_tokens: int = 512,
                  max_target_tokens: int = 512, best_of: int = 1, grounded: float = 0.0,
-                 engine: str = EvalConfig.engine, judge_model: str | Path | None = None) -> dict:
+                 engine: str = EvalConfig.engine, judge_model: str | Path | None = None, retrieval=None) -> dict:
     """All evaluation numbers for a run, adapter or model on a fixed random subset of a prepared
     split: loss and perplexity (at the given token limits: pass the run's), the recipe metrics,
     usability (usable rate, repetition, ingredients used, stopped), requested names covered,
@@ -142,7 +147,8 @@ def evaluate_run(path: str | Path, data: str | Path, split: str = "test", max_ex
     result = evaluate_loaded(loaded.model, loaded.tokenizer, loaded.family, recipes, templates, decoding,
                              max_new_tokens, samples_per_input, seed=seed, split=split,
                              max_source_tokens=max_source_tokens, max_target_tokens=max_target_tokens,
-                             best_of=best_of, grounded=grounded, engine=engine, judge=judge)
+                             best_of=best_of, grounded=grounded, engine=engine, judge=judge,
+                             retrieval=retrieval)
     return {"run": str(path), "data": str(data), "split": split, **result}
 
 

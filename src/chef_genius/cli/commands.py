@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from chef_genius.cli.environment import _quiet_libraries
-from chef_genius.cli.runs import _run_templates, _run_token_limits
+from chef_genius.cli.runs import _run_references, _run_templates, _run_token_limits
 from chef_genius.errors import UserError, read_user_text
 
 
@@ -76,7 +76,7 @@ def _check_quality_flags(args: argparse.Namespace) -> None:
 
 def _generate(args: argparse.Namespace) -> int:
     _quiet_libraries()
-    from chef_genius.augment import canonical_prompt
+    from chef_genius.augment import canonical_prompt, with_references
     from chef_genius.config_schema import EvalConfig
     from chef_genius.cookable import request_foods
     from chef_genius.inference import load_run
@@ -96,10 +96,14 @@ def _generate(args: argparse.Namespace) -> int:
     loaded = load_run(args.run)
     templates = _run_templates(args.run, loaded.folder)
     prompts = [canonical_prompt(templates, request, []) for request in requests]
+    foods = [request_foods(r) for r in requests]
+    references = _run_references(args.run, loaded.folder)
+    if references is not None:
+        prompts = with_references(prompts, references.for_requests(requests, foods))
     config = EvalConfig(decoding=args.decoding, max_new_tokens=args.max_new_tokens, best_of=args.best_of,
                         grounded=args.grounded, engine=args.engine)
     samples = sample_recipes(loaded.model, loaded.tokenizer, loaded.family, prompts, config, seed=args.seed,
-                             foods=[request_foods(r) for r in requests])
+                             foods=foods)
     if args.json:
         print(json.dumps([{"prompt": r, **to_dict(s.recipe),
                            "checks": {"usable": s.checks.usable, **s.cookable.as_dict()}}
@@ -128,7 +132,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     result = evaluate_run(args.run, args.data, args.split, args.max_examples, args.samples, args.decoding,
                           args.max_new_tokens, _run_templates(args.run, folder), max_source_tokens=max_source,
                           max_target_tokens=max_target, best_of=args.best_of, grounded=args.grounded,
-                          engine=args.engine, judge_model=args.judge_model)
+                          engine=args.engine, judge_model=args.judge_model,
+                          retrieval=_run_references(args.run, folder))
     out = args.out
     if out is None:  # beside the run; a checkpoint folder is no place for it (pruning removes it)
         checkpoint = (folder / "trainer_state.json").is_file()

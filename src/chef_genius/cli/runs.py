@@ -47,3 +47,28 @@ def _run_token_limits(run: Path, folder: Path | None = None) -> tuple[int, int]:
     limits = [model.get(key) if isinstance(model, dict) else None for key in ("max_source_tokens",
                                                                                "max_target_tokens")]
     return tuple(value if isinstance(value, int) and value > 0 else 512 for value in limits)
+
+
+def _run_references(run: Path, folder: Path | None = None):
+    """The reference recipes (`chef_genius.retrieval.References`) of a run trained with
+    ``data.reference``: its training split, from the data folder it trained on (``data.path``, else
+    the sample prepared into the run's ``data``); None for a run without them.
+
+    Raises:
+        UserError: the run used references and its training data is no longer where it was.
+    """
+    config = _run_config(run, folder)
+    data = config.get("data") if isinstance(config.get("data"), dict) else {}
+    if not data.get("reference"):
+        return None
+    from chef_genius.dataset.table import load_split
+    from chef_genius.errors import UserError
+    from chef_genius.retrieval import References
+
+    places = [Path(data["path"])] if data.get("path") else [
+        c / "data" for p in (folder, run) if p is not None for c in (p, p.parent, p.parent.parent)]
+    for place in places:
+        if (place / "train.arrow").is_file():
+            return References(load_split(place, "train"))
+    raise UserError(f"{run} was trained with data.reference: its training data ({places[0]}) is needed to find "
+                    "each request's reference recipe, and it is not there")

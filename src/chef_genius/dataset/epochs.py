@@ -14,11 +14,12 @@ view, the schedule, the loop and a resumed run all see the same epochs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from chef_genius.augment import ExampleDraws, paraphrase_recipe, training_prompts
+from chef_genius.augment import ExampleDraws, paraphrase_recipe, training_prompts, with_references
 from chef_genius.config_schema import TrainConfig
 from chef_genius.curriculum import EpochSelection, Segment, select, select_epoch, stage_thresholds
 from chef_genius.dataset.collate import BatchPlan, TokenizedExamples, concatenate_flat, flatten, plan_batches
@@ -44,8 +45,10 @@ class EpochBuilder:
     """Builds `EpochData` for any epoch of a run (selects only, without a ``target_cache``)."""
 
     def __init__(self, table: RecipeTable, target_cache: TokenCache | None, tokenizer, config: TrainConfig,
-                 family: ModelFamily, minimum: int):
+                 family: ModelFamily, minimum: int,
+                 references: Callable[[np.ndarray], list[str | None]] | None = None):
         self.table = table
+        self.references = references  # rows -> their reference recipes (`data.reference`)
         self.target_cache = target_cache
         self.tokenizer = tokenizer
         self.config = config
@@ -93,6 +96,8 @@ class EpochBuilder:
         prompts, augmentations = training_prompts(self.table.take(rows, "title"), self.table.food_names(rows),
                                                   draws[rows], data.templates, data.mixed_templates,
                                                   data.augmentation_prob)
+        if self.references is not None:
+            prompts = with_references(prompts, self.references(rows))
         paraphrased = [position for position, kind in enumerate(augmentations) if kind == "paraphrase"]
         return prompts, paraphrased, sum(kind is not None for kind in augmentations)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from chef_genius.augment import canonical_prompt
+from chef_genius.augment import canonical_prompt, with_references
 from chef_genius.checkpoints import run_guards as guards
 from chef_genius.config_schema import TrainConfig
 from chef_genius.dataset.collate import TokenizedExamples, load_split
@@ -30,6 +30,7 @@ from chef_genius.model.loading import resolve_model, resolve_tokenizer
 from chef_genius.model.placement import PlacedModel, place_model
 from chef_genius.model.ranks import Ranks
 from chef_genius.preference import PreferenceObjective, PreferencePair, read_pairs
+from chef_genius.retrieval import References
 from chef_genius.schedule import Schedule, ends_high
 from chef_genius.training.preference_data import (
     PreferenceCollator,
@@ -53,6 +54,7 @@ class Splits:
     val: RecipeTable
     val_prompts: list[str]
     preference_pairs: list[PreferencePair] | None  # DPO: the pairs file's pairs (`preference.pairs`)
+    references: References | None = None  # `data.reference`: the training split, indexed
 
 
 def uses_bf16(config: TrainConfig, ranks: Ranks) -> bool:
@@ -76,8 +78,15 @@ def load_splits(config: TrainConfig, run_dir: Path, ranks: Ranks) -> Splits:
     if len(train) == 0:
         raise UserError(f"{folder}: the training split is empty")
     k = config.eval.num_validation_samples
-    prompts = [canonical_prompt(config.data.templates, t, n) for t, n in zip(val.titles[:k], val.ner[:k], strict=True)]
-    return Splits(Path(folder), train, val, prompts, pairs)
+    titles, foods = val.titles[:k], val.ner[:k]
+    prompts = [canonical_prompt(config.data.templates, t, n) for t, n in zip(titles, foods, strict=True)]
+    references = None
+    if config.data.reference:
+        if pairs is not None:
+            raise UserError("data.reference: preference tuning on reference prompts is not supported yet")
+        references = References(train)
+        prompts = with_references(prompts, references.for_requests(titles, foods))
+    return Splits(Path(folder), train, val, prompts, pairs, references)
 
 
 def tokenizer_corpus(config: TrainConfig, splits: Splits) -> Iterator[str]:
@@ -121,12 +130,15 @@ def plan_epochs(config: TrainConfig, ranks: Ranks, splits: Splits, tokenizer, fa
         for split in ("val",) if preference else ("train", "val"):  # DPO: pairs, not recipes
             caches[split] = shared_cache(ranks, splits.folder, split, tokenizer, config.model.max_target_tokens, family)
         timings["token_cache"] = "built" if any(c.built for c in caches.values()) else "reused"
-    val = validation_examples(splits.val, caches["val"], tokenizer, config, family) if caches else None
+    refs = splits.references
+    val = validation_examples(splits.val, caches["val"], tokenizer, config, family,
+                              refs.for_requests if refs else None) if caches else None
     if preference:
         pairs = tokenize_pairs(splits.preference_pairs, tokenizer, config, family)
         return PreferencePlan(pairs, config, ranks.rank, ranks.world), val, pairs
     epochs = EpochBuilder(splits.train, caches.get("train"), tokenizer, config, family,
-                          minimum_examples(o.batch_size, o.max_tokens, ranks.world))
+                          minimum_examples(o.batch_size, o.max_tokens, ranks.world),
+                          refs.for_training_rows if refs else None)
     return RunPlan(epochs, config, ranks.rank, ranks.world, timings), val, None
 
 

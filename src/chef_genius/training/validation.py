@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from chef_genius.augment import canonical_prompt
+from chef_genius.augment import canonical_prompt, with_references
 from chef_genius.checkpoints.folder import TrainerState
 from chef_genius.config_schema import EvalConfig, TrainConfig
 from chef_genius.dataset.collate import BatchPlan, Collator, TokenizedExamples, concatenate_flat, flatten, plan_batches
@@ -30,15 +30,18 @@ from chef_genius.tracking import Tracker
 
 
 def validation_examples(table: RecipeTable, targets: TokenCache, tokenizer, config: TrainConfig,
-                        family: ModelFamily) -> TokenizedExamples:
-    """Every validation recipe: its canonical prompt (tokenized a chunk at a time) and its target
+                        family: ModelFamily, references: Callable | None = None) -> TokenizedExamples:
+    """Every validation recipe: its canonical prompt (tokenized a chunk at a time), with its
+    reference recipe when ``references`` ((titles, food names) -> texts) is given, and its target
     from the split's token cache."""
     templates, sources = config.data.templates, []
     with tokenizer_threads(), many_objects():  # in the trainer's process, before DataLoader workers fork
         for start in range(0, len(table), CHUNK_ROWS):
             rows = np.arange(start, min(start + CHUNK_ROWS, len(table)), dtype=np.int64)
-            prompts = [canonical_prompt(templates, title, names)
-                       for title, names in zip(table.take(rows, "title"), table.food_names(rows), strict=True)]
+            titles, foods = table.take(rows, "title"), table.food_names(rows)
+            prompts = [canonical_prompt(templates, title, names) for title, names in zip(titles, foods, strict=True)]
+            if references is not None:
+                prompts = with_references(prompts, references(titles, foods))
             sources.append(flatten(family.encode_sources(tokenizer, prompts, config.model.max_source_tokens)))
     rows = np.arange(len(table), dtype=np.int64)
     starts, lengths = targets.starts_and_lengths(rows)
