@@ -122,3 +122,16 @@ def test_a_reference_run_without_its_training_data_is_one_line(reference_run, ca
         assert "trained with data.reference" in err and "Traceback" not in err
     finally:
         moved.rename(data)
+
+
+def test_the_recipe_endpoint_of_a_reference_run_prompts_with_a_reference(reference_run):
+    pytest.importorskip("fastapi")
+    httpx = pytest.importorskip("httpx")
+    from tests.harness.serve_process import running_server
+
+    run, _, _ = reference_run
+    with running_server(run, "--decoding", "greedy") as server:
+        answer = httpx.post(server.url + "/v1/recipes", json={"title": "Beef Stew", "ingredients": "beef\ncarrots",
+                                                               "max_tokens": 8}, timeout=120).json()
+    assert REFERENCE_MARK not in answer["prompt"] and answer["prompt"].startswith("Create a recipe: Beef Stew")
+    assert answer["reference"].startswith("Title: ")  # the nearest training recipe, shown beside the recipe

@@ -166,7 +166,7 @@ def _serve(args: argparse.Namespace) -> int:
     _quiet_libraries()
     from chef_genius.serve.server import serve
 
-    return serve(args, _run_templates)
+    return serve(args, _run_templates, _run_references)
 
 def _export(args: argparse.Namespace) -> int:
     _quiet_libraries()

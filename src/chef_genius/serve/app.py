@@ -22,6 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException
 
+from chef_genius.augment import with_reference
 from chef_genius.serve.engine import Engine, EngineBusy
 from chef_genius.serve.pieces import GenerationRequest, Piece
 from chef_genius.serve.prompts import (
@@ -43,6 +44,7 @@ class ServeConfig:
     api_key: str | None = None
     max_body_bytes: int = 256 * 1024
     limits: Limits = field(default_factory=Limits)
+    references: object | None = None  # a run trained with data.reference: its `retrieval.References`
 
 
 class _Gone(Exception):
@@ -218,6 +220,11 @@ def create_app(engine: Engine, tokenizer, family, config: ServeConfig) -> FastAP
         body = await read_body(request, RecipeRequest, config.max_body_bytes)
         prompt, foods = recipe_prompt(config.templates, body.title, body.ingredient_items, body.notes)
         ids = encode_prompts(tokenizer, family, [prompt], limits, "title")[0]
+        reference = None
+        if config.references is not None:  # the recipe endpoint prompts as the run trained; the OpenAI ones are raw
+            reference = config.references.for_requests([body.title], [foods])[0]
+            if reference:  # cut, as training cuts a prompt: the reference's tail goes first
+                ids = family.encode_sources(tokenizer, [with_reference(prompt, reference)], limits.max_prompt_tokens)[0]
         name, settings = decoding_settings(body.decoding, config.default_decoding)
         limit = max_tokens(body.max_tokens, limits)
         n = body.best_of
@@ -227,7 +234,8 @@ def create_app(engine: Engine, tokenizer, family, config: ServeConfig) -> FastAP
         rows_allowed(n)
         pieces = submit(GenerationRequest([ids], limit, settings, n, body.seed), request)
         head = {"id": f"recipe-{uuid.uuid4().hex}", "object": "recipe", "created": int(time.time()),
-                "model": config.model_id, "prompt": prompt}
+                "model": config.model_id, "prompt": prompt,
+                **({"reference": reference} if reference else {})}
 
         def result(text: str, reason: str, tokens: int) -> dict:
             recipe = parse_recipe(text)

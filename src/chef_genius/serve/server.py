@@ -91,8 +91,9 @@ def model_source(run: Path) -> tuple[Path, str]:
     return path, path.parent.name if path.name == "final" else path.name
 
 
-def serve(args, templates_for) -> int:
-    """The CLI's handler; ``templates_for(run, folder)`` gives the templates the run trained with."""
+def serve(args, templates_for, references_for=None) -> int:
+    """The CLI's handler; ``templates_for(run, folder)`` gives the templates the run trained with,
+    ``references_for(run, folder)`` its reference recipes (None: trained without)."""
     key = check_options(args)
     try:
         import fastapi  # noqa: F401
@@ -118,8 +119,8 @@ def serve(args, templates_for) -> int:
         limit = loaded.family.new_token_budget(loaded.model, 0, 4096)  # a causal model's positions
         limits = Limits(max_prompt_tokens=min(1024, max(1, limit - 1)), max_tokens=args.max_tokens,
                         max_tokens_cap=args.max_tokens_cap)
-        config = ServeConfig(name, templates_for(source, loaded.folder), args.decoding, key,
-                             limits=limits)
+        config = ServeConfig(name, templates_for(source, loaded.folder), args.decoding, key, limits=limits,
+                             references=references_for(source, loaded.folder) if references_for else None)
         app = create_app(engine, loaded.tokenizer, loaded.family, config)
         host, port = sock.getsockname()[:2]
         shown = f"[{host}]" if ":" in host else host
