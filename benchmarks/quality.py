@@ -17,6 +17,8 @@ Stages (each a command, so a GPU session can run them as separate calls or in th
         # N candidates per prompt with their mean log-probability: gen-NAME-SET-TAG.jsonl
     python benchmarks/quality.py pick --work W --candidates W/gen-full-test-plain.jsonl --n 4 [--by logprob]
         # best-of-N by the cookable verdict (or the likelihood alone), in the form cook_reading.py reads
+    python benchmarks/quality.py retrieve --work W --set heldout --examples 500
+        # a baseline: the nearest training recipe as the answer (gen-retrieved-SET.jsonl)
 
 `prepare` holds foodnetwork.com and williams-sonoma.com out of training (W/heldout: the held-out
 source); the blind readings and the cookable verdict are in docs/quality.md.
@@ -190,6 +192,40 @@ def generate_stage(args) -> None:
           flush=True)
 
 
+def retrieve_stage(args) -> None:
+    """A baseline that writes nothing: for each prompt of ``--set``, the nearest training recipe as it
+    is (`chef_genius.retrieval`, what `data.reference` puts in a prompt), in the form cook_reading.py
+    reads (gen-retrieved-SET.jsonl): what search alone answers."""
+    from chef_genius.augment import canonical_prompt
+    from chef_genius.config_schema import SEED_TEMPLATES
+    from chef_genius.cookable import check_cookable, summarize_cookable
+    from chef_genius.dataset.collate import load_split
+    from chef_genius.evaluation import held_out_rows, requested_names
+    from chef_genius.recipe import serialize
+    from chef_genius.retrieval import References
+
+    references = References(load_split(args.work / "data", "train"))
+    folder, split = SETS[args.set]
+    table = load_split(args.work / folder, split)
+    rows = held_out_rows(len(table), args.examples, seed=0)
+    recipes = [table.recipe(i) for i in rows]
+    foods = [requested_names(r) for r in recipes]
+    nearest = references.index.nearest([r.title for r in recipes], foods)
+    found = references.table.rows(nearest[nearest >= 0])
+    out = args.work / f"gen-retrieved-{args.set}.jsonl"
+    verdicts = []
+    with out.open("w", encoding="utf-8") as f:
+        for row, recipe, names, at in zip(rows, recipes, foods, nearest.tolist(), strict=True):
+            answer = found.pop(0) if at >= 0 else None
+            verdicts.append(check_cookable(answer, names) if answer else None)
+            f.write(json.dumps({"row": row, "request": canonical_prompt(SEED_TEMPLATES, recipe.title, names),
+                                "foods": names, "text": serialize(answer) if answer else "", "stopped": True,
+                                "train_row": at}, ensure_ascii=False) + "\n")
+    summary = summarize_cookable([v for v in verdicts if v is not None])
+    print(f"{out.name}: {len(rows)} prompts, {sum(v is None for v in verdicts)} without a reference; "
+          f"cookable (verdict) {summary['recipe/cookable_rate']:.1%}", flush=True)
+
+
 def pick_stage(args) -> None:
     """Best-of-N from a candidates file: one recipe per prompt (the first N candidates ranked by
     `chef_genius.best_of.pick`), as the generation file `benchmarks/cook_reading.py` reads, and the
@@ -282,7 +318,7 @@ def report(args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stage", choices=("prepare", "train", "evaluate", "generate", "pick", "report"))
+    parser.add_argument("stage", choices=("prepare", "train", "evaluate", "generate", "retrieve", "pick", "report"))
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--shared", default="../shared/data")
     parser.add_argument("--gguf", default="SmolLM2-135M-Instruct.Q4_1.gguf")
@@ -313,8 +349,8 @@ def main() -> None:
     args = parser.parse_args(argv[:cut])
     args.extra = argv[cut + 1:]  # after --: more `chef-genius train` flags
     args.work.mkdir(parents=True, exist_ok=True)
-    {"prepare": prepare, "train": train, "evaluate": evaluate, "generate": generate_stage, "pick": pick_stage,
-     "report": report}[args.stage](args)
+    {"prepare": prepare, "train": train, "evaluate": evaluate, "generate": generate_stage, "retrieve": retrieve_stage,
+     "pick": pick_stage, "report": report}[args.stage](args)
 
 
 if __name__ == "__main__":
