@@ -239,7 +239,7 @@ def pick_stage(args) -> None:
     rows = [json.loads(line) for line in source.read_text(encoding="utf-8").splitlines()]
     out = source.with_name(f"{source.stem}-best{args.n}{'' if args.by == 'verdict' else '-' + args.by}.jsonl")
     judged = _judged(args, rows) if args.by == "lm" else None
-    verdicts, usable = [], 0
+    verdicts, usable, copied = [], 0, []
     with out.open("w", encoding="utf-8") as f:
         for number, row in enumerate(rows):
             candidates = row["candidates"][:args.n]
@@ -256,13 +256,26 @@ def pick_stage(args) -> None:
             recipe = parse_recipe_text(chosen["text"]).recipe
             verdicts.append(check_cookable(recipe, row["foods"], chosen["stopped"]))
             usable += check(recipe, chosen["stopped"]).usable
+            if "reference" in row:
+                copied.append(copied_share(recipe, parse_recipe_text(row["reference"]).recipe))
             f.write(json.dumps({"row": row["row"], "request": row["request"], "foods": row["foods"],
                                 "text": chosen["text"], "stopped": chosen["stopped"], "picked": i},
                                ensure_ascii=False) + "\n")
     summary = {"candidates": source.name, "n": args.n, "prompts": len(rows), "recipe/usable_rate": usable / len(rows),
                **summarize_cookable(verdicts)}
+    if copied:  # a run prompted with reference recipes: how much of each pick is the reference's own lines
+        summary["copied_lines"] = sum(copied) / len(copied)
+        summary["copied_whole"] = sum(c >= 0.999 for c in copied) / len(copied)
     out.with_suffix(".summary.json").write_text(json.dumps(summary, indent=2))
     print(f"{out.name}: cookable {summary['recipe/cookable_rate']:.3f}, usable {summary['recipe/usable_rate']:.3f}")
+
+
+def copied_share(recipe, reference) -> float:
+    """The share of a recipe's ingredient lines and steps found word for word (case aside) in its
+    reference recipe: 1.0 is a copy."""
+    lines = [*recipe.ingredients, *recipe.steps]
+    theirs = {line.strip().lower() for line in [*reference.ingredients, *reference.steps]}
+    return sum(line.strip().lower() in theirs for line in lines) / len(lines) if lines else 0.0
 
 
 def _judged(args, rows: list[dict]) -> list[list[tuple[float, bool]]]:
