@@ -66,7 +66,8 @@ def split_sites(shared: Path, work: Path) -> tuple[Path, Path]:
     kept, held = work / "allrecipes.jsonl", work / "heldout_sites.jsonl"
     with (shared / "openrecipes_54k.jsonl").open(encoding="utf-8") as rows, kept.open("w") as a, held.open("w") as h:
         for line in rows:
-            (h if json.loads(line).get("source") in HELD_OUT_SITES else a).write(line)
+            site = (json.loads(line).get("source") or "").removeprefix("www.")
+            (h if site in HELD_OUT_SITES else a).write(line)
     return kept, held
 
 
