@@ -158,3 +158,15 @@ def test_the_sign_test_of_paired_readings():
     assert row["arms"] == ["a", "b"] and row["prompts"] == 3
     assert row["cookable"]["first_only"] == 2 and row["cookable"]["second_only"] == 0
     assert row["matches"] == {"first_only": 0, "second_only": 0, "sign_test_p": 1.0}  # both match on row 0
+
+
+def test_the_held_out_sites_are_split_off_with_or_without_www(tmp_path):
+    from benchmarks.quality import split_sites
+
+    sources = ["allrecipes.com", "www.foodnetwork.com", "williams-sonoma.com", "www.allrecipes.com", None]
+    (tmp_path / "openrecipes_54k.jsonl").write_text(
+        "".join(json.dumps({"title": f"Dish {i}", "source": s}) + "\n" for i, s in enumerate(sources)))
+    kept, held = split_sites(tmp_path, tmp_path)
+    held_titles = [json.loads(line)["title"] for line in held.read_text().splitlines()]
+    kept_titles = [json.loads(line)["title"] for line in kept.read_text().splitlines()]
+    assert held_titles == ["Dish 1", "Dish 2"] and kept_titles == ["Dish 0", "Dish 3", "Dish 4"]
