@@ -21,10 +21,13 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-# label: (dtype, CUDA graphs, fused: the lean Llama step inside the graph, EngineOptions.fused)
+# label: (dtype, CUDA graphs, fused: the lean Llama step inside the graph, EngineOptions.fused;
+# "compiled": that step's layers compiled, EngineOptions.compiled)
 VARIANTS = {"fp32-graphs": (torch.float32, True, False), "bf16-graphs": (torch.bfloat16, True, False),
             "fp32-eager": (torch.float32, False, False), "fp32-graphs-fused": (torch.float32, True, True),
-            "bf16-graphs-fused": (torch.bfloat16, True, True)}
+            "bf16-graphs-fused": (torch.bfloat16, True, True),
+            "fp32-graphs-compiled": (torch.float32, True, "compiled"),
+            "bf16-graphs-compiled": (torch.bfloat16, True, "compiled")}
 
 
 def run(model, tokenizer, family, prompts, decoding, batch, max_new, graphs=True, fused=False) -> tuple[int, float]:
@@ -37,7 +40,8 @@ def run(model, tokenizer, family, prompts, decoding, batch, max_new, graphs=True
     start = time.perf_counter()
     with torch.no_grad():
         out = generate_ids(model, sources, family, {**NEUTRAL, **DECODING[decoding]}, family.stop_ids(tokenizer),
-                           tokenizer.pad_token_id, max_new, batch, options=EngineOptions(graphs=graphs, fused=fused))
+                           tokenizer.pad_token_id, max_new, batch,
+                           options=EngineOptions(graphs=graphs, fused=bool(fused), compiled=fused == "compiled"))
     torch.cuda.synchronize()
     return sum(len(ids) for ids, _ in out), time.perf_counter() - start
 
@@ -70,10 +74,12 @@ def main() -> None:
     for label in args.variants:
         dtype, graphs, fused = VARIANTS[label]
         model = model.to(dtype)
-        run(model, tokenizer, family, prompts[:2], args.decoding, 2, 8, graphs, fused)  # warm-up
+        # Warm-up; a compiled step compiles for each batch and cache size: the measured run's own.
+        warm = (prompts, args.batch, args.max_new_tokens) if fused == "compiled" else (prompts[:2], 2, 8)
+        _, warmup = run(model, tokenizer, family, warm[0], args.decoding, warm[1], warm[2], graphs, fused)
         tokens, seconds = run(model, tokenizer, family, prompts, args.decoding, args.batch, args.max_new_tokens,
                               graphs, fused)
-        variants[label] = {"tokens": tokens, "seconds": round(seconds, 3),
+        variants[label] = {"tokens": tokens, "seconds": round(seconds, 3), "warmup_seconds": round(warmup, 1),
                            "tokens_per_second": round(tokens / seconds, 1)}
         print(f"{label:<18} {tokens:>7} tokens {seconds:>7.2f} s {tokens / seconds:>9.1f} tok/s", flush=True)
     model = model.to(getattr(torch, args.profile_dtype))

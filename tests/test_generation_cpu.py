@@ -205,3 +205,25 @@ def test_cpu_path_without_the_lean_step_uses_column_major_weights(monkeypatch):
     assert seen and not any(seen)
     assert model.lm_head.weight.is_contiguous()
     assert got == [transformers_greedy(model, p, 30) for p in PROMPTS]
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_compiled_layers_write_the_eager_steps_recipes(bias):
+    """`EngineOptions.compiled`: the fused step's layers over the whole cache run through one
+    ``torch.compile``d function, compiled once a cache size whatever the layer (not once a layer or
+    a step), also under a "force_eager" stance (a server's); its greedy recipes are the eager fused
+    step's, which are Transformers' (test above)."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    model = tiny_llama(bias=bias)
+    stop = STOP if not bias else 19
+    eager = engine(model, {"do_sample": False}, EngineOptions(check_every=3, cpu_fast=False, fused=True), stop=stop)
+    assert not counters["stats"]["unique_graphs"]
+    with torch.compiler.set_stance("force_eager"):
+        compiled = engine(model, {"do_sample": False}, EngineOptions(check_every=3, cpu_fast=False, compiled=True),
+                          stop=stop)
+    assert compiled == eager
+    assert counters["stats"]["unique_graphs"] == 1  # one batch and cache size: one graph for both layers
+    assert counters["stats"]["calls_captured"] > 20  # the layer's operations, in it

@@ -379,15 +379,17 @@ def test_generate_details_with_the_engine_on_t5(t5_tokenizer):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("preset", ["greedy", "guarded"])
-@pytest.mark.parametrize("fused", [False, True], ids=["forward", "fused"])
+@pytest.mark.parametrize("fused", [False, True, "compiled"], ids=["forward", "fused", "compiled"])
 def test_cuda_graph_path_writes_transformers_greedy_recipes(llama, preset, fused):
     """On a GPU: decode steps captured as CUDA graphs and replayed, rows refilled between replays,
     give each prompt's own greedy recipe (float32, so that batching cannot flip a near tie); with
-    ``fused``, the graph holds `LlamaDecodeStep` instead of the model's forward."""
+    ``fused``, the graph holds `LlamaDecodeStep` instead of the model's forward; "compiled": its
+    layers compiled (Triton kernels inside the graph)."""
     model, sources, pad_id, stops, settings = causal_case(llama, preset)
     model = model.cuda()
     got = engine_rows(model, sources * 3, pad_id, stops, settings, 40, CAUSAL, batch=4,
-                      options=EngineOptions(check_every=4, graphs=True, fused=fused))
+                      options=EngineOptions(check_every=4, graphs=True, fused=bool(fused),
+                                            compiled=fused == "compiled"))
     expected = [transformers_rows(model, [s], pad_id, stops, settings, 40, CAUSAL)[0] for s in sources]
     assert [ids for ids, _ in got] == expected * 3
 

@@ -131,7 +131,13 @@ def _parser() -> argparse.ArgumentParser:
                             "for the server, a later first token) (default: %(default)s)")
     serve.add_argument("--fused-step", action="store_true",
                        help="decode a plain Llama's steps through chef-genius' fused step (q/k/v and gate/up each one "
-                            "product; a second copy of the weights); not yet measured on a GPU (default: off)")
+                            "product; a second copy of the weights) (default: off)")
+    serve.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                       help="the weights' type while serving (bfloat16: half the memory, other last bits) "
+                            "(default: %(default)s)")
+    serve.add_argument("--compile-step", action="store_true",
+                       help="--fused-step with each layer compiled by torch.compile (fused element-wise kernels; "
+                            "a compilation of up to a minute for each cache size the server meets) (default: off)")
     serve.add_argument("--trace", type=Path, help="append one JSON line per request to this file as it ends: "
                                               "seconds queued, to its first text, and in all (where the time goes)")
     serve.add_argument("--device", help="cuda or cpu (default: cuda when there is one)")

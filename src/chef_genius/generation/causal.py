@@ -64,12 +64,15 @@ class CausalDecoder:
         fused: decode steps through `llama_step.LlamaDecodeStep` (fused q/k/v and gate/up products)
             wherever it supports the model, the GPU's graph included (``grouped`` needed); on the CPU
             without ``cpu_fast`` it attends over the whole cache, as a graph does.
+        compiled: ``fused``, with each layer of a step over the whole cache compiled
+            (``torch.compile``; `LlamaDecodeStep`'s ``compiled``).
     """
 
     def __init__(self, model: torch.nn.Module, rule: DecodingRule, stops: list[int], pad_id: int,
                  max_new_tokens: int, slots: int, prompt_width: int, continuous: bool = True, check_every: int = 1,
                  graphs: bool = False, race: bool | None = None, position_limit: int | None = None,
-                 grouped: bool = True, cpu_fast: bool = True, fused: bool = False):
+                 grouped: bool = True, cpu_fast: bool = True, fused: bool = False,
+                 compiled: bool = False):
         self.model, self.rule, self.pad_id = model, rule, pad_id
         self.device = next(model.parameters()).device
         self.dtype = model_dtype(model)
@@ -87,7 +90,9 @@ class CausalDecoder:
         # The weights' copies (lean step) or layout changes cost about as much as a dozen steps gain.
         worth = self.cpu_fast and max_new_tokens >= CPU_FAST_MIN_TOKENS
         self._parts = 2 if self.cpu_fast else 1
-        self._wants_lean = (worth or fused) and grouped and LlamaDecodeStep.supports(model, self.device.type)
+        self._compiled = compiled
+        lean = worth or fused or compiled
+        self._wants_lean = lean and grouped and LlamaDecodeStep.supports(model, self.device.type)
         self._relayout = worth and not self._wants_lean
         self._lean: LlamaDecodeStep | None = None  # made at the first decode step
 
@@ -132,7 +137,7 @@ class CausalDecoder:
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         if self._wants_lean and ids.shape[1] == 1 and self.cache.prefill_rows is None:
             if self._lean is None:
-                self._lean = LlamaDecodeStep(self.model, self._parts)
+                self._lean = LlamaDecodeStep(self.model, self._parts, self._compiled)
             return self._lean(ids, mask, positions, self.cache)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1,
                          **{self._cache_keyword: self.cache})

@@ -47,6 +47,8 @@ class EngineOptions:
             inside the CUDA graph on a GPU (q/k/v and gate/up as one product each); a second copy
             of the weights. Off: not yet measured on a GPU (benchmarks/profile_generation.py's
             ``*-fused`` variants).
+        compiled: ``fused`` with each layer of a graph's step compiled by ``torch.compile`` (its
+            element-wise work fused; one compilation a cache size, seconds to a minute each).
     """
 
     exact: bool = False
@@ -56,6 +58,7 @@ class EngineOptions:
     grouped: bool = True
     cpu_fast: bool = True
     fused: bool = False
+    compiled: bool = False
 
 
 def model_type(model: torch.nn.Module) -> str:
@@ -128,7 +131,8 @@ def generate_ids(model: torch.nn.Module, sources: list[list[int]], family, setti
         decoder = CausalDecoder(model, rule, stops, pad_id, max_new_tokens, slots, max(len(r) for r in rows),
                                 continuous=not options.exact, check_every=check_every, graphs=options.graphs,
                                 race=options.race, position_limit=position_limit(model), grouped=options.grouped,
-                                cpu_fast=options.cpu_fast, fused=options.fused)
+                                cpu_fast=options.cpu_fast, fused=options.fused,
+                                compiled=options.compiled)
     else:
         decoder = Seq2SeqDecoder(model, rule, stops, pad_id, max_new_tokens, slots, check_every=check_every,
                                  graphs=options.graphs, race=options.race)

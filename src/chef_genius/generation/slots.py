@@ -54,9 +54,11 @@ class SlotDecoder(CausalDecoder):
 
     def __init__(self, model: torch.nn.Module, stops: list[int], pad_id: int, slots: int, max_new_tokens: int,
                  largest_ngram: int = 10, graphs: bool = True, race: bool | None = None,
-                 position_limit: int | None = None, grouped: bool = True, window: int = 8, fused: bool = False):
+                 position_limit: int | None = None, grouped: bool = True, window: int = 8, fused: bool = False,
+                 compiled: bool = False):
         super().__init__(model, DecodingRule(False), stops, pad_id, max_new_tokens, slots, prompt_width=0,
-                         graphs=graphs, race=race, position_limit=position_limit, grouped=grouped, fused=fused)
+                         graphs=graphs, race=race, position_limit=position_limit, grouped=grouped, fused=fused,
+                         compiled=compiled)
         if self.graphs and not self.race:
             raise ValueError("a CUDA graph draws by the race: race=False needs graphs=False")
         self.rules = RowRules(slots, self.device, largest_ngram)

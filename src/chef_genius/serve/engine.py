@@ -50,17 +50,18 @@ class Engine:
     def __init__(self, model, tokenizer, family, max_rows: int = 64, max_queue: int = 256,
                  timeout: float = 120.0, batch_wait: float = 0.01, engine: str = "chef-genius",
                  max_new_tokens: int = 4096, check_every: int = 4, trace: Path | None = None,
-                 fused_step: bool = False):
+                 fused_step: bool = False, compiled_step: bool = False):
         """``family``: the model's `chef_genius.families.ModelFamily`; ``trace``: a file to append
         one JSON line to as each request ends (`_trace`); ``fused_step``: the slots' decode steps through
-        `generation.llama_step.LlamaDecodeStep` where it supports the model (`SlotDecoder`'s ``fused``)."""
+        `generation.llama_step.LlamaDecodeStep` where it supports the model (`SlotDecoder`'s ``fused``);
+        ``compiled_step``: that step's layers compiled (`SlotDecoder`'s ``compiled``)."""
         from chef_genius.generation.engine import position_limit
         from chef_genius.serve.slots import engine_kind
 
         self.model, self.tokenizer, self.family = model, tokenizer, family
         self.max_rows, self.capacity, self.timeout, self.batch_wait = max_rows, max_queue, timeout, batch_wait
         self.max_new_tokens, self.check_every = max_new_tokens, max(1, check_every)
-        self.fused_step = fused_step
+        self.fused_step, self.compiled_step = fused_step or compiled_step, compiled_step
         self.kind, reason = engine_kind(model, family, engine)
         if reason:
             print(f"chef-genius serve: {reason}: decoding with transformers", file=sys.stderr)

@@ -110,10 +110,15 @@ def serve(args, templates_for, references_for=None) -> int:
     try:
         source, name = model_source(args.run)
         loaded = load_run(source, device=args.device)
+        if getattr(args, "dtype", "float32") == "bfloat16":  # a GGUF or a run loads in float32
+            import torch
+
+            loaded.model.to(torch.bfloat16)
         engine = Engine(loaded.model, loaded.tokenizer, loaded.family, max_rows=args.max_batch,
                         max_queue=args.max_queue, timeout=args.timeout, engine=args.engine,
                         max_new_tokens=args.max_tokens_cap, trace=args.trace, check_every=args.stream_every,
-                        fused_step=getattr(args, "fused_step", False))
+                        fused_step=getattr(args, "fused_step", False),
+                        compiled_step=getattr(args, "compile_step", False))
         if interval is not None:
             sys.setswitchinterval(interval)
         limit = loaded.family.new_token_budget(loaded.model, 0, 4096)  # a causal model's positions

@@ -87,7 +87,7 @@ class SlotLoop:
             self.decoder = SlotDecoder(engine.model, engine.stops, engine.pad_id, engine.max_rows,
                                        engine.max_new_tokens, self.LARGEST_NGRAM, graphs=True,
                                        position_limit=engine.position_limit, window=self.every + 3,
-                                       fused=engine.fused_step)
+                                       fused=engine.fused_step, compiled=engine.compiled_step)
         return self.decoder
 
     def busy(self) -> list[int]:
