@@ -61,6 +61,8 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", choices=tuple(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--profile-dtype", choices=("float32", "bfloat16"), default="float32",
                         help="the dtype of the profiled run (graphs on)")
+    parser.add_argument("--profile-variant", choices=tuple(VARIANTS),
+                        help="profile this variant (its dtype) instead of plain graphs at --profile-dtype")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "generation_profile.json")
     args = parser.parse_args()
     args.tiny = False
@@ -82,18 +84,22 @@ def main() -> None:
         variants[label] = {"tokens": tokens, "seconds": round(seconds, 3), "warmup_seconds": round(warmup, 1),
                            "tokens_per_second": round(tokens / seconds, 1)}
         print(f"{label:<18} {tokens:>7} tokens {seconds:>7.2f} s {tokens / seconds:>9.1f} tok/s", flush=True)
-    model = model.to(getattr(torch, args.profile_dtype))
+    dtype, graphs, fused = VARIANTS[args.profile_variant] if args.profile_variant else \
+        (getattr(torch, args.profile_dtype), True, False)
+    model = model.to(dtype)
     from torch.profiler import ProfilerActivity, profile
 
+    run(model, tokenizer, family, prompts[:args.batch], args.decoding, args.batch, 96, graphs, fused)  # compiled
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        run(model, tokenizer, family, prompts[:args.batch], args.decoding, args.batch, 96)
+        run(model, tokenizer, family, prompts[:args.batch], args.decoding, args.batch, 96, graphs, fused)
     by_cuda = prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=25)
     by_cpu = prof.key_averages().table(sort_by="cpu_time_total", row_limit=25)
     print(by_cuda)
     print(by_cpu)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"model": name, "batch": args.batch, "decoding": args.decoding,
-                                    "profiled_dtype": args.profile_dtype,
+                                    "profiled_dtype": str(dtype).removeprefix("torch."),
+                                    "profiled_variant": args.profile_variant,
                                     "examples": len(prompts), "max_new_tokens": args.max_new_tokens,
                                     "device_name": torch.cuda.get_device_name(), "variants": variants,
                                     "top_by_cuda_time": by_cuda, "top_by_cpu_time": by_cpu}, indent=1) + "\n")

@@ -99,11 +99,13 @@ CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA de
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
 @pytest.mark.parametrize("preset", ["greedy", "guarded"])
-@pytest.mark.parametrize("arch", ["llama", "gemma", "llama-fused"])
+@pytest.mark.parametrize("arch", ["llama", "gemma", "llama-fused", "llama-compiled"])
 def test_rows_admitted_into_freed_slots_write_the_engines_recipes(request, arch, preset, device):
     """On CUDA: captured decode steps replayed, captured again as the cache grows. Gemma 3: its
     sliding-window layers' own mask, on the eager slots' written columns too. ``llama-fused``: the
-    steps (the graph's, on CUDA) through `LlamaDecodeStep` (serve --fused-step)."""
+    steps (the graph's, on CUDA) through `LlamaDecodeStep` (serve --fused-step); ``llama-compiled``:
+    on CUDA its layers and the per-row sampling compiled inside the graph (serve --compile-step; the
+    CPU's eager slots do not compile)."""
     from chef_genius.generation import EngineOptions, generate_ids
 
     arch, _, fused = arch.partition("-")
@@ -116,7 +118,7 @@ def test_rows_admitted_into_freed_slots_write_the_engines_recipes(request, arch,
                 for p, limit in zip(PROMPTS, limits, strict=True)]
     # On CUDA the first replay of a capture comes after two real warm-up steps: 1 + 3 + 2 tokens a turn.
     decoder = SlotDecoder(model, STOPS, 0, slots=2, max_new_tokens=100, race=device == "cuda", window=6,
-                          fused=bool(fused))
+                          fused=bool(fused), compiled=fused == "compiled")
     got: dict[int, list[int]] = {}
     owner: dict[int, int] = {}
     waiting = list(range(len(PROMPTS)))

@@ -49,7 +49,9 @@ class SlotDecoder(CausalDecoder):
             (eager only) each request's rows draw from its generator, as `generate` draws.
         window: the most tokens a row may write between two `read`s (decode steps + 1).
         fused: decode steps through `llama_step.LlamaDecodeStep` where it supports the model, the
-            GPU's graph included (as `CausalDecoder`'s; off by default, not yet measured on a GPU).
+            GPU's graph included (as `CausalDecoder`'s; off by default).
+        compiled: ``fused`` with the step's layers compiled (`CausalDecoder`'s), and on a GPU the
+            graph's per-row sampling compiled too.
     """
 
     def __init__(self, model: torch.nn.Module, stops: list[int], pad_id: int, slots: int, max_new_tokens: int,
@@ -62,6 +64,8 @@ class SlotDecoder(CausalDecoder):
         if self.graphs and not self.race:
             raise ValueError("a CUDA graph draws by the race: race=False needs graphs=False")
         self.rules = RowRules(slots, self.device, largest_ngram)
+        # compiled: a graph's per-row sampling (bans, warps, the hashed race) as fused kernels too
+        self._compiled_choose = torch.compile(self.rules.choose, dynamic=False) if compiled and self.graphs else None
         self.window = window
         self.sent = torch.zeros(slots, dtype=torch.long, device=self.device)  # tokens read back so far
         self._sent = [0] * slots  # the same, on the host
@@ -227,6 +231,9 @@ class SlotDecoder(CausalDecoder):
         if not self.race:
             draw = lambda probs: self._draw(probs, rows)  # noqa: E731
             largest = max(self.ngrams)
+        if self._compiled_choose is not None and rows is None and draw is None:
+            with torch.compiler.set_stance("default"):  # a server decodes under "force_eager"
+                return self._compiled_choose(logits, history, state.column, state.count, None)
         return self.rules.choose(logits, pick(history), pick(state.column), pick(state.count), rows, draw, largest)
 
     def _draw(self, probs: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
