@@ -147,12 +147,10 @@ class LlamaDecodeStep:
         base = model.model
         config = model.config
         self.rotary, self.embed = base.rotary_emb, base.embed_tokens.weight
-        self.heads, self.kv_heads = config.num_attention_heads, config.num_key_value_heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-        self.scaling = self.head_dim ** -0.5
         self.eps = float(config.rms_norm_eps)
-        self.shape = _Shape(self.heads, self.kv_heads, self.head_dim, base.layers[0].mlp.gate_proj.out_features,
-                            self.eps, self.scaling)
+        self.shape = _Shape(config.num_attention_heads, config.num_key_value_heads, self.head_dim,
+                            base.layers[0].mlp.gate_proj.out_features, self.eps, self.head_dim ** -0.5)
         with torch.inference_mode(False), torch.no_grad():
             self.layers = []
             for layer in base.layers:
