@@ -12,7 +12,7 @@ case "$1" in
     device_wheels
     (export CHEF_GENIUS_SHARED_DATA=$PWD/.devdata
      timeout "${TESTS_S:-420}" python3 -m pytest -p no:cacheprovider -o addopts="" -v -rs \
-       tests/test_gpu.py tests/test_generation_engine.py -m gpu
+       tests/test_gpu.py tests/test_generation_engine.py tests/test_generation_t5.py tests/test_generation_gemma.py -m gpu
      timeout 120 python3 -m pytest -p no:cacheprovider -o addopts="" -v -rs tests/test_generation_slots.py -k cuda
     ) > "$OUT/gpu-tests.log" 2>&1 &
     bash "$(dirname "$0")/gpu_kill_resume.sh" > "$OUT/kill_resume.log" 2>&1

@@ -110,7 +110,7 @@ case "$1" in
       --server-arg=--device=cuda --out $OUT/serve_load_h200_slots.json > $OUT/serve.log 2>&1; tail -n 6 $OUT/serve.log
     bg "$Q train --name full2r -- --epochs 2 --disable-lora $TRAIN" train-full2r
     (cd $C && export CHEF_GENIUS_SHARED_DATA=/tmp/cg/shared
-     timeout 200 python3 -m pytest -p no:cacheprovider tests/test_gpu.py tests/test_generation_engine.py -m gpu -rs
+     timeout 200 python3 -m pytest -p no:cacheprovider tests/test_gpu.py tests/test_generation_engine.py tests/test_generation_t5.py tests/test_generation_gemma.py -m gpu -rs
      timeout 100 python3 -m pytest -p no:cacheprovider tests/test_generation_slots.py -k cuda -rs) > $OUT/gpu-tests.log 2>&1
     tail -n 4 $OUT/gpu-tests.log
     for _ in $(seq 1 $(( ${WAIT_S:-200} / 10 ))); do [ -f $W/part-train-full2r.json ] && break; sleep 10; done

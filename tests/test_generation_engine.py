@@ -1,16 +1,16 @@
 """The generation engine (`chef_genius.generation`) writes what `transformers.generate` writes.
 
 Greedy and guarded decoding: token for token, on a tiny Llama (SmolLM2's architecture, from a GGUF
-file) with a left-padded batch of varied prompt lengths and on tiny T5 models; with length-sorted,
+file) with a left-padded batch of varied prompt lengths; with length-sorted,
 continuous batching too. Sampled decoding with a seed: the very tokens on the engine's exact path,
 and the same token-frequency and length distributions (permutation tests that do reject a changed
 temperature) on its fast path with the graph's sampler. The n-gram ban never lets an n-gram
-repeat; stop tokens end rows.
+repeat; stop tokens end rows. T5 and Gemma 3: test_generation_t5.py and test_generation_gemma.py; the
+decoding rules on hand-made scores: test_generation_rules.py.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 
 import numpy as np
@@ -18,18 +18,13 @@ import pytest
 import torch
 
 from chef_genius.encoding import end_of_turn_id
-from chef_genius.families import CAUSAL, SEQ2SEQ
+from chef_genius.families import CAUSAL
 from chef_genius.generation import EngineOptions, generate_ids
-from chef_genius.generation.rules import ban_repeated_ngrams
 from chef_genius.inference import DECODING, NEUTRAL, generate_details
+from tests.harness.engine_cases import PROMPTS, TEXTS, causal_case, engine_rows, sharpened, transformers_rows
 from tests.harness.tiny_causal import write_tiny_gguf
 
 pytest.importorskip("gguf")
-TEXTS = ["Title: Soup || Ingredients: 1 cup water | 2 carrots || Steps: Boil the water. | Add the carrots.",
-         "Create a recipe: tomato soup with basil, onion and garlic"] * 40
-PROMPTS = ["soup", "tomato soup with basil, onion and garlic, slowly", "carrots", "water, onion and a little garlic",
-           "basil", "a soup of carrots and water for two"]
-EXACT = EngineOptions(exact=True)
 
 
 @pytest.fixture(scope="module")
@@ -43,66 +38,6 @@ def llama(tmp_path_factory):
         loaded = load_run(gguf_folder(write_tiny_gguf(tmp_path_factory.mktemp("gguf") / "tiny.gguf", TEXTS)), "cpu")
     return loaded.model, loaded.tokenizer
 
-
-def sharpened(model, tokenizer, scale: float = 30.0, stop_bias: float = 4.0):
-    """A copy that listens to its prompt (RMS norms at 1, as trained models have them, not the
-    file's random 0.02), whose head is confident (times ``scale``: it loops under greedy) and likes
-    the end of turn by ``stop_bias`` (rows end at varied lengths)."""
-    model = copy.deepcopy(model)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "norm" in name:
-                param.fill_(1.0)
-    head = model.lm_head
-    biased = torch.nn.Linear(head.in_features, head.out_features, bias=True)
-    with torch.no_grad():
-        biased.weight.copy_(head.weight * scale)
-        biased.bias.zero_()
-        biased.bias[end_of_turn_id(tokenizer)] = stop_bias
-    model.lm_head = biased
-    return model.eval()
-
-
-def transformers_rows(model, sources, pad_id, stops, settings, max_new, family, seed=0) -> list[list[int]]:
-    """`transformers.generate` on one padded batch: each row's new tokens up to and with its stop."""
-    ids, mask = family.pad_prompts(sources, pad_id)
-    device = next(model.parameters()).device
-    ids, mask = ids.to(device), mask.to(device)
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new, pad_token_id=pad_id,
-                             eos_token_id=stops, **settings)
-    out = family.new_tokens(out, ids.shape[1])
-    rows = []
-    for row in out.tolist():
-        ends = [i for i, t in enumerate(row) if t in stops]
-        rows.append(row[:ends[0] + 1] if ends else row)
-    return rows
-
-
-def engine_rows(model, sources, pad_id, stops, settings, max_new, family, batch, options=EXACT, seed=0):
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        return generate_ids(model, sources, family, settings, stops, pad_id, max_new, batch, options=options)
-
-
-def _graph_rows_match_transformers(model, sources, preset, family, batches) -> None:
-    """The engine's CUDA-graph steps (30 new tokens, end token 1, pad 0) give Transformers' rows for
-    ``preset``, at each batch size of ``batches``."""
-    settings = {**NEUTRAL, **DECODING[preset]}
-    expected = transformers_rows(model, sources, 0, [1], settings, 30, family)
-    for batch in batches:
-        got = engine_rows(model, sources, 0, [1], settings, 30, family, batch=batch,
-                          options=EngineOptions(check_every=4, graphs=True))
-        assert [ids for ids, _ in got] == expected
-
-
-def causal_case(llama, preset):
-    model, tokenizer = llama
-    model = sharpened(model, tokenizer)
-    sources = CAUSAL.encode_sources(tokenizer, PROMPTS, 64)
-    assert len({len(s) for s in sources}) >= 4  # varied prompt lengths: real left padding
-    return model, sources, tokenizer.pad_token_id, CAUSAL.stop_ids(tokenizer), {**NEUTRAL, **DECODING[preset]}
 
 
 @pytest.mark.parametrize("preset", ["greedy", "guarded", "careful", "chef"])
@@ -141,64 +76,6 @@ def test_sorted_continuous_batches_give_transformers_greedy_recipes(llama, prese
     expected = [transformers_rows(model, [s], pad_id, stops, settings, 40, CAUSAL)[0] for s in sources]
     assert [ids for ids, _ in got] == expected
     assert len(prefills) >= 4 and any(len(slots) == 1 for slots in prefills)  # rows refilled one by one
-
-
-def t5_model(gated: bool, seed: int = 0):
-    from transformers import T5Config, T5ForConditionalGeneration
-
-    config = T5Config(vocab_size=97, d_model=32, d_kv=8, d_ff=48, num_layers=3, num_decoder_layers=2, num_heads=4,
-                      feed_forward_proj="gated-gelu" if gated else "relu", dropout_rate=0.0,
-                      decoder_start_token_id=0, pad_token_id=0, eos_token_id=1, relative_attention_num_buckets=8,
-                      relative_attention_max_distance=16)
-    torch.manual_seed(seed)
-    model = T5ForConditionalGeneration(config).eval()
-    head = torch.nn.Linear(32, 97, bias=True)
-    with torch.no_grad():  # confident enough to loop; EOS a little likelier, so that a ban ends a loop
-        head.weight.copy_(model.lm_head.weight * 8.0)
-        head.bias.zero_()
-        head.bias[1] = 20.0 if gated else 30.0
-    model.lm_head = head
-    return model
-
-
-@pytest.mark.parametrize("gated", [True, False])
-@pytest.mark.parametrize("preset", ["greedy", "guarded", "careful"])
-def test_t5_is_token_identical_to_transformers(gated, preset):
-    model = t5_model(gated)
-    generator = torch.Generator().manual_seed(1)
-    sources = [torch.randint(2, 97, (n,), generator=generator).tolist() + [1] for n in (5, 12, 3, 9, 17, 7, 2)]
-    settings = {**NEUTRAL, **DECODING[preset]}
-    expected = transformers_rows(model, sources, 0, [1], settings, 30, SEQ2SEQ)
-    for batch in (7, 3):  # one batch as Transformers runs it; and sorted batches of three (greedy only)
-        options = EXACT if batch == 7 else EngineOptions(check_every=4)
-        if batch == 3 and settings["do_sample"]:
-            continue
-        got = engine_rows(model, sources, 0, [1], settings, 30, SEQ2SEQ, batch=batch, options=options)
-        assert [ids for ids, _ in got] == expected
-    assert len({len(row) for row in expected}) >= 2 and any(row[-1] == 1 for row in expected)  # EOS, varied steps
-
-
-def test_t5_with_a_lora_adapter_is_token_identical_to_transformers():
-    from test_fast_t5 import with_lora
-
-    model = with_lora(t5_model(True)).eval()
-    generator = torch.Generator().manual_seed(1)
-    sources = [torch.randint(2, 97, (n,), generator=generator).tolist() + [1] for n in (5, 12, 3, 9, 17, 7, 2)]
-    guarded = {**NEUTRAL, **DECODING["guarded"]}
-    expected = transformers_rows(model, sources, 0, [1], guarded, 30, SEQ2SEQ)
-    with model.disable_adapter():
-        assert transformers_rows(model, sources, 0, [1], guarded, 30, SEQ2SEQ) != expected
-    got = engine_rows(model, sources, 0, [1], guarded, 30, SEQ2SEQ, batch=3, options=EngineOptions(check_every=4))
-    assert [ids for ids, _ in got] == expected
-
-
-def test_ngram_ban_on_hand_computed_rows():
-    history = torch.tensor([[5, 6, 7, 5, 6, 0, 0], [1, 2, 3, 4, 1, 2, 3]])
-    length = torch.tensor([5, 7])
-    banned = ban_repeated_ngrams(torch.zeros(2, 10), history, length, 3)
-    assert torch.isinf(banned[0]).nonzero().flatten().tolist() == [7]  # 5 6 -> 7 was seen
-    assert torch.isinf(banned[1]).nonzero().flatten().tolist() == [4]  # 2 3 -> 4 was seen
-    assert not torch.isinf(ban_repeated_ngrams(torch.zeros(2, 10), history, torch.tensor([2, 3]), 3)).any()
 
 
 def repeated_ngram(row: list[int], n: int) -> bool:
@@ -361,20 +238,6 @@ def test_a_lora_adapter_decodes_through_peft_the_same(llama):
                             engine="chef-genius") == today
 
 
-def test_generate_details_with_the_engine_on_t5(t5_tokenizer):
-    from transformers import PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
-
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=t5_tokenizer, pad_token="<pad>", eos_token="</s>",
-                                        unk_token="<unk>")
-    torch.manual_seed(0)
-    model = T5ForConditionalGeneration(T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=2,
-                                                num_heads=4, decoder_start_token_id=0, pad_token_id=0,
-                                                eos_token_id=1)).eval()
-    for preset in ("greedy", "guarded"):
-        today = generate_details(model, tokenizer, PROMPTS, SEQ2SEQ, preset, 16, batch_size=4)
-        assert generate_details(model, tokenizer, PROMPTS, SEQ2SEQ, preset, 16, batch_size=4,
-                                engine="chef-genius") == today
-
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -392,20 +255,6 @@ def test_cuda_graph_path_writes_transformers_greedy_recipes(llama, preset, fused
                                             compiled=fused == "compiled"))
     expected = [transformers_rows(model, [s], pad_id, stops, settings, 40, CAUSAL)[0] for s in sources]
     assert [ids for ids, _ in got] == expected * 3
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("gated", [True, False])
-@pytest.mark.parametrize("preset", ["greedy", "guarded"])
-def test_t5_cuda_graph_path_writes_transformers_greedy_recipes(gated, preset):
-    """On a GPU: the T5 decoder's steps after the first captured as a CUDA graph and replayed (a
-    static self-attention cache, cross-attention reused) give Transformers' greedy rows, in one
-    batch and in sorted batches of three."""
-    model = t5_model(gated).cuda()
-    generator = torch.Generator().manual_seed(1)
-    sources = [torch.randint(2, 97, (n,), generator=generator).tolist() + [1] for n in (5, 12, 3, 9, 17, 7, 2)]
-    _graph_rows_match_transformers(model, sources, preset, SEQ2SEQ, batches=(7, 3))
 
 
 def test_cache_keyword_follows_the_forward_signature():
@@ -466,151 +315,3 @@ def test_engine_decodes_through_grouped_attention_and_restores_the_model(monkeyp
                      5, 2)
     assert 1 in calls  # decode steps, one query token a row
     assert model.config._attn_implementation == before
-
-
-@pytest.mark.parametrize("top_p", [0.9, 1.0])
-def test_race_among_top_k_draws_from_the_full_warps_distribution(top_p):
-    """The graph sampler's top-k shortcut (top-p over the k best only) keeps exactly the tokens
-    `warp` keeps, and its draws follow `warp`'s probabilities: 40,000 draws of 8 rows, every
-    token's frequency within 4 standard errors; a changed temperature is rejected by the same test."""
-    from chef_genius.generation.rules import DecodingRule, race_among_top_k, warp
-
-    generator = torch.Generator().manual_seed(3)
-    scores = torch.randn(8, 300, generator=generator) * 3
-    scores[:, 7] = -float("inf")  # a banned token
-    rule = DecodingRule(do_sample=True, temperature=0.8, top_k=20, top_p=top_p)
-    expected = warp(scores, rule).softmax(dim=-1)
-    draws = 40_000
-    torch.manual_seed(0)
-    many = scores.repeat(draws // 8, 1)
-    counts = torch.zeros_like(expected)
-    chosen = race_among_top_k(many, rule).view(-1, 8)
-    for row in range(8):
-        counts[row] = torch.bincount(chosen[:, row], minlength=300).float()
-    observed = counts / (draws // 8)
-    assert bool(((observed > 0) <= (expected > 0)).all())  # never a token the full warp removes
-    stderr = (expected * (1 - expected) / (draws // 8)).sqrt()
-    assert bool(((observed - expected).abs() <= 4 * stderr + 1e-9).all())
-    hotter = race_among_top_k(many, DecodingRule(do_sample=True, temperature=2.0, top_k=20, top_p=top_p)).view(-1, 8)
-    hot = torch.stack([torch.bincount(hotter[:, row], minlength=300).float() for row in range(8)]) / (draws // 8)
-    assert bool(((hot - expected).abs() > 4 * stderr + 1e-9).any())
-
-
-def gemma_model(window: int = 6):
-    """A tiny random Gemma 3 (Gemma 3 270M's layout: sliding-window layers and a full one, one
-    key/value head, q/k norms), whose window is short enough for the tests' rows to pass it, with a
-    confident head that likes token 1 (the stop) a little."""
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
-
-    config = Gemma3TextConfig(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
-                              num_attention_heads=4, num_key_value_heads=1, head_dim=8, sliding_window=window,
-                              layer_types=["sliding_attention", "sliding_attention", "full_attention"],
-                              max_position_embeddings=256, pad_token_id=0, eos_token_id=1, bos_token_id=2,
-                              query_pre_attn_scalar=8, attn_implementation="sdpa")
-    torch.manual_seed(5)
-    model = Gemma3ForCausalLM(config).eval()
-    with torch.no_grad():
-        model.lm_head.weight = torch.nn.Parameter(model.model.embed_tokens.weight.detach().clone() * 6)
-        model.config.tie_word_embeddings = False
-    return model
-
-
-@pytest.mark.parametrize("preset", ["greedy", "guarded"])
-def test_gemma3_with_sliding_window_layers_is_token_identical_to_transformers(preset):
-    """Gemma 3's sliding-window layers get a mask of their own (`CausalDecoder._mask`): rows of up
-    to 30 new tokens after prompts of 2-17 tokens pass a 6-token window many times over, in one
-    left-padded batch, in sorted continuous batches of three, and on the CPU's relaid-out path."""
-    from chef_genius.generation import unsupported
-
-    model = gemma_model()
-    assert unsupported(model, CAUSAL, NEUTRAL) is None
-    generator = torch.Generator().manual_seed(2)
-    sources = [[2] + torch.randint(3, 97, (n,), generator=generator).tolist() for n in (5, 12, 1, 9, 16, 7)]
-    settings = {**NEUTRAL, **DECODING[preset]}
-    expected = transformers_rows(model, sources, 0, [1], settings, 30, CAUSAL)
-    assert max(len(s) + len(r) for s, r in zip(sources, expected, strict=True)) > 4 * 6
-    for batch, options in ((6, EXACT), (3, EngineOptions(check_every=4)), (3, EngineOptions(cpu_fast=False))):
-        got = engine_rows(model, sources, 0, [1], settings, 30, CAUSAL, batch=batch, options=options)
-        assert [ids for ids, _ in got] == expected
-    wide = copy.deepcopy(model)
-    wide.config.sliding_window = 256  # the window never binds: another model, other rows
-    assert [ids for ids, _ in engine_rows(wide, sources, 0, [1], settings, 30, CAUSAL, batch=6)] != expected
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("preset", ["greedy", "guarded"])
-def test_gemma3_cuda_graph_path_writes_transformers_greedy_rows(preset):
-    """On a GPU: Gemma 3's per-layer-type masks inside captured decode steps, replayed with rows
-    refilled between replays, give Transformers' greedy rows past the sliding window (float32)."""
-    model = gemma_model().cuda()
-    generator = torch.Generator().manual_seed(2)
-    sources = [[2] + torch.randint(3, 97, (n,), generator=generator).tolist() for n in (5, 12, 1, 9, 16, 7)]
-    _graph_rows_match_transformers(model, sources, preset, CAUSAL, batches=(6, 3))
-
-
-@pytest.mark.parametrize("top_p", [0.9, 1.0])
-def test_top_k_warp_keeps_exactly_what_warp_keeps(top_p):
-    """Placed back in the vocabulary, the k best warped values are `warp`'s scores bit for bit: on
-    ordinary rows, on a row with fewer finite scores than k (an n-gram ban's -inf), at a temperature;
-    on a row whose k-th score ties with others, k of the tied tokens are kept where `warp` keeps
-    them all (the documented difference)."""
-    from chef_genius.generation.rules import DecodingRule, top_k_warp, warp
-
-    generator = torch.Generator().manual_seed(4)
-    scores = torch.randn(6, 200, generator=generator) * 2
-    scores[1, 5:] = -float("inf")  # only 5 finite scores, k = 20
-    rule = DecodingRule(do_sample=True, temperature=0.7, top_k=20, top_p=top_p)
-
-    def placed(rows):
-        values, indices = top_k_warp(rows, rule)
-        return torch.full_like(rows, -float("inf")).scatter(1, indices, values)
-
-    assert torch.equal(placed(scores), warp(scores, rule))
-    assert int(torch.isfinite(placed(scores)[1]).sum()) <= 5
-    tied = torch.zeros(1, 200)
-    tied[0, :10] = torch.arange(10, 0, -1).float() * 5  # ten clear leaders, then 190 tokens tied at 0
-    flat = DecodingRule(do_sample=True, top_k=20, top_p=1.0)
-    ours = torch.isfinite(torch.full_like(tied, -float("inf")).scatter(1, *reversed(top_k_warp(tied, flat))))
-    theirs = torch.isfinite(warp(tied, flat))
-    assert int(ours.sum()) == 20 and int(theirs.sum()) == 200 and bool((ours <= theirs).all())
-
-
-def test_the_sliding_mask_is_transformers_sliding_window_overlay():
-    """`CausalDecoder._mask` for a 3-token window, prefill (every query column of a left-padded
-    row) and a decode step (one query per row at its own column): the sliding layers' mask is the
-    full one and Transformers' `sliding_window_overlay`, element for element; a model without
-    sliding layers gets the one tensor."""
-    from types import SimpleNamespace
-
-    from transformers.masking_utils import sliding_window_overlay
-
-    from chef_genius.generation.causal import CausalDecoder
-
-    overlay = sliding_window_overlay(3)
-    width = 9
-    columns = torch.arange(width)
-    starts = torch.tensor([0, 4])
-    real = columns[None, :] >= starts[:, None]
-    allowed = real[:, None, None, :] & (columns[None, None, None, :] <= columns[None, None, :, None])
-    decoder = SimpleNamespace(dtype=torch.float32, sliding=3)
-    masks = CausalDecoder._mask(decoder, allowed, columns[None, None, :], columns)
-    near = torch.tensor([[overlay(0, 0, q, k) for k in range(width)] for q in range(width)])
-    assert torch.equal(masks["sliding_attention"] == 0, allowed & near[None, None])
-    assert torch.equal(masks["full_attention"] == 0, allowed)
-    written = torch.tensor([7, 9])  # each row's columns so far; the query is the last one
-    step = (columns[None, :] >= starts[:, None]) & (columns[None, :] < written[:, None])
-    masks = CausalDecoder._mask(decoder, step[:, None, None, :], (written - 1)[:, None, None], columns)
-    for row in range(2):
-        expected = [bool(step[row, k]) and overlay(0, 0, int(written[row]) - 1, k) for k in range(width)]
-        assert (masks["sliding_attention"][row, 0, 0] == 0).tolist() == expected
-    assert torch.is_tensor(CausalDecoder._mask(SimpleNamespace(dtype=torch.float32, sliding=None), allowed,
-                                               columns[None, None, :], columns))
-
-
-def test_gemma_features_the_engine_lacks_go_to_transformers():
-    from chef_genius.generation import unsupported
-
-    model = gemma_model()
-    model.config.final_logit_softcapping = 30.0
-    assert "soft-capping" in unsupported(model, CAUSAL, NEUTRAL)
