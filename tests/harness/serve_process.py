@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import subprocess
@@ -64,3 +65,22 @@ def running_server(model: Path, *args: str, env: dict | None = None,
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def post(server, path: str, body, headers: dict | None = None, **kwargs):
+    """POST ``body`` (a bytes body as it is, anything else as JSON) to the running ``server``."""
+    import httpx
+
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return httpx.post(server.url + path, content=content, timeout=120,
+                      headers={"Content-Type": "application/json", **(headers or {})}, **kwargs)
+
+
+def sse_events(response) -> list:
+    """The server-sent events of a streamed answer: JSON objects, then "[DONE]"."""
+    events = []
+    for line in response.iter_lines():
+        if line.startswith("data: "):
+            data = line[len("data: "):]
+            events.append(data if data == "[DONE]" else json.loads(data))
+    return events
