@@ -155,7 +155,7 @@ def generate_stage(args) -> None:
     loaded = load_run(path)
     folder, split = SETS[args.set]
     table = load_split(args.work / folder, split)
-    rows = held_out_rows(len(table), args.examples, seed=0)
+    rows = held_out_rows(len(table), args.examples, seed=0)[:args.limit]
     recipes = [table.recipe(i) for i in rows]
     foods = [requested_names(r) for r in recipes]
     prompts = [canonical_prompt(SEED_TEMPLATES, r.title, f) for r, f in zip(recipes, foods, strict=True)]
@@ -208,7 +208,7 @@ def retrieve_stage(args) -> None:
     references = References(load_split(args.work / "data", "train"))
     folder, split = SETS[args.set]
     table = load_split(args.work / folder, split)
-    rows = held_out_rows(len(table), args.examples, seed=0)
+    rows = held_out_rows(len(table), args.examples, seed=0)[:args.limit]
     recipes = [table.recipe(i) for i in rows]
     foods = [requested_names(r) for r in recipes]
     nearest = references.index.nearest([r.title for r in recipes], foods)
@@ -351,6 +351,8 @@ def main() -> None:
     parser.add_argument("--engine", choices=("transformers", "chef-genius"), default="chef-genius",
                         help="evaluate, generate: who writes the recipes (docs/generation.md); "
                              "the project's default since 2026-12-04, transformers for results made before")
+    parser.add_argument("--limit", type=int, help="generate: only the first LIMIT of the --examples prompts (by row; "
+                        "a CPU-sized run on prompts the GPU runs also answered)")
     parser.add_argument("--tag", default="plain", help="generate: appended to the output's name")
     parser.add_argument("--candidates", help="pick: a candidates file written by generate")
     parser.add_argument("--by", choices=("verdict", "logprob", "lm"), default="verdict",

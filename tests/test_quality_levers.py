@@ -61,6 +61,30 @@ def test_mean_logprobs_is_minus_the_per_token_loss(tiny):
         assert score == pytest.approx(-loss_on(tiny.model, tiny.tokenizer, CAUSAL, [prompt], [text]), rel=1e-4)
 
 
+def test_scoring_batches_hold_a_bounded_share_of_logits(tiny, monkeypatch):
+    """Every text once, rows of similar length together, never more than the budget's logits past one
+    row; and the scores do not depend on how the texts are batched."""
+    from chef_genius import best_of
+
+    lengths = [900, 10, 450, 30, 900, 440, 20]
+    batches = best_of.score_batches(lengths, vocab=49152, batch_size=4, budget=900 * 49152 * 4 * 2)
+    assert sorted(i for b in batches for i in b) == list(range(7))
+    assert batches[0] == [0, 4]  # the two longest fill the budget
+    assert all(len(b) <= 4 and (len(b) == 1 or len(b) * lengths[b[0]] * 49152 * 4 <= 900 * 49152 * 8)
+               for b in batches)
+    assert best_of.score_batches([5000], vocab=49152, batch_size=4, budget=1) == [[0]]  # one row always goes
+    prompts = ["Create a recipe: soup", "Create a recipe: cake", "Create a recipe: tea"]
+    texts = [serialize(GOOD), "Title: Soup || Ingredients: 1 cup water", "Title: Tea"]
+    passes = []
+    planned = best_of.score_batches
+    monkeypatch.setattr(best_of, "score_batches", lambda *a: passes.append(planned(*a)) or passes[-1])
+    together = mean_logprobs(tiny.model, tiny.tokenizer, CAUSAL, prompts, texts, batch_size=8)
+    monkeypatch.setattr(best_of, "LOGITS_BUDGET", 1)  # one text a pass
+    alone = mean_logprobs(tiny.model, tiny.tokenizer, CAUSAL, prompts, texts, batch_size=8)
+    assert [len(b) for b in passes[0]] == [3] and [len(b) for b in passes[1]] == [1, 1, 1]
+    assert alone == pytest.approx(together, rel=1e-5) and len(set(together)) == 3
+
+
 def test_best_of_n_returns_one_sample_a_prompt_ranked_by_the_verdict(tiny):
     config = EvalConfig(decoding="sample", max_new_tokens=24, best_of=3)
     prompts = ["Create a recipe: Soup with water", "Create a recipe: Cookies with butter"]

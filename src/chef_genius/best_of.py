@@ -33,11 +33,29 @@ def best_index(keys: list[tuple]) -> int:
     return max(range(len(keys)), key=lambda i: (keys[i], -i))
 
 
+LOGITS_BUDGET = 1 << 29  # bytes of float32 logits one scoring pass may hold (the vocabulary times the tokens)
+
+
+def score_batches(lengths, vocab: int, batch_size: int, budget: int = LOGITS_BUDGET) -> list[list[int]]:
+    """Example positions in batches of similar length (longest first), each at most ``batch_size``
+    rows and, past one row, at most ``budget`` bytes of float32 logits (rows x longest x ``vocab``
+    x 4): a large vocabulary's logits for 64 long rows would take the CPU's memory."""
+    order = sorted(range(len(lengths)), key=lambda i: -int(lengths[i]))
+    batches: list[list[int]] = []
+    for i in order:
+        if batches and len(batches[-1]) < batch_size and \
+                (len(batches[-1]) + 1) * int(lengths[batches[-1][0]]) * vocab * 4 <= budget:
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
 @torch.no_grad()
 def mean_logprobs(model, tokenizer, family: ModelFamily, prompts: list[str], texts: list[str], batch_size: int = 16,
                   max_source: int = 512, max_target: int = 512) -> list[float]:
     """Mean log-probability per target token of each text given its prompt (as trained: the same
-    encoding, the end token included)."""
+    encoding, the end token included), in batches of similar length whose logits fit `LOGITS_BUDGET`."""
     from chef_genius.dataset.collate import Collator, tokenize_examples
     from chef_genius.losses import IGNORE_INDEX
 
@@ -48,13 +66,17 @@ def mean_logprobs(model, tokenizer, family: ModelFamily, prompts: list[str], tex
     start_id = family.decoder_start(model, pad_id)
     was_training = model.training
     model.eval()
-    out: list[float] = []
-    for start in range(0, len(texts), batch_size):
-        batch = {k: v.to(device) for k, v in collator(list(range(start, min(start + batch_size, len(texts))))).items()}
+    out = [0.0] * len(texts)
+    vocab = int(getattr(model.config, "vocab_size", 0) or 1)
+    for index in score_batches(examples.lengths(), vocab, batch_size, LOGITS_BUDGET):
+        batch = {k: v.to(device) for k, v in collator(index).items()}
         logits, labels = family.target_logits(model, batch, pad_id, start_id)
         mask = labels != IGNORE_INDEX
-        picked = torch.log_softmax(logits.float(), dim=-1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-        out += ((picked * mask).sum(1) / mask.sum(1).clamp(min=1)).tolist()
+        # the label's logit minus the log of the partition: no second vocabulary-wide copy of the logits
+        picked = logits.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1).float() - \
+            torch.logsumexp(logits.float(), dim=-1)
+        for i, score in zip(index, ((picked * mask).sum(1) / mask.sum(1).clamp(min=1)).tolist(), strict=True):
+            out[i] = score
     model.train(was_training)
     return out
 
