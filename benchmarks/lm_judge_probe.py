@@ -53,24 +53,11 @@ def load_items(path: Path) -> list[dict]:
         return [json.loads(line) for line in lines]
 
 
-def _logp(model, rows: list[list[int]], pad: int, device, hidden: bool):
-    longest = max(map(len, rows))
-    ids = torch.full((len(rows), longest), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), longest), dtype=torch.long)
-    for j, row in enumerate(rows):
-        ids[j, :len(row)] = torch.tensor(row)
-        mask[j, :len(row)] = 1
-    ids, mask = ids.to(device), mask.to(device)
-    result = model(input_ids=ids, attention_mask=mask, output_hidden_states=hidden)
-    logp = torch.log_softmax(result.logits[:, :-1].float(), -1).gather(2, ids[:, 1:, None])[..., 0]
-    return logp, result.hidden_states if hidden else None
-
-
 @torch.inference_mode()
 def read_probe(model, tokenizer, items: list[dict], batch_size: int, progress=None) -> torch.Tensor:
     """Per item: the shipped features (hidden-state means, mean and spread of the log-probs given the
     request), then TAILS, then PMI (see the module's doc)."""
-    from chef_genius.lm_judge import MAX_RECIPE_TOKENS, layers_read, render
+    from chef_genius.lm_judge import MAX_RECIPE_TOKENS, layers_read, render, token_logprobs
     from chef_genius.recipe import parse_recipe_text
 
     device = next(model.parameters()).device
@@ -89,8 +76,8 @@ def read_probe(model, tokenizer, items: list[dict], batch_size: int, progress=No
     q = torch.tensor([0.05, 0.25, 0.5])
     for start in range(0, len(order), batch_size):
         index = order[start:start + batch_size]
-        cond, states = _logp(model, [encoded[i][0] + encoded[i][1] for i in index], pad, device, True)
-        alone, _ = _logp(model, [encoded[i][1] for i in index], pad, device, False)
+        cond, states = token_logprobs(model, [encoded[i][0] + encoded[i][1] for i in index], pad, device, True)
+        alone, _ = token_logprobs(model, [encoded[i][1] for i in index], pad, device, False)
         for j, i in enumerate(index):
             h, b, split = len(encoded[i][0]), len(encoded[i][1]), encoded[i][2]
             means = [states[layer][j, h:h + b].float().mean(0) for layer in layers]
@@ -135,8 +122,8 @@ def load_features(folder: Path) -> torch.Tensor:
 
 def fit_command(args) -> None:
     import numpy as np
-
     import train_lm_judge
+
     from chef_genius.cookable import check_cookable, request_foods
     from chef_genius.recipe import parse_recipe_text
 

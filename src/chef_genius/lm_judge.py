@@ -51,6 +51,21 @@ def fingerprint(model) -> str:
     return hashlib.sha256(weight.numpy().tobytes()).hexdigest()[:16]
 
 
+def token_logprobs(model, rows: list[list[int]], pad: int, device, hidden: bool = False):
+    """Right-padded rows through ``model``: each token's log-probability given the tokens before it
+    (float32, rows x longest - 1), and the hidden states when ``hidden``."""
+    longest = max(map(len, rows))
+    ids = torch.full((len(rows), longest), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), longest), dtype=torch.long)
+    for j, row in enumerate(rows):
+        ids[j, :len(row)] = torch.tensor(row)
+        mask[j, :len(row)] = 1
+    ids, mask = ids.to(device), mask.to(device)
+    result = model(input_ids=ids, attention_mask=mask, output_hidden_states=hidden)
+    logp = torch.log_softmax(result.logits[:, :-1].float(), -1).gather(2, ids[:, 1:, None])[..., 0]
+    return logp, result.hidden_states if hidden else None
+
+
 @torch.inference_mode()
 def read_recipes(model, tokenizer, requests: list[str], recipes: list[Recipe], batch_size: int = 8,
                  progress=None) -> torch.Tensor:
@@ -70,19 +85,10 @@ def read_recipes(model, tokenizer, requests: list[str], recipes: list[Recipe], b
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     for start in range(0, len(order), batch_size):
         index = order[start:start + batch_size]
-        rows = [encoded[i][0] + encoded[i][1] for i in index]
-        longest = max(map(len, rows))
-        ids = torch.full((len(rows), longest), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), longest), dtype=torch.long)
-        for j, row in enumerate(rows):
-            ids[j, :len(row)] = torch.tensor(row)
-            mask[j, :len(row)] = 1
-        ids, mask = ids.to(device), mask.to(device)
-        result = model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
-        logp = torch.log_softmax(result.logits[:, :-1].float(), -1).gather(2, ids[:, 1:, None])[..., 0]
+        logp, hidden = token_logprobs(model, [encoded[i][0] + encoded[i][1] for i in index], pad, device, True)
         for j, i in enumerate(index):
             h, b = len(encoded[i][0]), len(encoded[i][1])
-            states = [result.hidden_states[layer][j, h:h + b].float().mean(0) for layer in layers]
+            states = [hidden[layer][j, h:h + b].float().mean(0) for layer in layers]
             token_logp = logp[j, h - 1:h + b - 1]
             spread = token_logp.std() if b > 1 else token_logp.new_zeros(())
             out[i] = torch.cat([*states, token_logp.mean()[None], spread[None]]).cpu()
