@@ -41,6 +41,8 @@ PMI = 4    # mean log-prob alone, PMI over all, over the ingredients part, over 
 def items_command(args) -> None:
     import train_lm_judge
 
+    if args.out.exists():
+        raise SystemExit(f"lm_judge_probe: {args.out} exists; choose another --out (nothing is overwritten)")
     items = train_lm_judge.gather(args)
     with gzip.open(args.out, "wt", encoding="utf-8") as out:
         for item in items:
@@ -101,6 +103,8 @@ def read_command(args) -> None:
     from chef_genius.inference import load_run
     from chef_genius.lm_judge import fingerprint
 
+    if args.out.exists() and any(args.out.iterdir()):
+        raise SystemExit(f"lm_judge_probe: {args.out} is not empty; choose another --out (nothing is overwritten)")
     items = load_items(args.items)
     loaded = load_run(args.judge_model, device=args.device)
     mark = fingerprint(loaded.model)

@@ -351,8 +351,8 @@ def main() -> None:
     parser.add_argument("--engine", choices=("transformers", "chef-genius"), default="chef-genius",
                         help="evaluate, generate: who writes the recipes (docs/generation.md); "
                              "the project's default since 2026-12-04, transformers for results made before")
-    parser.add_argument("--limit", type=int, help="generate: only the first LIMIT of the --examples prompts (by row; "
-                        "a CPU-sized run on prompts the GPU runs also answered)")
+    parser.add_argument("--limit", type=int, help="generate, retrieve: only the first LIMIT of the --examples "
+                        "prompts (by row; a CPU-sized run on prompts the GPU runs also answered)")
     parser.add_argument("--tag", default="plain", help="generate: appended to the output's name")
     parser.add_argument("--candidates", help="pick: a candidates file written by generate")
     parser.add_argument("--by", choices=("verdict", "logprob", "lm"), default="verdict",

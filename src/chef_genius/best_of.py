@@ -36,7 +36,7 @@ def best_index(keys: list[tuple]) -> int:
 LOGITS_BUDGET = 1 << 29  # bytes of float32 logits one scoring pass may hold (the vocabulary times the tokens)
 
 
-def score_batches(lengths, vocab: int, batch_size: int, budget: int = LOGITS_BUDGET) -> list[list[int]]:
+def score_batches(lengths, vocab: int, batch_size: int, budget: int) -> list[list[int]]:
     """Example positions in batches of similar length (longest first), each at most ``batch_size``
     rows and, past one row, at most ``budget`` bytes of float32 logits (rows x longest x ``vocab``
     x 4): a large vocabulary's logits for 64 long rows would take the CPU's memory."""
@@ -67,7 +67,7 @@ def mean_logprobs(model, tokenizer, family: ModelFamily, prompts: list[str], tex
     was_training = model.training
     model.eval()
     out = [0.0] * len(texts)
-    vocab = int(getattr(model.config, "vocab_size", 0) or 1)
+    vocab = int(getattr(model.config, "vocab_size", 0) or 1)  # unknown: the budget cannot bind
     for index in score_batches(examples.lengths(), vocab, batch_size, LOGITS_BUDGET):
         batch = {k: v.to(device) for k, v in collator(index).items()}
         logits, labels = family.target_logits(model, batch, pad_id, start_id)
