@@ -11,7 +11,8 @@ device_wheels
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 python3 -c "import torch, transformers, fastapi, uvicorn; print(torch.__version__, transformers.__version__)"
 for tokens in ${MAX_TOKENS:-256}; do
-  # SERVER_ARGS: more serve options (e.g. --server-arg=--stream-every=8); TAG names the variant's file
+  # SERVER_ARGS: more serve options (e.g. --server-arg=--stream-every=8); LOAD_ARGS: serve_load.py's own
+  # (e.g. --warmup-rounds 1); TAG names the variant's file
   python3 benchmarks/serve_load.py --random-smollm2 --requests "${REQUESTS:-64}" --max-tokens "$tokens" \
-    --server-arg=--device=cuda ${SERVER_ARGS:-} --out "$OUT/serve_load_h200_$tokens${TAG:+_$TAG}.json"
+    --server-arg=--device=cuda ${SERVER_ARGS:-} ${LOAD_ARGS:-} --out "$OUT/serve_load_h200_$tokens${TAG:+_$TAG}.json"
 done

@@ -131,7 +131,7 @@ async def _lag(samples: list[float], stop: asyncio.Event, every: float = 0.002) 
 
 
 async def _load(url: str, requests: int, max_tokens: int, temperature: float,
-                warmup_tokens: int) -> tuple[list[dict], float, list[float]]:
+                warmup_tokens: int, warmup_rounds: int = 0) -> tuple[list[dict], float, list[float]]:
     # aiohttp, not httpx: 64 GETs of /v1/models at once took 61-235 ms (p50) through httpx's AsyncClient,
     # 24-55 ms through aiohttp and 10-48 ms through bare sockets, on 2 cores (serve_client_overhead.py):
     # a client's own overhead would be counted as the server's time to a first token.
@@ -142,6 +142,8 @@ async def _load(url: str, requests: int, max_tokens: int, temperature: float,
         # warm-up, not counted: by default of the measured size, so that the server has captured its
         # decode step for that cache size (a first capture stalls every row; --warmup-tokens 8 shows it)
         await _one(client, url, 0, warmup_tokens, temperature)
+        for _ in range(warmup_rounds):  # whole rounds first, not counted: a server's steady state
+            await asyncio.gather(*(_one(client, url, i, max_tokens, temperature) for i in range(requests)))
         lags, stop = [], asyncio.Event()
         probe = asyncio.create_task(_lag(lags, stop))
         start = time.perf_counter()
@@ -160,6 +162,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=64, help="requests sent at once")
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--warmup-tokens", type=int, help="the warm-up request's max_tokens (default: --max-tokens)")
+    parser.add_argument("--warmup-rounds", type=int, default=0,
+                        help="whole rounds of the load sent (and not counted) before the measured one")
     parser.add_argument("--temperature", type=float, default=0.8)
     parser.add_argument("--server-arg", action="append", default=[], help="more `serve` options, e.g. --device=cuda")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "serve_load.json")
@@ -186,19 +190,26 @@ def main() -> None:
                             *args.server_arg, env=env) as server:
             health = httpx.get(server.url + "/health").json()
             results, wall, lags = asyncio.run(_load(server.url, args.requests, args.max_tokens, args.temperature,
-                                         args.warmup_tokens or args.max_tokens))
-        # The warm-up request ends first; the rest are the measured ones.
-        served = [json.loads(line) for line in trace.read_text().splitlines()[1:]] if trace.is_file() else []
+                                         args.warmup_tokens or args.max_tokens, args.warmup_rounds))
+            server_tail = [line for line in server.lines if "DEBUG" not in line][-40:]
+        # The warm-up request and rounds end first; the rest are the measured ones.
+        skip = 1 + args.warmup_rounds * args.requests
+        served = [json.loads(line) for line in trace.read_text().splitlines()[skip:]] if trace.is_file() else []
     firsts = [t["first_text_s"] for t in served if t["first_text_s"] is not None]
     answered = [r for r in results if r["status"] == 200 and r["ttft"] is not None]
     latencies, ttfts = [r["latency"] for r in answered], [r["ttft"] for r in answered]
     tokens = sum(r["tokens"] for r in answered)
+    if not answered:  # nothing to time: say what the server answered and what it printed
+        statuses = sorted({str(r["status"]) for r in results})
+        sys.exit("no request was answered (HTTP " + ", ".join(statuses) + "); the server's last lines:\n"
+                 + "\n".join(server_tail))
     summary = {
         "model": ("tiny (tests/harness/tiny_server_model.py)" if args.tiny else
                   "SmolLM2-135M's shape, random weights" if args.random_smollm2 else str(args.model)),
         "device": health["device"], "engine": health.get("engine", "transformers"), "requests": args.requests,
         "answered": len(answered),
         "max_tokens": args.max_tokens, "warmup_tokens": args.warmup_tokens or args.max_tokens,
+        "warmup_rounds": args.warmup_rounds,
         "temperature": args.temperature,
         "latency_p50_s": statistics.median(latencies), "latency_p95_s": _percentile(latencies, 0.95),
         "ttft_p50_s": statistics.median(ttfts), "ttft_p95_s": _percentile(ttfts, 0.95),

@@ -66,6 +66,14 @@ def ban_ngrams_per_row(scores: torch.Tensor, history: torch.Tensor, length: torc
     return scores.masked_fill(hits > 0, -float("inf"))
 
 
+@torch.compiler.disable
+def running_sum(values: torch.Tensor) -> torch.Tensor:
+    """``values.cumsum(-1)``, left eager inside a compiled `RowRules.choose`: Inductor (PyTorch
+    2.11) fails to generate its split scan of a vocabulary-wide row (64 x 49,152 on an H100), so
+    serve --compile-step broke on every sampled request; the rest of ``choose`` stays compiled."""
+    return values.cumsum(dim=-1)
+
+
 class RowRules:
     """Each slot's settings as device tensors; `set` writes a request's rows in place.
 
@@ -126,7 +134,7 @@ class RowRules:
         # Top-p on the same order: masking values below the k-th largest keeps the ascending order.
         ascending = ascending.masked_fill(ascending < torch.where(top_k[:, None] > 0, kth, -float("inf")),
                                           -float("inf"))
-        cumulative = ascending.softmax(dim=-1).cumsum(dim=-1)
+        cumulative = running_sum(ascending.softmax(dim=-1))
         top_p = pick(self.top_p)
         remove = (cumulative <= (1 - top_p)[:, None]) & (top_p < 1.0)[:, None]
         remove[..., -1:] = False  # keep at least one token
