@@ -50,7 +50,7 @@ class Engine:
     def __init__(self, model, tokenizer, family, max_rows: int = 64, max_queue: int = 256,
                  timeout: float = 120.0, batch_wait: float = 0.01, engine: str = "chef-genius",
                  max_new_tokens: int = 4096, check_every: int = 4, trace: Path | None = None,
-                 fused_step: bool = False, compiled_step: bool = False):
+                 fused_step: bool = True, compiled_step: bool = False):
         """``family``: the model's `chef_genius.families.ModelFamily`; ``trace``: a file to append
         one JSON line to as each request ends (`_trace`); ``fused_step``: the slots' decode steps through
         `generation.llama_step.LlamaDecodeStep` where it supports the model (`SlotDecoder`'s ``fused``);

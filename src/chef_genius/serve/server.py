@@ -117,7 +117,7 @@ def serve(args, templates_for, references_for=None) -> int:
         engine = Engine(loaded.model, loaded.tokenizer, loaded.family, max_rows=args.max_batch,
                         max_queue=args.max_queue, timeout=args.timeout, engine=args.engine,
                         max_new_tokens=args.max_tokens_cap, trace=args.trace, check_every=args.stream_every,
-                        fused_step=getattr(args, "fused_step", False),
+                        fused_step=getattr(args, "fused_step", True),
                         compiled_step=getattr(args, "compile_step", False))
         if interval is not None:
             sys.setswitchinterval(interval)
