@@ -192,9 +192,11 @@ def main() -> None:
             results, wall, lags = asyncio.run(_load(server.url, args.requests, args.max_tokens, args.temperature,
                                          args.warmup_tokens or args.max_tokens, args.warmup_rounds))
             server_tail = [line for line in server.lines if "DEBUG" not in line][-40:]
-        # The warm-up request and rounds end first; the rest are the measured ones.
-        skip = 1 + args.warmup_rounds * args.requests
-        served = [json.loads(line) for line in trace.read_text().splitlines()[skip:]] if trace.is_file() else []
+        # The measured requests: submitted once the measured round began (the warm-up request and rounds
+        # came before; one monotonic clock for the host), whatever order their trace lines were written in.
+        began = min(r["sent_at"] for r in results)
+        lines = trace.read_text().splitlines() if trace.is_file() else []
+        served = [t for t in map(json.loads, lines) if t.get("submitted_at", began) >= began]
     firsts = [t["first_text_s"] for t in served if t["first_text_s"] is not None]
     answered = [r for r in results if r["status"] == 200 and r["ttft"] is not None]
     latencies, ttfts = [r["latency"] for r in answered], [r["ttft"] for r in answered]

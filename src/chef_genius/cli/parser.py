@@ -129,14 +129,16 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--stream-every", type=int, default=4,
                        help="decode steps between the text sent to clients: more is fewer, larger pieces (less work "
                             "for the server, a later first token) (default: %(default)s)")
-    serve.add_argument("--fused-step", action=argparse.BooleanOptionalAction, default=True,
+    serve.add_argument("--fused-step", action="store_true", default=True,
                        help="decode a plain Llama's steps through chef-genius' fused step (q/k/v and gate/up each one "
-                            "product; a second copy of the weights; 1.2-1.3x the tokens/s on an H100) (default: on)")
+                            "product; a second copy of the weights; about 1.2x the tokens/s on an H100) (default: on)")
+    serve.add_argument("--no-fused-step", dest="fused_step", action="store_false",
+                       help="decode a plain Llama's steps through the model's own layers")
     serve.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                        help="the weights' type while serving (bfloat16: half the memory, other last bits) "
                             "(default: %(default)s)")
     serve.add_argument("--compile-step", action="store_true",
-                       help="--fused-step with each layer compiled by torch.compile (fused element-wise kernels; "
+                       help="--fused-step (implied) with each layer compiled by torch.compile (fused element-wise kernels; "
                             "1.8x the tokens/s of the plain step on an H100, but a compilation of up to a minute "
                             "for each cache size the server meets) (default: off)")
     serve.add_argument("--trace", type=Path, help="append one JSON line per request to this file as it ends: "
