@@ -142,12 +142,16 @@ async def _load(url: str, requests: int, max_tokens: int, temperature: float,
         # warm-up, not counted: by default of the measured size, so that the server has captured its
         # decode step for that cache size (a first capture stalls every row; --warmup-tokens 8 shows it)
         await _one(client, url, 0, warmup_tokens, temperature)
+
+        def one_round():
+            return asyncio.gather(*(_one(client, url, i, max_tokens, temperature) for i in range(requests)))
+
         for _ in range(warmup_rounds):  # whole rounds first, not counted: a server's steady state
-            await asyncio.gather(*(_one(client, url, i, max_tokens, temperature) for i in range(requests)))
+            await one_round()
         lags, stop = [], asyncio.Event()
         probe = asyncio.create_task(_lag(lags, stop))
         start = time.perf_counter()
-        results = await asyncio.gather(*(_one(client, url, i, max_tokens, temperature) for i in range(requests)))
+        results = await one_round()
         wall = time.perf_counter() - start
         stop.set()
         await probe
