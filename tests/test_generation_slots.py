@@ -305,3 +305,101 @@ def test_each_size_keeps_its_captured_step(random_llama, monkeypatch):
     assert sizes == [64, 512, 64, 512]
     assert len(captured) == 2
     assert [got[i] for i in range(4)] == expected
+
+
+def test_prefill_shapes_come_in_buckets_up_to_a_size():
+    from chef_genius.generation.prefill import MAX_GRAPH_TOKENS, WIDTH_STEP, prefill_shape
+
+    assert prefill_shape([3, 11, 6], bucketed=False) == (3, 11, False)
+    assert prefill_shape([3, 11, 6], bucketed=True) == (4, WIDTH_STEP, True)
+    assert prefill_shape([40] * 13, bucketed=True) == (16, 2 * WIDTH_STEP, True)
+    assert prefill_shape([33], bucketed=True) == (1, 2 * WIDTH_STEP, True)
+    big = [MAX_GRAPH_TOKENS // 64 + 1] * 64  # its bucket is over the limit: the exact shape, eager
+    assert prefill_shape(big, bucketed=True) == (64, big[0], False)
+
+
+BUCKET_PROMPTS = PROMPTS + [[11, 12, 13, 14], [50] * 40, [9, 8, 7]]
+BUCKET_LIMITS = [25, 30, 20, 35, 28, 22, 30, 26]
+WAVES = [[0], [1, 2, 3], [4, 5, 6], [7]]  # buckets (1, 32), (4, 32), (4, 64): a 40-token prompt, (1, 32) again
+
+
+def admit_in_waves(decoder, settings: dict) -> list[list[int]]:
+    """`BUCKET_PROMPTS` admitted several at once into a busy decoder of 8 slots (`WAVES`, 2 steps
+    apart), decoded to their ends; each row's tokens."""
+    got: dict[int, list[int]] = {}
+    owner: dict[int, int] = {}
+    with torch.inference_mode():
+        for wave in WAVES:
+            free = [s for s in range(8) if s not in owner][:len(wave)]
+            decoder.admit(free, [BUCKET_PROMPTS[i] for i in wave], [BUCKET_LIMITS[i] for i in wave],
+                          [settings] * len(wave), [None] * len(wave), busy=bool(owner))
+            owner.update(zip(free, wave, strict=True))
+            got.update({i: [] for i in wave})
+            turn(decoder, 2, owner, got)
+        while owner:
+            turn(decoder, 4, owner, got)
+    return [got[i] for i in range(len(BUCKET_PROMPTS))]
+
+
+def engines_recipes(model, settings: dict) -> list[list[int]]:
+    from chef_genius.generation import EngineOptions, generate_ids
+
+    return [generate_ids(model, [p], CAUSAL, settings, STOPS, 0, limit, 1, options=EngineOptions(exact=True))[0][0]
+            for p, limit in zip(BUCKET_PROMPTS, BUCKET_LIMITS, strict=True)]
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
+@pytest.mark.parametrize("preset", ["greedy", "guarded"])
+def test_newcomers_prefilled_in_buckets_write_the_engines_recipes(random_llama, preset, device):
+    """Prompts admitted several at once into a busy decoder, in shape buckets (rows padded to a power
+    of two by repeating the last one, width left-padded to a multiple of 32): on CUDA each bucket's
+    prefill captured once and replayed, its keys and values copied into the rows' slots; on the CPU
+    the same shapes run eagerly. Every row writes what it writes alone."""
+    model = random_llama.to(device)
+    settings = {**NEUTRAL, **DECODING[preset]}
+    expected = engines_recipes(model, settings)
+    decoder = SlotDecoder(model, STOPS, 0, slots=8, max_new_tokens=40, race=device == "cuda", window=7,
+                          prefill_graphs=True)
+    got = admit_in_waves(decoder, settings)
+    random_llama.to("cpu")
+    assert got == expected
+    if device == "cuda":  # one graph per bucket met, the first one replayed by the last wave
+        assert sorted(decoder._prefills) == [(1, 32), (4, 32), (4, 64)]
+
+
+def test_a_captured_prefills_path_writes_what_an_eager_prefill_writes(random_llama, monkeypatch):
+    """The captured prefill's path on the CPU, its capture (and the decode step's) stood in for by
+    eager runs: the forward on a scratch cache, its keys and values copied into the rows' slots,
+    the bucket's extra rows dropped. The rows write the engine's recipes, and a server's warm-up
+    captured every row bucket of 8 slots at the usual widths, so the waves captured nothing more."""
+    import chef_genius.generation.causal as causal
+    from chef_genius.generation.prefill import WARM_WIDTHS, ScratchCache
+
+    made, replays = [], []
+
+    class EagerGraph:
+        def __init__(self, forward, rows, width, dtype, device, pool):
+            self.forward, self.cache = forward, ScratchCache()
+            made.append((rows, width))
+
+        def __call__(self, ids, mask, positions):
+            replays.append(tuple(ids.shape))
+            return self.forward(ids, mask, positions, self.cache), self.cache.keys, self.cache.values
+
+    def fake_capture(step, warmups=2):
+        for _ in range(warmups):
+            step()
+        return step
+
+    monkeypatch.setattr(causal, "PrefillGraph", EagerGraph)
+    monkeypatch.setattr(causal, "capture", fake_capture)
+    monkeypatch.setattr(torch.cuda, "graph_pool_handle", lambda: None)
+    settings = {**NEUTRAL, **DECODING["guarded"]}
+    decoder = SlotDecoder(random_llama, STOPS, 0, slots=8, max_new_tokens=40, race=True, window=12,
+                          prefill_graphs=True)
+    decoder.graphs = True
+    with torch.inference_mode():
+        assert decoder.warm_prefills() == 8
+    assert sorted(made) == [(r, w) for r in (1, 2, 4, 8) for w in WARM_WIDTHS]
+    assert admit_in_waves(decoder, settings) == engines_recipes(random_llama, settings)
+    assert len(made) == 8 and replays == [(1, 32), (4, 32), (4, 64), (1, 32)]  # a replay a wave

@@ -19,8 +19,9 @@ import torch
 from chef_genius.generation.attention import grouped_attention_for
 from chef_genius.generation.layout import column_major_linears
 from chef_genius.generation.llama_step import LlamaDecodeStep
+from chef_genius.generation.prefill import PrefillGraph, prefill_shape
 from chef_genius.generation.rules import DecodingRule, next_tokens
-from chef_genius.generation.state import RowCache, RowState, additive_mask, base_model, cache_keyword
+from chef_genius.generation.state import RowCache, RowState, additive_mask, base_model, cache_keyword, device_tensor
 
 CPU_FAST_MIN_TOKENS = 16  # below this token limit the CPU path's weight copies are not worth making
 
@@ -66,13 +67,16 @@ class CausalDecoder:
             without ``cpu_fast`` it attends over the whole cache, as a graph does.
         compiled: ``fused``, with each layer of a step over the whole cache compiled
             (``torch.compile``; `LlamaDecodeStep`'s ``compiled``).
+        prefill_graphs: prefills in shape buckets (`prefill.prefill_shape`), replayed as CUDA graphs
+            where ``graphs`` run (a server's newcomers: `SlotDecoder`); the cache must then hold a
+            bucket's width.
     """
 
     def __init__(self, model: torch.nn.Module, rule: DecodingRule, stops: list[int], pad_id: int,
                  max_new_tokens: int, slots: int, prompt_width: int, continuous: bool = True, check_every: int = 1,
                  graphs: bool = False, race: bool | None = None, position_limit: int | None = None,
                  grouped: bool = True, cpu_fast: bool = True, fused: bool = False,
-                 compiled: bool = False):
+                 compiled: bool = False, prefill_graphs: bool = False):
         self.model, self.rule, self.pad_id = model, rule, pad_id
         self.device = next(model.parameters()).device
         self.dtype = model_dtype(model)
@@ -95,6 +99,8 @@ class CausalDecoder:
         self._wants_lean = lean and grouped and LlamaDecodeStep.supports(model, self.device.type)
         self._relayout = worth and not self._wants_lean
         self._lean: LlamaDecodeStep | None = None  # made at the first decode step
+        self.prefill_graphs, self._prefill_pool = prefill_graphs, None
+        self._prefills: dict[tuple[int, int], PrefillGraph] = {}  # (rows, width) -> its captured prefill
 
     def run(self, prompts: list[list[int]],
             on_done: Callable[[int], None] | None = None) -> list[tuple[list[int], bool]]:
@@ -134,42 +140,64 @@ class CausalDecoder:
                     on_done(index)
         return results  # type: ignore[return-value]
 
-    def _forward(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        if self._wants_lean and ids.shape[1] == 1 and self.cache.prefill_rows is None:
+    def _forward(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache=None) -> torch.Tensor:
+        """The last token's logits; ``cache``: another than the decoder's (a captured prefill's)."""
+        if self._wants_lean and ids.shape[1] == 1 and cache is None and self.cache.prefill_rows is None:
             if self._lean is None:
                 self._lean = LlamaDecodeStep(self.model, self._parts, self._compiled)
             return self._lean(ids, mask, positions, self.cache)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1,
-                         **{self._cache_keyword: self.cache})
+                         **{self._cache_keyword: self.cache if cache is None else cache})
         return out.logits[:, -1]
 
     def _prefill(self, slots: list[int], prompts: list[list[int]], token_limits: list[int] | None = None) -> None:
         """Run ``prompts`` into ``slots`` in one pass and choose their first tokens; ``token_limits``:
-        each row's own token limit (default ``max_new_tokens``; the model's positions bound both)."""
-        width = max(len(p) for p in prompts)
-        ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
-        for i, prompt in enumerate(prompts):
-            ids[i, width - len(prompt):] = torch.tensor(prompt, dtype=torch.long)
-        ids = ids.to(self.device)
-        rows = torch.tensor(slots, dtype=torch.long, device=self.device)
-        starts = torch.tensor([width - len(p) for p in prompts], dtype=torch.long, device=self.device)
+        each row's own token limit (default ``max_new_tokens``; the model's positions bound both).
+        With ``prefill_graphs`` the pass has its bucket's shape (`prefill.prefill_shape`) and, on a
+        GPU, replays that shape's captured graph, whose keys and values are then copied in."""
+        count = len(prompts)
+        rows_run, width, graphed = prefill_shape([len(p) for p in prompts], self.prefill_graphs)
+        limits = token_limits or [self.state.max_new_tokens] * count
+        # One copy to the device, queued behind the steps in flight: each row's ids, slot, start, length, limit.
+        lines = [[self.pad_id] * (width - len(p)) + list(p) + [slot, width - len(p), len(p), limit]
+                 for p, slot, limit in zip(prompts, slots, limits, strict=True)]
+        packed = device_tensor(lines + lines[-1:] * (rows_run - count), self.device)
+        ids, rows, starts = packed[:, :width], packed[:, width], packed[:, width + 1]
         columns = torch.arange(width, device=self.device)
         real = columns[None, :] >= starts[:, None]
         # Transformers' position ids for a left-padded batch: cumsum(mask) - 1, padding at 1.
         positions = (columns[None, :] - starts[:, None]).masked_fill(~real, 1)
         allowed = real[:, None, None, :] & (columns[None, None, None, :] <= columns[None, None, :, None])
-        self.cache.prefill_rows = rows
-        try:
-            logits = self._forward(ids, self._mask(allowed, columns[None, None, :], columns), positions)
-        finally:
-            self.cache.prefill_rows = None
-        lengths = torch.tensor([len(p) for p in prompts], dtype=torch.long, device=self.device)
-        limits = None if token_limits is None else torch.tensor(token_limits, dtype=torch.long, device=self.device)
+        mask = self._mask(allowed, columns[None, None, :], columns)
+        if graphed and self.graphs and isinstance(mask, torch.Tensor):
+            logits, keys, values = self.prefill_graph(rows_run, width)(ids, mask, positions)
+            self.cache.write(rows[:count], [k[:count] for k in keys], [v[:count] for v in values])
+        else:
+            logits = self._prefill_forward(rows, ids, mask, positions)
+        packed, logits = packed[:count], logits[:count]  # a bucket's extra rows repeat the last one
+        ids, rows, starts = packed[:, :width], packed[:, width], packed[:, width + 1]
+        lengths, limits = packed[:, width + 2], packed[:, width + 3]
         if self.position_limit is not None:
-            limits = (self.position_limit - lengths).clamp(1, self.state.max_new_tokens) if limits is None else \
-                torch.minimum(limits, (self.position_limit - lengths).clamp_min(1))
+            limits = torch.minimum(limits, (self.position_limit - lengths).clamp_min(1))
         self.state.begin(rows, ids, starts, limits)
         self.state.commit(self._choose(logits, rows), rows)
+
+    def prefill_graph(self, rows: int, width: int) -> PrefillGraph:
+        """The captured prefill of ``rows`` x ``width`` (captured at its first use)."""
+        graph = self._prefills.get((rows, width))
+        if graph is None:
+            if self._prefill_pool is None:
+                self._prefill_pool = torch.cuda.graph_pool_handle()
+            graph = PrefillGraph(self._forward, rows, width, self.dtype, self.device, self._prefill_pool)
+            self._prefills[(rows, width)] = graph
+        return graph
+
+    def _prefill_forward(self, rows: torch.Tensor, ids: torch.Tensor, mask, positions: torch.Tensor) -> torch.Tensor:
+        self.cache.prefill_rows = rows
+        try:
+            return self._forward(ids, mask, positions)
+        finally:
+            self.cache.prefill_rows = None
 
     def _decode_step(self) -> None:
         """One token for every slot, all on the device (what the CUDA graph replays)."""

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import torch
 
+from chef_genius.generation.state import device_tensor
+
 _MASK = 0xFFFFFFFF
 
 
@@ -108,14 +110,14 @@ class RowRules:
         if settings.get("no_repeat_ngram_size", 0) > self.largest:
             raise ValueError(f"an n-gram ban of {settings['no_repeat_ngram_size']} is over this decoder's "
                              f"{self.largest}")
-        index = torch.tensor(slots, dtype=torch.long, device=self.sample.device)
+        index = device_tensor(slots, self.sample.device)
         sample = bool(settings.get("do_sample"))
         self.sample[index] = sample
         self.temperature[index] = float(settings.get("temperature", 1.0)) if sample else 1.0
         self.top_k[index] = int(settings.get("top_k", 0) or 0) if sample else 0
         self.top_p[index] = float(settings.get("top_p", 1.0)) if sample else 1.0
         self.ngram[index] = int(settings.get("no_repeat_ngram_size", 0))
-        self.seed[index] = torch.tensor(seeds, dtype=torch.long, device=index.device)
+        self.seed[index] = device_tensor(seeds, index.device)
 
     def scores(self, logits: torch.Tensor, history: torch.Tensor, length: torch.Tensor,
                rows: torch.Tensor | None, largest: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -24,9 +24,10 @@ import torch
 
 from chef_genius.generation.attention import grouped_attention_for
 from chef_genius.generation.causal import CausalDecoder
+from chef_genius.generation.prefill import WARM_WIDTHS, prefill_shape
 from chef_genius.generation.rowrules import RowRules
 from chef_genius.generation.rules import DecodingRule
-from chef_genius.generation.state import RowCache, RowState
+from chef_genius.generation.state import RowCache, RowState, device_tensor
 
 SEED_RANGE = 1 << 63
 KEEP_SIZES = 2  # cache sizes kept besides the current one (graphs only), the most recently left
@@ -52,15 +53,20 @@ class SlotDecoder(CausalDecoder):
             GPU's graph included (as `CausalDecoder`'s; off by default).
         compiled: ``fused`` with the step's layers compiled (`CausalDecoder`'s), and on a GPU the
             graph's per-row sampling compiled too.
+        prefill_graphs: newcomers prefilled in shape buckets, replayed as CUDA graphs
+            (`generation.prefill`; None: where the decode step's graphs run; on the CPU, True runs
+            the buckets' shapes eagerly).
     """
 
     def __init__(self, model: torch.nn.Module, stops: list[int], pad_id: int, slots: int, max_new_tokens: int,
                  largest_ngram: int = 10, graphs: bool = True, race: bool | None = None,
                  position_limit: int | None = None, grouped: bool = True, window: int = 8, fused: bool = False,
-                 compiled: bool = False):
+                 compiled: bool = False, prefill_graphs: bool | None = None):
         super().__init__(model, DecodingRule(False), stops, pad_id, max_new_tokens, slots, prompt_width=0,
                          graphs=graphs, race=race, position_limit=position_limit, grouped=grouped, fused=fused,
-                         compiled=compiled)
+                         compiled=compiled, prefill_graphs=bool(prefill_graphs))
+        if prefill_graphs is None:
+            self.prefill_graphs = self.graphs
         if self.graphs and not self.race:
             raise ValueError("a CUDA graph draws by the race: race=False needs graphs=False")
         self.rules = RowRules(slots, self.device, largest_ngram)
@@ -135,7 +141,8 @@ class SlotDecoder(CausalDecoder):
         """
         limits = [max(1, min(limit, self.state.max_new_tokens)) for limit in limits]
         # A graph's shapes must hold the rows to their end; eager steps grow the cache as they go.
-        self._fit(max(len(p) for p in prompts) + (max(limits) if self.graphs else self.window) + 1, busy)
+        width = prefill_shape([len(p) for p in prompts], self.prefill_graphs)[1]  # the prompts' columns
+        self._fit(width + (max(limits) if self.graphs else self.window) + 1, busy)
         seeds = [int(torch.randint(0, 1 << 62, ())) if s is None else s % SEED_RANGE for s in seeds]
         groups: dict[tuple, tuple[list[int], list[int]]] = {}
         for slot, setting, seed in zip(slots, settings, seeds, strict=True):
@@ -154,16 +161,29 @@ class SlotDecoder(CausalDecoder):
                     self.draws.append((generator, [slot]))
                 else:
                     owned.append(slot)
-        self.sent[torch.tensor(slots, device=self.device)] = 0
+        self.sent[device_tensor(slots, self.device)] = 0
         for slot, setting in zip(slots, settings, strict=True):
             self._sent[slot], self.ngrams[slot] = 0, int(setting.get("no_repeat_ngram_size", 0))
         with grouped_attention_for(self.model) if self.grouped else nullcontext():
             self._prefill(slots, prompts, limits)
 
+    def warm_prefills(self, widths: tuple[int, ...] = WARM_WIDTHS) -> int:
+        """Capture the prefills of every row bucket up to the slots' at ``widths`` (a server before
+        its first request: a first capture costs about three prefills, paid by a newcomer's first
+        token otherwise); how many were captured (0 where prefills are not captured)."""
+        if not (self.graphs and self.prefill_graphs and self.sliding is None):
+            return 0
+        shapes = [(1 << k, width) for width in widths for k in range((self.slots - 1).bit_length() + 1)
+                  if prefill_shape([width] * (1 << k), True) == (1 << k, width, True)]
+        with grouped_attention_for(self.model) if self.grouped else nullcontext():
+            for rows, width in shapes:
+                self.prefill_graph(rows, width)
+        return len(shapes)
+
     def free(self, slots: list[int]) -> None:
         """End the rows of ``slots`` now (a client gone) and forget their draws."""
         if slots:
-            self.state.finished[torch.tensor(slots, device=self.device)] = True
+            self.state.finished[device_tensor(slots, self.device)] = True
         gone = set(slots)
         for slot in slots:
             self.ngrams[slot] = 0

@@ -29,6 +29,13 @@ def cache_keyword(model: torch.nn.Module) -> str:
     return "cache" if "cache" in inspect.signature(target.forward).parameters else "past_key_values"
 
 
+def device_tensor(values: list, device: torch.device, dtype: torch.dtype = torch.long) -> torch.Tensor:
+    """``values`` on ``device`` without waiting for its queued work: a plain host-to-device copy
+    synchronizes the stream (PyTorch waits for it to end), so each one a server made while admitting
+    newcomers waited for the decode steps in flight and then for each kernel launched before it."""
+    return torch.tensor(values, dtype=dtype).to(device, non_blocking=True)
+
+
 class RowCache:
     """Keys and values of every layer, (rows, kv heads, capacity, head dim), given to the model's
     forward as its cache (the ``update`` a Transformers attention layer calls).
@@ -50,11 +57,23 @@ class RowCache:
         self.prefill_rows: torch.Tensor | None = None
         self._all = torch.arange(rows, device=column.device)
 
-    def update(self, keys: torch.Tensor, values: torch.Tensor, layer: int, *args, **kwargs):
+    def _allocate(self, keys: torch.Tensor, values: torch.Tensor, layer: int) -> None:
         if layer == len(self.keys):  # first use: allocate this layer once
             shape = (self.rows, keys.shape[1], self.capacity, keys.shape[3])
             self.keys.append(keys.new_zeros(shape))
             self.values.append(values.new_zeros(shape[:3] + (values.shape[3],)))
+
+    def write(self, rows: torch.Tensor, keys: list[torch.Tensor], values: list[torch.Tensor]) -> None:
+        """A prefill's keys and values of every layer, (len(rows), kv heads, width, head dim), into
+        the columns ``0..width`` of ``rows`` (a captured prefill's, copied in after its replay)."""
+        for layer, (layer_keys, layer_values) in enumerate(zip(keys, values, strict=True)):
+            self._allocate(layer_keys, layer_values, layer)
+            width = layer_keys.shape[2]
+            self.keys[layer][rows, :, :width] = layer_keys
+            self.values[layer][rows, :, :width] = layer_values
+
+    def update(self, keys: torch.Tensor, values: torch.Tensor, layer: int, *args, **kwargs):
+        self._allocate(keys, values, layer)
         if self.prefill_rows is not None:
             width = keys.shape[2]
             self.keys[layer][self.prefill_rows, :, :width] = keys

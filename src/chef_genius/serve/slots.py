@@ -31,6 +31,7 @@ the same text whatever else the server is doing, but not the text `generate` dra
 from __future__ import annotations
 
 import sys
+import time
 
 import torch
 
@@ -78,6 +79,7 @@ class SlotLoop:
         self.ended: list[bool] = [False] * engine.max_rows
         self.counts = [0] * engine.max_rows
         self.text = StreamingDetokenizer(engine.tokenizer, engine.max_rows)
+        self.prefill_graphs: bool | None = None  # None: where the decoder's graphs run; False once capturing failed
 
     def _decoder(self):
         from chef_genius.generation.slots import SlotDecoder
@@ -87,7 +89,8 @@ class SlotLoop:
             self.decoder = SlotDecoder(engine.model, engine.stops, engine.pad_id, engine.max_rows,
                                        engine.max_new_tokens, self.LARGEST_NGRAM, graphs=True,
                                        position_limit=engine.position_limit, window=self.every + 3,
-                                       fused=engine.fused_step, compiled=engine.compiled_step)
+                                       fused=engine.fused_step, compiled=engine.compiled_step,
+                                       prefill_graphs=self.prefill_graphs)
         return self.decoder
 
     def busy(self) -> list[int]:
@@ -96,6 +99,8 @@ class SlotLoop:
     def run(self) -> None:
         engine = self.engine
         with torch.inference_mode(), torch.compiler.set_stance("force_eager"):
+            if engine.device.type == "cuda":
+                self._warm()
             while True:
                 if not self.busy() and not engine._waiting and not engine._wait_for_work():
                     return
@@ -115,6 +120,22 @@ class SlotLoop:
                 except Exception as error:  # the server goes on: the rows decoding get the error
                     self._fail(error)
                 engine.active_rows = len(self.busy())
+
+    def _warm(self) -> None:
+        """Capture the usual prefill shapes before the first request (`SlotDecoder.warm_prefills`);
+        where capturing fails, prefills run eagerly."""
+        began = time.monotonic()
+        try:
+            count = self._decoder().warm_prefills()
+        except Exception as error:  # the server still serves, with eager prefills
+            print(f"chef-genius serve: prefills not captured ({type(error).__name__}: {error}); prefilling eagerly",
+                  file=sys.stderr)
+            self.decoder = None
+            self.prefill_graphs = False
+            return
+        if count:
+            print(f"chef-genius serve: {count} prefill shapes captured in {time.monotonic() - began:.1f} s",
+                  file=sys.stderr, flush=True)
 
     def _admit(self):
         """Take waiting requests into free slots and prefill them; a request for the Transformers
