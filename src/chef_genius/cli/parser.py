@@ -138,9 +138,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="the weights' type while serving (bfloat16: half the memory, other last bits) "
                             "(default: %(default)s)")
     serve.add_argument("--compile-step", action="store_true",
-                       help="--fused-step (implied) with each layer compiled by torch.compile (fused element-wise kernels; "
-                            "1.8x the tokens/s of the plain step on an H100, but a compilation of up to a minute "
-                            "for each cache size the server meets) (default: off)")
+                       help="--fused-step (implied) with each layer compiled by torch.compile "
+                            "(fused element-wise kernels; 1.8x the tokens/s of the plain step on an H100, "
+                            "but a compilation of up to a minute for each cache size the server meets) (default: off)")
     serve.add_argument("--trace", type=Path, help="append one JSON line per request to this file as it ends: "
                                               "seconds queued, to its first text, and in all (where the time goes)")
     serve.add_argument("--device", help="cuda or cpu (default: cuda when there is one)")
