@@ -73,7 +73,7 @@ async def one_round(engine, prompts: list[list[int]], settings: dict, max_tokens
     return records
 
 
-def run_variant(loaded, name: str, args, log: list) -> dict:
+def run_variant(loaded, name: str, args, log: list, prefill_graphs: bool = True) -> dict:
     import torch
 
     from chef_genius.serve.engine import Engine
@@ -88,7 +88,7 @@ def run_variant(loaded, name: str, args, log: list) -> dict:
     _, settings = decoding_settings(None, "careful", temperature=args.temperature)
     engine = Engine(loaded.model, tokenizer, loaded.family, max_rows=max(64, args.requests),
                     max_new_tokens=max(args.max_tokens, 256), fused_step=fused, compiled_step=compiled,
-                    check_every=args.stream_every)
+                    check_every=args.stream_every, prefill_graphs=prefill_graphs)
     try:
         asyncio.run(one_round(engine, prompts[:1], settings, args.max_tokens, 0))
         for _ in range(args.warmup_rounds):
@@ -104,7 +104,8 @@ def run_variant(loaded, name: str, args, log: list) -> dict:
     turns = [{"part": part, "at_ms": round(1e3 * (a - began), 2), "ms": round(1e3 * (b - a), 2), "rows": rows}
              for part, a, b, rows in log]
     firsts = [r["first_out"] - r["submitted"] for r in records if r["first_out"] is not None]
-    return {"variant": name, "dtype": dtype, "fused": fused, "compiled": compiled, "requests": args.requests,
+    return {"variant": name, "dtype": dtype, "fused": fused, "compiled": compiled, "prefill_graphs": prefill_graphs,
+            "warmed": engine.warmed, "requests": args.requests,
             "spread_s": args.spread, "first_text_p50_s": statistics.median(firsts),
             "first_text_max_s": max(firsts), "tokens_per_s": tokens / wall, "wall_s": wall,
             "prefills": sum(t["part"] == "prefill" for t in turns),
@@ -112,7 +113,7 @@ def run_variant(loaded, name: str, args, log: list) -> dict:
             "turns": turns[:args.show * 4]}
 
 
-def profile_admit(loaded, name: str, rows: int = 16) -> dict:
+def profile_admit(loaded, name: str, rows: int = 16, prefill_graphs: bool = True) -> dict:
     """One admission of ``rows`` prompts into a fresh `SlotDecoder` (after one untimed), under
     torch.profiler: its wall time and the operators that took the most host and device time."""
     import torch
@@ -125,7 +126,7 @@ def profile_admit(loaded, name: str, rows: int = 16) -> dict:
     _, settings = decoding_settings(None, "careful", temperature=0.8)
     stops = loaded.family.stop_ids(loaded.tokenizer)
     decoder = SlotDecoder(loaded.model, stops, loaded.tokenizer.pad_token_id, 64, 256, graphs=True,
-                          window=7, fused=fused, compiled=compiled)
+                          window=7, fused=fused, compiled=compiled, prefill_graphs=None if prefill_graphs else False)
     prompts = [[100 + (i * 7 + j) % 1000 for j in range(28 + i % 5)] for i in range(3 * rows)]
 
     def admit(first: int) -> tuple[float, float]:
@@ -144,11 +145,15 @@ def profile_admit(loaded, name: str, rows: int = 16) -> dict:
                                                 torch.profiler.ProfilerActivity.CUDA]) as prof:
             admit(2 * rows)
     table = prof.key_averages()
-    print(f"\n{name}: admit of {rows} rows returned after {1e3 * plain[0]:.1f} ms, done on the device after "
-          f"{1e3 * plain[1]:.1f} ms")
+    host = sum(event.self_cpu_time_total for event in table) / 1e3
+    device = sum(event.self_device_time_total for event in table) / 1e3
+    print(f"\n{name}{'' if prefill_graphs else ', eager prefill'}: admit of {rows} rows returned after "
+          f"{1e3 * plain[0]:.1f} ms, done on the device after {1e3 * plain[1]:.1f} ms; under the profiler "
+          f"{host:.1f} ms of host time, {device:.1f} ms of device time")
     print(table.table(sort_by="cpu_time_total", row_limit=25, max_name_column_width=60))
     print(table.table(sort_by="self_device_time_total", row_limit=12, max_name_column_width=60))
-    return {"variant": name, "rows": rows, "returned_ms": 1e3 * plain[0], "done_ms": 1e3 * plain[1]}
+    return {"variant": name, "prefill_graphs": prefill_graphs, "rows": rows, "returned_ms": 1e3 * plain[0],
+            "done_ms": 1e3 * plain[1], "profiled_host_ms": host, "profiled_device_ms": device}
 
 
 def main() -> None:
@@ -164,6 +169,8 @@ def main() -> None:
     parser.add_argument("--stream-every", type=int, default=4)
     parser.add_argument("--warmup-rounds", type=int, default=1)
     parser.add_argument("--show", type=int, default=12, help="turns printed (and kept) per variant")
+    parser.add_argument("--compare-eager", action="store_true",
+                        help="run each variant twice: prefills as CUDA graphs (the default), then eager")
     parser.add_argument("--profile-admit", action="store_true",
                         help="also profile one admission of 16 rows per variant (a fresh decoder, no engine)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "serve_turns.json")
@@ -179,16 +186,19 @@ def main() -> None:
         model = args.model or random_smollm2(Path(scratch) / "random-smollm2-135m")
         loaded = load_run(model, device=args.device)
         for name in args.variants:
-            result = run_variant(loaded, name, args, log)
-            results.append(result)
-            print(f"\n{name}: first text p50 {result['first_text_p50_s']:.3f} s (max {result['first_text_max_s']:.3f}),"
-                  f" {result['tokens_per_s']:.0f} tokens/s, {result['prefills']} prefills "
-                  f"({', '.join(f'{ms:.0f}' for ms in result['prefill_ms'][:12])} ms)")
-            print(f"{'part':>9} {'at ms':>8} {'ms':>7} {'rows':>5}")
-            for turn in result["turns"]:
-                print(f"{turn['part']:>9} {turn['at_ms']:>8.1f} {turn['ms']:>7.2f} {turn['rows'] or '':>5}")
-            if args.profile_admit:
-                result["admit_profile"] = profile_admit(loaded, name)
+            for graphs in (True, False) if args.compare_eager else (True,):
+                result = run_variant(loaded, name, args, log, prefill_graphs=graphs)
+                results.append(result)
+                label = name + ("" if graphs else ", eager prefill")
+                print(f"\n{label}: first text p50 {result['first_text_p50_s']:.3f} s (max "
+                      f"{result['first_text_max_s']:.3f}), {result['tokens_per_s']:.0f} tokens/s, {result['prefills']} "
+                      f"prefills ({', '.join(f'{ms:.0f}' for ms in result['prefill_ms'][:12])} ms); prefill shapes "
+                      f"captured at start (count, s): {result['warmed']}")
+                print(f"{'part':>9} {'at ms':>8} {'ms':>7} {'rows':>5}")
+                for turn in result["turns"]:
+                    print(f"{turn['part']:>9} {turn['at_ms']:>8.1f} {turn['ms']:>7.2f} {turn['rows'] or '':>5}")
+                if args.profile_admit:
+                    result["admit_profile"] = profile_admit(loaded, name, prefill_graphs=graphs)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"device": args.device, "results": results}, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -308,7 +308,7 @@ def test_each_size_keeps_its_captured_step(random_llama, monkeypatch):
 
 
 def test_prefill_shapes_come_in_buckets_up_to_a_size():
-    from chef_genius.generation.prefill import MAX_GRAPH_TOKENS, WIDTH_STEP, prefill_shape
+    from chef_genius.generation.prefill import MAX_GRAPH_TOKENS, MAX_GRAPH_WIDTH, WIDTH_STEP, prefill_shape
 
     assert prefill_shape([3, 11, 6], bucketed=False) == (3, 11, False)
     assert prefill_shape([3, 11, 6], bucketed=True) == (4, WIDTH_STEP, True)
@@ -316,6 +316,7 @@ def test_prefill_shapes_come_in_buckets_up_to_a_size():
     assert prefill_shape([33], bucketed=True) == (1, 2 * WIDTH_STEP, True)
     big = [MAX_GRAPH_TOKENS // 64 + 1] * 64  # its bucket is over the limit: the exact shape, eager
     assert prefill_shape(big, bucketed=True) == (64, big[0], False)
+    assert prefill_shape([MAX_GRAPH_WIDTH + 1], bucketed=True) == (1, MAX_GRAPH_WIDTH + 1, False)  # too wide
 
 
 BUCKET_PROMPTS = PROMPTS + [[11, 12, 13, 14], [50] * 40, [9, 8, 7]]
@@ -341,11 +342,15 @@ def admit_in_waves(decoder, settings: dict) -> list[list[int]]:
     return [got[i] for i in range(len(BUCKET_PROMPTS))]
 
 
-def engines_recipes(model, settings: dict) -> list[list[int]]:
+def engines_recipes_of(model, settings: dict, prompts: list[list[int]], limits: list[int]) -> list[list[int]]:
     from chef_genius.generation import EngineOptions, generate_ids
 
     return [generate_ids(model, [p], CAUSAL, settings, STOPS, 0, limit, 1, options=EngineOptions(exact=True))[0][0]
-            for p, limit in zip(BUCKET_PROMPTS, BUCKET_LIMITS, strict=True)]
+            for p, limit in zip(prompts, limits, strict=True)]
+
+
+def engines_recipes(model, settings: dict) -> list[list[int]]:
+    return engines_recipes_of(model, settings, BUCKET_PROMPTS, BUCKET_LIMITS)
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
@@ -367,39 +372,95 @@ def test_newcomers_prefilled_in_buckets_write_the_engines_recipes(random_llama, 
         assert sorted(decoder._prefills) == [(1, 32), (4, 32), (4, 64)]
 
 
-def test_a_captured_prefills_path_writes_what_an_eager_prefill_writes(random_llama, monkeypatch):
-    """The captured prefill's path on the CPU, its capture (and the decode step's) stood in for by
-    eager runs: the forward on a scratch cache, its keys and values copied into the rows' slots,
-    the bucket's extra rows dropped. The rows write the engine's recipes, and a server's warm-up
-    captured every row bucket of 8 slots at the usual widths, so the waves captured nothing more."""
+class EagerGraph:
+    """`prefill.PrefillGraph` stood in for on the CPU: the same forward on the same scratch cache and
+    shared buffer, run at each call instead of replayed; ``fail`` names shapes whose capture raises."""
+
+    made: list[tuple[int, int]] = []
+    replays: list[tuple[int, int]] = []
+    fail: set[tuple[int, int]] = set()
+
+    def __init__(self, forward, rows, width, device, pool, buffer):
+        from chef_genius.generation.prefill import ScratchCache
+
+        if (rows, width) in self.fail:
+            raise RuntimeError("CUDA out of memory (stood in for)")
+        self.forward, self.cache = forward, ScratchCache(buffer)
+        self.made.append((rows, width))
+
+    def __call__(self, ids, starts):
+        self.replays.append(tuple(ids.shape))
+        return self.forward(ids, starts, self.cache), self.cache.keys, self.cache.values
+
+
+@pytest.fixture
+def stood_in_graphs(monkeypatch):
+    """A decoder's CUDA graphs on the CPU: prefills by `EagerGraph`, decode steps by their two warm-up
+    steps then the step itself at each replay."""
     import chef_genius.generation.causal as causal
-    from chef_genius.generation.prefill import WARM_WIDTHS, ScratchCache
-
-    made, replays = [], []
-
-    class EagerGraph:
-        def __init__(self, forward, rows, width, dtype, device, pool):
-            self.forward, self.cache = forward, ScratchCache()
-            made.append((rows, width))
-
-        def __call__(self, ids, mask, positions):
-            replays.append(tuple(ids.shape))
-            return self.forward(ids, mask, positions, self.cache), self.cache.keys, self.cache.values
 
     def fake_capture(step, warmups=2):
         for _ in range(warmups):
             step()
         return step
 
+    EagerGraph.made, EagerGraph.replays, EagerGraph.fail = [], [], set()
     monkeypatch.setattr(causal, "PrefillGraph", EagerGraph)
     monkeypatch.setattr(causal, "capture", fake_capture)
     monkeypatch.setattr(torch.cuda, "graph_pool_handle", lambda: None)
+
+    def make(model, **options) -> SlotDecoder:
+        decoder = SlotDecoder(model, STOPS, 0, race=True, prefill_graphs=True, **options)
+        decoder.graphs = True
+        return decoder
+    return make
+
+
+def test_a_captured_prefills_path_writes_what_an_eager_prefill_writes(random_llama, stood_in_graphs):
+    """The captured prefill's path on the CPU: the forward on a scratch cache, its keys and values
+    left in the decoder's one shared buffer and copied into the rows' slots, the bucket's extra rows
+    dropped. The rows write the engine's recipes, and a server's warm-up captured every row bucket of
+    8 slots at the usual widths, so the waves captured nothing more."""
+    from chef_genius.generation.prefill import WARM_WIDTHS
+
     settings = {**NEUTRAL, **DECODING["guarded"]}
-    decoder = SlotDecoder(random_llama, STOPS, 0, slots=8, max_new_tokens=40, race=True, window=12,
-                          prefill_graphs=True)
-    decoder.graphs = True
+    decoder = stood_in_graphs(random_llama, slots=8, max_new_tokens=40, window=12)
     with torch.inference_mode():
         assert decoder.warm_prefills() == 8
-    assert sorted(made) == [(r, w) for r in (1, 2, 4, 8) for w in WARM_WIDTHS]
+    assert sorted(EagerGraph.made) == [(r, w) for r in (1, 2, 4, 8) for w in WARM_WIDTHS]
     assert admit_in_waves(decoder, settings) == engines_recipes(random_llama, settings)
-    assert len(made) == 8 and replays == [(1, 32), (4, 32), (4, 64), (1, 32)]  # a replay a wave
+    assert len(EagerGraph.made) == 8 and EagerGraph.replays == [(1, 32), (4, 32), (4, 64), (1, 32)]
+    room = decoder._prefill_buffer.room
+    assert len(room) == 2 and room[0][0].numel() == 4096 * 2 * 8  # 2 layers; 4,096 tokens x 2 kv heads x 8 dims
+
+
+def test_a_newcomer_grows_the_cache_to_its_buckets_width(random_llama, stood_in_graphs):
+    """A busy decoder sized for its rows (64 columns) takes a 29-token prompt with 34 tokens to write:
+    29 + 34 + 1 fits 64, but its prefill is 32 wide, so the cache must grow first (found by review:
+    sized by the prompt's own width, the prefill wrote past the cache's end)."""
+    settings = {**NEUTRAL, **DECODING["greedy"]}
+    prompts, limits = [PROMPTS[0], list(range(3, 32))], [20, 34]
+    decoder = stood_in_graphs(random_llama, slots=2, max_new_tokens=40, window=12)
+    got: dict[int, list[int]] = {0: [], 1: []}
+    with torch.inference_mode():
+        decoder.admit([0], [prompts[0]], [limits[0]], [settings], [None], busy=False)
+        assert decoder.capacity == 64
+        turn(decoder, 2, owner := {0: 0}, got)
+        decoder.admit([1], [prompts[1]], [limits[1]], [settings], [None], busy=True)
+        assert decoder.capacity == 128
+        owner[1] = 1
+        while owner:
+            turn(decoder, 4, owner, got)
+    assert [got[0], got[1]] == [engines_recipes_of(random_llama, settings, prompts, limits)[i] for i in (0, 1)]
+
+
+def test_a_capture_that_fails_leaves_the_prefills_eager(random_llama, stood_in_graphs, capsys):
+    """A prefill whose capture fails (out of memory, say) runs eagerly, and so do those after it,
+    with one line on stderr: the rows still write the engine's recipes."""
+    settings = {**NEUTRAL, **DECODING["greedy"]}
+    EagerGraph.fail = {(4, 32)}
+    decoder = stood_in_graphs(random_llama, slots=8, max_new_tokens=40, window=12)
+    assert admit_in_waves(decoder, settings) == engines_recipes(random_llama, settings)
+    assert EagerGraph.replays == [(1, 32)]  # the first wave's; the second failed, the rest ran eagerly
+    assert decoder.prefill_graphs is False
+    assert "capturing a 4 x 32 prefill failed (RuntimeError: CUDA out of memory" in capsys.readouterr().err

@@ -11,6 +11,7 @@ once as a CUDA graph and replayed (the shapes and addresses never change; refill
 
 from __future__ import annotations
 
+import sys
 from collections import deque
 from collections.abc import Callable
 
@@ -19,7 +20,7 @@ import torch
 from chef_genius.generation.attention import grouped_attention_for
 from chef_genius.generation.layout import column_major_linears
 from chef_genius.generation.llama_step import LlamaDecodeStep
-from chef_genius.generation.prefill import PrefillGraph, prefill_shape
+from chef_genius.generation.prefill import PrefillBuffer, PrefillGraph, prefill_shape
 from chef_genius.generation.rules import DecodingRule, next_tokens
 from chef_genius.generation.state import RowCache, RowState, additive_mask, base_model, cache_keyword, device_tensor
 
@@ -68,8 +69,8 @@ class CausalDecoder:
         compiled: ``fused``, with each layer of a step over the whole cache compiled
             (``torch.compile``; `LlamaDecodeStep`'s ``compiled``).
         prefill_graphs: prefills in shape buckets (`prefill.prefill_shape`), replayed as CUDA graphs
-            where ``graphs`` run (a server's newcomers: `SlotDecoder`); the cache must then hold a
-            bucket's width.
+            where ``graphs`` run and the model has no sliding-window layers (a server's newcomers:
+            `SlotDecoder`; elsewhere the buckets' shapes run eagerly).
     """
 
     def __init__(self, model: torch.nn.Module, rule: DecodingRule, stops: list[int], pad_id: int,
@@ -84,7 +85,8 @@ class CausalDecoder:
         self.graphs = graphs and self.device.type == "cuda"
         self.race = self.graphs if race is None else race
         self.position_limit, self.grouped = position_limit, grouped
-        self.capacity = prompt_width + max_new_tokens + 1
+        # a bucketed prefill (prefill_graphs) may be wider than its longest prompt
+        self.capacity = prefill_shape([prompt_width], prefill_graphs)[1] + max_new_tokens + 1
         self.state = RowState(slots, self.capacity, max_new_tokens, stops, pad_id, self.device)
         self.cache = RowCache(slots, self.capacity, self.state.column)
         self._replay: Callable[[], None] | None = None
@@ -99,7 +101,7 @@ class CausalDecoder:
         self._wants_lean = lean and grouped and LlamaDecodeStep.supports(model, self.device.type)
         self._relayout = worth and not self._wants_lean
         self._lean: LlamaDecodeStep | None = None  # made at the first decode step
-        self.prefill_graphs, self._prefill_pool = prefill_graphs, None
+        self.prefill_graphs, self._prefill_pool, self._prefill_buffer = prefill_graphs, None, None
         self._prefills: dict[tuple[int, int], PrefillGraph] = {}  # (rows, width) -> its captured prefill
 
     def run(self, prompts: list[list[int]],
@@ -163,17 +165,16 @@ class CausalDecoder:
                  for p, slot, limit in zip(prompts, slots, limits, strict=True)]
         packed = device_tensor(lines + lines[-1:] * (rows_run - count), self.device)
         ids, rows, starts = packed[:, :width], packed[:, width], packed[:, width + 1]
-        columns = torch.arange(width, device=self.device)
-        real = columns[None, :] >= starts[:, None]
-        # Transformers' position ids for a left-padded batch: cumsum(mask) - 1, padding at 1.
-        positions = (columns[None, :] - starts[:, None]).masked_fill(~real, 1)
-        allowed = real[:, None, None, :] & (columns[None, None, None, :] <= columns[None, None, :, None])
-        mask = self._mask(allowed, columns[None, None, :], columns)
-        if graphed and self.graphs and isinstance(mask, torch.Tensor):
-            logits, keys, values = self.prefill_graph(rows_run, width)(ids, mask, positions)
+        graph = self._graph_for(rows_run, width) if graphed else None
+        if graph is not None:
+            logits, keys, values = graph(ids, starts)
             self.cache.write(rows[:count], [k[:count] for k in keys], [v[:count] for v in values])
         else:
-            logits = self._prefill_forward(rows, ids, mask, positions)
+            self.cache.prefill_rows = rows
+            try:
+                logits = self._prefill_pass(ids, starts)
+            finally:
+                self.cache.prefill_rows = None
         packed, logits = packed[:count], logits[:count]  # a bucket's extra rows repeat the last one
         ids, rows, starts = packed[:, :width], packed[:, width], packed[:, width + 1]
         lengths, limits = packed[:, width + 2], packed[:, width + 3]
@@ -182,22 +183,39 @@ class CausalDecoder:
         self.state.begin(rows, ids, starts, limits)
         self.state.commit(self._choose(logits, rows), rows)
 
+    def _prefill_pass(self, ids: torch.Tensor, starts: torch.Tensor, cache=None) -> torch.Tensor:
+        """The last tokens' logits of left-padded ``ids`` whose real tokens begin at ``starts``."""
+        width = ids.shape[1]
+        columns = torch.arange(width, device=ids.device)
+        real = columns[None, :] >= starts[:, None]
+        # Transformers' position ids for a left-padded batch: cumsum(mask) - 1, padding at 1.
+        positions = (columns[None, :] - starts[:, None]).masked_fill(~real, 1)
+        allowed = real[:, None, None, :] & (columns[None, None, None, :] <= columns[None, None, :, None])
+        return self._forward(ids, self._mask(allowed, columns[None, None, :], columns), positions, cache)
+
     def prefill_graph(self, rows: int, width: int) -> PrefillGraph:
         """The captured prefill of ``rows`` x ``width`` (captured at its first use)."""
         graph = self._prefills.get((rows, width))
         if graph is None:
-            if self._prefill_pool is None:
-                self._prefill_pool = torch.cuda.graph_pool_handle()
-            graph = PrefillGraph(self._forward, rows, width, self.dtype, self.device, self._prefill_pool)
+            if self._prefill_buffer is None:
+                self._prefill_pool, self._prefill_buffer = torch.cuda.graph_pool_handle(), PrefillBuffer()
+            graph = PrefillGraph(self._prefill_pass, rows, width, self.device, self._prefill_pool,
+                                 self._prefill_buffer)
             self._prefills[(rows, width)] = graph
         return graph
 
-    def _prefill_forward(self, rows: torch.Tensor, ids: torch.Tensor, mask, positions: torch.Tensor) -> torch.Tensor:
-        self.cache.prefill_rows = rows
+    def _graph_for(self, rows: int, width: int) -> PrefillGraph | None:
+        """The prefill graph of that bucket where graphs run (None: prefill eagerly). A capture
+        that fails turns them off: the prefill and those after it run eagerly, with a line on stderr."""
+        if not (self.graphs and self.prefill_graphs and self.sliding is None):
+            return None
         try:
-            return self._forward(ids, mask, positions)
-        finally:
-            self.cache.prefill_rows = None
+            return self.prefill_graph(rows, width)
+        except Exception as error:  # out of memory, or a forward that cannot be captured at this shape
+            self.prefill_graphs = False
+            print(f"chef-genius: prefilling eagerly from now on: capturing a {rows} x {width} prefill failed "
+                  f"({type(error).__name__}: {error})", file=sys.stderr)
+            return None
 
     def _decode_step(self) -> None:
         """One token for every slot, all on the device (what the CUDA graph replays)."""

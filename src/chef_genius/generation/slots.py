@@ -54,8 +54,8 @@ class SlotDecoder(CausalDecoder):
         compiled: ``fused`` with the step's layers compiled (`CausalDecoder`'s), and on a GPU the
             graph's per-row sampling compiled too.
         prefill_graphs: newcomers prefilled in shape buckets, replayed as CUDA graphs
-            (`generation.prefill`; None: where the decode step's graphs run; on the CPU, True runs
-            the buckets' shapes eagerly).
+            (`generation.prefill`; None: where the decode step's graphs run, for a model without
+            sliding-window layers; True on the CPU runs the buckets' shapes eagerly).
     """
 
     def __init__(self, model: torch.nn.Module, stops: list[int], pad_id: int, slots: int, max_new_tokens: int,
@@ -66,7 +66,7 @@ class SlotDecoder(CausalDecoder):
                          graphs=graphs, race=race, position_limit=position_limit, grouped=grouped, fused=fused,
                          compiled=compiled, prefill_graphs=bool(prefill_graphs))
         if prefill_graphs is None:
-            self.prefill_graphs = self.graphs
+            self.prefill_graphs = self.graphs and self.sliding is None
         if self.graphs and not self.race:
             raise ValueError("a CUDA graph draws by the race: race=False needs graphs=False")
         self.rules = RowRules(slots, self.device, largest_ngram)

@@ -66,6 +66,8 @@ class RowCache:
     def write(self, rows: torch.Tensor, keys: list[torch.Tensor], values: list[torch.Tensor]) -> None:
         """A prefill's keys and values of every layer, (len(rows), kv heads, width, head dim), into
         the columns ``0..width`` of ``rows`` (a captured prefill's, copied in after its replay)."""
+        if self.keys and len(keys) != len(self.keys):
+            raise ValueError(f"a prefill of {len(keys)} layers into a cache of {len(self.keys)}")
         for layer, (layer_keys, layer_values) in enumerate(zip(keys, values, strict=True)):
             self._allocate(layer_keys, layer_values, layer)
             width = layer_keys.shape[2]

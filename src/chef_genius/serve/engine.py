@@ -50,11 +50,12 @@ class Engine:
     def __init__(self, model, tokenizer, family, max_rows: int = 64, max_queue: int = 256,
                  timeout: float = 120.0, batch_wait: float = 0.01, engine: str = "chef-genius",
                  max_new_tokens: int = 4096, check_every: int = 4, trace: Path | None = None,
-                 fused_step: bool = True, compiled_step: bool = False):
+                 fused_step: bool = True, compiled_step: bool = False, prefill_graphs: bool = True):
         """``family``: the model's `chef_genius.families.ModelFamily`; ``trace``: a file to append
         one JSON line to as each request ends (`_trace`); ``fused_step``: the slots' decode steps through
         `generation.llama_step.LlamaDecodeStep` where it supports the model (`SlotDecoder`'s ``fused``);
-        ``compiled_step``: that step's layers compiled (`SlotDecoder`'s ``compiled``)."""
+        ``compiled_step``: that step's layers compiled (`SlotDecoder`'s ``compiled``); ``prefill_graphs``:
+        newcomers' prefills replayed as CUDA graphs on a GPU (`SlotDecoder`'s; False: eager)."""
         from chef_genius.generation.engine import position_limit
         from chef_genius.serve.slots import engine_kind
 
@@ -62,6 +63,8 @@ class Engine:
         self.max_rows, self.capacity, self.timeout, self.batch_wait = max_rows, max_queue, timeout, batch_wait
         self.max_new_tokens, self.check_every = max_new_tokens, max(1, check_every)
         self.fused_step, self.compiled_step = fused_step or compiled_step, compiled_step
+        self.prefill_graphs = prefill_graphs
+        self.warmed: tuple[int, float] | None = None  # (prefill shapes captured at start, seconds)
         self.kind, reason = engine_kind(model, family, engine)
         if reason:
             print(f"chef-genius serve: {reason}: decoding with transformers", file=sys.stderr)

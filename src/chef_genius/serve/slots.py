@@ -79,18 +79,20 @@ class SlotLoop:
         self.ended: list[bool] = [False] * engine.max_rows
         self.counts = [0] * engine.max_rows
         self.text = StreamingDetokenizer(engine.tokenizer, engine.max_rows)
-        self.prefill_graphs: bool | None = None  # None: where the decoder's graphs run; False once capturing failed
+        # None: where the decoder's graphs run; False when the engine says so, or once capturing failed
+        self.prefill_graphs: bool | None = None if engine.prefill_graphs else False
 
     def _decoder(self):
         from chef_genius.generation.slots import SlotDecoder
 
         if self.decoder is None:
             engine = self.engine
-            self.decoder = SlotDecoder(engine.model, engine.stops, engine.pad_id, engine.max_rows,
+            decoder = SlotDecoder(engine.model, engine.stops, engine.pad_id, engine.max_rows,
                                        engine.max_new_tokens, self.LARGEST_NGRAM, graphs=True,
                                        position_limit=engine.position_limit, window=self.every + 3,
                                        fused=engine.fused_step, compiled=engine.compiled_step,
                                        prefill_graphs=self.prefill_graphs)
+            self.decoder = self._warm(decoder)
         return self.decoder
 
     def busy(self) -> list[int]:
@@ -100,7 +102,7 @@ class SlotLoop:
         engine = self.engine
         with torch.inference_mode(), torch.compiler.set_stance("force_eager"):
             if engine.device.type == "cuda":
-                self._warm()
+                self._decoder()  # made, and its usual prefills captured, before the first request
             while True:
                 if not self.busy() and not engine._waiting and not engine._wait_for_work():
                     return
@@ -121,21 +123,22 @@ class SlotLoop:
                     self._fail(error)
                 engine.active_rows = len(self.busy())
 
-    def _warm(self) -> None:
-        """Capture the usual prefill shapes before the first request (`SlotDecoder.warm_prefills`);
-        where capturing fails, prefills run eagerly."""
+    def _warm(self, decoder):
+        """``decoder`` with the usual prefill shapes captured (`SlotDecoder.warm_prefills`; a new
+        decoder after a failure too); where capturing fails, a decoder that prefills eagerly."""
         began = time.monotonic()
         try:
-            count = self._decoder().warm_prefills()
+            count = decoder.warm_prefills()
         except Exception as error:  # the server still serves, with eager prefills
             print(f"chef-genius serve: prefills not captured ({type(error).__name__}: {error}); prefilling eagerly",
                   file=sys.stderr)
-            self.decoder = None
             self.prefill_graphs = False
-            return
+            return self._decoder()
         if count:
-            print(f"chef-genius serve: {count} prefill shapes captured in {time.monotonic() - began:.1f} s",
+            self.engine.warmed = (count, round(time.monotonic() - began, 3))
+            print(f"chef-genius serve: {count} prefill shapes captured in {self.engine.warmed[1]:.1f} s",
                   file=sys.stderr, flush=True)
+        return decoder
 
     def _admit(self):
         """Take waiting requests into free slots and prefill them; a request for the Transformers
@@ -229,4 +232,6 @@ class SlotLoop:
                 ticket.send(Piece(-1, f"generation failed ({type(error).__name__})", "error"))
             self.owner[slot] = None
             self.engine._release(ticket)
+        if self.decoder is not None and not self.decoder.prefill_graphs:
+            self.prefill_graphs = False  # its captures failed (or were never on): the next one's would too
         self.decoder = None  # its state may be half-written: a fresh one for the next requests
