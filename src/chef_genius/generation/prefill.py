@@ -3,9 +3,10 @@
 A prefill through the model's forward launches a few hundred kernels (about 25 a layer). At a
 server's sizes (a few prompts of a few dozen tokens) launching them, not running them, takes the
 time, and the host holds the worker the whole while: on an H100 with SmolLM2-135M's shape one
-prefill of 16 rows took 27 ms of host time in float32 and 57 ms in bfloat16 for 5-8 ms of device
-time, and twice that inside a busy server (`benchmarks/serve_turns.py --profile-admit`); each
-wave of newcomers waited for it before its first token.
+prefill of 16 rows returned after 19-57 ms (float32, bfloat16; machines vary) for 4-9 ms of device
+time, and took twice that inside a busy server (`benchmarks/serve_turns.py --profile-admit`); each
+wave of newcomers waited for it before its first token. Replayed, the same admission returned after
+6-7 ms.
 
 `PrefillGraph` captures one prefill shape and replays it: the ids and each row's first column
 copied in, one launch (the positions and the mask are made inside), then each layer's keys and
@@ -52,7 +53,7 @@ class PrefillBuffer:
     """Where the captured prefills of one decoder leave their keys and values: per layer, room for
     `MAX_GRAPH_TOKENS` tokens, allocated at the first capture's warm-up. A replay's keys and values
     are copied into the decoder's cache before the next replay overwrites them, so one buffer
-    serves every graph (else each kept its own: 188 MB for a 64 x 64 bucket of SmolLM2 in float32)."""
+    serves every graph (else each kept its own: 189 MB for a 64 x 64 bucket of SmolLM2 in float32)."""
 
     def __init__(self):
         self.room: list[list[torch.Tensor | None]] = []  # layer -> [keys, values], flat
