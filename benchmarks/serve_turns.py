@@ -104,6 +104,8 @@ def run_variant(loaded, name: str, args, log: list, prefill_graphs: bool = True)
     turns = [{"part": part, "at_ms": round(1e3 * (a - began), 2), "ms": round(1e3 * (b - a), 2), "rows": rows}
              for part, a, b, rows in log]
     firsts = [r["first_out"] - r["submitted"] for r in records if r["first_out"] is not None]
+    if not firsts:
+        sys.exit(f"{name}: no request wrote any text")
     return {"variant": name, "dtype": dtype, "fused": fused, "compiled": compiled, "prefill_graphs": prefill_graphs,
             "warmed": engine.warmed, "requests": args.requests,
             "spread_s": args.spread, "first_text_p50_s": statistics.median(firsts),

@@ -322,3 +322,42 @@ def test_the_slot_loop_streams_every_check_every_steps(tiny_recipes, every):
     assert got[-1].finish_reason == "length" and got[-1].tokens == 20
     reference = asyncio.run(pieces("transformers", 1))
     assert "".join(p.text for p in got) == "".join(p.text for p in reference)
+
+
+@pytest.mark.parametrize("told", [True, False], ids=["captures-fail", "told-not-to-capture"])
+def test_a_server_whose_prefill_captures_fail_prefills_eagerly(random_llama, monkeypatch, capsys, told):
+    """A decoder whose prefill captures fail (out of memory, say: stood in for here) is let go for
+    one that prefills eagerly, with one line on stderr, and the requests get what `generate` writes;
+    `Engine(prefill_graphs=False)` makes that decoder at once."""
+    from chef_genius.generation.slots import SlotDecoder
+
+    made, warmed = [], []
+    init, warm = SlotDecoder.__init__, SlotDecoder.warm_prefills
+
+    def recording_init(self, *args, **kwargs):
+        made.append(kwargs.get("prefill_graphs"))
+        init(self, *args, **kwargs)
+
+    def failing_warm(self, *args, **kwargs):
+        warmed.append(self)
+        if len(warmed) == 1 and made[0] is None:
+            raise RuntimeError("CUDA out of memory (stood in for)")
+        return warm(self, *args, **kwargs)
+
+    monkeypatch.setattr(SlotDecoder, "__init__", recording_init)
+    monkeypatch.setattr(SlotDecoder, "warm_prefills", failing_warm)
+    model, tokenizer = random_llama
+    engine = Engine(model, tokenizer, CAUSAL, engine="chef-genius", prefill_graphs=told)
+    try:
+        ids = _encode(tokenizer, CAUSAL, PROMPTS[:2])
+        got = asyncio.run(_texts(engine, [GenerationRequest([i], 30, _settings("greedy")) for i in ids]))
+    finally:
+        engine.close()
+    expected = [generate_details(model, tokenizer, [p], CAUSAL, "greedy", 30)[0][0].text for p in PROMPTS[:2]]
+    assert [g[0] for g in got] == expected
+    err = capsys.readouterr().err
+    if told:
+        assert made == [None, False] and len(warmed) == 2
+        assert "prefills not captured (RuntimeError: CUDA out of memory (stood in for)); prefilling eagerly" in err
+    else:
+        assert made == [False] and len(warmed) == 1 and "prefills not captured" not in err

@@ -20,7 +20,7 @@ import torch
 from chef_genius.generation.attention import grouped_attention_for
 from chef_genius.generation.layout import column_major_linears
 from chef_genius.generation.llama_step import LlamaDecodeStep
-from chef_genius.generation.prefill import PrefillBuffer, PrefillGraph, prefill_shape
+from chef_genius.generation.prefill import MAX_GRAPH_TOKENS, MAX_GRAPH_WIDTH, PrefillBuffer, PrefillGraph, prefill_shape
 from chef_genius.generation.rules import DecodingRule, next_tokens
 from chef_genius.generation.state import RowCache, RowState, additive_mask, base_model, cache_keyword, device_tensor
 
@@ -169,10 +169,10 @@ class CausalDecoder:
         if graph is not None:
             logits, keys, values = graph(ids, starts)
             self.cache.write(rows[:count], [k[:count] for k in keys], [v[:count] for v in values])
-        else:
-            self.cache.prefill_rows = rows
+        else:  # the real rows only, at the bucket's width (the cache was sized for it)
+            self.cache.prefill_rows = rows[:count]
             try:
-                logits = self._prefill_pass(ids, starts)
+                logits = self._prefill_pass(ids[:count], starts[:count])
             finally:
                 self.cache.prefill_rows = None
         packed, logits = packed[:count], logits[:count]  # a bucket's extra rows repeat the last one
@@ -197,6 +197,9 @@ class CausalDecoder:
         """The captured prefill of ``rows`` x ``width`` (captured at its first use)."""
         graph = self._prefills.get((rows, width))
         if graph is None:
+            if rows * width > MAX_GRAPH_TOKENS or width > MAX_GRAPH_WIDTH:
+                raise ValueError(f"a {rows} x {width} prefill is over the captured prefills' limits "
+                                 f"({MAX_GRAPH_TOKENS} tokens, {MAX_GRAPH_WIDTH} wide)")
             if self._prefill_buffer is None:
                 self._prefill_pool, self._prefill_buffer = torch.cuda.graph_pool_handle(), PrefillBuffer()
             graph = PrefillGraph(self._prefill_pass, rows, width, self.device, self._prefill_pool,
@@ -212,7 +215,8 @@ class CausalDecoder:
         try:
             return self.prefill_graph(rows, width)
         except Exception as error:  # out of memory, or a forward that cannot be captured at this shape
-            self.prefill_graphs = False
+            self.prefill_graphs = False  # and the graphs' memory goes, for the eager prefills
+            self._prefills, self._prefill_buffer, self._prefill_pool = {}, None, None
             print(f"chef-genius: prefilling eagerly from now on: capturing a {rows} x {width} prefill failed "
                   f"({type(error).__name__}: {error})", file=sys.stderr)
             return None

@@ -88,11 +88,15 @@ class SlotLoop:
         if self.decoder is None:
             engine = self.engine
             decoder = SlotDecoder(engine.model, engine.stops, engine.pad_id, engine.max_rows,
-                                       engine.max_new_tokens, self.LARGEST_NGRAM, graphs=True,
-                                       position_limit=engine.position_limit, window=self.every + 3,
-                                       fused=engine.fused_step, compiled=engine.compiled_step,
-                                       prefill_graphs=self.prefill_graphs)
-            self.decoder = self._warm(decoder)
+                                  engine.max_new_tokens, self.LARGEST_NGRAM, graphs=True,
+                                  position_limit=engine.position_limit, window=self.every + 3,
+                                  fused=engine.fused_step, compiled=engine.compiled_step,
+                                  prefill_graphs=self.prefill_graphs)
+            if not self._warm(decoder):  # its graphs and their memory go before another is made
+                del decoder
+                self.prefill_graphs = False
+                return self._decoder()
+            self.decoder = decoder
         return self.decoder
 
     def busy(self) -> list[int]:
@@ -102,7 +106,10 @@ class SlotLoop:
         engine = self.engine
         with torch.inference_mode(), torch.compiler.set_stance("force_eager"):
             if engine.device.type == "cuda":
-                self._decoder()  # made, and its usual prefills captured, before the first request
+                try:
+                    self._decoder()  # made, and its usual prefills captured, before the first request
+                except Exception as error:  # the server goes on: the next requests get the error, if it stays
+                    self._fail(error)
             while True:
                 if not self.busy() and not engine._waiting and not engine._wait_for_work():
                     return
@@ -112,33 +119,31 @@ class SlotLoop:
                     alone = self._admit()
                     if alone is not None:
                         engine._run([alone])
-                    elif self.busy():
-                        decoder = self._decoder()
-                        written = decoder.read()  # waits for the steps in flight and any prefill
-                        decoder.advance(self.every)  # the next turn's steps run while this one streams
+                    elif self.busy():  # self.decoder, not a local: a failed one must not outlive `_fail`
+                        written = self._decoder().read()  # waits for the steps in flight and any prefill
+                        self.decoder.advance(self.every)  # the next turn's steps run while this one streams
                         self._collect(written)
                         if not self.busy():  # idle: the steps in flight end before a graph or cache is let go
-                            decoder.read()
+                            self.decoder.read()
                 except Exception as error:  # the server goes on: the rows decoding get the error
                     self._fail(error)
                 engine.active_rows = len(self.busy())
 
-    def _warm(self, decoder):
-        """``decoder`` with the usual prefill shapes captured (`SlotDecoder.warm_prefills`; a new
-        decoder after a failure too); where capturing fails, a decoder that prefills eagerly."""
+    def _warm(self, decoder) -> bool:
+        """Capture ``decoder``'s usual prefill shapes (`SlotDecoder.warm_prefills`; a new decoder
+        after a failure too); False when capturing failed (the caller then prefills eagerly)."""
         began = time.monotonic()
         try:
             count = decoder.warm_prefills()
         except Exception as error:  # the server still serves, with eager prefills
             print(f"chef-genius serve: prefills not captured ({type(error).__name__}: {error}); prefilling eagerly",
                   file=sys.stderr)
-            self.prefill_graphs = False
-            return self._decoder()
+            return False
         if count:
             self.engine.warmed = (count, round(time.monotonic() - began, 3))
             print(f"chef-genius serve: {count} prefill shapes captured in {self.engine.warmed[1]:.1f} s",
                   file=sys.stderr, flush=True)
-        return decoder
+        return True
 
     def _admit(self):
         """Take waiting requests into free slots and prefill them; a request for the Transformers
