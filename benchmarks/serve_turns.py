@@ -26,8 +26,6 @@ ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = {"fp32-plain": ("float32", False, False), "fp32-fused": ("float32", True, False),
             "fp32-compiled": ("float32", True, True), "bf16-fused": ("bfloat16", True, False),
             "bf16-compiled": ("bfloat16", True, True)}
-TITLES = ["Tomato soup", "Banana bread", "Chicken curry", "Lemon tart", "Bean chili", "Pancakes", "Risotto",
-          "Apple pie"]
 
 
 def instrument(log: list) -> None:
@@ -76,14 +74,16 @@ async def one_round(engine, prompts: list[list[int]], settings: dict, max_tokens
 def run_variant(loaded, name: str, args, log: list, prefill_graphs: bool = True) -> dict:
     import torch
 
+    from benchmarks.serve_load import TITLES
     from chef_genius.serve.engine import Engine
     from chef_genius.serve.prompts import decoding_settings
 
     dtype, fused, compiled = VARIANTS[name]
     loaded.model.to(getattr(torch, dtype))
     tokenizer = loaded.tokenizer
-    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": f"Create a recipe: {TITLES[i % 8]}"}],
-                                             add_generation_prompt=True, tokenize=False) for i in range(args.requests)]
+    asks = [f"Create a recipe: {TITLES[i % len(TITLES)]}" for i in range(args.requests)]
+    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": ask}], add_generation_prompt=True,
+                                             tokenize=False) for ask in asks]
     prompts = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     _, settings = decoding_settings(None, "careful", temperature=args.temperature)
     engine = Engine(loaded.model, tokenizer, loaded.family, max_rows=max(64, args.requests),

@@ -164,20 +164,19 @@ class CausalDecoder:
         lines = [[self.pad_id] * (width - len(p)) + list(p) + [slot, width - len(p), len(p), limit]
                  for p, slot, limit in zip(prompts, slots, limits, strict=True)]
         packed = device_tensor(lines + lines[-1:] * (rows_run - count), self.device)
-        ids, rows, starts = packed[:, :width], packed[:, width], packed[:, width + 1]
+        real = packed[:count]
+        ids, rows, starts, lengths, limits = real[:, :width], *real[:, width:].unbind(1)
         graph = self._graph_for(rows_run, width) if graphed else None
-        if graph is not None:
-            logits, keys, values = graph(ids, starts)
-            self.cache.write(rows[:count], [k[:count] for k in keys], [v[:count] for v in values])
-        else:  # the real rows only, at the bucket's width (the cache was sized for it)
-            self.cache.prefill_rows = rows[:count]
+        if graph is not None:  # the bucket's rows: its extra ones repeat the last row, dropped after the replay
+            logits, keys, values = graph(packed[:, :width], packed[:, width + 1])
+            logits = logits[:count]
+            self.cache.write(rows, [k[:count] for k in keys], [v[:count] for v in values])
+        else:  # the real rows at the bucket's width (the cache was sized for it)
+            self.cache.prefill_rows = rows
             try:
-                logits = self._prefill_pass(ids[:count], starts[:count])
+                logits = self._prefill_pass(ids, starts)
             finally:
                 self.cache.prefill_rows = None
-        packed, logits = packed[:count], logits[:count]  # a bucket's extra rows repeat the last one
-        ids, rows, starts = packed[:, :width], packed[:, width], packed[:, width + 1]
-        lengths, limits = packed[:, width + 2], packed[:, width + 3]
         if self.position_limit is not None:
             limits = torch.minimum(limits, (self.position_limit - lengths).clamp_min(1))
         self.state.begin(rows, ids, starts, limits)
@@ -207,10 +206,17 @@ class CausalDecoder:
             self._prefills[(rows, width)] = graph
         return graph
 
+    @property
+    def captures_prefills(self) -> bool:
+        """Prefills replay CUDA graphs: asked for, graphs run, and no sliding-window layers (their
+        mask is a mapping the graph does not take)."""
+        return self.graphs and self.prefill_graphs and self.sliding is None
+
     def _graph_for(self, rows: int, width: int) -> PrefillGraph | None:
-        """The prefill graph of that bucket where graphs run (None: prefill eagerly). A capture
-        that fails turns them off: the prefill and those after it run eagerly, with a line on stderr."""
-        if not (self.graphs and self.prefill_graphs and self.sliding is None):
+        """The prefill graph of that bucket where prefills are captured (None: prefill eagerly). A
+        capture that fails turns them off: the prefill and those after it run eagerly, with a line
+        on stderr."""
+        if not self.captures_prefills:
             return None
         try:
             return self.prefill_graph(rows, width)

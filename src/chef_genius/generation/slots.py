@@ -66,7 +66,7 @@ class SlotDecoder(CausalDecoder):
                          graphs=graphs, race=race, position_limit=position_limit, grouped=grouped, fused=fused,
                          compiled=compiled, prefill_graphs=bool(prefill_graphs))
         if prefill_graphs is None:
-            self.prefill_graphs = self.graphs and self.sliding is None
+            self.prefill_graphs = self.graphs and self.sliding is None  # buckets without graphs gain nothing
         if self.graphs and not self.race:
             raise ValueError("a CUDA graph draws by the race: race=False needs graphs=False")
         self.rules = RowRules(slots, self.device, largest_ngram)
@@ -171,7 +171,7 @@ class SlotDecoder(CausalDecoder):
         """Capture the prefills of every row bucket up to the slots' at ``widths`` (a server before
         its first request: a first capture costs about three prefills, paid by a newcomer's first
         token otherwise); how many were captured (0 where prefills are not captured)."""
-        if not (self.graphs and self.prefill_graphs and self.sliding is None):
+        if not self.captures_prefills:
             return 0
         shapes = [(1 << k, width) for width in widths for k in range((self.slots - 1).bit_length() + 1)
                   if prefill_shape([width] * (1 << k), True) == (1 << k, width, True)]
